@@ -1,0 +1,237 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython adapter of csrc/hmm_kernel.c: buffers in, buffers out, sequences in threads.
+
+Everything here works on NumPy-compatible buffers (zero-copy views of MXNet
+NDArrays in practice).  Parameters are ``float`` or ``double``; the kernel
+always computes in double.  Sequences of a batch run in parallel OpenMP
+threads with a static round-robin schedule, so for a given thread count the
+summation order, and hence the result, is reproducible bit for bit.
+"""
+from cython.parallel cimport prange, threadid
+from libc.math cimport floor, INFINITY
+from libc.stdint cimport int32_t, int64_t
+cimport openmp
+
+import numpy as np
+
+cdef extern from "hmm_kernel.h" nogil:
+    double hmm_forward_scaled(int n, int len, const double *A, const double *BT,
+                              const double *pi, const int32_t *obs, double *pred,
+                              Py_ssize_t pred_stride, double *scale, double *alpha)
+    void hmm_backward_scaled(int n, int len, const double *A, const double *BT,
+                             const int32_t *obs, const double *pred,
+                             const double *scale, double g, double *dA,
+                             double *dBT, double *dpi, double *work)
+
+ctypedef fused real:
+    float
+    double
+
+ctypedef fused obs_t:
+    int32_t
+    int64_t
+    float
+    double
+
+# MXNet's gradient request codes, in the order of mx.operator.CustomOp's req strings.
+REQ_CODES = {'null': 0, 'write': 1, 'inplace': 2, 'add': 3}
+
+
+def max_threads():
+    """Threads OpenMP would use by default (OMP_NUM_THREADS, else the cores)."""
+    return openmp.omp_get_max_threads()
+
+
+def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
+    """Validate padded observations and convert them for the kernel.
+
+    obs: (batch, T) of int32, int64, float32 or float64 holding integers in
+    [0, n_symbols) with optional trailing -1 padding per row.
+    Returns (obs32 (batch, T) int32, lengths (batch,) int64).
+    Raises ValueError that names the first offending element obs[b, t].
+    """
+    cdef Py_ssize_t batch = obs.shape[0], T = obs.shape[1], b, t
+    cdef Py_ssize_t bad_b = -1, bad_t = -1
+    cdef int kind = 0          # 1: not an integer, 2: out of range, 3: symbol after padding
+    cdef double v
+    cdef int64_t L
+    out = np.empty((batch, T), dtype=np.int32)
+    lengths = np.empty(batch, dtype=np.int64)
+    cdef int32_t[:, ::1] o = out
+    cdef int64_t[::1] lens = lengths
+    with nogil:
+        for b in range(batch):
+            L = -1
+            for t in range(T):
+                v = <double>obs[b, t]
+                if not (v == floor(v)):            # also catches NaN and +-inf
+                    kind = 1
+                elif v < -1 or v >= n_symbols:
+                    kind = 2
+                elif v == -1:
+                    if L < 0:
+                        L = t
+                elif L >= 0:
+                    kind = 3
+                if kind:
+                    bad_b = b
+                    bad_t = t
+                    break
+                o[b, t] = <int32_t>v
+            if kind:
+                break
+            lens[b] = T if L < 0 else L
+    if kind:
+        value = obs[bad_b, bad_t]
+        where = f"obs[{bad_b}, {bad_t}] = {value!r}"
+        if kind == 1:
+            raise ValueError(f"{where} is not an integer: obs must hold integer symbols "
+                             f"(int32, int64, or floats with integral values)")
+        if kind == 2:
+            raise ValueError(f"{where} is not a valid symbol: expected an integer in "
+                             f"[0, {n_symbols}) (B has {n_symbols} symbol columns) or -1 padding")
+        raise ValueError(f"{where} follows -1 padding in row {bad_b}: padding must only "
+                         f"fill the end of a row")
+    return out, lengths
+
+
+cdef class Workspace:
+    """What the forward pass keeps for the backward pass of one call.
+
+    A64 (n, n) and BT64 (m, n) are double copies of the parameters; pred
+    (sum(lengths), n) and scale (sum(lengths),) hold the forward recursion of
+    every sequence back to back, sequence b starting at row offsets[b]; ll
+    (batch,) the per-sequence log-likelihoods in double.
+    """
+    cdef readonly object A64, BT64, pred, scale, offsets, ll, obs32, lengths
+    cdef readonly int n, m
+
+
+def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
+            const int32_t[:, ::1] obs32, const int64_t[::1] lengths,
+            bint store, int num_threads):
+    """Log-likelihood of each sequence.
+
+    A (n, n), B (n, m), pi (n,) of float32 or float64; obs32 and lengths from
+    prepare_obs.  Returns a Workspace whose ``ll`` (batch,) float64 is the
+    result; with store=False it keeps no per-step state (backward then needs
+    a new forward with store=True).
+    """
+    cdef int n = A.shape[0], m = B.shape[1]
+    cdef Py_ssize_t batch = obs32.shape[0], b, i, k
+    cdef int nt = max(1, min(num_threads, batch))
+    ws = Workspace()
+    ws.n = n
+    ws.m = m
+    ws.obs32 = obs32
+    ws.lengths = lengths
+    offsets = np.zeros(batch + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    cdef int64_t total = offsets[batch]
+    A64 = np.empty((n, n), dtype=np.float64)
+    BT64 = np.empty((m, n), dtype=np.float64)
+    pi64 = np.empty(n, dtype=np.float64)
+    pred = np.empty((total if store else nt, n), dtype=np.float64)
+    scale = np.empty(total, dtype=np.float64)
+    alpha = np.empty((nt, n), dtype=np.float64)
+    ll = np.zeros(batch, dtype=np.float64)
+    cdef double[:, ::1] a64 = A64, bt64 = BT64, pr = pred, al = alpha
+    cdef double[::1] p64 = pi64, sc = scale, out = ll
+    cdef int64_t[::1] off = offsets
+    cdef int tid
+    with nogil:
+        for i in range(n):
+            p64[i] = pi[i]
+            for k in range(n):
+                a64[i, k] = A[i, k]
+            for k in range(m):
+                bt64[k, i] = B[i, k]
+        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
+            if lengths[b] > 0:
+                tid = threadid()
+                out[b] = hmm_forward_scaled(
+                    n, <int>lengths[b], &a64[0, 0], &bt64[0, 0], &p64[0], &obs32[b, 0],
+                    &pr[off[b] if store else tid, 0], n if store else 0,
+                    &sc[off[b]], &al[tid, 0])
+    ws.A64 = A64
+    ws.BT64 = BT64
+    ws.pred = pred if store else None
+    ws.scale = scale
+    ws.offsets = offsets
+    ws.ll = ll
+    return ws
+
+
+def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB,
+             real[::1] dpi, int req_A, int req_B, int req_pi, int num_threads):
+    """Gradients of sum_b gll[b] * ll[b] with respect to A, B and pi.
+
+    ws: a Workspace from forward(store=True).  gll (batch,) has the dtype of
+    the gradients dA (n, n), dB (n, m), dpi (n,), which are written according
+    to the MXNet request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite,
+    3 adds).  A sequence with ll = -inf (probability 0) or gll = 0
+    contributes nothing.
+    """
+    if ws.pred is None:
+        raise ValueError("workspace holds no forward state (forward ran with store=False)")
+    cdef int n = ws.n, m = ws.m
+    cdef Py_ssize_t batch = gll.shape[0], b, i, k, r
+    cdef int nt = max(1, min(num_threads, batch))
+    cdef Py_ssize_t width = n * n + m * n + n
+    acc = np.zeros((nt, width), dtype=np.float64)
+    work = np.empty((nt, 3 * n), dtype=np.float64)
+    cdef double[:, ::1] ac = acc, wk = work
+    cdef double[:, ::1] a64 = ws.A64, bt64 = ws.BT64, pr = ws.pred
+    cdef double[::1] sc = ws.scale, ll = ws.ll
+    cdef const int32_t[:, ::1] obs32 = ws.obs32
+    cdef const int64_t[::1] lengths = ws.lengths
+    cdef int64_t[::1] off = ws.offsets
+    cdef int tid
+    cdef double g
+    if req_A == 0 and req_B == 0 and req_pi == 0:
+        return
+    with nogil:
+        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
+            g = gll[b]
+            if lengths[b] > 0 and g != 0 and ll[b] != -INFINITY:
+                tid = threadid()
+                hmm_backward_scaled(
+                    n, <int>lengths[b], &a64[0, 0], &bt64[0, 0], &obs32[b, 0],
+                    &pr[off[b], 0], &sc[off[b]], g,
+                    &ac[tid, 0], &ac[tid, n * n], &ac[tid, n * n + m * n], &wk[tid, 0])
+        for r in range(1, nt):
+            for k in range(width):
+                ac[0, k] += ac[r, k]
+        if req_A:
+            for i in range(n):
+                for k in range(n):
+                    if req_A == 3:
+                        dA[i, k] += <real>ac[0, i * n + k]
+                    else:
+                        dA[i, k] = <real>ac[0, i * n + k]
+        if req_B:
+            for i in range(n):
+                for k in range(m):
+                    if req_B == 3:
+                        dB[i, k] += <real>ac[0, n * n + k * n + i]
+                    else:
+                        dB[i, k] = <real>ac[0, n * n + k * n + i]
+        if req_pi:
+            for i in range(n):
+                if req_pi == 3:
+                    dpi[i] += <real>ac[0, n * n + m * n + i]
+                else:
+                    dpi[i] = <real>ac[0, n * n + m * n + i]
+
+
+def store(real[::1] dst, const double[::1] src, int req):
+    """dst (=, +=) src by MXNet request code (0 skips); src is cast to dst's dtype."""
+    cdef Py_ssize_t i
+    if req == 0:
+        return
+    with nogil:
+        for i in range(dst.shape[0]):
+            if req == 3:
+                dst[i] += <real>src[i]
+            else:
+                dst[i] = <real>src[i]

@@ -1,0 +1,139 @@
+"""The ``hmm_forward`` MXNet CustomOp and its checked Python wrapper.
+
+    ll = mx.nd.Custom(A, B, pi, obs, op_type='hmm_forward')   # also mx.sym.Custom
+
+A (N, N) transitions, A[i, j] = P(next = j | current = i); B (N, M)
+emissions, B[i, k] = P(symbol k | state i); pi (N,) initial probabilities;
+A, B and pi share one dtype, float32 or float64, and are used as given.
+obs (T,) or (batch, T), int32/int64/float holding symbols in [0, M), rows
+padded at the end with -1.  ll (batch,) (1-D obs: (1,)) has A's dtype:
+ll[b] = log P(obs[b]) under hmmlearn's scaled-forward convention, 0 for an
+empty row, -inf for an impossible one (its gradient is zero).
+
+This module only adapts MXNet's contract: zero-copy views of the NDArray
+buffers go to the Cython kernel (hmmop._kernel), which does all the work.
+"""
+import mxnet as mx
+import numpy as np
+
+from . import _kernel, checks
+from .ndview import view
+from .threads import get_num_threads
+
+OP_TYPE = "hmm_forward"
+BACKENDS = ("auto", "cython")
+
+
+class HMMForward(mx.operator.CustomOp):
+    """Runs on the CPU kernel; keeps the forward recursion for the backward."""
+
+    def __init__(self):
+        super().__init__()
+        self._ws = None
+
+    def _run_forward(self, in_data, store):
+        A, B, pi, obs = (view(x) for x in in_data)
+        obs32, lengths = checks.prepare_obs(obs, B.shape[1])
+        return _kernel.forward(A, B, pi, obs32, lengths, store, get_num_threads())
+
+    def forward(self, is_train, req, in_data, out_data, aux):
+        # Per-step state is kept only when a backward may follow; a backward
+        # after an is_train=False forward recomputes it.
+        ws = self._run_forward(in_data, bool(is_train))
+        _kernel.store(view(out_data[0]), ws.ll, _kernel.REQ_CODES[req[0]])
+        self._ws = ws if is_train else None
+
+    def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
+        if self._ws is None:
+            self._ws = self._run_forward(in_data, True)
+        codes = [_kernel.REQ_CODES[r] for r in req]
+        dA, dB, dpi, dobs = (view(x) for x in in_grad)
+        _kernel.backward(self._ws, view(out_grad[0]), dA, dB, dpi,
+                         codes[0], codes[1], codes[2], get_num_threads())
+        if codes[3] in (1, 2):
+            dobs[...] = 0
+
+
+@mx.operator.register(OP_TYPE)
+class HMMForwardProp(mx.operator.CustomOpProp):
+    """Shapes, dtypes and dependencies of hmm_forward; attribute backend='auto'|'cython'."""
+
+    def __init__(self, backend="auto"):
+        super().__init__(need_top_grad=True)
+        if backend not in BACKENDS:
+            raise ValueError(f"hmm_forward: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    def list_arguments(self):
+        return ["A", "B", "pi", "obs"]
+
+    def list_outputs(self):
+        return ["ll"]
+
+    def infer_shape(self, in_shape):
+        _, _, batch, _ = checks.check_shapes(*in_shape)
+        return in_shape, [(batch,)], []
+
+    def infer_type(self, in_type):
+        known = [t for t in in_type[:3] if t is not None]
+        param = known[0] if known else np.float32
+        in_type = [param if t is None else t for t in in_type[:3]] + \
+                  [np.float32 if in_type[3] is None else in_type[3]]
+        dtype = checks.check_dtypes(*in_type)
+        return in_type, [dtype.type], []
+
+    def declare_backward_dependency(self, out_grad, in_data, out_data):
+        # ll itself is not needed; the inputs are, for the recompute path.
+        return list(out_grad) + list(in_data)
+
+    def create_operator(self, ctx, in_shapes, in_dtypes):
+        if ctx.device_type != "cpu":
+            raise NotImplementedError(
+                f"hmm_forward: backend {self.backend!r} runs on the CPU only, inputs are on {ctx}")
+        return HMMForward()
+
+
+def _is_symbol(x):
+    return isinstance(x, mx.sym.Symbol)
+
+
+def hmm_forward(A, B, pi, obs, backend="auto"):
+    """Per-sequence log-likelihood with the fused operator, inputs checked first.
+
+    A (N, N), B (N, M), pi (N,): NDArrays of one dtype (float32/float64) on one
+    context.  obs (T,) or (batch, T): NDArray, NumPy array or nested list of
+    integer symbols, -1 padded at the end of rows.  Returns ll (batch,)
+    NDArray of A's dtype, differentiable with autograd.  Bad input raises
+    ValueError/TypeError naming it before MXNet sees it.  Symbols are passed
+    through to mx.sym.Custom unchecked (their values are not known yet).
+    """
+    if any(_is_symbol(x) for x in (A, B, pi, obs)):
+        return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
+    A, B, pi, obs, obs_np = _checked_inputs(A, B, pi, obs)
+    return mx.nd.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
+
+
+def _checked_inputs(A, B, pi, obs):
+    """Validate NDArray inputs; return (A, B, pi, obs NDArray on A's context, obs NumPy)."""
+    for name, x in (("A", A), ("B", B), ("pi", pi)):
+        if not isinstance(x, mx.nd.NDArray):
+            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
+    ctx = A.context
+    for name, x in (("B", B), ("pi", pi)):
+        if x.context != ctx:
+            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
+                             f"A, B and pi must share one context")
+    if isinstance(obs, mx.nd.NDArray):
+        obs_np = obs.asnumpy()
+    else:
+        obs_np = np.asarray(obs)
+        if obs_np.dtype.kind in "iub" and obs_np.dtype not in checks.OBS_DTYPES:
+            obs_np = obs_np.astype(np.int64)
+    checks.check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
+    _, m, _, _ = checks.check_shapes(A.shape, B.shape, pi.shape, obs_np.shape)
+    checks.prepare_obs(obs_np, m)
+    if not isinstance(obs, mx.nd.NDArray):
+        obs = mx.nd.array(obs_np, ctx=ctx, dtype=obs_np.dtype)
+    elif obs.context != ctx:
+        obs = obs.as_in_context(ctx)
+    return A, B, pi, obs, obs_np

@@ -1,0 +1,25 @@
+"""How many OpenMP threads the CPU kernel uses for a batch of sequences."""
+import os
+
+from . import _kernel
+
+_override = None
+
+
+def set_num_threads(n):
+    """Use ``n`` threads from now on (None: follow OMP_NUM_THREADS again)."""
+    global _override
+    if n is not None and (int(n) != n or n < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
+    _override = None if n is None else int(n)
+
+
+def get_num_threads():
+    """Threads the kernel will use: set_num_threads' value, else the first
+    entry of OMP_NUM_THREADS as it is now, else OpenMP's default (all cores)."""
+    if _override is not None:
+        return _override
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _kernel.max_threads()

@@ -1,0 +1,37 @@
+"""Build of hmmop: one Cython extension over the C kernel in csrc/, with OpenMP.
+
+Compiler flags: -O3 -fopenmp, plus HMMOP_ARCH_FLAGS (default "-march=native",
+since the package is compiled where it is installed; set it to "" or e.g.
+"-march=x86-64-v3" to build a portable binary).
+"""
+import os
+import shlex
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+arch = shlex.split(os.environ.get("HMMOP_ARCH_FLAGS", "-march=native"))
+
+extension = Extension(
+    "hmmop._kernel",
+    sources=["hmmop/_kernel.pyx", "csrc/hmm_kernel.c"],
+    include_dirs=["csrc"],
+    extra_compile_args=["-O3", "-fopenmp", *arch],
+    extra_link_args=["-fopenmp"],
+)
+
+setup(
+    name="hmmop",
+    version="0.1.0",
+    description="Fused hidden-Markov-model forward/backward operator for Apache MXNet",
+    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=["hmmop"],
+    python_requires=">=3.8,<3.12",
+    install_requires=["mxnet==1.9.1", "numpy>=1.21,<1.24"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3"],
+    },
+    ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}),
+    zip_safe=False,
+)
