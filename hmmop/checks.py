@@ -39,6 +39,9 @@ def check_shapes(A_shape, B_shape, pi_shape, obs_shape):
     else:
         raise ValueError(f"obs must have shape (T,) or (batch, T), got shape {obs_shape} "
                          f"(rank {len(obs_shape)})")
+    if batch < 1 or T < 1:
+        raise ValueError(f"obs must hold at least one row and one time step, got shape {obs_shape} "
+                         f"(pad empty sequences with -1 instead)")
     return n, m, batch, T
 
 

@@ -11,10 +11,14 @@ import numpy as np
 from mxnet.base import _LIB, check_call
 
 
-def view(arr):
-    """NumPy array sharing memory with the CPU NDArray ``arr`` (same shape and dtype)."""
-    dtype = np.dtype(arr.dtype)
-    shape = arr.shape
+def view(arr, shape=None, dtype=None):
+    """NumPy array sharing memory with the CPU NDArray ``arr``.
+
+    shape and dtype default to the NDArray's own; passing them (as known from
+    CustomOpProp.create_operator) saves two calls into MXNet.
+    """
+    dtype = np.dtype(arr.dtype if dtype is None else dtype)
+    shape = tuple(arr.shape if shape is None else shape)
     size = int(np.prod(shape, dtype=np.int64))
     if size == 0:
         return np.empty(shape, dtype=dtype)

@@ -15,6 +15,7 @@ buffers go to the Cython kernel (hmmop._kernel), which does all the work.
 """
 import mxnet as mx
 import numpy as np
+from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
 from . import _kernel, checks
 from .ndview import view
@@ -27,12 +28,19 @@ BACKENDS = ("auto", "cython")
 class HMMForward(mx.operator.CustomOp):
     """Runs on the CPU kernel; keeps the forward recursion for the backward."""
 
-    def __init__(self):
+    def __init__(self, in_shapes, in_dtypes):
         super().__init__()
+        self._shapes = [tuple(s) for s in in_shapes]
+        # create_operator hands over MXNet's integer dtype codes.
+        self._dtypes = [np.dtype(_DTYPE_MX_TO_NP[d]) for d in in_dtypes]
         self._ws = None
 
+    def _views(self, arrays):
+        """Views of arrays laid out like the inputs (A, B, pi, obs)."""
+        return [view(x, s, d) for x, s, d in zip(arrays, self._shapes, self._dtypes)]
+
     def _run_forward(self, in_data, store):
-        A, B, pi, obs = (view(x) for x in in_data)
+        A, B, pi, obs = self._views(in_data)
         obs32, lengths = checks.prepare_obs(obs, B.shape[1])
         return _kernel.forward(A, B, pi, obs32, lengths, store, get_num_threads())
 
@@ -40,15 +48,16 @@ class HMMForward(mx.operator.CustomOp):
         # Per-step state is kept only when a backward may follow; a backward
         # after an is_train=False forward recomputes it.
         ws = self._run_forward(in_data, bool(is_train))
-        _kernel.store(view(out_data[0]), ws.ll, _kernel.REQ_CODES[req[0]])
+        _kernel.store(view(out_data[0], ws.ll.shape, self._dtypes[0]), ws.ll, _kernel.REQ_CODES[req[0]])
         self._ws = ws if is_train else None
 
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
         if self._ws is None:
             self._ws = self._run_forward(in_data, True)
         codes = [_kernel.REQ_CODES[r] for r in req]
-        dA, dB, dpi, dobs = (view(x) for x in in_grad)
-        _kernel.backward(self._ws, view(out_grad[0]), dA, dB, dpi,
+        dA, dB, dpi, dobs = self._views(in_grad)
+        gll = view(out_grad[0], self._ws.ll.shape, self._dtypes[0])
+        _kernel.backward(self._ws, gll, dA, dB, dpi,
                          codes[0], codes[1], codes[2], get_num_threads())
         if codes[3] in (1, 2):
             dobs[...] = 0
@@ -90,7 +99,7 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         if ctx.device_type != "cpu":
             raise NotImplementedError(
                 f"hmm_forward: backend {self.backend!r} runs on the CPU only, inputs are on {ctx}")
-        return HMMForward()
+        return HMMForward(in_shapes, in_dtypes)
 
 
 def _is_symbol(x):

@@ -1,0 +1,61 @@
+"""Slow, obviously-right references the fast code is compared against."""
+import itertools
+
+import numpy as np
+from hmmlearn import hmm
+
+
+def random_model(rng, n, m, dtype=np.float64):
+    """Random row-stochastic A (n, n), B (n, m) and pi (n,) as NumPy arrays."""
+    A = rng.random((n, n)) + 0.05
+    B = rng.random((n, m)) + 0.05
+    pi = rng.random(n) + 0.05
+    A /= A.sum(axis=1, keepdims=True)
+    B /= B.sum(axis=1, keepdims=True)
+    pi /= pi.sum()
+    return A.astype(dtype), B.astype(dtype), pi.astype(dtype)
+
+
+def hmmlearn_score(A, B, pi, seq):
+    """log P(seq) from hmmlearn's CategoricalHMM (the oracle); seq: 1-D ints."""
+    model = hmm.CategoricalHMM(n_components=A.shape[0])
+    model.n_features = B.shape[1]
+    model.startprob_ = np.asarray(pi, dtype=np.float64)
+    model.transmat_ = np.asarray(A, dtype=np.float64)
+    model.emissionprob_ = np.asarray(B, dtype=np.float64)
+    return model.score(np.asarray(seq, dtype=np.int64).reshape(-1, 1))
+
+
+def brute_force_ll(A, B, pi, seq):
+    """log of the sum over every state path of P(path, seq): O(N^T), tiny cases only."""
+    n = A.shape[0]
+    total = 0.0
+    for path in itertools.product(range(n), repeat=len(seq)):
+        p = pi[path[0]] * B[path[0], seq[0]]
+        for t in range(1, len(seq)):
+            p *= A[path[t - 1], path[t]] * B[path[t], seq[t]]
+        total += p
+    return np.log(total)
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central finite differences of the scalar f() w.r.t. every entry of the float64 array x (in place)."""
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        up = f()
+        x[idx] = old - eps
+        down = f()
+        x[idx] = old
+        g[idx] = (up - down) / (2 * eps)
+    return g
+
+
+def random_padded(rng, m, lengths, T=None):
+    """(batch, T) int64 observations with row b holding lengths[b] symbols, then -1."""
+    T = max(lengths) if T is None else T
+    obs = np.full((len(lengths), T), -1, dtype=np.int64)
+    for b, L in enumerate(lengths):
+        obs[b, :L] = rng.integers(0, m, L)
+    return obs
