@@ -68,9 +68,9 @@ class HMMForwardProp(mx.operator.CustomOpProp):
     """Shapes, dtypes and dependencies of hmm_forward; attribute backend='auto'|'cython'."""
 
     def __init__(self, backend="auto"):
+        # Never raise here: an exception in a CustomOpProp constructor crashes
+        # MXNet 1.9 (segfault).  The attribute is checked in infer_shape.
         super().__init__(need_top_grad=True)
-        if backend not in BACKENDS:
-            raise ValueError(f"hmm_forward: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
 
     def list_arguments(self):
@@ -80,6 +80,8 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         return ["ll"]
 
     def infer_shape(self, in_shape):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"hmm_forward: backend must be one of {BACKENDS}, got {self.backend!r}")
         _, _, batch, _ = checks.check_shapes(*in_shape)
         return in_shape, [(batch,)], []
 
@@ -116,6 +118,8 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     ValueError/TypeError naming it before MXNet sees it.  Symbols are passed
     through to mx.sym.Custom unchecked (their values are not known yet).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
     A, B, pi, obs, obs_np = _checked_inputs(A, B, pi, obs)
