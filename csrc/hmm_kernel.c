@@ -17,7 +17,20 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
         } else {
             for (int j = 0; j < n; ++j)
                 p[j] = 0.0;
-            for (int i = 0; i < n; ++i) {
+            /* p = alpha @ A, four rows of A per sweep over p (fewer loads
+             * and stores of p, four independent multiply-adds per element). */
+            int i = 0;
+            for (; i + 4 <= n; i += 4) {
+                const double a0 = alpha[i], a1 = alpha[i + 1];
+                const double a2 = alpha[i + 2], a3 = alpha[i + 3];
+                const double *restrict A0 = A + (size_t)i * n;
+                const double *restrict A1 = A0 + n, *restrict A2 = A1 + n;
+                const double *restrict A3 = A2 + n;
+#pragma omp simd
+                for (int j = 0; j < n; ++j)
+                    p[j] += (a0 * A0[j] + a1 * A1[j]) + (a2 * A2[j] + a3 * A3[j]);
+            }
+            for (; i < n; ++i) {
                 const double a = alpha[i];
                 const double *restrict Ai = A + (size_t)i * n;
 #pragma omp simd
@@ -43,6 +56,39 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
     return ll;
 }
 
+/* dA += X^T Y for X, Y (k, n) row-major: the sum of k outer products
+ * x_r (outer) y_r.  Each 16-wide slice of a dA row stays in registers over
+ * the k rows (independent accumulation chains), so dA is read and
+ * written once per block rather than once per time step. */
+static void add_outer_products(int n, int k, const double *restrict X,
+                               const double *restrict Y, double *restrict dA)
+{
+    enum { W = 16 };
+    for (int i = 0; i < n; ++i) {
+        double *restrict Di = dA + (size_t)i * n;
+        int j = 0;
+        for (; j + W <= n; j += W) {
+            double acc[W];
+            for (int q = 0; q < W; ++q)
+                acc[q] = Di[j + q];
+            for (int r = 0; r < k; ++r) {
+                const double x = X[(size_t)r * n + i];
+                const double *restrict y = Y + (size_t)r * n + j;
+                for (int q = 0; q < W; ++q)
+                    acc[q] += x * y[q];
+            }
+            for (int q = 0; q < W; ++q)
+                Di[j + q] = acc[q];
+        }
+        for (; j < n; ++j) {
+            double acc = Di[j];
+            for (int r = 0; r < k; ++r)
+                acc += X[(size_t)r * n + i] * Y[(size_t)r * n + j];
+            Di[j] = acc;
+        }
+    }
+}
+
 /* Derivation.  With unscaled alpha_t, beta_t and P = P(obs), the scaled
  * quantities are alpha_hat_t = alpha_t / (c_1..c_t) and
  * beta_hat_t = beta_t / (c_{t+1}..c_T), with beta_hat_T = 1 and
@@ -53,8 +99,9 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
  *   d log P / d A[i,j]    = sum_{t>1} alpha_hat_{t-1}(i) u_t(j)
  *   d log P / d B[j,o_t] += pred_t(j) r_t(j)     (pred_t = alpha_hat_{t-1} A)
  * No division by a parameter, so zero probabilities are harmless.  The
- * incoming gradient g is folded into beta_hat (the recursion is linear). */
-void hmm_backward_scaled(int n, int len, const double *restrict A,
+ * incoming gradient g is folded into beta_hat (the recursion is linear).
+ * The dA sum is taken HMM_BLOCK steps at a time (add_outer_products). */
+void hmm_backward_scaled(int n, int len, const double *restrict AT,
                          const double *restrict BT,
                          const int32_t *restrict obs,
                          const double *restrict pred,
@@ -62,15 +109,17 @@ void hmm_backward_scaled(int n, int len, const double *restrict A,
                          double *restrict dA, double *restrict dBT,
                          double *restrict dpi, double *restrict work)
 {
-    double *restrict w = work;         /* g * beta_hat_t */
-    double *restrict u = work + n;     /* B[:,o_t] * w / c_t */
-    double *restrict a = work + 2 * n; /* alpha_hat_{t-1} */
+    double *restrict w = work;                         /* g * beta_hat_t */
+    double *restrict X = work + n;                     /* alpha_hat_{t-1} rows */
+    double *restrict U = X + (size_t)HMM_BLOCK * n;    /* u_t rows */
+    int k = 0;                                         /* rows held in X, U */
     for (int j = 0; j < n; ++j)
         w[j] = g;
     for (int t = len - 1; t >= 0; --t) {
         const double *restrict e = BT + (size_t)obs[t] * n;
         const double *restrict p = pred + (size_t)t * n;
         double *restrict de = dBT + (size_t)obs[t] * n;
+        double *restrict u = U + (size_t)k * n;
         const double ic = 1.0 / scale[t];
         for (int j = 0; j < n; ++j) {
             const double r = w[j] * ic;
@@ -84,22 +133,34 @@ void hmm_backward_scaled(int n, int len, const double *restrict A,
         }
         const double *restrict pp = pred + (size_t)(t - 1) * n;
         const double *restrict ep = BT + (size_t)obs[t - 1] * n;
+        double *restrict a = X + (size_t)k * n;
         const double icp = 1.0 / scale[t - 1];
         for (int i = 0; i < n; ++i)
             a[i] = pp[i] * ep[i] * icp;
-        /* One sweep over the rows of A and dA does both the outer-product
-         * update of dA and the product A @ u for the next beta_hat. */
-        for (int i = 0; i < n; ++i) {
-            const double ai = a[i];
-            const double *restrict Ai = A + (size_t)i * n;
-            double *restrict dAi = dA + (size_t)i * n;
-            double s = 0.0;
-#pragma omp simd reduction(+ : s)
-            for (int j = 0; j < n; ++j) {
-                dAi[j] += ai * u[j];
-                s += Ai[j] * u[j];
-            }
-            w[i] = s;
+        /* w = A @ u as a sum of rows of AT (axpy form, as in the forward):
+         * four rows per sweep over w; faster here than row reductions. */
+        for (int i = 0; i < n; ++i)
+            w[i] = 0.0;
+        int j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const double u0 = u[j], u1 = u[j + 1], u2 = u[j + 2], u3 = u[j + 3];
+            const double *restrict T0 = AT + (size_t)j * n;
+            const double *restrict T1 = T0 + n, *restrict T2 = T1 + n;
+            const double *restrict T3 = T2 + n;
+#pragma omp simd
+            for (int i = 0; i < n; ++i)
+                w[i] += (u0 * T0[i] + u1 * T1[i]) + (u2 * T2[i] + u3 * T3[i]);
+        }
+        for (; j < n; ++j) {
+            const double uj = u[j];
+            const double *restrict Tj = AT + (size_t)j * n;
+#pragma omp simd
+            for (int i = 0; i < n; ++i)
+                w[i] += uj * Tj[i];
+        }
+        if (++k == HMM_BLOCK || t == 1) {
+            add_outer_products(n, k, X, U, dA);
+            k = 0;
         }
     }
 }

@@ -25,11 +25,18 @@ double hmm_forward_scaled(int n, int len, const double *A, const double *BT,
                           const double *pi, const int32_t *obs, double *pred,
                           ptrdiff_t pred_stride, double *scale, double *alpha);
 
+/* Time steps whose dA contributions are summed together (see the .c file). */
+#define HMM_BLOCK 16
+
+/* Scratch doubles hmm_backward_scaled needs for n states. */
+#define HMM_BACKWARD_WORK(n) ((size_t)(n) * (1 + 2 * HMM_BLOCK))
+
 /* Backward pass over what hmm_forward_scaled stored (pred_stride = n).
+ * AT (n, n) is the transpose of A: AT[j*n + i] = A[i*n + j].
  * Adds g * d(log P(obs))/d(param) into dA (n, n), dBT (m, n) and dpi (n,).
- * work: 3*n doubles of scratch.  Must not be called for a sequence whose
- * forward returned -INFINITY. */
-void hmm_backward_scaled(int n, int len, const double *A, const double *BT,
+ * work: HMM_BACKWARD_WORK(n) doubles of scratch.  Must not be called for a
+ * sequence whose forward returned -INFINITY. */
+void hmm_backward_scaled(int n, int len, const double *AT, const double *BT,
                          const int32_t *obs, const double *pred,
                          const double *scale, double g, double *dA,
                          double *dBT, double *dpi, double *work);

@@ -18,10 +18,11 @@ cdef extern from "hmm_kernel.h" nogil:
     double hmm_forward_scaled(int n, int len, const double *A, const double *BT,
                               const double *pi, const int32_t *obs, double *pred,
                               Py_ssize_t pred_stride, double *scale, double *alpha)
-    void hmm_backward_scaled(int n, int len, const double *A, const double *BT,
+    void hmm_backward_scaled(int n, int len, const double *AT, const double *BT,
                              const int32_t *obs, const double *pred,
                              const double *scale, double g, double *dA,
                              double *dBT, double *dpi, double *work)
+    size_t HMM_BACKWARD_WORK(int n)
 
 ctypedef fused real:
     float
@@ -98,12 +99,13 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
 cdef class Workspace:
     """What the forward pass keeps for the backward pass of one call.
 
-    A64 (n, n) and BT64 (m, n) are double copies of the parameters; pred
+    A64 (n, n), AT64 (n, n) = A64.T and BT64 (m, n) are double copies of the
+    parameters, laid out for the kernel's inner loops; pred
     (sum(lengths), n) and scale (sum(lengths),) hold the forward recursion of
     every sequence back to back, sequence b starting at row offsets[b]; ll
     (batch,) the per-sequence log-likelihoods in double.
     """
-    cdef readonly object A64, BT64, pred, scale, offsets, ll, obs32, lengths
+    cdef readonly object A64, AT64, BT64, pred, scale, offsets, ll, obs32, lengths
     cdef readonly int n, m
 
 
@@ -129,13 +131,14 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     np.cumsum(lengths, out=offsets[1:])
     cdef int64_t total = offsets[batch]
     A64 = np.empty((n, n), dtype=np.float64)
+    AT64 = np.empty((n, n), dtype=np.float64)
     BT64 = np.empty((m, n), dtype=np.float64)
     pi64 = np.empty(n, dtype=np.float64)
     pred = np.empty((total if store else nt, n), dtype=np.float64)
     scale = np.empty(total, dtype=np.float64)
     alpha = np.empty((nt, n), dtype=np.float64)
     ll = np.zeros(batch, dtype=np.float64)
-    cdef double[:, ::1] a64 = A64, bt64 = BT64, pr = pred, al = alpha
+    cdef double[:, ::1] a64 = A64, at64 = AT64, bt64 = BT64, pr = pred, al = alpha
     cdef double[::1] p64 = pi64, sc = scale, out = ll
     cdef int64_t[::1] off = offsets
     cdef int tid
@@ -144,6 +147,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
             p64[i] = pi[i]
             for k in range(n):
                 a64[i, k] = A[i, k]
+                at64[k, i] = A[i, k]
             for k in range(m):
                 bt64[k, i] = B[i, k]
         for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
@@ -154,6 +158,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
                     &pr[off[b] if store else tid, 0], n if store else 0,
                     &sc[off[b]], &al[tid, 0])
     ws.A64 = A64
+    ws.AT64 = AT64
     ws.BT64 = BT64
     ws.pred = pred if store else None
     ws.scale = scale
@@ -179,9 +184,9 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
     cdef int nt = max(1, min(num_threads, batch))
     cdef Py_ssize_t width = n * n + m * n + n
     acc = np.zeros((nt, width), dtype=np.float64)
-    work = np.empty((nt, 3 * n), dtype=np.float64)
+    work = np.empty((nt, HMM_BACKWARD_WORK(n)), dtype=np.float64)
     cdef double[:, ::1] ac = acc, wk = work
-    cdef double[:, ::1] a64 = ws.A64, bt64 = ws.BT64, pr = ws.pred
+    cdef double[:, ::1] at64 = ws.AT64, bt64 = ws.BT64, pr = ws.pred
     cdef double[::1] sc = ws.scale, ll = ws.ll
     cdef const int32_t[:, ::1] obs32 = ws.obs32
     cdef const int64_t[::1] lengths = ws.lengths
@@ -196,7 +201,7 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
             if lengths[b] > 0 and g != 0 and ll[b] != -INFINITY:
                 tid = threadid()
                 hmm_backward_scaled(
-                    n, <int>lengths[b], &a64[0, 0], &bt64[0, 0], &obs32[b, 0],
+                    n, <int>lengths[b], &at64[0, 0], &bt64[0, 0], &obs32[b, 0],
                     &pr[off[b], 0], &sc[off[b]], g,
                     &ac[tid, 0], &ac[tid, n * n], &ac[tid, n * n + m * n], &wk[tid, 0])
         for r in range(1, nt):

@@ -1,0 +1,37 @@
+"""Collects benchmark medians so that one run can print the ratios between them."""
+import collections
+import re
+
+import pytest
+
+RESULTS = collections.defaultdict(dict)   # table -> {(row, column): seconds}
+TABLES = {}                               # table -> (title, how to print one cell)
+
+
+@pytest.fixture
+def record(benchmark):
+    """record(table, row, column, per=1): after the benchmark ran, keep its median / per."""
+    entries = []
+    yield lambda table, row, column, per=1: entries.append((table, row, column, per))
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:                      # --benchmark-disable
+        return
+    for table, row, column, per in entries:
+        RESULTS[table][(row, column)] = stats.stats.median / per
+
+
+def pytest_terminal_summary(terminalreporter):
+    for table, cells in RESULTS.items():
+        title, columns, ratio = TABLES[table]
+        rows = sorted({r for r, _ in cells}, key=lambda r: [int(x) if x.isdigit() else x
+                                                            for x in re.split(r"(\d+)", r)])
+        tr = terminalreporter
+        tr.write_sep("=", title)
+        tr.write_line(" | ".join(["row"] + [c for c in columns] + ([ratio[2]] if ratio else [])))
+        for r in rows:
+            vals = [cells.get((r, c)) for c in columns]
+            line = [str(r)] + ["-" if v is None else f"{v * 1e6:.2f} us" for v in vals]
+            if ratio:
+                num, den = cells.get((r, ratio[0])), cells.get((r, ratio[1]))
+                line.append(f"{num / den:.1f}x" if num and den else "-")
+            tr.write_line(" | ".join(line))

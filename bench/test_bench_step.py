@@ -1,0 +1,50 @@
+"""One training step (softmax -> ll -> backward -> SGD update), fused op vs autograd unroll.
+
+N=4 states, M=3 symbols (the gist's sizes), one sequence of T symbols.
+Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the end)
+"""
+import mxnet as mx
+import numpy as np
+import pytest
+
+import hmmop
+from conftest import TABLES
+
+TABLES["step"] = ("training step, N=4, M=3: median per step",
+                  ["fused", "unroll"], ("unroll", "fused", "unroll/fused"))
+
+ENGINES = {"fused": hmmop.hmm_forward, "unroll": hmmop.unroll_forward}
+
+
+def make_step(ll_fn, T, seed=0):
+    rng = np.random.default_rng(seed)
+    A_logits = mx.nd.array(rng.normal(size=(4, 4)))
+    B_logits = mx.nd.array(rng.normal(size=(4, 3)))
+    pi = mx.nd.array(np.full(4, 0.25))
+    obs = mx.nd.array(rng.integers(0, 3, T), dtype=np.int32)
+    params = (A_logits, B_logits)
+    for p in params:
+        p.attach_grad()
+
+    def step():
+        with mx.autograd.record():
+            ll = ll_fn(mx.nd.softmax(A_logits, axis=1), mx.nd.softmax(B_logits, axis=1), pi, obs)
+            loss = -ll
+        loss.backward()
+        for p in params:
+            p[:] = p - 1e-2 * p.grad
+        B_logits.wait_to_read()
+    return step
+
+
+@pytest.mark.parametrize("T", [30, 300, 3000])
+@pytest.mark.parametrize("engine", ["fused", "unroll"])
+def test_training_step(benchmark, record, engine, T):
+    benchmark.group = f"training step T={T}"
+    step = make_step(ENGINES[engine], T)
+    step()
+    if engine == "unroll" and T >= 300:
+        benchmark.pedantic(step, rounds=3 if T >= 3000 else 5, iterations=1)
+    else:
+        benchmark(step)
+    record("step", f"T={T}", engine)
