@@ -1,11 +1,9 @@
 """Collects benchmark medians so that one run can print the ratios between them."""
-import collections
 import re
 
 import pytest
 
-RESULTS = collections.defaultdict(dict)   # table -> {(row, column): seconds}
-TABLES = {}                               # table -> (title, how to print one cell)
+from benchutil import RESULTS, TABLES
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hmmlearn import _hmmc
 
-from conftest import TABLES
+from benchutil import TABLES
 from hmmop import _kernel
 
 TABLES["kernel"] = ("kernel, one sequence, one thread: median per time step",

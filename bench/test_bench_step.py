@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from conftest import TABLES
+from benchutil import TABLES
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
                   ["fused", "unroll"], ("unroll", "fused", "unroll/fused"))
