@@ -1,8 +1,12 @@
-"""One training step (softmax -> ll -> backward -> SGD update), fused op vs autograd unroll.
+"""One training step (softmax -> ll -> backward -> SGD update): the fused op on its
+Cython kernel ("fused"), the same op forced onto its NDArray path ("ndarray",
+the GPU route, here on the CPU) and the autograd unroll ("unroll").
 
 N=4 states, M=3 symbols (the gist's sizes), one sequence of T symbols.
 Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the end)
 """
+import functools
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -11,9 +15,11 @@ import hmmop
 from benchutil import TABLES
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
-                  ["fused", "unroll"], ("unroll", "fused", "unroll/fused"))
+                  ["fused", "ndarray", "unroll"], ("unroll", "fused", "unroll/fused"))
 
-ENGINES = {"fused": hmmop.hmm_forward, "unroll": hmmop.unroll_forward}
+ENGINES = {"fused": hmmop.hmm_forward,
+           "ndarray": functools.partial(hmmop.hmm_forward, backend="ndarray"),
+           "unroll": hmmop.unroll_forward}
 
 
 def make_step(ll_fn, T, seed=0):
@@ -38,12 +44,12 @@ def make_step(ll_fn, T, seed=0):
 
 
 @pytest.mark.parametrize("T", [30, 300, 3000])
-@pytest.mark.parametrize("engine", ["fused", "unroll"])
+@pytest.mark.parametrize("engine", ["fused", "ndarray", "unroll"])
 def test_training_step(benchmark, record, engine, T):
     benchmark.group = f"training step T={T}"
     step = make_step(ENGINES[engine], T)
     step()
-    if engine == "unroll" and T >= 300:
+    if engine != "fused" and T >= 300:
         benchmark.pedantic(step, rounds=3 if T >= 3000 else 5, iterations=1)
     else:
         benchmark(step)

@@ -10,19 +10,24 @@ padded at the end with -1.  ll (batch,) (1-D obs: (1,)) has A's dtype:
 ll[b] = log P(obs[b]) under hmmlearn's scaled-forward convention, 0 for an
 empty row, -inf for an impossible one (its gradient is zero).
 
+Attribute backend: 'auto' (default: the Cython kernel on a CPU context, the
+NDArray path on any other), 'cython' (CPU only) or 'ndarray' (any context).
+
 This module only adapts MXNet's contract: zero-copy views of the NDArray
-buffers go to the Cython kernel (hmmop._kernel), which does all the work.
+buffers go to the Cython kernel (hmmop._kernel), or the NDArrays go to the
+NDArray path (hmmop.ndarray_path); those do all the work.
 """
 import mxnet as mx
 import numpy as np
 from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
 from . import _kernel, checks
+from .ndarray_path import NDArrayForward
 from .ndview import view
 from .threads import get_num_threads
 
 OP_TYPE = "hmm_forward"
-BACKENDS = ("auto", "cython")
+BACKENDS = ("auto", "cython", "ndarray")
 
 
 class HMMForward(mx.operator.CustomOp):
@@ -63,9 +68,38 @@ class HMMForward(mx.operator.CustomOp):
             dobs[...] = 0
 
 
+class HMMForwardNDArray(mx.operator.CustomOp):
+    """Runs as NDArray operations on the inputs' context (the GPU route)."""
+
+    def __init__(self):
+        super().__init__()
+        self._state = None
+
+    @staticmethod
+    def _run_forward(in_data):
+        A, B, pi, obs = in_data
+        # One copy of the symbols to the host: checks, and where padding is.
+        _, lengths = checks.prepare_obs(obs.asnumpy(), B.shape[1])
+        return NDArrayForward(A, B, pi, obs, lengths)
+
+    def forward(self, is_train, req, in_data, out_data, aux):
+        state = self._run_forward(in_data)
+        self.assign(out_data[0], req[0], state.ll.astype(out_data[0].dtype, copy=False))
+        self._state = state if is_train else None
+
+    def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
+        if self._state is None:
+            self._state = self._run_forward(in_data)
+        grads = self._state.backward(out_grad[0])
+        for i, g in enumerate(grads):
+            self.assign(in_grad[i], req[i], g.astype(in_grad[i].dtype, copy=False))
+        if req[3] in ("write", "inplace"):
+            in_grad[3][:] = 0
+
+
 @mx.operator.register(OP_TYPE)
 class HMMForwardProp(mx.operator.CustomOpProp):
-    """Shapes, dtypes and dependencies of hmm_forward; attribute backend='auto'|'cython'."""
+    """Shapes, dtypes and dependencies of hmm_forward; attribute backend (see module doc)."""
 
     def __init__(self, backend="auto"):
         # Never raise here: an exception in a CustomOpProp constructor crashes
@@ -98,9 +132,15 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         return list(out_grad) + list(in_data)
 
     def create_operator(self, ctx, in_shapes, in_dtypes):
-        if ctx.device_type != "cpu":
-            raise NotImplementedError(
-                f"hmm_forward: backend {self.backend!r} runs on the CPU only, inputs are on {ctx}")
+        on_cpu = ctx.device_type == "cpu"
+        backend = self.backend
+        if backend == "auto":
+            backend = "cython" if on_cpu else "ndarray"
+        if backend == "ndarray":
+            return HMMForwardNDArray()
+        if not on_cpu:
+            raise ValueError(f"hmm_forward: backend 'cython' runs on the CPU only, but the inputs "
+                             f"are on {ctx}; use backend='auto' or 'ndarray' there")
         return HMMForward(in_shapes, in_dtypes)
 
 
@@ -123,6 +163,9 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
     A, B, pi, obs, obs_np = _checked_inputs(A, B, pi, obs)
+    if backend == "cython" and A.context.device_type != "cpu":
+        raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
+                         f"use backend='auto' or 'ndarray' there")
     return mx.nd.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
 
 
