@@ -34,6 +34,36 @@ ctypedef fused obs_t:
     float
     double
 
+ctypedef int (*get_data_fn)(void *handle, void **out) noexcept nogil
+cdef get_data_fn _get_data = NULL
+
+
+def bind_get_data(size_t address):
+    """Register the address of MXNet's C function MXNDArrayGetData."""
+    global _get_data
+    _get_data = <get_data_fn>address
+
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_WRITE
+
+
+def data_memory(size_t handle, Py_ssize_t nbytes):
+    """Writable memoryview of the first nbytes of an NDArray's data.
+
+    handle: the NDArrayHandle as an integer.  A direct C call: unlike a
+    ctypes call it keeps the GIL, which inside a CustomOp callback saves a
+    wait for the main Python thread.
+    """
+    cdef void *ptr = NULL
+    if _get_data == NULL:
+        raise RuntimeError("bind_get_data() was not called")
+    if _get_data(<void *>handle, &ptr) != 0:
+        raise RuntimeError("MXNDArrayGetData failed")
+    return PyMemoryView_FromMemory(<char *>ptr, nbytes, PyBUF_WRITE)
+
+
 # MXNet's gradient request codes, in the order of mx.operator.CustomOp's req strings.
 REQ_CODES = {'null': 0, 'write': 1, 'inplace': 2, 'add': 3}
 

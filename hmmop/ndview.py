@@ -6,9 +6,14 @@ after the callback returns.  Reading the pointer does not wait on the engine;
 inside a callback the engine has already made the inputs ready.
 """
 import ctypes
+import math
 
 import numpy as np
-from mxnet.base import _LIB, check_call
+from mxnet.base import _LIB
+
+from . import _kernel
+
+_kernel.bind_get_data(ctypes.cast(_LIB.MXNDArrayGetData, ctypes.c_void_p).value)
 
 
 def view(arr, shape=None, dtype=None):
@@ -19,10 +24,8 @@ def view(arr, shape=None, dtype=None):
     """
     dtype = np.dtype(arr.dtype if dtype is None else dtype)
     shape = tuple(arr.shape if shape is None else shape)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     if size == 0:
         return np.empty(shape, dtype=dtype)
-    ptr = ctypes.c_void_p()
-    check_call(_LIB.MXNDArrayGetData(arr.handle, ctypes.byref(ptr)))
-    buf = (ctypes.c_char * (size * dtype.itemsize)).from_address(ptr.value)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    memory = _kernel.data_memory(arr.handle.value, size * dtype.itemsize)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
