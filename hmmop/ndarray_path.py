@@ -6,18 +6,20 @@ Same mathematics as csrc/hmm_kernel.c (see the derivation there), vectorised
 over the batch: one loop over time steps, each step a small fixed set of
 operations on (batch, N) arrays.  Everything is computed in float64, like the
 kernel.  Cost per time step:
-  forward : 6 operations - dot(alpha, A), * emissions, sum, max(c, tiny),
-            valid / c, * (1 / c)
-  backward: 4 operations - w * (1 / c), * emissions, * predictions,
-            dot(u, A^T); plus one `where` on steps where some row is padding.
-Before the loop, the emission rows of all steps are gathered once (take +
-split); after it, dA and dB are each one matrix product over all steps
-(alpha_{t-1}^T u_t summed over t, and one-hot(obs)^T (pred * r)).
+  forward : 5 operations - dot(alpha, A), * emissions, sum, max(c, tiny), / c
+  backward: 2 operations - u = (emissions / c) * w, w = dot(u, A^T); plus one
+            `where` on steps where some row is padding.
+Everything else is a handful of whole-array operations: before the forward
+loop the emission rows of all steps are gathered at once (take + split);
+before the backward loop they are divided by the scale factors at once; after
+it, dA and dB are each one matrix product over all steps (sum_t
+alpha_{t-1}^T u_t, and one-hot(obs)^T (pred * w / c)).
 
-Padding is handled by masks: 1/c is zeroed on padded steps, so they add
-nothing to ll or the gradients, and the backward carries its message through
-them unchanged.  The symbols are copied to the host once per call, to check
-them (the same errors as the kernel) and to know which steps hold padding.
+Padding is handled by masks: padded steps get zero emissions in the backward
+and are left out of ll, so they add nothing, and the backward message w
+passes through them unchanged.  The symbols are copied to the host once per
+call, to check them (the same errors as the kernel) and to know which steps
+hold padding.
 """
 import mxnet as mx
 import numpy as np
@@ -36,10 +38,10 @@ def _rows(x, count):
 class NDArrayForward:
     """State of one forward pass, kept for the backward.
 
-    forward(A, B, pi, obs, lengths): A (N, N), B (N, M), pi (N,) NDArrays of
-    float32/float64; obs (batch, T) NDArray of the symbols on the same
-    context; lengths (batch,) NumPy int64 from checks.prepare_obs.  Sets
-    self.ll, a float64 NDArray (batch,).
+    NDArrayForward(A, B, pi, obs, lengths): A (N, N), B (N, M), pi (N,)
+    NDArrays of float32/float64; obs (batch, T) NDArray of the symbols on the
+    same context; lengths (batch,) NumPy int64 from checks.prepare_obs.
+    Sets self.ll, a float64 NDArray (batch,).
     """
 
     def __init__(self, A, B, pi, obs, lengths):
@@ -56,26 +58,26 @@ class NDArrayForward:
         # Steps where some row has ended: only there are masks needed.
         self.padded = [bool((lengths <= t).any()) for t in range(steps)]
         obs = obs.reshape((batch, -1)).slice_axis(axis=1, begin=0, end=steps)
-        valid = (obs >= 0).astype(F64).T                        # (steps, batch)
-        self.symbols = mx.nd.maximum(obs, 0).astype(np.int32).T  # (steps, batch), padding -> 0
-        self.emit = _rows(mx.nd.take(B64.T, self.symbols), steps)  # steps x (batch, N)
-        self.valid = _rows(valid, steps)
-        self.pred, self.alpha, self.inv = [], [], []
-        scales = []
+        self.valid = (obs >= 0).astype(F64).T                      # (steps, batch)
+        self.symbols = mx.nd.maximum(obs, 0).astype(np.int32).T   # (steps, batch), padding -> 0
+        self.emit = mx.nd.take(B64.T, self.symbols)               # (steps, batch, N)
+        emit = _rows(self.emit, steps)
+        self.pred, self.alpha, scales, guarded = [], [], [], []
         alpha = None
         for t in range(steps):
             pred = pi64.reshape((1, -1)) if t == 0 else mx.nd.dot(alpha, self.A)
-            f = mx.nd.broadcast_mul(pred, self.emit[t])
-            c = f.sum(axis=1)
-            # max(c, tiny) keeps alpha at 0 (not NaN) after an impossible step.
-            inv = (self.valid[t] if self.padded[t] else 1.0) / mx.nd.maximum(c, TINY)
-            alpha = mx.nd.broadcast_mul(f, inv.reshape((-1, 1)))
+            f = mx.nd.broadcast_mul(pred, emit[t])
+            c = f.sum(axis=1, keepdims=True)
+            # max(c, tiny) keeps alpha at 0, not NaN, after an impossible step.
+            cg = mx.nd.maximum(c, TINY)
+            alpha = mx.nd.broadcast_div(f, cg)
             self.pred.append(pred)
             self.alpha.append(alpha)
-            self.inv.append(inv.reshape((-1, 1)))
             scales.append(c)
-        logc = mx.nd.log(mx.nd.stack(*scales, axis=0))
-        self.ll = mx.nd.where(valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
+            guarded.append(cg)
+        self.scale = mx.nd.stack(*guarded, axis=0)                # (steps, batch, 1)
+        logc = mx.nd.log(mx.nd.concat(*scales, dim=1)).T           # (steps, batch)
+        self.ll = mx.nd.where(self.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
 
     def backward(self, gll):
         """(dA (N, N), dB (N, M), dpi (N,)) float64 NDArrays of sum_b gll[b] ll[b]."""
@@ -85,14 +87,17 @@ class NDArrayForward:
             return (mx.nd.zeros((n, n), ctx=ctx, dtype=F64), mx.nd.zeros((n, m), ctx=ctx, dtype=F64),
                     mx.nd.zeros((n,), ctx=ctx, dtype=F64))
         g = gll.astype(F64, copy=False)
+        batch = g.shape[0]
         # An impossible sequence (ll = -inf) contributes nothing.
         g = mx.nd.where(self.ll == -np.inf, mx.nd.zeros_like(g), g)
-        w = mx.nd.broadcast_to(g.reshape((-1, 1)), (g.shape[0], n))   # g * beta_hat
-        us, drs = [None] * steps, [None] * steps
+        w = mx.nd.broadcast_to(g.reshape((-1, 1)), (batch, n))     # g * beta_hat
+        # B[:, o_t] / c_t, zero on padding: then u_t = emit_c[t] * w_t.
+        inv = mx.nd.broadcast_div(self.valid.expand_dims(2), self.scale)   # (steps, batch, 1)
+        emit_c = _rows(mx.nd.broadcast_mul(self.emit, inv), steps)
+        us, ws = [None] * steps, [None] * steps
         for t in range(steps - 1, -1, -1):
-            r = w * self.inv[t]
-            us[t] = self.emit[t] * r
-            drs[t] = mx.nd.broadcast_mul(self.pred[t], r)
+            ws[t] = w
+            us[t] = emit_c[t] * w
             if t > 0:
                 w_new = mx.nd.dot(us[t], self.A, transpose_b=True)
                 w = mx.nd.where(self.valid[t], w_new, w) if self.padded[t] else w_new
@@ -102,6 +107,9 @@ class NDArrayForward:
                            transpose_a=True)
         else:
             dA = mx.nd.zeros((n, n), ctx=ctx, dtype=F64)
+        # d ll / d B[:, o_t] = pred_t * w_t / c_t, summed per symbol by a one-hot product.
+        pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
+        demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))
         onehot = mx.nd.one_hot(self.symbols.reshape((-1,)), m, dtype=F64)  # (steps*batch, M)
-        dBT = mx.nd.dot(onehot, mx.nd.concat(*drs, dim=0), transpose_a=True)
+        dBT = mx.nd.dot(onehot, demit, transpose_a=True)
         return dA, dBT.T, dpi
