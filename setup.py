@@ -28,7 +28,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=["hmmop"],
     python_requires=">=3.8,<3.12",
-    install_requires=["mxnet==1.9.1", "numpy>=1.21,<1.24"],
+    install_requires=["mxnet==1.9.1", "numpy>=1.21,<1.24", "tqdm>=4.60"],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3"],
     },

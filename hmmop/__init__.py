@@ -5,11 +5,16 @@ Importing the package registers the CustomOp ``hmm_forward``:
     ll = mx.nd.Custom(A, B, pi, obs, op_type='hmm_forward')
 
 ``hmm_forward`` is the checked wrapper around it and ``unroll_forward`` the
-naive autograd baseline with the same contract.
+naive autograd baseline with the same contract.  ``HMM`` trains a model on
+top of it (``HMMBlock`` is its gluon block, ``Trainer`` its training loop).
 """
+from .block import HMMBlock
+from .model import HMM
 from .op import hmm_forward
 from .threads import get_num_threads, set_num_threads
+from .trainer import Trainer
 from .unroll import unroll_forward
 
 __version__ = "0.1.0"
-__all__ = ["hmm_forward", "unroll_forward", "get_num_threads", "set_num_threads"]
+__all__ = ["HMM", "HMMBlock", "Trainer", "hmm_forward", "unroll_forward", "get_num_threads",
+           "set_num_threads"]
