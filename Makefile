@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - build and install hmmop into .venv, then train the gist's problem
+#   make demo   - build and install hmmop into .venv, then run examples/gist.py
 #   make test   - the same set-up, then the test suite (what CI runs)
 # and `make bench` runs the benchmarks.
 PYTHON ?= python3
@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.py pyproject.toml csrc/hmm_kernel.c csrc/hmm_kernel.h 
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m hmmop.demo
+	$(PY) examples/gist.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests bench --benchmark-disable

@@ -28,8 +28,16 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(" | ".join(["row"] + [c for c in columns] + ([ratio[2]] if ratio else [])))
         for r in rows:
             vals = [cells.get((r, c)) for c in columns]
-            line = [str(r)] + ["-" if v is None else f"{v * 1e6:.2f} us" for v in vals]
+            line = [str(r)] + ["-" if v is None else _duration(v) for v in vals]
             if ratio:
                 num, den = cells.get((r, ratio[0])), cells.get((r, ratio[1]))
                 line.append(f"{num / den:.1f}x" if num and den else "-")
             tr.write_line(" | ".join(line))
+
+
+def _duration(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"

@@ -2,7 +2,7 @@
 import numpy as np
 
 from hmmop import unroll_forward
-from hmmop.demo import GIST_PI, train_gist
+from hmmop.gist import GIST_PI, train_gist
 from reference import hmmlearn_score
 
 
@@ -29,7 +29,7 @@ def test_gist_training_equals_unroll_training():
 
 
 def test_gist_with_its_pi_is_the_correct_model():
-    from hmmop.demo import GIST_A, GIST_B, GIST_OBS
+    from hmmop.gist import GIST_A, GIST_B, GIST_OBS
     lls, _, _ = train_gist(pi=GIST_PI, steps=1, dtype=np.float64)
     expected = hmmlearn_score(softmax(GIST_A), softmax(GIST_B), GIST_PI, GIST_OBS)
     np.testing.assert_allclose(lls[0], expected, rtol=1e-12)

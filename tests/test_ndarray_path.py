@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop.demo import train_gist
+from hmmop.gist import train_gist
 from reference import random_model, random_padded
 
 

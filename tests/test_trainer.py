@@ -9,7 +9,7 @@ from hmmlearn import hmm
 
 import hmmop
 from hmmop import HMM, HMMBlock
-from hmmop.demo import GIST_A, GIST_B, GIST_OBS, GIST_PI, train_gist
+from hmmop.gist import GIST_A, GIST_B, GIST_OBS, GIST_PI, train_gist
 from reference import hmmlearn_score, random_model
 
 

@@ -1,4 +1,4 @@
-"""The seed gist's problem, trained with the fused operator: ``python -m hmmop.demo``.
+"""The seed gist's problem and its training loop on the fused operator: ``python -m hmmop.gist``.
 
 The gist learns softmax logits of A and B by plain SGD (lr 1e-2, 1000 steps)
 on one sequence of 30 symbols.  Its forward recursion broadcast pi away, so
