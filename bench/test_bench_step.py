@@ -1,6 +1,8 @@
 """One training step (softmax -> ll -> backward -> SGD update): the fused op on its
-Cython kernel ("fused"), the same op forced onto its NDArray path ("ndarray",
-the GPU route, here on the CPU) and the autograd unroll ("unroll").
+Cython kernel through hmmop.hmm_forward ("fused"), the same inside a hybridized
+gluon block as the trainer runs it ("fused-hybrid"), the op forced onto its
+NDArray path ("ndarray", the GPU route, here on the CPU) and the autograd
+unroll ("unroll").  The update is MXNet's one-op sgd_update for all of them.
 
 N=4 states, M=3 symbols (the gist's sizes), one sequence of T symbols.
 Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the end)
@@ -8,6 +10,7 @@ Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the en
 import functools
 
 import mxnet as mx
+from mxnet import gluon
 import numpy as np
 import pytest
 
@@ -15,11 +18,24 @@ import hmmop
 from benchutil import TABLES
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
-                  ["fused", "ndarray", "unroll"], ("unroll", "fused", "unroll/fused"))
+                  ["fused", "fused-hybrid", "ndarray", "unroll"], ("unroll", "fused", "unroll/fused"))
 
-ENGINES = {"fused": hmmop.hmm_forward,
-           "ndarray": functools.partial(hmmop.hmm_forward, backend="ndarray"),
-           "unroll": hmmop.unroll_forward}
+
+class Likelihood(gluon.HybridBlock):
+    def hybrid_forward(self, F, A, B, pi, obs):
+        return F.Custom(A, B, pi, obs, op_type="hmm_forward")
+
+
+def hybrid():
+    block = Likelihood()
+    block.hybridize()
+    return block
+
+
+ENGINES = {"fused": lambda: hmmop.hmm_forward,
+           "fused-hybrid": hybrid,
+           "ndarray": lambda: functools.partial(hmmop.hmm_forward, backend="ndarray"),
+           "unroll": lambda: hmmop.unroll_forward}
 
 
 def make_step(ll_fn, T, seed=0):
@@ -38,18 +54,18 @@ def make_step(ll_fn, T, seed=0):
             loss = -ll
         loss.backward()
         for p in params:
-            p[:] = p - 1e-2 * p.grad
+            mx.nd.sgd_update(p, p.grad, lr=1e-2, out=p)
         B_logits.wait_to_read()
     return step
 
 
 @pytest.mark.parametrize("T", [30, 300, 3000])
-@pytest.mark.parametrize("engine", ["fused", "ndarray", "unroll"])
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_training_step(benchmark, record, engine, T):
     benchmark.group = f"training step T={T}"
-    step = make_step(ENGINES[engine], T)
+    step = make_step(ENGINES[engine](), T)
     step()
-    if engine != "fused" and T >= 300:
+    if engine in ("ndarray", "unroll") and T >= 300:
         benchmark.pedantic(step, rounds=3 if T >= 3000 else 5, iterations=1)
     else:
         benchmark(step)
