@@ -2,6 +2,47 @@
 
 #include <math.h>
 
+/* out (n) = v (n) @ M (n, n), M row-major: out is a sum of rows of M.
+ * Eight (then four, then one) rows per sweep over out: fewer loads and stores
+ * of out and independent multiply-adds.  Row pointers rather than i*n + j
+ * indexing, which -fwrapv (in Python's CFLAGS) would keep from vectorising. */
+static void vecmat(int n, const double *restrict v, const double *restrict M,
+                   double *restrict out)
+{
+    for (int j = 0; j < n; ++j)
+        out[j] = 0.0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const double *restrict M0 = M + (size_t)i * n;
+        const double *restrict M1 = M0 + n, *restrict M2 = M1 + n;
+        const double *restrict M3 = M2 + n, *restrict M4 = M3 + n;
+        const double *restrict M5 = M4 + n, *restrict M6 = M5 + n;
+        const double *restrict M7 = M6 + n;
+        const double v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];
+        const double v4 = v[i + 4], v5 = v[i + 5], v6 = v[i + 6], v7 = v[i + 7];
+#pragma omp simd
+        for (int j = 0; j < n; ++j)
+            out[j] += ((v0 * M0[j] + v1 * M1[j]) + (v2 * M2[j] + v3 * M3[j]))
+                    + ((v4 * M4[j] + v5 * M5[j]) + (v6 * M6[j] + v7 * M7[j]));
+    }
+    for (; i + 4 <= n; i += 4) {
+        const double *restrict M0 = M + (size_t)i * n;
+        const double *restrict M1 = M0 + n, *restrict M2 = M1 + n;
+        const double *restrict M3 = M2 + n;
+        const double v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];
+#pragma omp simd
+        for (int j = 0; j < n; ++j)
+            out[j] += (v0 * M0[j] + v1 * M1[j]) + (v2 * M2[j] + v3 * M3[j]);
+    }
+    for (; i < n; ++i) {
+        const double vi = v[i];
+        const double *restrict Mi = M + (size_t)i * n;
+#pragma omp simd
+        for (int j = 0; j < n; ++j)
+            out[j] += vi * Mi[j];
+    }
+}
+
 double hmm_forward_scaled(int n, int len, const double *restrict A,
                           const double *restrict BT, const double *restrict pi,
                           const int32_t *restrict obs, double *restrict pred,
@@ -15,41 +56,7 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
             for (int j = 0; j < n; ++j)
                 p[j] = pi[j];
         } else {
-            for (int j = 0; j < n; ++j)
-                p[j] = 0.0;
-            /* p = alpha @ A, eight (then four, then one) rows of A per sweep
-             * over p: fewer loads and stores of p, independent multiply-adds. */
-            int i = 0;
-            for (; i + 8 <= n; i += 8) {
-                const double *restrict A0 = A + (size_t)i * n;
-                const double *restrict A1 = A0 + n, *restrict A2 = A1 + n;
-                const double *restrict A3 = A2 + n, *restrict A4 = A3 + n;
-                const double *restrict A5 = A4 + n, *restrict A6 = A5 + n;
-                const double *restrict A7 = A6 + n;
-                const double a0 = alpha[i], a1 = alpha[i + 1], a2 = alpha[i + 2], a3 = alpha[i + 3];
-                const double a4 = alpha[i + 4], a5 = alpha[i + 5], a6 = alpha[i + 6], a7 = alpha[i + 7];
-#pragma omp simd
-                for (int j = 0; j < n; ++j)
-                    p[j] += ((a0 * A0[j] + a1 * A1[j]) + (a2 * A2[j] + a3 * A3[j]))
-                          + ((a4 * A4[j] + a5 * A5[j]) + (a6 * A6[j] + a7 * A7[j]));
-            }
-            for (; i + 4 <= n; i += 4) {
-                const double a0 = alpha[i], a1 = alpha[i + 1];
-                const double a2 = alpha[i + 2], a3 = alpha[i + 3];
-                const double *restrict A0 = A + (size_t)i * n;
-                const double *restrict A1 = A0 + n, *restrict A2 = A1 + n;
-                const double *restrict A3 = A2 + n;
-#pragma omp simd
-                for (int j = 0; j < n; ++j)
-                    p[j] += (a0 * A0[j] + a1 * A1[j]) + (a2 * A2[j] + a3 * A3[j]);
-            }
-            for (; i < n; ++i) {
-                const double a = alpha[i];
-                const double *restrict Ai = A + (size_t)i * n;
-#pragma omp simd
-                for (int j = 0; j < n; ++j)
-                    p[j] += a * Ai[j];
-            }
+            vecmat(n, alpha, A, p);                 /* pred_t = alpha_hat_{t-1} @ A */
         }
         const double *restrict e = BT + (size_t)obs[t] * n;
         double c = 0.0;
@@ -150,40 +157,7 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
         const double icp = 1.0 / scale[t - 1];
         for (int i = 0; i < n; ++i)
             a[i] = pp[i] * ep[i] * icp;
-        /* w = A @ u as a sum of rows of AT (axpy form, as in the forward):
-         * eight rows per sweep over w; faster here than row reductions. */
-        for (int i = 0; i < n; ++i)
-            w[i] = 0.0;
-        int j = 0;
-        for (; j + 8 <= n; j += 8) {
-            const double *restrict T0 = AT + (size_t)j * n;
-            const double *restrict T1 = T0 + n, *restrict T2 = T1 + n;
-            const double *restrict T3 = T2 + n, *restrict T4 = T3 + n;
-            const double *restrict T5 = T4 + n, *restrict T6 = T5 + n;
-            const double *restrict T7 = T6 + n;
-            const double u0 = u[j], u1 = u[j + 1], u2 = u[j + 2], u3 = u[j + 3];
-            const double u4 = u[j + 4], u5 = u[j + 5], u6 = u[j + 6], u7 = u[j + 7];
-#pragma omp simd
-            for (int i = 0; i < n; ++i)
-                w[i] += ((u0 * T0[i] + u1 * T1[i]) + (u2 * T2[i] + u3 * T3[i]))
-                      + ((u4 * T4[i] + u5 * T5[i]) + (u6 * T6[i] + u7 * T7[i]));
-        }
-        for (; j + 4 <= n; j += 4) {
-            const double u0 = u[j], u1 = u[j + 1], u2 = u[j + 2], u3 = u[j + 3];
-            const double *restrict T0 = AT + (size_t)j * n;
-            const double *restrict T1 = T0 + n, *restrict T2 = T1 + n;
-            const double *restrict T3 = T2 + n;
-#pragma omp simd
-            for (int i = 0; i < n; ++i)
-                w[i] += (u0 * T0[i] + u1 * T1[i]) + (u2 * T2[i] + u3 * T3[i]);
-        }
-        for (; j < n; ++j) {
-            const double uj = u[j];
-            const double *restrict Tj = AT + (size_t)j * n;
-#pragma omp simd
-            for (int i = 0; i < n; ++i)
-                w[i] += uj * Tj[i];
-        }
+        vecmat(n, u, AT, w);                        /* beta_hat_{t-1} = A @ u_t */
         if (++k == HMM_BLOCK || t == 1) {
             add_outer_products(n, k, X, U, dA);
             k = 0;

@@ -4,6 +4,8 @@ import itertools
 import numpy as np
 from hmmlearn import hmm
 
+import hmmop
+
 
 def random_model(rng, n, m, dtype=np.float64):
     """Random row-stochastic A (n, n), B (n, m) and pi (n,) as NumPy arrays."""
@@ -59,3 +61,15 @@ def random_padded(rng, m, lengths, T=None):
     for b, L in enumerate(lengths):
         obs[b, :L] = rng.integers(0, m, L)
     return obs
+
+
+def under_thread_counts(counts, fn):
+    """[fn() run with hmmop.set_num_threads(c) for c in counts], restoring the default after."""
+    results = []
+    try:
+        for c in counts:
+            hmmop.set_num_threads(c)
+            results.append(fn())
+    finally:
+        hmmop.set_num_threads(None)
+    return results

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import brute_force_ll, hmmlearn_score, random_model, random_padded
+from reference import brute_force_ll, hmmlearn_score, random_model, random_padded, under_thread_counts
 
 
 def nd(*arrays, dtype=np.float64):
@@ -112,13 +112,7 @@ def test_thread_count_does_not_change_results():
     rng = np.random.default_rng(9)
     A, B, pi = random_model(rng, 8, 4)
     obs = random_padded(rng, 4, list(rng.integers(0, 300, 37)), T=300)
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            hmmop.set_num_threads(threads)
-            results.append(hmmop.hmm_forward(*nd(A, B, pi), obs).asnumpy())
-    finally:
-        hmmop.set_num_threads(None)
+    results = under_thread_counts((1, 2, 3), lambda: hmmop.hmm_forward(*nd(A, B, pi), obs).asnumpy())
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import numeric_grad, random_model, random_padded
+from reference import numeric_grad, random_model, random_padded, under_thread_counts
 
 
 def params(A, B, pi, dtype=np.float64, grad_req="write"):
@@ -134,13 +134,7 @@ def test_thread_count_does_not_change_gradients():
     rng = np.random.default_rng(16)
     A, B, pi = random_model(rng, 6, 4)
     obs = random_padded(rng, 4, list(rng.integers(1, 80, 23)), T=80)
-    results = []
-    try:
-        for threads in (1, 2, 4):
-            hmmop.set_num_threads(threads)
-            results.append(grads_of(hmmop.hmm_forward, A, B, pi, obs))
-    finally:
-        hmmop.set_num_threads(None)
+    results = under_thread_counts((1, 2, 4), lambda: grads_of(hmmop.hmm_forward, A, B, pi, obs))
     for r in results[1:]:
         for got, want in zip(r, results[0]):
             np.testing.assert_allclose(got, want, rtol=1e-12)
