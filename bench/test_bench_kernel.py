@@ -38,7 +38,7 @@ def test_hmmop_kernel(benchmark, record, n):
     dA, dB, dpi = np.empty_like(A), np.empty_like(B), np.empty_like(pi)
 
     def run():
-        ws = _kernel.forward(A, B, pi, obs32, lengths, True, 1)
+        ws = _kernel.forward(A, B, pi, obs32, lengths, 1)
         _kernel.backward(ws, gll, dA, dB, dpi, 1, 1, 1, 1)
 
     benchmark(run)

@@ -140,14 +140,12 @@ cdef class Workspace:
 
 
 def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
-            const int32_t[:, ::1] obs32, const int64_t[::1] lengths,
-            bint store, int num_threads):
+            const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
     """Log-likelihood of each sequence.
 
     A (n, n), B (n, m), pi (n,) of float32 or float64; obs32 and lengths from
     prepare_obs.  Returns a Workspace whose ``ll`` (batch,) float64 is the
-    result; with store=False it keeps no per-step state (backward then needs
-    a new forward with store=True).
+    result and which holds, in arrays of its own, all that backward needs.
     """
     cdef int n = A.shape[0], m = B.shape[1]
     cdef Py_ssize_t batch = obs32.shape[0], b, i, k
@@ -164,7 +162,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     AT64 = np.empty((n, n), dtype=np.float64)
     BT64 = np.empty((m, n), dtype=np.float64)
     pi64 = np.empty(n, dtype=np.float64)
-    pred = np.empty((total if store else nt, n), dtype=np.float64)
+    pred = np.empty((total, n), dtype=np.float64)
     scale = np.empty(total, dtype=np.float64)
     alpha = np.empty((nt, n), dtype=np.float64)
     ll = np.zeros(batch, dtype=np.float64)
@@ -185,12 +183,12 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
                 tid = threadid()
                 out[b] = hmm_forward_scaled(
                     n, <int>lengths[b], &a64[0, 0], &bt64[0, 0], &p64[0], &obs32[b, 0],
-                    &pr[off[b] if store else tid, 0], n if store else 0,
+                    &pr[off[b], 0], n,
                     &sc[off[b]], &al[tid, 0])
     ws.A64 = A64
     ws.AT64 = AT64
     ws.BT64 = BT64
-    ws.pred = pred if store else None
+    ws.pred = pred
     ws.scale = scale
     ws.offsets = offsets
     ws.ll = ll
@@ -201,14 +199,12 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
              real[::1] dpi, int req_A, int req_B, int req_pi, int num_threads):
     """Gradients of sum_b gll[b] * ll[b] with respect to A, B and pi.
 
-    ws: a Workspace from forward(store=True).  gll (batch,) has the dtype of
+    ws: a Workspace from forward.  gll (batch,) has the dtype of
     the gradients dA (n, n), dB (n, m), dpi (n,), which are written according
     to the MXNet request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite,
     3 adds).  A sequence with ll = -inf (probability 0) or gll = 0
     contributes nothing.
     """
-    if ws.pred is None:
-        raise ValueError("workspace holds no forward state (forward ran with store=False)")
     cdef int n = ws.n, m = ws.m
     cdef Py_ssize_t batch = gll.shape[0], b, i, k, r
     cdef int nt = max(1, min(num_threads, batch))

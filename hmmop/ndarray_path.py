@@ -46,9 +46,10 @@ class NDArrayForward:
 
     def __init__(self, A, B, pi, obs, lengths):
         ctx = A.context
-        self.A = A.astype(F64, copy=False)
-        B64 = B.astype(F64, copy=False)
-        pi64 = pi.astype(F64, copy=False)
+        # Copies: the backward may run after MXNet has reused the inputs' memory.
+        self.A = A.astype(F64, copy=True)
+        B64 = B.astype(F64, copy=False)            # only read here, through take
+        pi64 = pi.astype(F64, copy=True)
         batch = len(lengths)
         self.steps = steps = int(lengths.max()) if batch else 0
         self.n, self.m = B.shape

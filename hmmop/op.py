@@ -31,7 +31,8 @@ BACKENDS = ("auto", "cython", "ndarray")
 
 
 class HMMForward(mx.operator.CustomOp):
-    """Runs on the CPU kernel; keeps the forward recursion for the backward."""
+    """Runs on the CPU kernel.  The forward keeps, in arrays of its own, all the
+    backward needs, so the backward depends on nothing but the output gradient."""
 
     def __init__(self, in_shapes, in_dtypes):
         super().__init__()
@@ -44,26 +45,20 @@ class HMMForward(mx.operator.CustomOp):
         """Views of arrays laid out like the inputs (A, B, pi, obs)."""
         return [view(x, s, d) for x, s, d in zip(arrays, self._shapes, self._dtypes)]
 
-    def _run_forward(self, in_data, store):
+    def forward(self, is_train, req, in_data, out_data, aux):
         A, B, pi, obs = self._views(in_data)
         obs32, lengths = checks.prepare_obs(obs, B.shape[1])
-        return _kernel.forward(A, B, pi, obs32, lengths, store, get_num_threads())
-
-    def forward(self, is_train, req, in_data, out_data, aux):
-        # Per-step state is kept only when a backward may follow; a backward
-        # after an is_train=False forward recomputes it.
-        ws = self._run_forward(in_data, bool(is_train))
-        _kernel.store(view(out_data[0], ws.ll.shape, self._dtypes[0]), ws.ll, _kernel.REQ_CODES[req[0]])
-        self._ws = ws if is_train else None
+        # The state is kept even when is_train is False: autograd.record(train_mode=False)
+        # still allows a backward, and a callback cannot tell whether one will follow.
+        self._ws = _kernel.forward(A, B, pi, obs32, lengths, get_num_threads())
+        _kernel.store(view(out_data[0], self._ws.ll.shape, self._dtypes[0]), self._ws.ll,
+                      _kernel.REQ_CODES[req[0]])
 
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
-        if self._ws is None:
-            self._ws = self._run_forward(in_data, True)
         codes = [_kernel.REQ_CODES[r] for r in req]
         dA, dB, dpi, dobs = self._views(in_grad)
         gll = view(out_grad[0], self._ws.ll.shape, self._dtypes[0])
-        _kernel.backward(self._ws, gll, dA, dB, dpi,
-                         codes[0], codes[1], codes[2], get_num_threads())
+        _kernel.backward(self._ws, gll, dA, dB, dpi, codes[0], codes[1], codes[2], get_num_threads())
         if codes[3] in (1, 2):
             dobs[...] = 0
 
@@ -75,21 +70,14 @@ class HMMForwardNDArray(mx.operator.CustomOp):
         super().__init__()
         self._state = None
 
-    @staticmethod
-    def _run_forward(in_data):
+    def forward(self, is_train, req, in_data, out_data, aux):
         A, B, pi, obs = in_data
         # One copy of the symbols to the host: checks, and where padding is.
         _, lengths = checks.prepare_obs(obs.asnumpy(), B.shape[1])
-        return NDArrayForward(A, B, pi, obs, lengths)
-
-    def forward(self, is_train, req, in_data, out_data, aux):
-        state = self._run_forward(in_data)
-        self.assign(out_data[0], req[0], state.ll.astype(out_data[0].dtype, copy=False))
-        self._state = state if is_train else None
+        self._state = NDArrayForward(A, B, pi, obs, lengths)
+        self.assign(out_data[0], req[0], self._state.ll.astype(out_data[0].dtype, copy=False))
 
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
-        if self._state is None:
-            self._state = self._run_forward(in_data)
         grads = self._state.backward(out_grad[0])
         for i, g in enumerate(grads):
             self.assign(in_grad[i], req[i], g.astype(in_grad[i].dtype, copy=False))
@@ -128,8 +116,9 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         return in_type, [dtype.type], []
 
     def declare_backward_dependency(self, out_grad, in_data, out_data):
-        # ll itself is not needed; the inputs are, for the recompute path.
-        return list(out_grad) + list(in_data)
+        # Both backends keep what they need from the forward (in arrays of
+        # their own), so MXNet may free or reuse the inputs and ll.
+        return list(out_grad)
 
     def create_operator(self, ctx, in_shapes, in_dtypes):
         on_cpu = ctx.device_type == "cpu"

@@ -117,7 +117,7 @@ def test_nan_parameter_backward_does_not_crash():
     assert np.isnan(ll[0]) and np.isnan(dA).any()
 
 
-def test_backward_after_inference_mode_forward_recomputes():
+def test_backward_after_inference_mode_forward():
     rng = np.random.default_rng(15)
     A, B, pi = random_model(rng, 4, 3)
     obs = random_padded(rng, 3, [20, 9])

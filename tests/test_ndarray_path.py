@@ -88,7 +88,7 @@ def test_ndarray_path_req_add_and_obs_gradient():
     np.testing.assert_array_equal(obs_nd.grad.asnumpy(), 0)
 
 
-def test_ndarray_path_backward_after_inference_forward():
+def test_ndarray_path_backward_after_inference_mode_forward():
     rng = np.random.default_rng(31)
     A, B, pi = random_model(rng, 4, 3)
     obs = random_padded(rng, 3, [20, 9])
