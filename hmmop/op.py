@@ -151,7 +151,7 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
-    A, B, pi, obs, obs_np = _checked_inputs(A, B, pi, obs)
+    A, B, pi, obs, _ = _checked_inputs(A, B, pi, obs)
     if backend == "cython" and A.context.device_type != "cpu":
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")
