@@ -87,11 +87,12 @@ class Trainer:
         history = []
         bar = tqdm(range(int(epochs)), disable=not show, desc="hmmop", unit="epoch", leave=False)
         for epoch in bar:
-            total = None
+            total = 0.0
             for obs, count in full or self._minibatches(rows, batch_size, rng):
-                ll = self.step(obs, max(count, 1))
-                total = ll if total is None else total + ll
-            history.append(float(total.asscalar()))
+                # Reading each step's value waits for it: without a wait, Python
+                # would queue an epoch's steps in MXNet's engine, holding their memory.
+                total += float(self.step(obs, max(count, 1)).asscalar())
+            history.append(total)
             bar.set_postfix(ll_per_symbol=f"{history[-1] / total_symbols:.5f}")
             if callback is not None:
                 callback(epoch, history[-1])
