@@ -129,13 +129,13 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
 cdef class Workspace:
     """What the forward pass keeps for the backward pass of one call.
 
-    A64 (n, n), AT64 (n, n) = A64.T and BT64 (m, n) are double copies of the
-    parameters, laid out for the kernel's inner loops; pred
+    AT64 (n, n) = A.T and BT64 (m, n) = B.T are double copies of the
+    parameters, laid out for the backward's inner loops; pred
     (sum(lengths), n) and scale (sum(lengths),) hold the forward recursion of
     every sequence back to back, sequence b starting at row offsets[b]; ll
     (batch,) the per-sequence log-likelihoods in double.
     """
-    cdef readonly object A64, AT64, BT64, pred, scale, offsets, ll, obs32, lengths
+    cdef readonly object AT64, BT64, pred, scale, offsets, ll, obs32, lengths
     cdef readonly int n, m
 
 
@@ -185,7 +185,6 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
                     n, <int>lengths[b], &a64[0, 0], &bt64[0, 0], &p64[0], &obs32[b, 0],
                     &pr[off[b], 0], n,
                     &sc[off[b]], &al[tid, 0])
-    ws.A64 = A64
     ws.AT64 = AT64
     ws.BT64 = BT64
     ws.pred = pred
