@@ -10,16 +10,20 @@ kernel.  Cost per time step:
   backward: 2 operations - u = (emissions / c) * w, w = dot(u, A^T); plus one
             `where` on steps where some row is padding.
 Everything else is a handful of whole-array operations: before the forward
-loop the emission rows of all steps are gathered at once (take + split);
+loop the emission rows of all steps are gathered at once (take + split) from
+B^T extended with an all-ones row M;
 before the backward loop they are divided by the scale factors at once; after
 it, dA and dB are each one matrix product over all steps (sum_t
-alpha_{t-1}^T u_t, and one-hot(obs)^T (pred * w / c)).
+alpha_{t-1}^T u_t, and one-hot(obs)^T (pred * w / c), the one-hot having
+M + 1 columns of which the last, the missing steps', is dropped).
 
-Padding is handled by masks: padded steps get zero emissions in the backward
-and are left out of ll, so they add nothing, and the backward message w
-passes through them unchanged.  The symbols are copied to the host once per
-call, to check them (the same errors as the kernel) and to know which steps
-hold padding.
+Missing observations (-2) are ordinary steps whose symbol is M, the all-ones
+row: emission 1 in every state, so the symbol is marginalised out; B gets no
+gradient from them.  Padding (-1) is handled by masks: padded steps get zero
+emissions in the backward and are left out of ll, so they add nothing, and
+the backward message w passes through them unchanged.  The symbols are copied
+to the host once per call, to check them (the same errors as the kernel) and
+to know which steps hold padding.
 """
 import mxnet as mx
 import numpy as np
@@ -40,7 +44,8 @@ class NDArrayForward:
 
     NDArrayForward(A, B, pi, obs, lengths): A (N, N), B (N, M), pi (N,)
     NDArrays of float32/float64; obs (batch, T) NDArray of the symbols on the
-    same context; lengths (batch,) NumPy int64 from checks.prepare_obs.
+    same context (-2: missing, -1: padding); lengths (batch,) NumPy int64 from
+    checks.prepare_obs (missing steps count as part of a sequence).
     Sets self.ll, a float64 NDArray (batch,).
     """
 
@@ -48,20 +53,23 @@ class NDArrayForward:
         ctx = A.context
         # Copies: the backward may run after MXNet has reused the inputs' memory.
         self.A = A.astype(F64, copy=True)
-        B64 = B.astype(F64, copy=False)            # only read here, through take
+        B64 = B.astype(F64, copy=False)            # only read here, into BT1 (a copy)
+        self.n, self.m = n, m = B.shape
         pi64 = pi.astype(F64, copy=True)
         batch = len(lengths)
         self.steps = steps = int(lengths.max()) if batch else 0
-        self.n, self.m = B.shape
         if steps == 0:
             self.ll = mx.nd.zeros((batch,), ctx=ctx, dtype=F64)
             return
         # Steps where some row has ended: only there are masks needed.
         self.padded = [bool((lengths <= t).any()) for t in range(steps)]
         obs = obs.reshape((batch, -1)).slice_axis(axis=1, begin=0, end=steps)
-        self.valid = (obs >= 0).astype(F64).T                      # (steps, batch)
-        self.symbols = mx.nd.maximum(obs, 0).astype(np.int32).T   # (steps, batch), padding -> 0
-        self.emit = mx.nd.take(B64.T, self.symbols)               # (steps, batch, N)
+        self.valid = (obs != -1).astype(F64).T                     # (steps, batch)
+        # Symbols (steps, batch): missing (-2) -> M, the all-ones row; padding -> 0, masked.
+        symbols = mx.nd.maximum(obs, 0) + (obs == -2) * m
+        self.symbols = symbols.astype(np.int32).T
+        BT1 = mx.nd.concat(B64.T, mx.nd.ones((1, n), ctx=ctx, dtype=F64), dim=0)   # (M + 1, N)
+        self.emit = mx.nd.take(BT1, self.symbols)                 # (steps, batch, N)
         emit = _rows(self.emit, steps)
         self.pred, self.alpha, scales, guarded = [], [], [], []
         alpha = None
@@ -108,9 +116,10 @@ class NDArrayForward:
                            transpose_a=True)
         else:
             dA = mx.nd.zeros((n, n), ctx=ctx, dtype=F64)
-        # d ll / d B[:, o_t] = pred_t * w_t / c_t, summed per symbol by a one-hot product.
+        # d ll / d B[:, o_t] = pred_t * w_t / c_t, summed per symbol by a one-hot product;
+        # its last column gathers the missing steps (the constant ones row) and is dropped.
         pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
         demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))
-        onehot = mx.nd.one_hot(self.symbols.reshape((-1,)), m, dtype=F64)  # (steps*batch, M)
-        dBT = mx.nd.dot(onehot, demit, transpose_a=True)
+        onehot = mx.nd.one_hot(self.symbols.reshape((-1,)), m + 1, dtype=F64)  # (steps*batch, M+1)
+        dBT = mx.nd.dot(onehot, demit, transpose_a=True).slice_axis(axis=0, begin=0, end=m)
         return dA, dBT.T, dpi

@@ -3,7 +3,8 @@
 One small NDArray operation at a time, so MXNet's autograd derives the
 backward.  Same contract as hmm_forward, with the gist's bugs fixed: pi is
 used (the gist broadcast it away), any number of states, a batch of rows,
--1 padding honoured by masks.  Only the gradient of an impossible sequence
+-1 padding honoured by masks, -2 (a missing observation) read from an
+all-ones emission row.  Only the gradient of an impossible sequence
 differs: autograd of log(0) gives NaN where the fused op gives zero.
 """
 import mxnet as mx
@@ -26,11 +27,14 @@ def unroll_forward(A, B, pi, obs):
     ll = mx.nd.zeros((batch,), ctx=ctx, dtype=dtype)
     if T == 0:
         return ll
-    valid_np = obs_np >= 0
-    # Symbols as (T, batch) rows, padding clipped to symbol 0 and masked out below.
-    steps = mx.nd.array(np.maximum(obs_np, 0).T, ctx=ctx, dtype=np.int32)
+    valid_np = obs_np != -1                               # observed or missing
+    m = B.shape[1]
+    # Symbols as (T, batch) rows: missing (-2) -> M, the all-ones row of BT (emission 1
+    # in every state); padding clipped to symbol 0 and masked out below.
+    symbols = np.where(obs_np == -2, m, np.maximum(obs_np, 0))
+    steps = mx.nd.array(symbols.T, ctx=ctx, dtype=np.int32)
     masks = mx.nd.array(valid_np.T, ctx=ctx, dtype=dtype)
-    BT = B.T                                              # (M, N)
+    BT = mx.nd.concat(B.T, mx.nd.ones((1, B.shape[0]), ctx=ctx, dtype=dtype), dim=0)   # (M + 1, N)
     alpha = None
     for t in range(T):
         if not valid_np[:, t].any():
