@@ -11,6 +11,12 @@ Every parameter is learned unless named in ``fixed``; a fixed parameter holds
 probabilities, used as given (not softmaxed), so it can be any non-negative
 array - e.g. the seed gist's pi = ones.
 
+mask: {name: boolean array of the parameter's shape} for learned parameters
+with structural zeros.  Where the mask is False the probability is exactly 0:
+the softmax runs over the free entries only (exp of the shifted logits times
+the mask), the masked logits get an exactly zero gradient, so they never
+move.  The masks are held as gluon Constants NAME_mask, inputs of the graph.
+
 engine: 'fused' (the hmm_forward op, Cython kernel on the CPU, NDArray path
 on a GPU), 'ndarray' (the op forced onto its NDArray path) or 'unroll' (the
 autograd baseline, which cannot hybridize).
@@ -18,6 +24,7 @@ autograd baseline, which cannot hybridize).
 import warnings
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
 
 from .op import OP_TYPE
@@ -28,7 +35,7 @@ NAMES = ("A", "B", "pi")
 
 
 class HMMBlock(gluon.HybridBlock):
-    def __init__(self, n_states, n_symbols, engine="fused", dtype="float32", fixed=(), **kwargs):
+    def __init__(self, n_states, n_symbols, engine="fused", dtype="float32", fixed=(), mask=None, **kwargs):
         super().__init__(**kwargs)
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -45,6 +52,12 @@ class HMMBlock(gluon.HybridBlock):
                                         init=mx.init.Zero(),
                                         grad_req="null" if name in self.fixed else "write")
                 setattr(self, self.param_name(name), param)
+            # Only parameters with a structural zero get a mask (and the masked softmax).
+            self.masked = tuple(name for name in NAMES if name not in self.fixed and mask is not None
+                                and mask.get(name) is not None and not np.all(mask[name]))
+            for name in self.masked:
+                value = mx.nd.array(np.broadcast_to(mask[name], shapes[name]), dtype=dtype)
+                setattr(self, f"{name}_mask", self.params.get_constant(f"{name}_mask", value))
 
     def param_name(self, name):
         """Gluon parameter name of 'A', 'B' or 'pi': NAME_logits, or NAME_probs when fixed."""
@@ -56,15 +69,25 @@ class HMMBlock(gluon.HybridBlock):
             return
         super().hybridize(active, **kwargs)
 
+    def values(self, ctx):
+        """{name: NDArray} of every parameter and mask constant, as hybrid_forward receives them."""
+        return {name: p.data(ctx) for name, p in self._reg_params.items()}
+
     def probabilities(self, F, params):
         """(A, B, pi) as used by the model, from the parameter values in ``params``."""
         out = []
         for name in NAMES:
             value = params[self.param_name(name)]
-            out.append(value if name in self.fixed else F.softmax(value, axis=-1))
+            if name in self.fixed:
+                out.append(value)
+            elif name in self.masked:
+                out.append(_masked_softmax(F, value, params[f"{name}_mask"]))
+            else:
+                out.append(F.softmax(value, axis=-1))
         return out
 
     def hybrid_forward(self, F, obs, **params):
+        """ll (batch,) of obs (batch, T) symbols (-1 padding, -2 missing)."""
         A, B, pi = self.probabilities(F, params)
         if self.engine == "unroll":
             if F is not mx.nd:
@@ -72,3 +95,15 @@ class HMMBlock(gluon.HybridBlock):
             return unroll_forward(A, B, pi, obs)
         backend = "ndarray" if self.engine == "ndarray" else "auto"
         return F.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
+
+
+def _masked_softmax(F, x, mask):
+    """softmax over the last axis restricted to mask == 1; exactly 0 where mask == 0.
+
+    The shift is the largest free logit (masked ones pushed down by 1e30) and
+    is treated as a constant (BlockGrad: softmax does not depend on it), so
+    the gradient of a masked logit is exactly zero rather than rounding noise.
+    """
+    shift = F.BlockGrad(F.max(x + (mask - 1) * 1e30, axis=-1, keepdims=True))
+    e = F.exp(F.broadcast_sub(x, shift)) * mask
+    return F.broadcast_div(e, F.sum(e, axis=-1, keepdims=True))

@@ -1,21 +1,32 @@
-"""Turning user sequences into the -1 padded int32 batches the operator takes."""
+"""Turning user sequences into the -1 padded int32 batches the operator takes.
+
+Codes: symbols are 0..M-1, MISSING (-2) marks a missing observation (its
+emission probability is 1 in every state), PAD (-1) fills the end of a row.
+"""
 import numbers
 
 import numpy as np
 
+PAD, MISSING = -1, -2
 
-def encode(sequences, n_symbols, symbols=None):
+
+def encode(sequences, n_symbols, symbols=None, lengths=None):
     """Validate and encode observation sequences.
 
     sequences: a list of sequences (each a list or 1-D array of symbols), a
-    single 1-D array or list of symbols (one sequence), or a 2-D integer array
-    whose rows are -1 padded.  With ``symbols`` (the vocabulary, a list of
-    distinct tokens) each token is replaced by its index; without it symbols
-    must be integers in [0, n_symbols).
-    Returns a list of int32 arrays, one per sequence (empty ones included).
-    Raises ValueError naming the sequence and position of the first bad symbol,
-    or when there is no symbol at all.
+    single 1-D array or list of symbols (one sequence), a 2-D integer array
+    whose rows are -1 padded, or - with ``lengths`` - hmmlearn's form: the
+    sequences concatenated in one array X of shape (n_samples,) or
+    (n_samples, 1), lengths giving each one's length.  With ``symbols`` (the
+    vocabulary, a list of distinct tokens) each token is replaced by its
+    index; without it symbols must be integers in [0, n_symbols).  A missing
+    observation is None (any symbols) or -2 (integer symbols).
+    Returns a list of int32 arrays, one per sequence (empty ones included),
+    missing observations as MISSING.  Raises ValueError naming the sequence
+    and position of the first bad symbol, or when there is no symbol at all.
     """
+    if lengths is not None:
+        sequences = _split(sequences, lengths)
     if isinstance(sequences, np.ndarray):
         if sequences.ndim == 1:
             rows = [sequences]
@@ -50,14 +61,35 @@ def pad(rows, order=None):
     """(len(order), max length) int32 array of rows[order], padded with -1."""
     order = range(len(rows)) if order is None else order
     chosen = [rows[i] for i in order]
-    out = np.full((len(chosen), max(1, max(len(r) for r in chosen))), -1, dtype=np.int32)
+    out = np.full((len(chosen), max(1, max(len(r) for r in chosen))), PAD, dtype=np.int32)
     for b, r in enumerate(chosen):
         out[b, : len(r)] = r
     return out
 
 
+def n_observed(rows):
+    """Number of observed (not missing) symbols in encoded rows."""
+    return int(sum(np.count_nonzero(r >= 0) for r in rows))
+
+
+def _split(X, lengths):
+    """hmmlearn's (X, lengths) -> a list of 1-D arrays."""
+    X = np.asarray(X)
+    if X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]
+    if X.ndim != 1:
+        raise ValueError(f"X: with lengths, expected the concatenated sequences as shape (n_samples,) or "
+                         f"(n_samples, 1), got shape {X.shape}")
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+        raise ValueError(f"lengths must be a 1-D sequence of non-negative integers, got {lengths!r}")
+    if lengths.sum() != len(X):
+        raise ValueError(f"lengths sum to {int(lengths.sum())} but X holds {len(X)} samples")
+    return list(np.split(X, np.cumsum(lengths)[:-1]))
+
+
 def _is_scalar(x):
-    return isinstance(x, (numbers.Number, str, bytes, np.generic))
+    return x is None or isinstance(x, (numbers.Number, str, bytes, np.generic))
 
 
 def _padded_length(row, i):
@@ -72,24 +104,27 @@ def _padded_length(row, i):
 def _encode_row(row, i, n_symbols, index):
     if index is not None:
         try:
-            return np.array([index[tok] for tok in row], dtype=np.int32)
+            return np.array([MISSING if tok is None else index[tok] for tok in row], dtype=np.int32)
         except (KeyError, TypeError):
             for t, tok in enumerate(row):
                 if not _hashable_in(tok, index):
                     raise ValueError(f"sequences[{i}][{t}] = {tok!r} is not in the model's symbol "
                                      f"vocabulary ({len(index)} symbols)") from None
             raise
+    if not isinstance(row, np.ndarray) and any(x is None for x in row):
+        row = [MISSING if x is None else x for x in row]
     arr = np.asarray(row)
     if arr.ndim != 1:
         raise ValueError(f"sequences[{i}]: expected a 1-D sequence of symbols, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iuf":
         raise ValueError(f"sequences[{i}] holds {arr.dtype} values; integer symbols in "
                          f"[0, {n_symbols}) are needed (or give the model a symbol vocabulary)")
-    bad = np.flatnonzero((arr != np.floor(arr)) | (arr < 0) | (arr >= n_symbols)) if arr.size else []
+    bad = np.flatnonzero((arr != np.floor(arr)) | ((arr < 0) & (arr != MISSING)) | (arr >= n_symbols)) \
+        if arr.size else []
     if len(bad):
         t = int(bad[0])
         raise ValueError(f"sequences[{i}][{t}] = {arr[t]!r} is not a symbol of this model: expected an "
-                         f"integer in [0, {n_symbols})")
+                         f"integer in [0, {n_symbols}), or -2 / None for a missing observation")
     return arr.astype(np.int32)
 
 

@@ -5,15 +5,17 @@ its logits with any MXNet optimizer (default: plain SGD, learning rate 1e-2,
 as in the gist), over full batches or shuffled minibatches of -1 padded
 variable-length sequences.
 """
-import sys
+import math
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from tqdm.auto import tqdm
 
 from .block import NAMES
 from .data import pad
+from .monitor import Monitor
+
+_TINY = 1e-300
 
 
 class Trainer:
@@ -23,10 +25,14 @@ class Trainer:
     does not hold fixed); the others are frozen.  normalize=True divides the
     loss by the number of symbols in each batch, so that one learning rate
     suits any amount of data; normalize=False is the gist's summed loss.
+    prior: {name: (a - 1) weights as float64 arrays of the parameter's shape}
+    (see priors.py): the log-prior sum(w * log p) is added to the objective,
+    each minibatch carrying its share (its symbols / all symbols), so that an
+    epoch adds it once.
     """
 
     def __init__(self, block, optimizer="sgd", learning_rate=1e-2, optimizer_params=None,
-                 learn=None, normalize=True, ctx=None):
+                 learn=None, normalize=True, ctx=None, prior=None):
         learn = tuple(n for n in NAMES if n not in block.fixed) if learn is None else tuple(learn)
         bad = [n for n in learn if n not in NAMES]
         if bad:
@@ -36,11 +42,16 @@ class Trainer:
             raise ValueError(f"cannot learn {held}: the model holds them as fixed probabilities")
         if not learn:
             raise ValueError("learn names no parameter: there is nothing to train")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
+                or not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
         self.block = block
         self.learn = learn
         self.normalize = bool(normalize)
         self.ctx = ctx or mx.cpu()
+        self.learning_rate = learning_rate
         params = {}
+        self._learned = []
         for name in NAMES:
             if name in block.fixed:
                 continue
@@ -48,17 +59,31 @@ class Trainer:
             p.grad_req = "write" if name in learn else "null"
             if name in learn:
                 params[p.name] = p
+                self._learned.append(p)
         opt_params = {"learning_rate": learning_rate, **(optimizer_params or {})}
         self.gluon_trainer = gluon.Trainer(params, optimizer, opt_params)
+        dtype = block.values(self.ctx)[block.param_name(NAMES[0])].dtype
+        self._prior = {name: mx.nd.array(w, dtype=dtype, ctx=self.ctx) for name, w in (prior or {}).items()}
 
-    def step(self, obs, n_symbols):
-        """One update on obs (batch, T) int32 NDArray; returns the batch's summed ll (NDArray)."""
+    def step(self, obs, n_symbols, prior_share=1.0):
+        """One update on obs (batch, T) int32 NDArray; returns the batch's objective (NDArray):
+        its summed ll, plus prior_share times the log-prior when there is a prior."""
         with autograd.record():
-            ll = self.block(obs).sum()
-            loss = -ll / n_symbols if self.normalize else -ll
+            objective = self.block(obs).sum()
+            if self._prior:
+                objective = objective + prior_share * self._log_prior()
+            loss = -objective / n_symbols if self.normalize else -objective
         loss.backward()
         self.gluon_trainer.step(1)
-        return ll
+        return objective
+
+    def _log_prior(self):
+        values = self.block.values(self.ctx)
+        probs = dict(zip(NAMES, self.block.probabilities(mx.nd, values)))
+        # max(p, tiny): a probability that underflowed to 0 gives a large finite
+        # term rather than -inf; structural zeros have weight 0 (see priors.py).
+        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], _TINY)))
+                   for name, w in self._prior.items())
 
     def fit(self, rows, epochs=1000, batch_size=None, tol=None, seed=None, progress=None,
             callback=None):
@@ -66,41 +91,45 @@ class Trainer:
 
         An epoch is one pass over the data: one step with batch_size=None (the
         gist's loop), else one step per shuffled minibatch.  Stops early when
-        the epoch's log-likelihood per symbol changes by less than tol.
+        the epoch's objective per symbol changes by less than tol.
         progress: True/False, or None for a tqdm bar only on a terminal.
-        callback(epoch, ll) is called after each epoch.  Returns the history:
-        float64 array of each epoch's total log-likelihood, summed over the
-        batches as they were before their updates.
+        callback(epoch, value) is called after each epoch.  Returns the history:
+        float64 array of each epoch's objective (total log-likelihood, plus the
+        log-prior if any), summed over the batches as they were before their
+        updates.  Raises monitor.DivergenceError when the objective becomes
+        NaN or -inf, after restoring the last parameters whose objective was
+        finite.
         """
-        if epochs < 1 or int(epochs) != epochs:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        if tol is not None and not tol >= 0:
-            raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
         rng = np.random.default_rng(seed)
         total_symbols = sum(len(r) for r in rows)
+        monitor = Monitor(epochs, total_symbols, tol, progress, callback,
+                          advice=f"Try a smaller learning rate (it is {self.learning_rate}).")
         full = None
         if batch_size is None or batch_size >= len(rows):
             full = [(mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32), total_symbols)]
-        show = sys.stderr.isatty() if progress is None else bool(progress)
-        history = []
-        bar = tqdm(range(int(epochs)), disable=not show, desc="hmmop", unit="epoch", leave=False)
-        for epoch in bar:
+        # The parameters before the previous step and before this one: when a
+        # step's objective is not finite, its parameters are the bad ones, and
+        # the previous step's are the last with a finite objective.
+        before = [[p.data(self.ctx).copy() for p in self._learned] for _ in range(2)]
+        for epoch in monitor:
             total = 0.0
             for obs, count in full or self._minibatches(rows, batch_size, rng):
+                before.reverse()
+                for p, keep in zip(self._learned, before[1]):
+                    p.data(self.ctx).copyto(keep)
                 # Reading each step's value waits for it: without a wait, Python
                 # would queue an epoch's steps in MXNet's engine, holding their memory.
-                total += float(self.step(obs, max(count, 1)).asscalar())
-            history.append(total)
-            bar.set_postfix(ll_per_symbol=f"{history[-1] / total_symbols:.5f}")
-            if callback is not None:
-                callback(epoch, history[-1])
-            if tol is not None and len(history) > 1 and \
-                    abs(history[-1] - history[-2]) / total_symbols < tol:
+                value = float(self.step(obs, max(count, 1), count / max(total_symbols, 1)).asscalar())
+                if not math.isfinite(value):
+                    for p, keep in zip(self._learned, before[0]):
+                        p.set_data(keep)
+                    monitor.check(value)
+                total += value
+            if monitor.report(total):
                 break
-        bar.close()
-        return np.array(history)
+        return monitor.result()
 
     def _minibatches(self, rows, batch_size, rng):
         order = rng.permutation(len(rows))

@@ -1,0 +1,58 @@
+"""Dirichlet priors on the rows of A, B and pi: checking them and their log-density.
+
+A prior is {"A": a, "B": b, "pi": p} (any subset) of concentrations > 0,
+scalars or arrays broadcastable to the parameter's shape (hmmlearn's
+transmat_prior, emissionprob_prior, startprob_prior).  Up to a constant, the
+log-prior of a parameter is sum((a - 1) * log A) over its free entries
+(structural zeros, held at 0 by a mask, are outside the simplex and do not
+count).  EM uses a - 1 as pseudo-counts (the MAP update); gradient training
+adds the log-prior to its objective.
+"""
+import numpy as np
+
+NAMES = ("A", "B", "pi")
+
+
+def check_prior(prior, shapes):
+    """Validate ``prior``; return {name: float64 concentration array of the parameter's shape}.
+
+    shapes: {name: shape} of the parameters a prior may be given for.
+    """
+    if prior is None:
+        return {}
+    if not isinstance(prior, dict):
+        raise TypeError(f"prior must be a dict such as {{'A': 2.0, 'B': 1.5}}, got {type(prior).__name__}")
+    unknown = sorted(set(prior) - set(NAMES))
+    if unknown:
+        raise ValueError(f"prior may only name {NAMES}, got {unknown}")
+    out = {}
+    for name, value in prior.items():
+        if name not in shapes:
+            raise ValueError(f"prior['{name}']: {name} is fixed, so it has no prior")
+        try:
+            a = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"prior['{name}'] must be a number or an array of numbers, got {value!r}") from None
+        try:
+            a = np.broadcast_to(a, shapes[name]).copy()
+        except ValueError:
+            raise ValueError(f"prior['{name}'] has shape {a.shape}, which does not broadcast to "
+                             f"{name}'s shape {shapes[name]}") from None
+        if not (np.isfinite(a).all() and (a > 0).all()):
+            raise ValueError(f"prior['{name}'] must hold finite Dirichlet concentrations > 0, "
+                             f"got min {a.min()!r}")
+        out[name] = a
+    return out
+
+
+def log_prior(probs, prior):
+    """sum over the prior's parameters of sum((a - 1) * log p) over entries with p > 0.
+
+    probs: {name: float64 NumPy probabilities}; prior as from check_prior.
+    """
+    total = 0.0
+    for name, a in prior.items():
+        p = probs[name]
+        with np.errstate(divide="ignore"):
+            total += float(np.where(p > 0, (a - 1) * np.log(p), 0.0).sum())
+    return total
