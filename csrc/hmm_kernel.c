@@ -164,3 +164,119 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
         }
     }
 }
+
+/* Viterbi, as hmmlearn 0.3.3 computes it (see the header): the same sums and
+ * maxima in the same order, so the log probability matches bit for bit.
+ * Strict > while scanning i upwards keeps the lowest index among ties (and
+ * index 0 when every candidate is -inf).  delta_{t-1} and delta_t alternate
+ * between the two halves of work. */
+double hmm_viterbi(int n, int len, const double *restrict logAT,
+                   const double *restrict logBT, const double *restrict logpi,
+                   const int32_t *restrict obs, double *restrict work,
+                   int32_t *restrict back, int32_t *restrict path)
+{
+    {
+        const double *restrict e = logBT + (size_t)obs[0] * n;
+        for (int j = 0; j < n; ++j)
+            work[j] = logpi[j] + e[j];                 /* delta_0 */
+    }
+    for (int t = 1; t < len; ++t) {
+        const double *restrict d = work + (size_t)((t - 1) & 1) * n;  /* delta_{t-1} */
+        double *restrict dn = work + (size_t)(t & 1) * n;             /* delta_t */
+        const double *restrict e = logBT + (size_t)obs[t] * n;
+        int32_t *restrict bk = back + (size_t)t * n;
+        const double *restrict col = logAT;            /* log A[:, j], contiguous */
+        for (int j = 0; j < n; ++j, col += n) {
+            double best = -INFINITY;
+            int32_t arg = 0;
+            for (int i = 0; i < n; ++i) {
+                const double v = d[i] + col[i];
+                if (v > best) {
+                    best = v;
+                    arg = i;
+                }
+            }
+            dn[j] = best + e[j];
+            bk[j] = arg;
+        }
+    }
+    const double *restrict d = work + (size_t)((len - 1) & 1) * n;
+    double best = -INFINITY;
+    int32_t arg = 0;
+    for (int j = 0; j < n; ++j) {
+        if (d[j] > best) {
+            best = d[j];
+            arg = j;
+        }
+    }
+    path[len - 1] = arg;
+    for (int t = len - 1; t > 0; --t)
+        path[t - 1] = back[(size_t)t * n + path[t]];
+    return best;
+}
+
+/* gamma_t = alpha_hat_t * beta_hat_t (elementwise), the c products cancel:
+ *   alpha_hat_t     = pred_t * B[:, o_t] / c_t
+ *   beta_hat_{len-1} = 1,  beta_hat_{t-1} = A @ (B[:, o_t] * beta_hat_t) / c_t
+ * so with u_t = B[:, o_t] * beta_hat_t / c_t (n): gamma_t = pred_t * u_t and
+ * beta_hat_{t-1} = A @ u_t = u_t @ AT. */
+void hmm_posteriors_scaled(int n, int len, const double *restrict AT,
+                           const double *restrict BT,
+                           const int32_t *restrict obs,
+                           const double *restrict pred,
+                           const double *restrict scale,
+                           double *restrict gamma, double *restrict work)
+{
+    double *restrict w = work;                         /* beta_hat_t */
+    double *restrict u = work + n;                     /* u_t */
+    for (int j = 0; j < n; ++j)
+        w[j] = 1.0;
+    for (int t = len - 1; t >= 0; --t) {
+        const double *restrict e = BT + (size_t)obs[t] * n;
+        const double *restrict p = pred + (size_t)t * n;
+        double *restrict g = gamma + (size_t)t * n;
+        const double ic = 1.0 / scale[t];
+        for (int j = 0; j < n; ++j) {
+            const double v = e[j] * ic * w[j];
+            u[j] = v;
+            g[j] = p[j] * v;
+        }
+        if (t > 0)
+            vecmat(n, u, AT, w);
+    }
+}
+
+/* Index drawn by u from a cumulative row cum (k,): the smallest i with
+ * cum[i] > u (binary search; cum is non-decreasing), which always has
+ * positive probability.  If none, the last index whose probability
+ * cum[i] - cum[i-1] (cum[0] for i = 0) is positive; 0 for an all-zero row. */
+static int32_t pick(int k, const double *restrict cum, double u)
+{
+    int lo = 0, hi = k;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (cum[mid] > u)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (lo < k)
+        return lo;
+    for (int i = k - 1; i > 0; --i)
+        if (cum[i] > cum[i - 1])
+            return i;
+    return 0;
+}
+
+void hmm_sample(int n, int m, int len, const double *restrict cumA,
+                const double *restrict cumB, const double *restrict cumpi,
+                const double *restrict u, int32_t *restrict states,
+                int32_t *restrict obs)
+{
+    int32_t s = 0;
+    for (int t = 0; t < len; ++t) {
+        s = pick(n, t == 0 ? cumpi : cumA + (size_t)s * n, u[2 * (size_t)t]);
+        states[t] = s;
+        obs[t] = pick(m, cumB + (size_t)s * m, u[2 * (size_t)t + 1]);
+    }
+}

@@ -1,12 +1,19 @@
 /* hmm_kernel: scaled forward recursion of a discrete HMM and its gradient.
  *
+ * Also Viterbi decoding, state posteriors and sampling.
+ *
  * Plain C, double precision, one sequence per call; no allocation, no threads,
  * no knowledge of MXNet or Python.  Row-major layouts:
  *   A   (n, n)  A[i*n + j]  = P(next = j | current = i)
  *   BT  (m, n)  BT[k*n + i] = P(symbol k | state i)   (the transpose of B, so
  *               that the emission column of one symbol is contiguous)
  *   pi  (n,)
- *   obs (len,)  symbols in [0, m); the caller has stripped -1 padding.
+ *   obs (len,)  symbols in [0, m]; the caller has stripped -1 padding.
+ *
+ * Missing observations: BT is only ever indexed by obs, so the caller may give
+ * BT an extra row m of all ones (m + 1 rows) and code a missing step as
+ * symbol m: emission probability 1 in every state marginalises the unknown
+ * symbol.  (In log space, for hmm_viterbi, that row is all zeros.)
  */
 #ifndef HMM_KERNEL_H
 #define HMM_KERNEL_H
@@ -40,5 +47,42 @@ void hmm_backward_scaled(int n, int len, const double *AT, const double *BT,
                          const int32_t *obs, const double *pred,
                          const double *scale, double g, double *dA,
                          double *dBT, double *dpi, double *work);
+
+/* Viterbi decoding (log-space max-product), hmmlearn 0.3.3's recursion:
+ *   delta_0(j) = logpi[j] + logB[j, o_0]
+ *   delta_t(j) = max_i (delta_{t-1}(i) + logA[i, j]) + logB[j, o_t]
+ * logAT (n, n) is log(A) transposed, logAT[j*n + i] = log A[i, j], so the max
+ * over predecessors i is a contiguous scan; logBT (m or m+1, n) = log(B).T
+ * (a missing row is all zeros); log 0 = -INFINITY is fine (structural zeros).
+ * Ties go to the LOWER state index, in the max over predecessors and in the
+ * final argmax (hmmlearn, which re-derives the path backwards, breaks ties in
+ * the backtrace towards the higher index instead).
+ * work: 2n doubles; back: len*n int32 (back[t*n + j], the best predecessor of
+ * j at step t, t >= 1); path (len,) out.  Returns the best path's log
+ * probability max_j delta_{len-1}(j).  For an impossible sequence that is
+ * -INFINITY and path holds the back-pointer trace from state 0 (an all -inf
+ * lattice gives all zeros): meaningless, but defined.  len >= 1. */
+double hmm_viterbi(int n, int len, const double *logAT, const double *logBT,
+                   const double *logpi, const int32_t *obs, double *work,
+                   int32_t *back, int32_t *path);
+
+/* State posteriors over what hmm_forward_scaled stored (pred_stride = n):
+ * gamma (len, n), gamma[t*n + i] = P(state_t = i | obs).  AT as for the
+ * backward.  work: 2n doubles.  Must not be called for a sequence whose
+ * forward returned -INFINITY. */
+void hmm_posteriors_scaled(int n, int len, const double *AT, const double *BT,
+                           const int32_t *obs, const double *pred,
+                           const double *scale, double *gamma, double *work);
+
+/* Sampling of one sequence of len steps by inverse CDF.  cumA (n, n),
+ * cumB (n, m), cumpi (n,) hold the cumulative sums along each row of A, B,
+ * pi.  u (2*len) uniforms in [0, 1): u[2t] picks state t, u[2t+1] its
+ * symbol.  The pick is the smallest index whose cumulative value is > u; if
+ * there is none (a row summing to slightly less than 1), the last index of
+ * positive probability - never an index of probability 0.  (A row of all
+ * zeros, which has no such index, gives 0.)  states, obs (len,) out. */
+void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
+                const double *cumpi, const double *u, int32_t *states,
+                int32_t *obs);
 
 #endif

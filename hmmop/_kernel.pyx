@@ -1,6 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython adapter of csrc/hmm_kernel.c: buffers in, buffers out, sequences in threads.
 
+forward/backward (log-likelihood and its gradient), viterbi, posteriors and
+sample.  Observations come through prepare_obs: symbols in [0, m), -2 for a
+missing step (coded as m in obs32, where the kernel finds an extra row of
+emission probability 1 - the unknown symbol is marginalised out), -1 padding.
+
 Everything here works on NumPy-compatible buffers (zero-copy views of MXNet
 NDArrays in practice).  Parameters are ``float`` or ``double``; the kernel
 always computes in double.  Sequences of a batch run in parallel OpenMP
@@ -23,6 +28,15 @@ cdef extern from "hmm_kernel.h" nogil:
                              const double *scale, double g, double *dA,
                              double *dBT, double *dpi, double *work)
     size_t HMM_BACKWARD_WORK(int n)
+    double hmm_viterbi(int n, int len, const double *logAT, const double *logBT,
+                       const double *logpi, const int32_t *obs, double *work,
+                       int32_t *back, int32_t *path)
+    void hmm_posteriors_scaled(int n, int len, const double *AT, const double *BT,
+                               const int32_t *obs, const double *pred,
+                               const double *scale, double *gamma, double *work)
+    void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
+                    const double *cumpi, const double *u, int32_t *states,
+                    int32_t *obs)
 
 ctypedef fused real:
     float
@@ -77,8 +91,11 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
     """Validate padded observations and convert them for the kernel.
 
     obs: (batch, T) of int32, int64, float32 or float64 holding integers in
-    [0, n_symbols) with optional trailing -1 padding per row.
-    Returns (obs32 (batch, T) int32, lengths (batch,) int64).
+    [0, n_symbols), or -2 for a missing observation, with optional trailing
+    -1 padding per row.
+    Returns (obs32 (batch, T) int32, lengths (batch,) int64): obs32 holds the
+    symbols, n_symbols for a missing step, -1 on padding; a missing step
+    counts in the length.
     Raises ValueError that names the first offending element obs[b, t].
     """
     cdef Py_ssize_t batch = obs.shape[0], T = obs.shape[1], b, t
@@ -97,18 +114,18 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
                 v = <double>obs[b, t]
                 if not (v == floor(v)):            # also catches NaN and +-inf
                     kind = 1
-                elif v < -1 or v >= n_symbols:
+                elif v < -2 or v >= n_symbols:
                     kind = 2
                 elif v == -1:
                     if L < 0:
                         L = t
-                elif L >= 0:
+                elif L >= 0:                       # a symbol or -2 after padding
                     kind = 3
                 if kind:
                     bad_b = b
                     bad_t = t
                     break
-                o[b, t] = <int32_t>v
+                o[b, t] = n_symbols if v == -2 else <int32_t>v
             if kind:
                 break
             lens[b] = T if L < 0 else L
@@ -120,7 +137,7 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
                              f"(int32, int64, or floats with integral values)")
         if kind == 2:
             raise ValueError(f"{where} is not a valid symbol: expected an integer in "
-                             f"[0, {n_symbols}) (B has {n_symbols} symbol columns) or -1 padding")
+                             f"[0, {n_symbols}) (B has {n_symbols} symbol columns), -1 padding or -2 missing")
         raise ValueError(f"{where} follows -1 padding in row {bad_b}: padding must only "
                          f"fill the end of a row")
     return out, lengths
@@ -129,11 +146,13 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
 cdef class Workspace:
     """What the forward pass keeps for the backward pass of one call.
 
-    AT64 (n, n) = A.T and BT64 (m, n) = B.T are double copies of the
-    parameters, laid out for the backward's inner loops; pred
+    AT64 (n, n) = A.T and BT64 (m + 1, n) = B.T are double copies of the
+    parameters, laid out for the backward's inner loops; BT64's row m is all
+    ones, the emission of a missing step (symbol m in obs32); pred
     (sum(lengths), n) and scale (sum(lengths),) hold the forward recursion of
     every sequence back to back, sequence b starting at row offsets[b]; ll
-    (batch,) the per-sequence log-likelihoods in double.
+    (batch,) the per-sequence log-likelihoods in double.  Also all that
+    posteriors needs.
     """
     cdef readonly object AT64, BT64, pred, scale, offsets, ll, obs32, lengths
     cdef readonly int n, m
@@ -144,8 +163,10 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     """Log-likelihood of each sequence.
 
     A (n, n), B (n, m), pi (n,) of float32 or float64; obs32 and lengths from
-    prepare_obs.  Returns a Workspace whose ``ll`` (batch,) float64 is the
-    result and which holds, in arrays of its own, all that backward needs.
+    prepare_obs (a missing step, symbol m, has emission probability 1 in
+    every state).  Returns a Workspace whose ``ll`` (batch,) float64 is the
+    result and which holds, in arrays of its own, all that backward and
+    posteriors need.
     """
     cdef int n = A.shape[0], m = B.shape[1]
     cdef Py_ssize_t batch = obs32.shape[0], b, i, k
@@ -160,7 +181,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     cdef int64_t total = offsets[batch]
     A64 = np.empty((n, n), dtype=np.float64)
     AT64 = np.empty((n, n), dtype=np.float64)
-    BT64 = np.empty((m, n), dtype=np.float64)
+    BT64 = np.empty((m + 1, n), dtype=np.float64)    # row m: missing steps
     pi64 = np.empty(n, dtype=np.float64)
     pred = np.empty((total, n), dtype=np.float64)
     scale = np.empty(total, dtype=np.float64)
@@ -178,6 +199,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
                 at64[k, i] = A[i, k]
             for k in range(m):
                 bt64[k, i] = B[i, k]
+            bt64[m, i] = 1.0
         for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
             if lengths[b] > 0:
                 tid = threadid()
@@ -202,12 +224,15 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
     the gradients dA (n, n), dB (n, m), dpi (n,), which are written according
     to the MXNet request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite,
     3 adds).  A sequence with ll = -inf (probability 0) or gll = 0
-    contributes nothing.
+    contributes nothing.  The accumulated gradient of BT64's missing row
+    (not a parameter) is dropped.
     """
     cdef int n = ws.n, m = ws.m
     cdef Py_ssize_t batch = gll.shape[0], b, i, k, r
     cdef int nt = max(1, min(num_threads, batch))
-    cdef Py_ssize_t width = n * n + m * n + n
+    # Per thread: dA (n*n), dBT with the missing row ((m+1)*n), dpi (n).
+    cdef Py_ssize_t width = n * n + (m + 1) * n + n
+    cdef Py_ssize_t opi = n * n + (m + 1) * n
     acc = np.zeros((nt, width), dtype=np.float64)
     work = np.empty((nt, HMM_BACKWARD_WORK(n)), dtype=np.float64)
     cdef double[:, ::1] ac = acc, wk = work
@@ -228,7 +253,7 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
                 hmm_backward_scaled(
                     n, <int>lengths[b], &at64[0, 0], &bt64[0, 0], &obs32[b, 0],
                     &pr[off[b], 0], &sc[off[b]], g,
-                    &ac[tid, 0], &ac[tid, n * n], &ac[tid, n * n + m * n], &wk[tid, 0])
+                    &ac[tid, 0], &ac[tid, n * n], &ac[tid, opi], &wk[tid, 0])
         for r in range(1, nt):
             for k in range(width):
                 ac[0, k] += ac[r, k]
@@ -249,9 +274,9 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
         if req_pi:
             for i in range(n):
                 if req_pi == 3:
-                    dpi[i] += <real>ac[0, n * n + m * n + i]
+                    dpi[i] += <real>ac[0, opi + i]
                 else:
-                    dpi[i] = <real>ac[0, n * n + m * n + i]
+                    dpi[i] = <real>ac[0, opi + i]
 
 
 def store(real[::1] dst, const double[::1] src, int req):
@@ -265,3 +290,134 @@ def store(real[::1] dst, const double[::1] src, int req):
                 dst[i] += <real>src[i]
             else:
                 dst[i] = <real>src[i]
+
+
+def _log64(x):
+    """log of x in double; log 0 = -inf without a warning."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.log(np.asarray(x, dtype=np.float64))
+
+
+def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
+            const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
+    """Most probable state path of each sequence (Viterbi, in log space).
+
+    A (n, n), B (n, m), pi (n,) of float32 or float64 (logs taken once, in
+    double; zero probabilities are fine); obs32 and lengths from prepare_obs
+    (a missing step has log emission 0 in every state).
+    Returns (log_prob (batch,) float64, paths (batch, T) int32): the best
+    path's log joint probability log P(path, obs) and the path, -1 on padding.
+    An empty row gives 0.0 and all -1.  Ties go to the lower state index.  An
+    impossible sequence gives -inf and a meaningless path (hmm_kernel.h).
+    """
+    cdef int n = A.shape[0], m = B.shape[1]
+    cdef Py_ssize_t batch = obs32.shape[0], T = obs32.shape[1], b
+    if B.shape[0] != n or pi.shape[0] != n or lengths.shape[0] != batch:
+        raise ValueError("viterbi: A (n, n), B (n, m), pi (n,), lengths (batch,) do not fit")
+    cdef int nt = max(1, min(num_threads, batch))
+    logAT = np.ascontiguousarray(_log64(A).T)
+    logBT = np.zeros((m + 1, n), dtype=np.float64)  # row m: missing steps, log 1
+    logBT[:m] = _log64(B).T
+    logpi = _log64(pi)
+    cdef Py_ssize_t maxlen = max(1, int(np.max(lengths)) if batch else 1)
+    work = np.empty((nt, 2 * n), dtype=np.float64)
+    back = np.empty((nt, maxlen * n), dtype=np.int32)
+    log_prob = np.zeros(batch, dtype=np.float64)
+    paths = np.full((batch, T), -1, dtype=np.int32)
+    cdef double[:, ::1] la = logAT, lb = logBT, wk = work
+    cdef double[::1] lp = logpi, out = log_prob
+    cdef int32_t[:, ::1] bk = back, pa = paths
+    cdef int tid
+    with nogil:
+        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
+            if lengths[b] > 0:
+                tid = threadid()
+                out[b] = hmm_viterbi(n, <int>lengths[b], &la[0, 0], &lb[0, 0], &lp[0],
+                                     &obs32[b, 0], &wk[tid, 0], &bk[tid, 0], &pa[b, 0])
+    return log_prob, paths
+
+
+def posteriors(Workspace ws, int num_threads):
+    """State posteriors gamma[t, i] = P(state_t = i | obs) of every sequence.
+
+    ws: a Workspace from forward.  Returns gamma (sum(lengths), n) float64,
+    sequence b in rows ws.offsets[b]:ws.offsets[b+1] (the layout of ws.pred);
+    the rows of a sequence with ll = -inf (probability 0) are NaN.
+    """
+    cdef int n = ws.n
+    cdef int64_t[::1] off = ws.offsets
+    cdef Py_ssize_t batch = off.shape[0] - 1, b, r, i
+    cdef int nt = max(1, min(num_threads, batch))
+    gamma = np.empty((off[batch], n), dtype=np.float64)
+    work = np.empty((nt, 2 * n), dtype=np.float64)
+    cdef double[:, ::1] g = gamma, wk = work
+    cdef double[:, ::1] at64 = ws.AT64, bt64 = ws.BT64, pr = ws.pred
+    cdef double[::1] sc = ws.scale, ll = ws.ll
+    cdef const int32_t[:, ::1] obs32 = ws.obs32
+    cdef const int64_t[::1] lengths = ws.lengths
+    cdef int tid
+    cdef double nan = np.nan
+    with nogil:
+        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
+            if lengths[b] > 0:
+                if ll[b] == -INFINITY:
+                    for r in range(off[b], off[b + 1]):
+                        for i in range(n):
+                            g[r, i] = nan
+                else:
+                    tid = threadid()
+                    hmm_posteriors_scaled(n, <int>lengths[b], &at64[0, 0], &bt64[0, 0],
+                                          &obs32[b, 0], &pr[off[b], 0], &sc[off[b]],
+                                          &g[off[b], 0], &wk[tid, 0])
+    return gamma
+
+
+def _cumulative(name, x):
+    """Row cumulative sums of a probability array x (k,) or (r, k), checked:
+    finite, non-negative, each row summing to 1 within 1e-5."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = x.reshape(1, x.shape[0]) if x.ndim == 1 else x
+    if not np.all(np.isfinite(rows)) or np.any(rows < 0):
+        raise ValueError(f"{name} must hold finite non-negative probabilities")
+    cum = np.cumsum(rows, axis=1)
+    sums = cum[:, rows.shape[1] - 1]
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-5)
+    if bad.size:
+        where = "" if x.ndim == 1 else f" row {bad[0]}"
+        raise ValueError(f"{name}{where} sums to {sums[bad[0]]!r}, not 1: "
+                         f"it must be a probability distribution")
+    return np.ascontiguousarray(cum.reshape(x.shape))
+
+
+def sample(const double[:, ::1] A, const double[:, ::1] B, const double[::1] pi,
+           const double[:, :, ::1] uniforms, int num_threads):
+    """Sequences drawn from the HMM by inverse CDF, from given uniforms.
+
+    A (n, n), B (n, m), pi (n,) float64 probabilities (rows summing to 1
+    within 1e-5, else ValueError); uniforms (n_sequences, length, 2) float64
+    in [0, 1): [b, t, 0] picks state t of sequence b, [b, t, 1] its symbol.
+    The caller draws them (numpy's Generator), so the result is reproducible
+    and the same for any thread count.  An index of probability 0 is never
+    picked.  Returns (obs, states), each (n_sequences, length) int32.
+    """
+    cdef int n = A.shape[0], m = B.shape[1]
+    cdef Py_ssize_t count = uniforms.shape[0], length = uniforms.shape[1], b
+    if (n < 1 or m < 1 or A.shape[1] != n or B.shape[0] != n or pi.shape[0] != n
+            or uniforms.shape[2] != 2):
+        raise ValueError("sample: A (n, n), B (n, m), pi (n,), uniforms (count, length, 2) do not fit")
+    cumA = _cumulative("A", A)
+    cumB = _cumulative("B", B)
+    cumpi = _cumulative("pi", pi)
+    cdef int nt = max(1, min(num_threads, count))
+    obs = np.empty((count, length), dtype=np.int32)
+    states = np.empty((count, length), dtype=np.int32)
+    cdef const double[:, ::1] ca = cumA, cb = cumB
+    cdef const double[::1] cp = cumpi
+    cdef int32_t[:, ::1] o = obs, s = states
+    if length == 0:
+        return obs, states
+    with nogil:
+        for b in prange(count, num_threads=nt, schedule='static', chunksize=1):
+            hmm_sample(n, m, <int>length, &ca[0, 0], &cb[0, 0], &cp[0], &uniforms[b, 0, 0],
+                       &s[b, 0], &o[b, 0])
+    return obs, states

@@ -2,7 +2,9 @@
 
 Every check raises ValueError (wrong shape or value) or TypeError (wrong
 dtype) with a message that names the input, what it is and what was expected.
+This module sits below op.py (op imports checks, never the reverse).
 """
+import mxnet as mx
 import numpy as np
 
 from . import _kernel
@@ -65,8 +67,41 @@ def prepare_obs(obs, n_symbols):
 
     obs: NumPy array (T,) or (batch, T) of an OBS_DTYPES dtype.  Returns
     (obs32 (batch, T) int32, lengths (batch,) int64); raises ValueError naming
-    the first bad element (not an integer, out of [0, M) and not -1, or a
-    symbol after -1 padding).
+    the first bad element (not an integer, out of [0, M) and neither -1 nor
+    -2, or a symbol or -2 after -1 padding).  -2 marks a missing observation:
+    obs32 holds n_symbols there (see _kernel.prepare_obs) and it counts in
+    the length.
     """
     obs = np.ascontiguousarray(obs)
     return _kernel.prepare_obs(obs.reshape(-1, obs.shape[-1]) if obs.ndim == 1 else obs, n_symbols)
+
+
+def checked_inputs(A, B, pi, obs):
+    """Validate NDArray inputs of hmm_forward and the like.
+
+    A, B, pi: NDArrays on one context; obs: NDArray, NumPy array or nested
+    list of symbols (-1 padding, -2 missing).  Returns (A, B, pi, obs NDArray
+    on A's context, obs NumPy as given).
+    """
+    for name, x in (("A", A), ("B", B), ("pi", pi)):
+        if not isinstance(x, mx.nd.NDArray):
+            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
+    ctx = A.context
+    for name, x in (("B", B), ("pi", pi)):
+        if x.context != ctx:
+            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
+                             f"A, B and pi must share one context")
+    if isinstance(obs, mx.nd.NDArray):
+        obs_np = obs.asnumpy()
+    else:
+        obs_np = np.asarray(obs)
+        if obs_np.dtype.kind in "iub" and obs_np.dtype not in OBS_DTYPES:
+            obs_np = obs_np.astype(np.int64)
+    check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
+    _, m, _, _ = check_shapes(A.shape, B.shape, pi.shape, obs_np.shape)
+    prepare_obs(obs_np, m)
+    if not isinstance(obs, mx.nd.NDArray):
+        obs = mx.nd.array(obs_np, ctx=ctx, dtype=obs_np.dtype)
+    elif obs.context != ctx:
+        obs = obs.as_in_context(ctx)
+    return A, B, pi, obs, obs_np

@@ -5,10 +5,12 @@
 A (N, N) transitions, A[i, j] = P(next = j | current = i); B (N, M)
 emissions, B[i, k] = P(symbol k | state i); pi (N,) initial probabilities;
 A, B and pi share one dtype, float32 or float64, and are used as given.
-obs (T,) or (batch, T), int32/int64/float holding symbols in [0, M), rows
-padded at the end with -1.  ll (batch,) (1-D obs: (1,)) has A's dtype:
-ll[b] = log P(obs[b]) under hmmlearn's scaled-forward convention, 0 for an
-empty row, -inf for an impossible one (its gradient is zero).
+obs (T,) or (batch, T), int32/int64/float holding symbols in [0, M) or -2
+for a missing observation (marginalised out: emission probability 1 in every
+state; it counts as a step), rows padded at the end with -1.  ll (batch,)
+(1-D obs: (1,)) has A's dtype: ll[b] = log P(obs[b]) under hmmlearn's
+scaled-forward convention, 0 for an empty row, -inf for an impossible one
+(its gradient is zero).
 
 Attribute backend: 'auto' (default: the Cython kernel on a CPU context, the
 NDArray path on any other), 'cython' (CPU only) or 'ndarray' (any context).
@@ -142,7 +144,8 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
 
     A (N, N), B (N, M), pi (N,): NDArrays of one dtype (float32/float64) on one
     context.  obs (T,) or (batch, T): NDArray, NumPy array or nested list of
-    integer symbols, -1 padded at the end of rows.  Returns ll (batch,)
+    integer symbols, -2 for a missing observation (marginalised out), -1
+    padded at the end of rows.  Returns ll (batch,)
     NDArray of A's dtype, differentiable with autograd.  Bad input raises
     ValueError/TypeError naming it before MXNet sees it.  Symbols are passed
     through to mx.sym.Custom unchecked (their values are not known yet).
@@ -151,34 +154,12 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
-    A, B, pi, obs, _ = _checked_inputs(A, B, pi, obs)
+    A, B, pi, obs, _ = checks.checked_inputs(A, B, pi, obs)
     if backend == "cython" and A.context.device_type != "cpu":
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")
     return mx.nd.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
 
 
-def _checked_inputs(A, B, pi, obs):
-    """Validate NDArray inputs; return (A, B, pi, obs NDArray on A's context, obs NumPy)."""
-    for name, x in (("A", A), ("B", B), ("pi", pi)):
-        if not isinstance(x, mx.nd.NDArray):
-            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
-    ctx = A.context
-    for name, x in (("B", B), ("pi", pi)):
-        if x.context != ctx:
-            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
-                             f"A, B and pi must share one context")
-    if isinstance(obs, mx.nd.NDArray):
-        obs_np = obs.asnumpy()
-    else:
-        obs_np = np.asarray(obs)
-        if obs_np.dtype.kind in "iub" and obs_np.dtype not in checks.OBS_DTYPES:
-            obs_np = obs_np.astype(np.int64)
-    checks.check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
-    _, m, _, _ = checks.check_shapes(A.shape, B.shape, pi.shape, obs_np.shape)
-    checks.prepare_obs(obs_np, m)
-    if not isinstance(obs, mx.nd.NDArray):
-        obs = mx.nd.array(obs_np, ctx=ctx, dtype=obs_np.dtype)
-    elif obs.context != ctx:
-        obs = obs.as_in_context(ctx)
-    return A, B, pi, obs, obs_np
+# The checks live in checks.py; the old name stays for modules that still import it from here.
+_checked_inputs = checks.checked_inputs
