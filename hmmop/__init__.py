@@ -6,15 +6,20 @@ Importing the package registers the CustomOp ``hmm_forward``:
 
 ``hmm_forward`` is the checked wrapper around it and ``unroll_forward`` the
 naive autograd baseline with the same contract.  ``HMM`` trains a model on
-top of it (``HMMBlock`` is its gluon block, ``Trainer`` its training loop).
+top of it, by gradient descent or EM, and decodes, scores and samples with it
+(``HMMBlock`` is its gluon block, ``Trainer`` its training loop).  The
+algorithms are free functions: ``hmmop.inference`` (viterbi, posteriors,
+sample) and ``hmmop.em`` (expected_counts, m_step, fit_em).
 """
+from . import em, inference
 from .block import HMMBlock
 from .model import HMM
+from .monitor import DivergenceError
 from .op import hmm_forward
 from .threads import get_num_threads, set_num_threads
 from .trainer import Trainer
 from .unroll import unroll_forward
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "HMMBlock", "Trainer", "hmm_forward", "unroll_forward", "get_num_threads",
+__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "unroll_forward", "get_num_threads",
            "set_num_threads"]

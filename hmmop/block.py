@@ -86,9 +86,25 @@ class HMMBlock(gluon.HybridBlock):
                 out.append(F.softmax(value, axis=-1))
         return out
 
+    def learnable(self, learn=None):
+        """Checked tuple of the names to learn (default: every one not fixed)."""
+        learn = tuple(n for n in NAMES if n not in self.fixed) if learn is None else tuple(learn)
+        bad = [n for n in learn if n not in NAMES]
+        if bad:
+            raise ValueError(f"learn may only name {NAMES}, got {bad}")
+        held = [n for n in learn if n in self.fixed]
+        if held:
+            raise ValueError(f"cannot learn {held}: the model holds them as fixed probabilities")
+        if not learn:
+            raise ValueError("learn names no parameter: there is nothing to train")
+        return tuple(n for n in NAMES if n in learn)
+
     def hybrid_forward(self, F, obs, **params):
         """ll (batch,) of obs (batch, T) symbols (-1 padding, -2 missing)."""
-        A, B, pi = self.probabilities(F, params)
+        return self.loglik(F, *self.probabilities(F, params), obs)
+
+    def loglik(self, F, A, B, pi, obs):
+        """ll (batch,) of obs under probabilities A, B, pi, by this block's engine."""
         if self.engine == "unroll":
             if F is not mx.nd:
                 raise TypeError("the 'unroll' engine cannot be hybridized")

@@ -1,10 +1,15 @@
-"""HMM: a discrete hidden Markov model trained by gradient descent with hmmop.
+"""HMM: a discrete hidden Markov model trained by gradient descent or EM with hmmop.
 
     model = HMM(n_states=4, n_symbols=3, seed=0)          # random, seeded
-    model = HMM.from_probabilities(A, B, pi)              # or given
-    history = model.fit(sequences, epochs=1000)           # the gist's SGD loop
-    model.score(sequences)                                # per-sequence log-likelihood
+    model = HMM.from_probabilities(A, B, pi)              # or given (keep_zeros=True: structural zeros)
+    history = model.fit(sequences, epochs=1000)           # the gist's SGD loop (method="em": Baum-Welch)
+    model.score(sequences)                                # total log-likelihood
+    log_prob, states = model.decode(sequences)            # Viterbi; predict, predict_proba, sample
     model.save("model.npz"); HMM.load("model.npz")
+
+The algorithms live elsewhere as free functions - inference.py (Viterbi,
+posteriors, sampling), em.py (Baum-Welch), trainer.py (gradient descent),
+priors.py - and this class only holds the parameters and delegates.
 
 A (N, N) row-stochastic transitions, B (N, M) emissions (states x symbols,
 like hmmlearn's emissionprob_), pi (N,) initial probabilities.
@@ -15,7 +20,10 @@ allow_pickle=False, holding
   version  0-d int  1
   A, B, pi          the probabilities, in the model's dtype
   meta     0-d str  JSON: {"n_states": N, "n_symbols": M, "dtype": "float32",
-                           "symbols": [token, ...] or null, "fixed": [names]}
+                           "symbols": [token, ...] or null, "fixed": [names],
+                           "mask": [names]}
+  mask_NAME         bool, for each name in meta["mask"]: False at structural zeros
+Files without "mask" in meta (older ones) have no structural zeros.
 """
 import json
 import os
@@ -23,14 +31,20 @@ import os
 import mxnet as mx
 import numpy as np
 
+from . import inference
 from .block import NAMES, HMMBlock
-from .data import encode, pad
+from .data import encode, n_observed, pad
+from .em import fit_em
+from .monitor import DivergenceError, Monitor
+from .priors import check_prior
 from .trainer import Trainer
 
 FORMAT, VERSION = "hmmop.HMM", 1
 # Probabilities below this become this before their log is taken for the
 # logits: no -inf logits (an optimizer's weight decay would turn them to NaN).
 _FLOOR = 1e-30
+METHODS = ("gradient", "em")
+DECODERS = ("viterbi", "map")
 
 
 class HMM:
@@ -40,10 +54,13 @@ class HMM:
     the vocabulary of tokens, is given).  Random initialisation draws each
     row from a flat Dirichlet with ``seed``.  fixed: names among 'A', 'B',
     'pi' held as given probabilities and never learned (see from_probabilities).
+    mask: {name: boolean array of the parameter's shape} for learned
+    parameters; False marks a structural zero, a probability that stays
+    exactly 0 in every method.
     """
 
     def __init__(self, n_states, n_symbols=None, symbols=None, seed=None, dtype="float32",
-                 engine="fused", fixed=(), ctx=None):
+                 engine="fused", fixed=(), mask=None, ctx=None):
         if symbols is not None:
             symbols = list(symbols)
             if len(set(symbols)) != len(symbols):
@@ -64,23 +81,31 @@ class HMM:
         self.dtype = np.dtype(dtype)
         self.ctx = ctx or mx.cpu()
         self.history_ = np.array([])
+        self.inits_ = np.array([])
+        self.mask = self._checked_masks(mask, fixed)
         self.block = HMMBlock(self.n_states, self.n_symbols, engine=engine, dtype=self.dtype.name,
-                              fixed=fixed)
+                              fixed=fixed, mask=self.mask)
         self.block.initialize(ctx=self.ctx)
-        rng = np.random.default_rng(seed)
-        n, m = self.n_states, self.n_symbols
-        self.set_probabilities(A=rng.dirichlet(np.ones(n), size=n), B=rng.dirichlet(np.ones(m), size=n),
-                               pi=rng.dirichlet(np.ones(n)))
+        self.set_probabilities(**self._random_probabilities(np.random.default_rng(seed)))
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_probabilities(cls, A, B, pi, symbols=None, **kwargs):
+    def from_probabilities(cls, A, B, pi, symbols=None, keep_zeros=False, mask=None, **kwargs):
         """A model with the given A (N, N), B (N, M), pi (N,).  Learned ones must be
-        distributions (rows summing to 1); fixed ones need only be non-negative."""
+        distributions (rows summing to 1); fixed ones need only be non-negative.
+        keep_zeros=True makes every exact zero of a learned parameter a
+        structural zero (kept exactly 0 by every method); mask ({name: bool
+        array}, False = structural zero) says it per entry and takes precedence."""
         A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
         if A.ndim != 2 or B.ndim != 2:
             raise ValueError(f"A and B must be 2-D, got shapes {A.shape} and {B.shape}")
-        model = cls(A.shape[0], B.shape[1], symbols=symbols, **kwargs)
+        mask = dict(mask or {})
+        if keep_zeros:
+            fixed = kwargs.get("fixed", ())
+            for name, value in (("A", A), ("B", B), ("pi", np.asarray(pi, dtype=np.float64))):
+                if name not in fixed and name not in mask:
+                    mask[name] = value > 0
+        model = cls(A.shape[0], B.shape[1], symbols=symbols, mask=mask or None, **kwargs)
         model.set_probabilities(A=A, B=B, pi=pi)
         return model
 
@@ -100,7 +125,10 @@ class HMM:
                 continue
             value = self._checked(name, value, distribution=name not in self.block.fixed)
             if name not in self.block.fixed:
-                value = np.log(np.maximum(value, _FLOOR))
+                with np.errstate(divide="ignore"):
+                    value = np.log(np.maximum(value, _FLOOR))
+                if name in self.mask:
+                    value = np.where(self.mask[name], value, 0.0)   # masked logits: never read, never move
             self._param(name).set_data(mx.nd.array(value, dtype=self.dtype, ctx=self.ctx))
 
     def set_logits(self, A=None, B=None, pi=None):
@@ -119,33 +147,155 @@ class HMM:
     # -- the probabilities ----------------------------------------------------------------------
     def probabilities(self):
         """(A, B, pi) as float64 NumPy arrays."""
-        params = {self.block.param_name(n): self._param(n).data(self.ctx) for n in NAMES}
-        return tuple(x.asnumpy().astype(np.float64) for x in self.block.probabilities(mx.nd, params))
+        return tuple(x.asnumpy().astype(np.float64)
+                     for x in self.block.probabilities(mx.nd, self.block.values(self.ctx)))
 
     A = property(lambda self: self.probabilities()[0], doc="(N, N) transition probabilities")
     B = property(lambda self: self.probabilities()[1], doc="(N, M) emission probabilities")
     pi = property(lambda self: self.probabilities()[2], doc="(N,) initial probabilities")
 
-    # -- training and scoring -------------------------------------------------------------------
-    def fit(self, sequences, epochs=1000, optimizer="sgd", learning_rate=1e-2, optimizer_params=None,
-            batch_size=None, learn=None, normalize=True, tol=None, seed=None, progress=None,
-            callback=None, hybridize=True):
-        """Train by gradient descent; returns (and keeps in history_) the log-likelihood
-        of the data before each epoch's updates.  See Trainer and Trainer.fit."""
-        rows = encode(sequences, self.n_symbols, self.symbols)
-        trainer = Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn,
-                          normalize=normalize, ctx=self.ctx)
-        if hybridize and self.block.engine != "unroll":
-            self.block.hybridize()
-        self.history_ = trainer.fit(rows, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
-                                    progress=progress, callback=callback)
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, sequences, lengths=None, method="gradient", epochs=1000, optimizer="sgd",
+            learning_rate=1e-2, optimizer_params=None, batch_size=None, learn=None, normalize=True,
+            tol=None, seed=None, progress=None, callback=None, hybridize=True, n_init=1, prior=None):
+        """Fit to ``sequences`` (see data.encode; ``lengths`` for hmmlearn's (X, lengths) form).
+
+        method: "gradient" (the gist's softmax-logit descent with any MXNet
+        optimizer, see Trainer) or "em" (Baum-Welch, em.py; ``epochs`` is the
+        number of iterations; optimizer settings unused).  n_init: fits from
+        that many starts - the current parameters, then random ones drawn with
+        ``seed`` - keeping the one with the best final log-likelihood
+        (inits_ holds each start's).  prior: Dirichlet concentrations
+        {"A": a, "B": b, "pi": p} (priors.py).  Returns (and keeps in
+        history_) each epoch's log-likelihood - plus the log-prior, if any -
+        before that epoch's update.  A non-finite objective raises
+        DivergenceError, the model keeping the last finite parameters.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+            raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+        rows = encode(sequences, self.n_symbols, self.symbols, lengths)
+        learn = self.block.learnable(learn)
+        prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.block.fixed})
+        Monitor(epochs, 1, tol, progress=False)        # checks epochs and tol before any work
+        if method == "gradient":
+            Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn, ctx=self.ctx)
+        rng = np.random.default_rng(seed)
+        best, inits = None, []
+        for start in range(n_init):
+            if start:
+                self.set_probabilities(**{n: p for n, p in self._random_probabilities(rng).items()
+                                          if n not in self.block.fixed})
+            try:
+                if method == "gradient":
+                    history = self._fit_gradient(rows, epochs, optimizer, learning_rate, optimizer_params,
+                                                 batch_size, learn, normalize, tol, seed, progress,
+                                                 callback, hybridize, prior)
+                else:
+                    history = self._fit_em(rows, epochs, learn, tol, progress, callback, prior)
+            except DivergenceError as exc:
+                self.history_ = exc.history
+                raise
+            inits.append(self._score_rows(rows).sum())
+            if best is None or inits[-1] > best[0]:
+                best = (inits[-1], history, [x.copy() for x in self.probabilities()])
+        self.inits_ = np.array(inits)
+        self.history_ = best[1]
+        if n_init > 1:
+            self.set_probabilities(**{n: p for n, p in zip(NAMES, best[2]) if n not in self.block.fixed})
         return self.history_
 
-    def score(self, sequences):
+    def _fit_gradient(self, rows, epochs, optimizer, learning_rate, optimizer_params, batch_size, learn,
+                      normalize, tol, seed, progress, callback, hybridize, prior):
+        # The log-prior's weights a - 1, zero at structural zeros.
+        weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
+        trainer = Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn,
+                          normalize=normalize, ctx=self.ctx, prior=weights)
+        if hybridize and self.block.engine != "unroll":
+            self.block.hybridize()
+        return trainer.fit(rows, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
+                           progress=progress, callback=callback)
+
+    def _fit_em(self, rows, epochs, learn, tol, progress, callback, prior):
+        obs = mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32)
+        monitor = Monitor(epochs, sum(len(r) for r in rows), tol, progress, callback, desc="hmmop EM")
+        params = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
+                        dict(zip(NAMES, self.probabilities())), monitor, learn=learn, prior=prior,
+                        masks=self.mask, ctx=self.ctx)
+        self.set_probabilities(**{n: params[n] for n in learn})
+        return monitor.result()
+
+    # -- scoring and inference ------------------------------------------------------------------
+    def score(self, sequences, lengths=None):
+        """Total log-likelihood of the sequences (a float, hmmlearn's convention)."""
+        return float(self.score_sequences(sequences, lengths).sum())
+
+    def score_sequences(self, sequences, lengths=None):
         """Per-sequence log-likelihoods, float64 array (number of sequences,)."""
-        rows = encode(sequences, self.n_symbols, self.symbols)
+        return self._score_rows(encode(sequences, self.n_symbols, self.symbols, lengths))
+
+    def decode(self, sequences, lengths=None, algorithm="viterbi"):
+        """(log_prob, states): the most likely state path of each sequence.
+
+        "viterbi": log_prob is the total log-probability of the best paths.
+        "map": each step's most probable state (argmax of the posteriors);
+        log_prob is then the data's log-likelihood (hmmlearn gives the sum of
+        the posterior maxima there).  states: a list of int32 arrays.
+        """
+        if algorithm not in DECODERS:
+            raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
+        obs = self._padded(sequences, lengths)
+        if algorithm == "viterbi":
+            log_prob, paths = inference.viterbi(*self.probabilities(), obs)
+            return float(log_prob.sum()), paths
+        ll, gamma = inference.posteriors(*self.probabilities(), obs)
+        return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in gamma]
+
+    def predict(self, sequences, lengths=None):
+        """Viterbi state paths: a list of int32 arrays."""
+        return self.decode(sequences, lengths)[1]
+
+    def predict_proba(self, sequences, lengths=None):
+        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence)."""
+        return inference.posteriors(*self.probabilities(), self._padded(sequences, lengths))[1]
+
+    def sample(self, n_sequences, length, seed=None):
+        """(sequences, states): lists of n_sequences arrays of ``length`` symbols (tokens
+        when the model has a vocabulary) and of their hidden states; seeded."""
+        obs, states = inference.sample(*self.probabilities(), n_sequences, length, seed=seed)
+        if self.symbols is not None:
+            kinds = {type(s) for s in self.symbols}
+            vocab = np.array(self.symbols, dtype=None if len(kinds) == 1 else object)
+            obs = vocab[obs]
+        return list(obs), list(states)
+
+    @property
+    def n_free_parameters(self):
+        """Free scalars of the learned parameters: per row, its free entries less one
+        (fixed parameters and structural zeros do not count)."""
+        total = 0
+        for name in NAMES:
+            if name not in self.block.fixed:
+                free = self.mask.get(name, np.ones(self._shape(name), dtype=bool))
+                total += int(free.sum()) - int(np.prod(self._shape(name)[:-1]))
+        return total
+
+    def aic(self, sequences, lengths=None):
+        """Akaike information criterion, -2 log-likelihood + 2 k (k = n_free_parameters)."""
+        return -2 * self.score(sequences, lengths) + 2 * self.n_free_parameters
+
+    def bic(self, sequences, lengths=None):
+        """Bayesian information criterion, -2 log-likelihood + k log(observed symbols)."""
+        rows = encode(sequences, self.n_symbols, self.symbols, lengths)
+        return -2 * float(self._score_rows(rows).sum()) + self.n_free_parameters * np.log(n_observed(rows))
+
+    def _score_rows(self, rows):
         obs = mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32)
         return self.block(obs).asnumpy().astype(np.float64)
+
+    def _padded(self, sequences, lengths):
+        return pad(encode(sequences, self.n_symbols, self.symbols, lengths))
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path):
@@ -154,10 +304,11 @@ class HMM:
             raise TypeError("only str or int symbols can be saved")
         A, B, pi = (x.astype(self.dtype) for x in self.probabilities())
         meta = {"n_states": self.n_states, "n_symbols": self.n_symbols, "dtype": self.dtype.name,
-                "symbols": self.symbols, "fixed": list(self.block.fixed)}
+                "symbols": self.symbols, "fixed": list(self.block.fixed), "mask": list(self.mask)}
+        masks = {f"mask_{name}": value for name, value in self.mask.items()}
         with open(path, "wb") as f:
             np.savez(f, format=np.array(FORMAT), version=np.array(VERSION), A=A, B=B, pi=pi,
-                     meta=np.array(json.dumps(meta)))
+                     meta=np.array(json.dumps(meta)), **masks)
 
     @classmethod
     def load(cls, path, engine="fused", ctx=None):
@@ -176,9 +327,13 @@ class HMM:
             raise ValueError(f"{path!r} has model file version {int(fields['version'])}; "
                              f"this hmmop reads version {VERSION}")
         meta = json.loads(str(fields["meta"]))
+        try:
+            mask = {name: fields[f"mask_{name}"] for name in meta.get("mask", ())}
+        except KeyError as exc:
+            raise ValueError(f"{path!r} is not a complete hmmop model file (no {exc.args[0]})") from None
         return cls.from_probabilities(fields["A"], fields["B"], fields["pi"], symbols=meta["symbols"],
                                       dtype=meta["dtype"], fixed=tuple(meta.get("fixed", ())),
-                                      engine=engine, ctx=ctx)
+                                      mask=mask or None, engine=engine, ctx=ctx)
 
     # -- helpers --------------------------------------------------------------------------------
     def _param(self, name):
@@ -188,12 +343,50 @@ class HMM:
         n, m = self.n_states, self.n_symbols
         return {"A": (n, n), "B": (n, m), "pi": (n,)}[name]
 
+    def _random_probabilities(self, rng):
+        """{name: probabilities}, each row a flat-Dirichlet draw restricted to its mask."""
+        n, m = self.n_states, self.n_symbols
+        draws = {"A": rng.dirichlet(np.ones(n), size=n), "B": rng.dirichlet(np.ones(m), size=n),
+                 "pi": rng.dirichlet(np.ones(n))}
+        for name, free in self.mask.items():
+            value = np.where(free, draws[name], 0.0)
+            draws[name] = value / value.sum(axis=-1, keepdims=True)
+        return draws
+
+    def _checked_masks(self, mask, fixed):
+        """{name: bool array} of the learned parameters whose mask has a False (others: none)."""
+        if mask is None:
+            return {}
+        if not isinstance(mask, dict) or set(mask) - set(NAMES):
+            raise ValueError(f"mask must be a dict with keys among {NAMES}, got {mask!r}")
+        out = {}
+        for name, value in mask.items():
+            if value is None:
+                continue
+            if name in fixed:
+                raise ValueError(f"mask['{name}']: {name} is fixed (used as given), so it takes no mask")
+            value = np.asarray(value)
+            if value.shape != self._shape(name) or value.dtype.kind not in "bui":
+                raise ValueError(f"mask['{name}'] must be a boolean array of shape {self._shape(name)}, "
+                                 f"got {value.dtype} of shape {value.shape}")
+            value = value.astype(bool)
+            empty = np.flatnonzero(~value.reshape(-1, value.shape[-1]).any(axis=-1))
+            if len(empty):
+                where = f"row {int(empty[0])} of " if value.ndim == 2 else ""
+                raise ValueError(f"mask['{name}']: {where}{name} allows no entry (all structural zeros); "
+                                 f"each row needs a non-zero probability")
+            if not value.all():
+                out[name] = value
+        return out
+
     def _checked(self, name, value, distribution):
         value = np.asarray(value, dtype=np.float64)
         if value.shape != self._shape(name):
             raise ValueError(f"{name} must have shape {self._shape(name)}, got {value.shape}")
         if not np.isfinite(value).all() or (value < 0).any():
             raise ValueError(f"{name} must hold finite non-negative probabilities")
+        if name in self.mask and (value[~self.mask[name]] != 0).any():
+            raise ValueError(f"{name} has non-zero probabilities where its mask holds structural zeros")
         if distribution:
             sums = value.sum(axis=-1)
             if not np.allclose(sums, 1.0, atol=1e-6):
@@ -202,4 +395,4 @@ class HMM:
 
     def __repr__(self):
         return (f"HMM(n_states={self.n_states}, n_symbols={self.n_symbols}, dtype={self.dtype.name}, "
-                f"engine={self.block.engine!r}, fixed={self.block.fixed})")
+                f"engine={self.block.engine!r}, fixed={self.block.fixed}, masked={tuple(self.mask)})")

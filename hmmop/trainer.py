@@ -33,15 +33,7 @@ class Trainer:
 
     def __init__(self, block, optimizer="sgd", learning_rate=1e-2, optimizer_params=None,
                  learn=None, normalize=True, ctx=None, prior=None):
-        learn = tuple(n for n in NAMES if n not in block.fixed) if learn is None else tuple(learn)
-        bad = [n for n in learn if n not in NAMES]
-        if bad:
-            raise ValueError(f"learn may only name {NAMES}, got {bad}")
-        held = [n for n in learn if n in block.fixed]
-        if held:
-            raise ValueError(f"cannot learn {held}: the model holds them as fixed probabilities")
-        if not learn:
-            raise ValueError("learn names no parameter: there is nothing to train")
+        learn = block.learnable(learn)
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
                 or not (math.isfinite(learning_rate) and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")

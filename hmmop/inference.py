@@ -1,0 +1,80 @@
+"""Inference with a discrete HMM as free functions: Viterbi decoding, state posteriors, sampling.
+
+All run on the C kernel (csrc/hmm_kernel.c) through the Cython adapter, the
+sequences of a batch in OpenMP threads with a static schedule (results do not
+depend on the thread count), in double precision.  Shapes and conventions:
+
+    A (N, N)   A[i, j] = P(next = j | current = i)
+    B (N, M)   B[i, k] = P(symbol k | state i)
+    pi (N,)    initial probabilities
+    obs (T,) or (batch, T) integer symbols in [0, M); -1 pads the end of a
+               row, -2 marks a missing observation (emission 1 in every state)
+
+A, B, pi may be any float array-likes; they are used as given, in float64.
+"""
+import numpy as np
+
+from . import _kernel, checks
+from .threads import get_num_threads
+
+
+def viterbi(A, B, pi, obs, num_threads=None):
+    """Most likely state path of each sequence (max-product in log space).
+
+    Returns (log_prob (batch,) float64, paths): log_prob[b] = log P(best path,
+    obs[b]) (0 for an empty row, -inf for an impossible one), paths a list of
+    int32 arrays (T_b,).  Ties go to the lower state index (hmmlearn's argmax).
+    """
+    A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
+    log_prob, paths = _kernel.viterbi(A, B, pi, obs32, lengths, num_threads or get_num_threads())
+    return log_prob, [paths[b, :L] for b, L in enumerate(lengths)]
+
+
+def posteriors(A, B, pi, obs, num_threads=None):
+    """State posteriors gamma_t(i) = P(state_t = i | obs) by scaled forward-backward.
+
+    Returns (ll (batch,) float64 log-likelihoods, gamma): gamma a list of
+    float64 arrays (T_b, N) whose rows sum to 1 (NaN rows for an impossible
+    sequence).
+    """
+    A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
+    nt = num_threads or get_num_threads()
+    ws = _kernel.forward(A, B, pi, obs32, lengths, nt)
+    gamma = _kernel.posteriors(ws, nt)
+    offsets = ws.offsets
+    return ws.ll, [gamma[offsets[b]:offsets[b + 1]] for b in range(len(lengths))]
+
+
+def sample(A, B, pi, n_sequences, length, seed=None, num_threads=None):
+    """Draw n_sequences sequences of ``length`` symbols.
+
+    Returns (obs, states), both (n_sequences, length) int32.  seed: anything
+    numpy.random.default_rng takes; the same seed gives the same draws (they
+    come from NumPy, then the kernel turns them into states and symbols).
+    """
+    A, B, pi = _parameters(A, B, pi)
+    for label, value in (("n_sequences", n_sequences), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    checks.check_shapes(A.shape, B.shape, pi.shape, (1,))
+    for name, p in (("A", A), ("B", B), ("pi", pi)):
+        if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-6):
+            raise ValueError(f"{name} must hold non-negative probabilities summing to 1 along its last axis")
+    uniforms = np.random.default_rng(seed).random((int(n_sequences), int(length), 2))
+    return _kernel.sample(A, B, pi, uniforms, num_threads or get_num_threads())
+
+
+def _parameters(A, B, pi):
+    return tuple(np.ascontiguousarray(x, dtype=np.float64) for x in (A, B, pi))
+
+
+def _prepared(A, B, pi, obs):
+    """Checked float64 parameters and (obs32, lengths) from checks.prepare_obs."""
+    A, B, pi = _parameters(A, B, pi)
+    obs = np.asarray(obs)
+    if obs.dtype.kind in "iub" and obs.dtype not in checks.OBS_DTYPES:
+        obs = obs.astype(np.int64)
+    checks.check_dtypes(A.dtype, B.dtype, pi.dtype, obs.dtype)
+    _, m, _, _ = checks.check_shapes(A.shape, B.shape, pi.shape, obs.shape)
+    obs32, lengths = checks.prepare_obs(obs, m)
+    return A, B, pi, obs32, lengths
