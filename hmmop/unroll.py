@@ -10,7 +10,7 @@ differs: autograd of log(0) gives NaN where the fused op gives zero.
 import mxnet as mx
 import numpy as np
 
-from .op import _checked_inputs
+from .checks import checked_inputs
 
 
 def unroll_forward(A, B, pi, obs):
@@ -20,7 +20,7 @@ def unroll_forward(A, B, pi, obs):
     (batch, T) as for hmm_forward.  Costs about ten NDArray operations per
     time step, whatever the batch size.
     """
-    A, B, pi, obs, obs_np = _checked_inputs(A, B, pi, obs)
+    A, B, pi, obs, obs_np = checked_inputs(A, B, pi, obs)
     obs_np = obs_np.reshape(-1, obs_np.shape[-1]).astype(np.int64)
     batch, T = obs_np.shape
     ctx, dtype = A.context, A.dtype
