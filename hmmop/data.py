@@ -52,6 +52,8 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
         if _is_scalar(row):
             raise ValueError(f"sequences[{i}] = {row!r} is not a sequence")
         out.append(_encode_row(row, i, n_symbols, index))
+    if index is None:
+        out = _checked_symbols(out, n_symbols)
     if sum(len(r) for r in out) == 0:
         raise ValueError(f"sequences: all {len(out)} sequences are empty (no symbol to train on)")
     return out
@@ -119,13 +121,26 @@ def _encode_row(row, i, n_symbols, index):
     if arr.size and arr.dtype.kind not in "iuf":
         raise ValueError(f"sequences[{i}] holds {arr.dtype} values; integer symbols in "
                          f"[0, {n_symbols}) are needed (or give the model a symbol vocabulary)")
-    bad = np.flatnonzero((arr != np.floor(arr)) | ((arr < 0) & (arr != MISSING)) | (arr >= n_symbols)) \
-        if arr.size else []
-    if len(bad):
-        t = int(bad[0])
-        raise ValueError(f"sequences[{i}][{t}] = {arr[t]!r} is not a symbol of this model: expected an "
+    return arr
+
+
+def _checked_symbols(arrays, n_symbols):
+    """int32 rows from numeric ones, all values checked in one vectorised pass
+    (a check per row costs more than the whole pass on many short rows)."""
+    flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    bad = (flat < 0) & (flat != MISSING) | (flat >= n_symbols)
+    if flat.dtype.kind == "f":
+        bad |= flat != np.floor(flat)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        ends = np.cumsum([len(a) for a in arrays])
+        i = int(np.searchsorted(ends, k, side="right"))
+        t = k - (int(ends[i - 1]) if i else 0)
+        raise ValueError(f"sequences[{i}][{t}] = {arrays[i][t]!r} is not a symbol of this model: expected an "
                          f"integer in [0, {n_symbols}), or -2 / None for a missing observation")
-    return arr.astype(np.int32)
+    flat = flat.astype(np.int32)
+    ends = np.cumsum([len(a) for a in arrays]).tolist()
+    return [flat[start:end] for start, end in zip([0] + ends[:-1], ends)]
 
 
 def _hashable_in(tok, index):
