@@ -166,10 +166,12 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
 }
 
 /* Viterbi, as hmmlearn 0.3.3 computes it (see the header): the same sums and
- * maxima in the same order, so the log probability matches bit for bit.
- * Strict > while scanning i upwards keeps the lowest index among ties (and
- * index 0 when every candidate is -inf).  delta_{t-1} and delta_t alternate
- * between the two halves of work. */
+ * maxima in the same order, so the log probability matches bit for bit
+ * given the same logs (numpy's log and std::log may differ by an ulp).
+ * Back pointers: >= while scanning i upwards keeps the highest index among
+ * ties (n-1 when every candidate is -inf); the final argmax uses strict >,
+ * the lowest index.  delta_{t-1} and delta_t alternate between the two
+ * halves of work. */
 double hmm_viterbi(int n, int len, const double *restrict logAT,
                    const double *restrict logBT, const double *restrict logpi,
                    const int32_t *restrict obs, double *restrict work,
@@ -191,7 +193,7 @@ double hmm_viterbi(int n, int len, const double *restrict logAT,
             int32_t arg = 0;
             for (int i = 0; i < n; ++i) {
                 const double v = d[i] + col[i];
-                if (v > best) {
+                if (v >= best) {
                     best = v;
                     arg = i;
                 }

@@ -307,8 +307,10 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     (a missing step has log emission 0 in every state).
     Returns (log_prob (batch,) float64, paths (batch, T) int32): the best
     path's log joint probability log P(path, obs) and the path, -1 on padding.
-    An empty row gives 0.0 and all -1.  Ties go to the lower state index.  An
-    impossible sequence gives -inf and a meaningless path (hmm_kernel.h).
+    An empty row gives 0.0 and all -1.  Ties are broken as hmmlearn 0.3.3
+    does (last state: lowest index; predecessors: highest index), so paths
+    match hmmlearn's exactly.  An impossible sequence gives -inf and a
+    meaningless path (hmm_kernel.h).
     """
     cdef int n = A.shape[0], m = B.shape[1]
     cdef Py_ssize_t batch = obs32.shape[0], T = obs32.shape[1], b

@@ -110,7 +110,8 @@ def forward_ws(A, B, pi, obs):
 
 @pytest.mark.parametrize("n, m, dtype", [(1, 1, np.float64), (2, 3, np.float64),
                                          (5, 8, np.float32), (12, 30, np.float64),
-                                         (20, 30, np.float64), (20, 4, np.float32)])
+                                         (20, 30, np.float64), (20, 4, np.float32),
+                                         (7, 2, np.float64)])   # M = 2: many exact ties
 def test_viterbi_matches_hmmlearn(n, m, dtype):
     rng = np.random.default_rng(n * 100 + m)
     A, B, pi = random_model(rng, n, m, dtype)
@@ -173,28 +174,34 @@ def test_viterbi_impossible_sequence():
     np.testing.assert_array_equal(paths[1], [0, 1, 2])
 
 
-def test_viterbi_ties_go_to_the_lower_index():
+def test_viterbi_breaks_ties_as_hmmlearn():
+    """Last state: the lowest index among equal maxima; predecessors: the highest."""
     n, m, T = 3, 2, 6
     # Fully symmetric: every path is equally probable.
     A, B, pi = np.full((n, n), 1 / n), np.full((n, m), 1 / m), np.full(n, 1 / n)
-    obs = np.array([[0, 1, 1, 0, 1, 0]])
+    obs = np.array([[0, 1, 1, 0, 1, 0], [1, -1, -1, -1, -1, -1]])
     log_prob, paths = viterbi(A, B, pi, obs)
-    np.testing.assert_array_equal(paths[0], np.zeros(T))
+    np.testing.assert_array_equal(paths[0], [n - 1] * (T - 1) + [0])
+    np.testing.assert_array_equal(paths[1, :1], [0])
     np.testing.assert_allclose(log_prob[0], T * np.log(1 / n) + T * np.log(1 / m))
-    # States 1 and 2 are exact duplicates of each other: never choose 2.
+    model = hmmlearn_model(A, B, pi)
+    np.testing.assert_array_equal(paths[0], model.decode(obs[0].reshape(-1, 1))[1])
+    # States 1 and 2 are exact duplicates of each other: every tie between them as hmmlearn.
     rng = np.random.default_rng(4)
     A, B, pi = random_model(rng, 3, 4)
     A[:, 2] = A[:, 1] = (A[:, 1] + A[:, 2]) / 2
     A[2] = A[1]
     B[2] = B[1]
     pi[2] = pi[1] = (pi[1] + pi[2]) / 2
-    obs = random_padded(rng, 4, [6, 6, 5, 4])
+    lengths = [6, 30, 5, 40]
+    obs = random_padded(rng, 4, lengths)
     log_prob, paths = viterbi(A, B, pi, obs)
-    assert not np.any(paths == 2)
-    for b, seq in enumerate(rows(obs, [6, 6, 5, 4])):
-        ref_lp, ref_path = brute_force_viterbi(A, B, pi, list(seq))
-        np.testing.assert_allclose(log_prob[b], ref_lp, rtol=1e-12)
-        np.testing.assert_array_equal(paths[b, :len(seq)], ref_path)
+    assert np.any(paths == 1) and np.any(paths == 2)
+    model = hmmlearn_model(A, B, pi)
+    for b, L in enumerate(lengths):
+        ref_lp, ref_path = model.decode(obs[b, :L].reshape(-1, 1), algorithm="viterbi")
+        np.testing.assert_allclose(log_prob[b], ref_lp, rtol=1e-10)
+        np.testing.assert_array_equal(paths[b, :L], ref_path)
 
 
 def test_viterbi_and_posteriors_independent_of_thread_count():
