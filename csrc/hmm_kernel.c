@@ -172,11 +172,14 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
  * ties (n-1 when every candidate is -inf); the final argmax uses strict >,
  * the lowest index.  delta_{t-1} and delta_t alternate between the two
  * halves of work. */
-double hmm_viterbi(int n, int len, const double *restrict logAT,
+double hmm_viterbi(int n, int len, const double *restrict logA,
                    const double *restrict logBT, const double *restrict logpi,
                    const int32_t *restrict obs, double *restrict work,
                    int32_t *restrict back, int32_t *restrict path)
 {
+    double *restrict arg = work + 2 * (size_t)n;   /* best predecessor, as a double
+                                                     (same width as the values: one
+                                                     blend per lane, vectorises) */
     {
         const double *restrict e = logBT + (size_t)obs[0] * n;
         for (int j = 0; j < n; ++j)
@@ -184,34 +187,42 @@ double hmm_viterbi(int n, int len, const double *restrict logAT,
     }
     for (int t = 1; t < len; ++t) {
         const double *restrict d = work + (size_t)((t - 1) & 1) * n;  /* delta_{t-1} */
-        double *restrict dn = work + (size_t)(t & 1) * n;             /* delta_t */
+        double *restrict best = work + (size_t)(t & 1) * n;           /* delta_t */
         const double *restrict e = logBT + (size_t)obs[t] * n;
         int32_t *restrict bk = back + (size_t)t * n;
-        const double *restrict col = logAT;            /* log A[:, j], contiguous */
-        for (int j = 0; j < n; ++j, col += n) {
-            double best = -INFINITY;
-            int32_t arg = 0;
-            for (int i = 0; i < n; ++i) {
-                const double v = d[i] + col[i];
-                if (v >= best) {
-                    best = v;
-                    arg = i;
-                }
+        for (int j = 0; j < n; ++j) {
+            best[j] = -INFINITY;
+            arg[j] = 0.0;
+        }
+        /* i ascending with >=: among equal candidates the highest i wins
+         * (hmmlearn's backtrace); v is d[i] + logA[i, j] exactly as in a scan
+         * per j, so values and choices are the same bit for bit. */
+        const double *restrict row = logA;
+        for (int i = 0; i < n; ++i, row += n) {
+            const double di = d[i], fi = (double)i;
+#pragma omp simd
+            for (int j = 0; j < n; ++j) {
+                const double v = di + row[j];
+                const int take = v >= best[j];
+                best[j] = take ? v : best[j];
+                arg[j] = take ? fi : arg[j];
             }
-            dn[j] = best + e[j];
-            bk[j] = arg;
+        }
+        for (int j = 0; j < n; ++j) {
+            best[j] += e[j];
+            bk[j] = (int32_t)arg[j];
         }
     }
     const double *restrict d = work + (size_t)((len - 1) & 1) * n;
     double best = -INFINITY;
-    int32_t arg = 0;
+    int32_t last = 0;
     for (int j = 0; j < n; ++j) {
         if (d[j] > best) {
             best = d[j];
-            arg = j;
+            last = j;
         }
     }
-    path[len - 1] = arg;
+    path[len - 1] = last;
     for (int t = len - 1; t > 0; --t)
         path[t - 1] = back[(size_t)t * n + path[t]];
     return best;

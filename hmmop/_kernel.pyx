@@ -28,7 +28,7 @@ cdef extern from "hmm_kernel.h" nogil:
                              const double *scale, double g, double *dA,
                              double *dBT, double *dpi, double *work)
     size_t HMM_BACKWARD_WORK(int n)
-    double hmm_viterbi(int n, int len, const double *logAT, const double *logBT,
+    double hmm_viterbi(int n, int len, const double *logA, const double *logBT,
                        const double *logpi, const int32_t *obs, double *work,
                        int32_t *back, int32_t *path)
     void hmm_posteriors_scaled(int n, int len, const double *AT, const double *BT,
@@ -317,16 +317,16 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     if B.shape[0] != n or pi.shape[0] != n or lengths.shape[0] != batch:
         raise ValueError("viterbi: A (n, n), B (n, m), pi (n,), lengths (batch,) do not fit")
     cdef int nt = max(1, min(num_threads, batch))
-    logAT = np.ascontiguousarray(_log64(A).T)
+    logA = np.ascontiguousarray(_log64(A))
     logBT = np.zeros((m + 1, n), dtype=np.float64)  # row m: missing steps, log 1
     logBT[:m] = _log64(B).T
     logpi = _log64(pi)
     cdef Py_ssize_t maxlen = max(1, int(np.max(lengths)) if batch else 1)
-    work = np.empty((nt, 2 * n), dtype=np.float64)
+    work = np.empty((nt, 3 * n), dtype=np.float64)
     back = np.empty((nt, maxlen * n), dtype=np.int32)
     log_prob = np.zeros(batch, dtype=np.float64)
     paths = np.full((batch, T), -1, dtype=np.int32)
-    cdef double[:, ::1] la = logAT, lb = logBT, wk = work
+    cdef double[:, ::1] la = logA, lb = logBT, wk = work
     cdef double[::1] lp = logpi, out = log_prob
     cdef int32_t[:, ::1] bk = back, pa = paths
     cdef int tid
