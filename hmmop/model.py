@@ -165,7 +165,7 @@ class HMM:
         number of iterations; optimizer settings unused).  n_init: fits from
         that many starts - the current parameters, then random ones drawn with
         ``seed`` - keeping the one with the best final log-likelihood
-        (inits_ holds each start's).  prior: Dirichlet concentrations
+        (inits_ holds each start's; it stays empty for n_init=1).  prior: Dirichlet concentrations
         {"A": a, "B": b, "pi": p} (priors.py).  Returns (and keeps in
         history_) each epoch's log-likelihood - plus the log-prior, if any -
         before that epoch's update.  A non-finite objective raises
@@ -197,6 +197,9 @@ class HMM:
             except DivergenceError as exc:
                 self.history_ = exc.history
                 raise
+            if n_init == 1:                # nothing to compare: no extra pass over the data
+                best = (None, history, None)
+                break
             inits.append(self._score_rows(rows).sum())
             if best is None or inits[-1] > best[0]:
                 best = (inits[-1], history, [x.copy() for x in self.probabilities()])
