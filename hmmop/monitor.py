@@ -44,6 +44,7 @@ class Monitor:
         self._bar = tqdm(range(self.epochs), disable=not show, desc=desc, unit="epoch", leave=False)
         self.history = []
         self.epoch = -1
+        self._finite_seen = False
 
     def __iter__(self):
         try:
@@ -53,18 +54,21 @@ class Monitor:
             self._bar.close()
 
     def check(self, value):
-        """Raise DivergenceError if value (the objective, or a part of it) is not finite."""
+        """Raise DivergenceError if value (the objective, or a minibatch's part of it) is not
+        finite.  Call it for every step: it tells a bad start from a divergence."""
         if math.isfinite(value):
+            self._finite_seen = True
             return
-        if self.epoch == 0:
+        if not self._finite_seen:
             raise DivergenceError(
-                f"the objective is {value} at the first epoch: the data has probability 0 under the "
+                f"the objective is {value} at the first step: the data has probability 0 under the "
                 f"starting parameters (a symbol a state cannot emit, or a forbidden transition?)",
                 self.epoch, self.result())
+        was = f" (it was {self.history[-1]:.6g} at epoch {self.epoch - 1})" if self.history else ""
         raise DivergenceError(
-            f"training diverged at epoch {self.epoch}: the objective became {value} (it was "
-            f"{self.history[-1]:.6g} at epoch {self.epoch - 1}). The model keeps the last parameters "
-            f"with a finite objective. {self.advice}".rstrip(), self.epoch, self.result())
+            f"training diverged at epoch {self.epoch}: the objective became {value}{was}. The model "
+            f"keeps the last parameters with a finite objective. {self.advice}".rstrip(),
+            self.epoch, self.result())
 
     def report(self, value):
         """Record this epoch's objective; returns True when the fit has converged (tol)."""

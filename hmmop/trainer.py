@@ -117,7 +117,7 @@ class Trainer:
                 if not math.isfinite(value):
                     for p, keep in zip(self._learned, before[0]):
                         p.set_data(keep)
-                    monitor.check(value)
+                monitor.check(value)
                 total += value
             if monitor.report(total):
                 break
