@@ -159,7 +159,3 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")
     return mx.nd.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
-
-
-# The checks live in checks.py; the old name stays for modules that still import it from here.
-_checked_inputs = checks.checked_inputs
