@@ -82,9 +82,25 @@ def data_memory(size_t handle, Py_ssize_t nbytes):
 REQ_CODES = {'null': 0, 'write': 1, 'inplace': 2, 'add': 3}
 
 
-def max_threads():
-    """Threads OpenMP would use by default (OMP_NUM_THREADS, else the cores)."""
-    return openmp.omp_get_max_threads()
+def num_procs():
+    """Processors available to OpenMP (the cores this process may run on).
+
+    Not omp_get_max_threads(): importing mxnet sets the main thread's OpenMP
+    thread count to 1, so that would say 1 whatever the machine.
+    """
+    return openmp.omp_get_num_procs()
+
+
+def per_thread(int nt, Py_ssize_t size, dtype):
+    """(nt, >= size) scratch rows, one per thread, at least a cache line apart.
+
+    Rows packed back to back share the cache line at their boundary, and
+    threads writing their own scratch every step then fight over it (false
+    sharing): that made two threads slower than one.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    line = 64 // itemsize
+    return np.empty((nt, (size + line - 1) // line * line + line), dtype=dtype)
 
 
 def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
@@ -185,7 +201,7 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     pi64 = np.empty(n, dtype=np.float64)
     pred = np.empty((total, n), dtype=np.float64)
     scale = np.empty(total, dtype=np.float64)
-    alpha = np.empty((nt, n), dtype=np.float64)
+    alpha = per_thread(nt, n, np.float64)
     ll = np.zeros(batch, dtype=np.float64)
     cdef double[:, ::1] a64 = A64, at64 = AT64, bt64 = BT64, pr = pred, al = alpha
     cdef double[::1] p64 = pi64, sc = scale, out = ll
@@ -233,8 +249,9 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
     # Per thread: dA (n*n), dBT with the missing row ((m+1)*n), dpi (n).
     cdef Py_ssize_t width = n * n + (m + 1) * n + n
     cdef Py_ssize_t opi = n * n + (m + 1) * n
-    acc = np.zeros((nt, width), dtype=np.float64)
-    work = np.empty((nt, HMM_BACKWARD_WORK(n)), dtype=np.float64)
+    acc = per_thread(nt, width, np.float64)
+    acc[...] = 0
+    work = per_thread(nt, HMM_BACKWARD_WORK(n), np.float64)
     cdef double[:, ::1] ac = acc, wk = work
     cdef double[:, ::1] at64 = ws.AT64, bt64 = ws.BT64, pr = ws.pred
     cdef double[::1] sc = ws.scale, ll = ws.ll
@@ -322,8 +339,8 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     logBT[:m] = _log64(B).T
     logpi = _log64(pi)
     cdef Py_ssize_t maxlen = max(1, int(np.max(lengths)) if batch else 1)
-    work = np.empty((nt, 3 * n), dtype=np.float64)
-    back = np.empty((nt, maxlen * n), dtype=np.int32)
+    work = per_thread(nt, 3 * n, np.float64)
+    back = per_thread(nt, maxlen * n, np.int32)
     log_prob = np.zeros(batch, dtype=np.float64)
     paths = np.full((batch, T), -1, dtype=np.int32)
     cdef double[:, ::1] la = logA, lb = logBT, wk = work
@@ -351,7 +368,7 @@ def posteriors(Workspace ws, int num_threads):
     cdef Py_ssize_t batch = off.shape[0] - 1, b, r, i
     cdef int nt = max(1, min(num_threads, batch))
     gamma = np.empty((off[batch], n), dtype=np.float64)
-    work = np.empty((nt, 2 * n), dtype=np.float64)
+    work = per_thread(nt, 2 * n, np.float64)
     cdef double[:, ::1] g = gamma, wk = work
     cdef double[:, ::1] at64 = ws.AT64, bt64 = ws.BT64, pr = ws.pred
     cdef double[::1] sc = ws.scale, ll = ws.ll

@@ -16,10 +16,11 @@ def set_num_threads(n):
 
 def get_num_threads():
     """Threads the kernel will use: set_num_threads' value, else the first
-    entry of OMP_NUM_THREADS as it is now, else OpenMP's default (all cores)."""
+    entry of OMP_NUM_THREADS as it is now, else the cores OpenMP may use.
+    (Not OpenMP's own default: importing mxnet sets it to 1 in the main thread.)"""
     if _override is not None:
         return _override
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return _kernel.max_threads()
+    return _kernel.num_procs()
