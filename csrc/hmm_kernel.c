@@ -1,6 +1,7 @@
 #include "hmm_kernel.h"
 
 #include <math.h>
+#include <string.h>
 
 /* out (n) = v (n) @ M (n, n), M row-major: out is a sum of rows of M.
  * Eight (then four, then one) rows per sweep over out: fewer loads and stores
@@ -172,14 +173,87 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
  * ties (n-1 when every candidate is -inf); the final argmax uses strict >,
  * the lowest index.  delta_{t-1} and delta_t alternate between the two
  * halves of work. */
+/* Viterbi's inner step, max-plus over predecessors, for 4 successors at a
+ * time in GCC/Clang vector registers (4 doubles: one AVX2 register, or two
+ * SSE2 ones).  Plain loops did not vectorise well here: with best and its
+ * argmax kept in memory every predecessor i waits on the previous one's
+ * store, and the compiler's own unrolled blocks fell back to scalar code.
+ * Two chains (even and odd i) keep two independent dependency chains in
+ * flight; they are merged at the end with the same tie rule. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef long long v4l __attribute__((vector_size(32)));
+
+static inline v4d load4(const double *p)
+{
+    v4d x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+static inline v4d blend4(v4l take, v4d yes, v4d no)
+{
+    return (v4d)(((v4l)yes & take) | ((v4l)no & ~take));
+}
+
+/* dn[j] = max_i (d[i] + logA[i, j]) + e[j] and bk[j] = its argmax, for
+ * j = j0 .. j0+3.  i ascends and >= keeps the later of equal candidates, so
+ * among ties the highest i wins (hmmlearn's backtrace); the argmax is
+ * carried as a double so that each lane's choice is one blend. */
+static void viterbi_block4(int n, int j0, const double *restrict d,
+                           const double *restrict logA,
+                           const double *restrict e, double *restrict dn,
+                           int32_t *restrict bk)
+{
+    const v4d ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    v4d best0 = ninf, best1 = ninf, arg0 = {0, 0, 0, 0}, arg1 = arg0;
+    int i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const v4d v0 = d[i] + load4(logA + (size_t)i * n + j0);
+        const v4d v1 = d[i + 1] + load4(logA + (size_t)(i + 1) * n + j0);
+        const v4l t0 = v0 >= best0, t1 = v1 >= best1;
+        best0 = blend4(t0, v0, best0);
+        arg0 = blend4(t0, (v4d){i, i, i, i} + 0.0, arg0);
+        best1 = blend4(t1, v1, best1);
+        arg1 = blend4(t1, (v4d){i + 1, i + 1, i + 1, i + 1} + 0.0, arg1);
+    }
+    if (i < n) {
+        const v4d v1 = d[i] + load4(logA + (size_t)i * n + j0);
+        const v4l t1 = v1 >= best1;
+        best1 = blend4(t1, v1, best1);
+        arg1 = blend4(t1, (v4d){i, i, i, i} + 0.0, arg1);
+    }
+    /* chain 1 wins when larger, or equal with the higher predecessor */
+    const v4l t = (best1 > best0) | ((best1 == best0) & (arg1 > arg0));
+    const v4d best = blend4(t, best1, best0), arg = blend4(t, arg1, arg0);
+    for (int q = 0; q < 4; ++q) {
+        dn[j0 + q] = best[q] + e[j0 + q];
+        bk[j0 + q] = (int32_t)arg[q];
+    }
+}
+
+/* The same for one successor j, for the last n % 4. */
+static void viterbi_one(int n, int j, const double *restrict d,
+                        const double *restrict logA, const double *restrict e,
+                        double *restrict dn, int32_t *restrict bk)
+{
+    double best = -INFINITY;
+    int32_t arg = 0;
+    for (int i = 0; i < n; ++i) {
+        const double v = d[i] + logA[(size_t)i * n + j];
+        if (v >= best) {
+            best = v;
+            arg = i;
+        }
+    }
+    dn[j] = best + e[j];
+    bk[j] = arg;
+}
+
 double hmm_viterbi(int n, int len, const double *restrict logA,
                    const double *restrict logBT, const double *restrict logpi,
                    const int32_t *restrict obs, double *restrict work,
                    int32_t *restrict back, int32_t *restrict path)
 {
-    double *restrict arg = work + 2 * (size_t)n;   /* best predecessor, as a double
-                                                     (same width as the values: one
-                                                     blend per lane, vectorises) */
     {
         const double *restrict e = logBT + (size_t)obs[0] * n;
         for (int j = 0; j < n; ++j)
@@ -187,31 +261,14 @@ double hmm_viterbi(int n, int len, const double *restrict logA,
     }
     for (int t = 1; t < len; ++t) {
         const double *restrict d = work + (size_t)((t - 1) & 1) * n;  /* delta_{t-1} */
-        double *restrict best = work + (size_t)(t & 1) * n;           /* delta_t */
+        double *restrict dn = work + (size_t)(t & 1) * n;             /* delta_t */
         const double *restrict e = logBT + (size_t)obs[t] * n;
         int32_t *restrict bk = back + (size_t)t * n;
-        for (int j = 0; j < n; ++j) {
-            best[j] = -INFINITY;
-            arg[j] = 0.0;
-        }
-        /* i ascending with >=: among equal candidates the highest i wins
-         * (hmmlearn's backtrace); v is d[i] + logA[i, j] exactly as in a scan
-         * per j, so values and choices are the same bit for bit. */
-        const double *restrict row = logA;
-        for (int i = 0; i < n; ++i, row += n) {
-            const double di = d[i], fi = (double)i;
-#pragma omp simd
-            for (int j = 0; j < n; ++j) {
-                const double v = di + row[j];
-                const int take = v >= best[j];
-                best[j] = take ? v : best[j];
-                arg[j] = take ? fi : arg[j];
-            }
-        }
-        for (int j = 0; j < n; ++j) {
-            best[j] += e[j];
-            bk[j] = (int32_t)arg[j];
-        }
+        int j0 = 0;
+        for (; j0 + 4 <= n; j0 += 4)
+            viterbi_block4(n, j0, d, logA, e, dn, bk);
+        for (; j0 < n; ++j0)
+            viterbi_one(n, j0, d, logA, e, dn, bk);
     }
     const double *restrict d = work + (size_t)((len - 1) & 1) * n;
     double best = -INFINITY;

@@ -52,15 +52,15 @@ void hmm_backward_scaled(int n, int len, const double *AT, const double *BT,
  *   delta_0(j) = logpi[j] + logB[j, o_0]
  *   delta_t(j) = max_i (delta_{t-1}(i) + logA[i, j]) + logB[j, o_t]
  * logA (n, n) = log(A), row-major: the max over predecessors i is taken for
- * all j at once, sweeping the rows of logA (vectorisable, where a scan per j
- * with a branch is not); logBT (m or m+1, n) = log(B).T
+ * a block of successors j at once, sweeping the rows of logA (vectorisable,
+ * where a scan per j with a branch is not); logBT (m or m+1, n) = log(B).T
  * (a missing row is all zeros); log 0 = -INFINITY is fine (structural zeros).
  * Ties are broken as hmmlearn breaks them, so that paths match it exactly:
  * the last state is the LOWEST index of the final maximum (std::max_element),
  * a predecessor the HIGHEST index among equal candidates (hmmlearn's
  * backtrace takes the max of (value, index) pairs).  Exact ties are common:
  * paths that visit the same states in another order sum the same logs.
- * work: 3n doubles; back: len*n int32 (back[t*n + j], the best predecessor of
+ * work: 2n doubles; back: len*n int32 (back[t*n + j], the best predecessor of
  * j at step t, t >= 1); path (len,) out.  Returns the best path's log
  * probability max_j delta_{len-1}(j).  For an impossible sequence that is
  * -INFINITY and path holds the back-pointer trace from state 0 (in an all

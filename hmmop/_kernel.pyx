@@ -339,7 +339,7 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     logBT[:m] = _log64(B).T
     logpi = _log64(pi)
     cdef Py_ssize_t maxlen = max(1, int(np.max(lengths)) if batch else 1)
-    work = per_thread(nt, 3 * n, np.float64)
+    work = per_thread(nt, 2 * n, np.float64)
     back = per_thread(nt, maxlen * n, np.int32)
     log_prob = np.zeros(batch, dtype=np.float64)
     paths = np.full((batch, T), -1, dtype=np.int32)
