@@ -8,6 +8,7 @@ import mxnet as mx
 import numpy as np
 
 from . import _kernel
+from .ndview import from_host
 
 PARAM_DTYPES = (np.float32, np.float64)
 OBS_DTYPES = (np.int32, np.int64, np.float32, np.float64)
@@ -101,7 +102,7 @@ def checked_inputs(A, B, pi, obs):
     _, m, _, _ = check_shapes(A.shape, B.shape, pi.shape, obs_np.shape)
     prepare_obs(obs_np, m)
     if not isinstance(obs, mx.nd.NDArray):
-        obs = mx.nd.array(obs_np, ctx=ctx, dtype=obs_np.dtype)
+        obs = from_host(obs_np, obs_np.dtype, ctx)
     elif obs.context != ctx:
         obs = obs.as_in_context(ctx)
     return A, B, pi, obs, obs_np

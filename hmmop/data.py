@@ -49,7 +49,7 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
     index = None if symbols is None else {tok: k for k, tok in enumerate(symbols)}
     out = []
     for i, row in enumerate(rows):
-        if _is_scalar(row):
+        if not isinstance(row, np.ndarray) and _is_scalar(row):    # (arrays skip the slow ABC check)
             raise ValueError(f"sequences[{i}] = {row!r} is not a sequence")
         out.append(_encode_row(row, i, n_symbols, index))
     if index is None:
@@ -61,8 +61,7 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
 
 def pad(rows, order=None):
     """(len(order), max length) int32 array of rows[order], padded with -1."""
-    order = range(len(rows)) if order is None else order
-    chosen = [rows[i] for i in order]
+    chosen = rows if order is None else [rows[i] for i in order]
     out = np.full((len(chosen), max(1, max(len(r) for r in chosen))), PAD, dtype=np.int32)
     for b, r in enumerate(chosen):
         out[b, : len(r)] = r

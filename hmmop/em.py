@@ -22,6 +22,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
+from .ndview import from_host
 from .op import hmm_forward
 from .priors import NAMES, log_prior
 
@@ -43,7 +44,7 @@ def counts_of(forward, A, B, pi, ctx):
     """(ll (batch,), {name: expected counts}) from forward(A, B, pi) -> ll, an NDArray
     function of float64 NDArray parameters on ctx (the operator or the unroll)."""
     values = [np.ascontiguousarray(x, dtype=np.float64) for x in (A, B, pi)]
-    params = [mx.nd.array(x, ctx=ctx, dtype=np.float64) for x in values]
+    params = [from_host(x, np.float64, ctx) for x in values]
     for x in params:
         x.attach_grad()
     with autograd.record():

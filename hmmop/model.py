@@ -36,6 +36,7 @@ from .block import NAMES, HMMBlock
 from .data import encode, n_observed, pad
 from .em import fit_em
 from .monitor import DivergenceError, Monitor
+from .ndview import from_host
 from .priors import check_prior
 from .trainer import Trainer
 
@@ -129,7 +130,7 @@ class HMM:
                     value = np.log(np.maximum(value, _FLOOR))
                 if name in self.mask:
                     value = np.where(self.mask[name], value, 0.0)   # masked logits: never read, never move
-            self._param(name).set_data(mx.nd.array(value, dtype=self.dtype, ctx=self.ctx))
+            self._param(name).set_data(from_host(value, self.dtype, self.ctx))
 
     def set_logits(self, A=None, B=None, pi=None):
         """Set any of the learned A, B, pi from softmax logits."""
@@ -142,7 +143,7 @@ class HMM:
             if value.shape != self._shape(name) or not np.isfinite(value).all():
                 raise ValueError(f"{name} logits must be finite with shape {self._shape(name)}, "
                                  f"got shape {value.shape}")
-            self._param(name).set_data(mx.nd.array(value, dtype=self.dtype, ctx=self.ctx))
+            self._param(name).set_data(from_host(value, self.dtype, self.ctx))
 
     # -- the probabilities ----------------------------------------------------------------------
     def probabilities(self):
@@ -221,7 +222,7 @@ class HMM:
                            progress=progress, callback=callback)
 
     def _fit_em(self, rows, epochs, learn, tol, progress, callback, prior):
-        obs = mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32)
+        obs = from_host(pad(rows), np.int32, self.ctx)
         monitor = Monitor(epochs, sum(len(r) for r in rows), tol, progress, callback, desc="hmmop EM")
         params = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
                         dict(zip(NAMES, self.probabilities())), monitor, learn=learn, prior=prior,
@@ -294,7 +295,7 @@ class HMM:
         return -2 * float(self._score_rows(rows).sum()) + self.n_free_parameters * np.log(n_observed(rows))
 
     def _score_rows(self, rows):
-        obs = mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32)
+        obs = from_host(pad(rows), np.int32, self.ctx)
         return self.block(obs).asnumpy().astype(np.float64)
 
     def _padded(self, sequences, lengths):

@@ -14,6 +14,7 @@ from mxnet import autograd, gluon
 from .block import NAMES
 from .data import pad
 from .monitor import Monitor
+from .ndview import from_host
 
 _TINY = 1e-300
 
@@ -100,7 +101,7 @@ class Trainer:
                           advice=f"Try a smaller learning rate (it is {self.learning_rate}).")
         full = None
         if batch_size is None or batch_size >= len(rows):
-            full = [(mx.nd.array(pad(rows), ctx=self.ctx, dtype=np.int32), total_symbols)]
+            full = [(from_host(pad(rows), np.int32, self.ctx), total_symbols)]
         # The parameters before the previous step and before this one: when a
         # step's objective is not finite, its parameters are the bad ones, and
         # the previous step's are the last with a finite objective.
@@ -128,4 +129,4 @@ class Trainer:
         for start in range(0, len(rows), batch_size):
             chosen = order[start:start + batch_size]
             count = sum(len(rows[i]) for i in chosen)
-            yield mx.nd.array(pad(rows, chosen), ctx=self.ctx, dtype=np.int32), count
+            yield from_host(pad(rows, chosen), np.int32, self.ctx), count
