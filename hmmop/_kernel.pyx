@@ -125,26 +125,37 @@ def prepare_obs(const obs_t[:, ::1] obs, int n_symbols):
     cdef int64_t[::1] lens = lengths
     with nogil:
         for b in range(batch):
-            L = -1
+            L = T
             for t in range(T):
                 v = <double>obs[b, t]
-                if not (v == floor(v)):            # also catches NaN and +-inf
-                    kind = 1
-                elif v < -2 or v >= n_symbols:
-                    kind = 2
+                if (obs_t is float or obs_t is double) and not (v == floor(v)):
+                    kind = 1                       # also catches NaN and +-inf
+                elif 0 <= v < n_symbols:
+                    o[b, t] = <int32_t>v
+                    continue
+                elif v == -2:
+                    o[b, t] = n_symbols
+                    continue
                 elif v == -1:
-                    if L < 0:
-                        L = t
-                elif L >= 0:                       # a symbol or -2 after padding
-                    kind = 3
-                if kind:
+                    L = t
+                    break
+                else:
+                    kind = 2
+                bad_b = b
+                bad_t = t
+                break
+            if kind:
+                break
+            for t in range(L, T):                  # the padding: only -1 from here
+                if obs[b, t] != -1:
+                    kind = 3                       # a symbol or -2 after padding
                     bad_b = b
                     bad_t = t
                     break
-                o[b, t] = n_symbols if v == -2 else <int32_t>v
+                o[b, t] = -1
             if kind:
                 break
-            lens[b] = T if L < 0 else L
+            lens[b] = L
     if kind:
         value = obs[bad_b, bad_t]
         where = f"obs[{bad_b}, {bad_t}] = {value!r}"

@@ -27,7 +27,7 @@ def viterbi(A, B, pi, obs, num_threads=None):
     """
     A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
     log_prob, paths = _kernel.viterbi(A, B, pi, obs32, lengths, num_threads or get_num_threads())
-    return log_prob, [paths[b, :L] for b, L in enumerate(lengths)]
+    return log_prob, [paths[b, :L] for b, L in enumerate(lengths.tolist())]
 
 
 def posteriors(A, B, pi, obs, num_threads=None):
