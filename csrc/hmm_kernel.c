@@ -196,54 +196,55 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
  * flight; they are merged at the end with the same tie rule. */
 typedef double v4d __attribute__((vector_size(32)));
 typedef long long v4l __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef long long v8l __attribute__((vector_size(64)));
 
-static inline v4d load4(const double *p)
-{
-    v4d x;
-    memcpy(&x, p, sizeof x);
-    return x;
+/* dn[j] = max_i (d[i] + logA[i, j]) + e[j] and bk[j] = its argmax, for the
+ * W = 4 or 8 successors j0 .. j0+W-1.  i ascends and >= keeps the later of
+ * equal candidates, so among ties the highest i wins (hmmlearn's
+ * backtrace); the argmax is carried as a double so that each lane's choice
+ * is one blend.  (A macro, as C has no templates over the vector width.) */
+#define VITERBI_BLOCK(NAME, W, VD, VL)                                          \
+static void NAME(int n, int j0, const double *restrict d,                      \
+                 const double *restrict logA, const double *restrict e,        \
+                 double *restrict dn, int32_t *restrict bk)                    \
+{                                                                              \
+    VD best0, best1, arg0, arg1, x;                                            \
+    for (int q = 0; q < W; ++q) {                                              \
+        best0[q] = best1[q] = -INFINITY;                                       \
+        arg0[q] = arg1[q] = 0.0;                                               \
+    }                                                                          \
+    int i = 0;                                                                 \
+    for (; i + 2 <= n; i += 2) {                                               \
+        memcpy(&x, logA + (size_t)i * n + j0, sizeof x);                       \
+        const VD v0 = d[i] + x;                                                \
+        memcpy(&x, logA + (size_t)(i + 1) * n + j0, sizeof x);                 \
+        const VD v1 = d[i + 1] + x;                                            \
+        const VL t0 = v0 >= best0, t1 = v1 >= best1;                           \
+        best0 = (VD)(((VL)v0 & t0) | ((VL)best0 & ~t0));                      \
+        arg0 = (VD)(((VL)((VD){0} + i) & t0) | ((VL)arg0 & ~t0));              \
+        best1 = (VD)(((VL)v1 & t1) | ((VL)best1 & ~t1));                       \
+        arg1 = (VD)(((VL)((VD){0} + (i + 1)) & t1) | ((VL)arg1 & ~t1));        \
+    }                                                                          \
+    if (i < n) {                                                               \
+        memcpy(&x, logA + (size_t)i * n + j0, sizeof x);                       \
+        const VD v1 = d[i] + x;                                                \
+        const VL t1 = v1 >= best1;                                             \
+        best1 = (VD)(((VL)v1 & t1) | ((VL)best1 & ~t1));                       \
+        arg1 = (VD)(((VL)((VD){0} + i) & t1) | ((VL)arg1 & ~t1));              \
+    }                                                                          \
+    /* chain 1 wins when larger, or equal with the higher predecessor */      \
+    const VL t = (best1 > best0) | ((best1 == best0) & (arg1 > arg0));         \
+    const VD best = (VD)(((VL)best1 & t) | ((VL)best0 & ~t));                  \
+    const VD arg = (VD)(((VL)arg1 & t) | ((VL)arg0 & ~t));                     \
+    for (int q = 0; q < W; ++q) {                                              \
+        dn[j0 + q] = best[q] + e[j0 + q];                                      \
+        bk[j0 + q] = (int32_t)arg[q];                                          \
+    }                                                                          \
 }
 
-static inline v4d blend4(v4l take, v4d yes, v4d no)
-{
-    return (v4d)(((v4l)yes & take) | ((v4l)no & ~take));
-}
-
-/* dn[j] = max_i (d[i] + logA[i, j]) + e[j] and bk[j] = its argmax, for
- * j = j0 .. j0+3.  i ascends and >= keeps the later of equal candidates, so
- * among ties the highest i wins (hmmlearn's backtrace); the argmax is
- * carried as a double so that each lane's choice is one blend. */
-static void viterbi_block4(int n, int j0, const double *restrict d,
-                           const double *restrict logA,
-                           const double *restrict e, double *restrict dn,
-                           int32_t *restrict bk)
-{
-    const v4d ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    v4d best0 = ninf, best1 = ninf, arg0 = {0, 0, 0, 0}, arg1 = arg0;
-    int i = 0;
-    for (; i + 2 <= n; i += 2) {
-        const v4d v0 = d[i] + load4(logA + (size_t)i * n + j0);
-        const v4d v1 = d[i + 1] + load4(logA + (size_t)(i + 1) * n + j0);
-        const v4l t0 = v0 >= best0, t1 = v1 >= best1;
-        best0 = blend4(t0, v0, best0);
-        arg0 = blend4(t0, (v4d){i, i, i, i} + 0.0, arg0);
-        best1 = blend4(t1, v1, best1);
-        arg1 = blend4(t1, (v4d){i + 1, i + 1, i + 1, i + 1} + 0.0, arg1);
-    }
-    if (i < n) {
-        const v4d v1 = d[i] + load4(logA + (size_t)i * n + j0);
-        const v4l t1 = v1 >= best1;
-        best1 = blend4(t1, v1, best1);
-        arg1 = blend4(t1, (v4d){i, i, i, i} + 0.0, arg1);
-    }
-    /* chain 1 wins when larger, or equal with the higher predecessor */
-    const v4l t = (best1 > best0) | ((best1 == best0) & (arg1 > arg0));
-    const v4d best = blend4(t, best1, best0), arg = blend4(t, arg1, arg0);
-    for (int q = 0; q < 4; ++q) {
-        dn[j0 + q] = best[q] + e[j0 + q];
-        bk[j0 + q] = (int32_t)arg[q];
-    }
-}
+VITERBI_BLOCK(viterbi_block8, 8, v8d, v8l)
+VITERBI_BLOCK(viterbi_block4, 4, v4d, v4l)
 
 /* The same for one successor j, for the last n % 4. */
 static void viterbi_one(int n, int j, const double *restrict d,
@@ -279,6 +280,8 @@ double hmm_viterbi(int n, int len, const double *restrict logA,
         const double *restrict e = logBT + (size_t)obs[t] * n;
         int32_t *restrict bk = back + (size_t)t * n;
         int j0 = 0;
+        for (; j0 + 8 <= n; j0 += 8)
+            viterbi_block8(n, j0, d, logA, e, dn, bk);
         for (; j0 + 4 <= n; j0 += 4)
             viterbi_block4(n, j0, d, logA, e, dn, bk);
         for (; j0 < n; ++j0)
