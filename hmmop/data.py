@@ -11,7 +11,7 @@ PAD, MISSING = -1, -2
 
 
 def encode(sequences, n_symbols, symbols=None, lengths=None):
-    """Validate and encode observation sequences.
+    """Validate and encode observation sequences into a list of int32 rows.
 
     sequences: a list of sequences (each a list or 1-D array of symbols), a
     single 1-D array or list of symbols (one sequence), a 2-D integer array
@@ -25,6 +25,21 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
     missing observations as MISSING.  Raises ValueError naming the sequence
     and position of the first bad symbol, or when there is no symbol at all.
     """
+    flat, ends = _encoded(sequences, n_symbols, symbols, lengths)
+    return [flat[start:end] for start, end in zip([0] + ends[:-1], ends)]
+
+
+def encode_padded(sequences, n_symbols, symbols=None, lengths=None):
+    """What encode gives, as one (n_sequences, max(1, longest)) int32 array padded with -1."""
+    flat, ends = _encoded(sequences, n_symbols, symbols, lengths)
+    lens = np.diff(ends, prepend=0)
+    out = np.full((len(lens), max(1, int(lens.max()))), PAD, dtype=np.int32)
+    out[np.arange(out.shape[1]) < lens[:, None]] = flat     # row-major order: row by row
+    return out
+
+
+def _encoded(sequences, n_symbols, symbols, lengths):
+    """(all symbols as one int32 array, end offset of each sequence in it as a list)."""
     if lengths is not None:
         sequences = _split(sequences, lengths)
     if isinstance(sequences, np.ndarray):
@@ -49,14 +64,17 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
     index = None if symbols is None else {tok: k for k, tok in enumerate(symbols)}
     out = []
     for i, row in enumerate(rows):
+        if index is None and type(row) is np.ndarray and row.ndim == 1 and row.dtype.kind in "iu":
+            out.append(row)                  # the common case, without a call (many short rows)
+            continue
         if not isinstance(row, np.ndarray) and _is_scalar(row):    # (arrays skip the slow ABC check)
             raise ValueError(f"sequences[{i}] = {row!r} is not a sequence")
         out.append(_encode_row(row, i, n_symbols, index))
-    if index is None:
-        out = _checked_symbols(out, n_symbols)
-    if sum(len(r) for r in out) == 0:
+    ends = np.cumsum([len(r) for r in out]).tolist()
+    if ends[-1] == 0:
         raise ValueError(f"sequences: all {len(out)} sequences are empty (no symbol to train on)")
-    return out
+    flat = _checked_symbols(out, ends, n_symbols) if index is None else np.concatenate(out)
+    return flat, ends
 
 
 def pad(rows, order=None):
@@ -66,11 +84,6 @@ def pad(rows, order=None):
     for b, r in enumerate(chosen):
         out[b, : len(r)] = r
     return out
-
-
-def n_observed(rows):
-    """Number of observed (not missing) symbols in encoded rows."""
-    return int(sum(np.count_nonzero(r >= 0) for r in rows))
 
 
 def _split(X, lengths):
@@ -123,23 +136,20 @@ def _encode_row(row, i, n_symbols, index):
     return arr
 
 
-def _checked_symbols(arrays, n_symbols):
-    """int32 rows from numeric ones, all values checked in one vectorised pass
-    (a check per row costs more than the whole pass on many short rows)."""
-    flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+def _checked_symbols(arrays, ends, n_symbols):
+    """All numeric rows as one int32 array, every value checked in one vectorised
+    pass (a check per row costs more than the whole pass on many short rows)."""
+    flat = np.concatenate(arrays)
     bad = (flat < 0) & (flat != MISSING) | (flat >= n_symbols)
     if flat.dtype.kind == "f":
         bad |= flat != np.floor(flat)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        ends = np.cumsum([len(a) for a in arrays])
         i = int(np.searchsorted(ends, k, side="right"))
         t = k - (int(ends[i - 1]) if i else 0)
         raise ValueError(f"sequences[{i}][{t}] = {arrays[i][t]!r} is not a symbol of this model: expected an "
                          f"integer in [0, {n_symbols}), or -2 / None for a missing observation")
-    flat = flat.astype(np.int32)
-    ends = np.cumsum([len(a) for a in arrays]).tolist()
-    return [flat[start:end] for start, end in zip([0] + ends[:-1], ends)]
+    return flat.astype(np.int32)
 
 
 def _hashable_in(tok, index):

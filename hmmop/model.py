@@ -33,7 +33,7 @@ import numpy as np
 
 from . import inference
 from .block import NAMES, HMMBlock
-from .data import encode, n_observed, pad
+from .data import encode, encode_padded, pad
 from .em import fit_em
 from .monitor import DivergenceError, Monitor
 from .ndview import from_host
@@ -201,7 +201,7 @@ class HMM:
             if n_init == 1:                # nothing to compare: no extra pass over the data
                 best = (None, history, None)
                 break
-            inits.append(self._score_rows(rows).sum())
+            inits.append(self._score_padded(pad(rows)).sum())
             if best is None or inits[-1] > best[0]:
                 best = (inits[-1], history, [x.copy() for x in self.probabilities()])
         self.inits_ = np.array(inits)
@@ -237,7 +237,7 @@ class HMM:
 
     def score_sequences(self, sequences, lengths=None):
         """Per-sequence log-likelihoods, float64 array (number of sequences,)."""
-        return self._score_rows(encode(sequences, self.n_symbols, self.symbols, lengths))
+        return self._score_padded(self._padded(sequences, lengths))
 
     def decode(self, sequences, lengths=None, algorithm="viterbi"):
         """(log_prob, states): the most likely state path of each sequence.
@@ -291,15 +291,16 @@ class HMM:
 
     def bic(self, sequences, lengths=None):
         """Bayesian information criterion, -2 log-likelihood + k log(observed symbols)."""
-        rows = encode(sequences, self.n_symbols, self.symbols, lengths)
-        return -2 * float(self._score_rows(rows).sum()) + self.n_free_parameters * np.log(n_observed(rows))
+        obs = self._padded(sequences, lengths)
+        n_observed = np.count_nonzero(obs >= 0)
+        return -2 * float(self._score_padded(obs).sum()) + self.n_free_parameters * np.log(n_observed)
 
-    def _score_rows(self, rows):
-        obs = from_host(pad(rows), np.int32, self.ctx)
+    def _score_padded(self, obs):
+        obs = from_host(obs, np.int32, self.ctx)
         return self.block(obs).asnumpy().astype(np.float64)
 
     def _padded(self, sequences, lengths):
-        return pad(encode(sequences, self.n_symbols, self.symbols, lengths))
+        return encode_padded(sequences, self.n_symbols, self.symbols, lengths)
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path):
