@@ -23,7 +23,8 @@ def viterbi(A, B, pi, obs, num_threads=None):
 
     Returns (log_prob (batch,) float64, paths): log_prob[b] = log P(best path,
     obs[b]) (0 for an empty row, -inf for an impossible one), paths a list of
-    int32 arrays (T_b,).  Ties go to the lower state index (hmmlearn's argmax).
+    int32 arrays (T_b,).  Ties are broken as hmmlearn 0.3.3 breaks them (last
+    state: the lowest index; predecessors: the highest), so paths equal its.
     """
     A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
     log_prob, paths = _kernel.viterbi(A, B, pi, obs32, lengths, num_threads or get_num_threads())
