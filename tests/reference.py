@@ -1,6 +1,7 @@
 """Slow, obviously-right references the fast code is compared against."""
 import itertools
 
+import mxnet as mx
 import numpy as np
 from hmmlearn import hmm
 
@@ -18,14 +19,19 @@ def random_model(rng, n, m, dtype=np.float64):
     return A.astype(dtype), B.astype(dtype), pi.astype(dtype)
 
 
+def hmmlearn_model(A, B, pi, **kwargs):
+    """hmmlearn's CategoricalHMM (the oracle) holding copies of A, B, pi; kwargs go to its constructor."""
+    model = hmm.CategoricalHMM(n_components=A.shape[0], **kwargs)
+    model.n_features = B.shape[1]
+    model.startprob_ = np.array(pi, dtype=np.float64)
+    model.transmat_ = np.array(A, dtype=np.float64)
+    model.emissionprob_ = np.array(B, dtype=np.float64)
+    return model
+
+
 def hmmlearn_score(A, B, pi, seq):
     """log P(seq) from hmmlearn's CategoricalHMM (the oracle); seq: 1-D ints."""
-    model = hmm.CategoricalHMM(n_components=A.shape[0])
-    model.n_features = B.shape[1]
-    model.startprob_ = np.asarray(pi, dtype=np.float64)
-    model.transmat_ = np.asarray(A, dtype=np.float64)
-    model.emissionprob_ = np.asarray(B, dtype=np.float64)
-    return model.score(np.asarray(seq, dtype=np.int64).reshape(-1, 1))
+    return hmmlearn_model(A, B, pi).score(np.asarray(seq, dtype=np.int64).reshape(-1, 1))
 
 
 def brute_force_ll(A, B, pi, seq):
@@ -38,6 +44,38 @@ def brute_force_ll(A, B, pi, seq):
             p *= A[path[t - 1], path[t]] * B[path[t], seq[t]]
         total += p
     return np.log(total)
+
+
+def marginal_ll(A, B, pi, seq):
+    """log P(observed part of seq): the sum of P(seq) over every symbol at each missing (-2) step,
+    by plain brute force (the definition of marginalising; equals emission 1 when B's rows sum to 1)."""
+    if not seq:
+        return 0.0
+    holes = [t for t, o in enumerate(seq) if o == -2]
+    total = 0.0
+    for fill in itertools.product(range(B.shape[1]), repeat=len(holes)):
+        full = list(seq)
+        for t, k in zip(holes, fill):
+            full[t] = k
+        total += np.exp(brute_force_ll(A, B, pi, full))
+    return np.log(total)
+
+
+def params(A, B, pi, dtype=np.float64, grad_req="write"):
+    """A, B, pi as NDArrays with gradients attached."""
+    out = [mx.nd.array(x, dtype=dtype) for x in (A, B, pi)]
+    for x in out:
+        x.attach_grad(grad_req=grad_req)
+    return out
+
+
+def grads_of(fn, A, B, pi, obs, head=None, dtype=np.float64):
+    """(ll, dA, dB, dpi) of sum_b head[b] * ll[b] as NumPy arrays."""
+    a, b, p = params(A, B, pi, dtype)
+    with mx.autograd.record():
+        ll = fn(a, b, p, obs)
+    ll.backward(None if head is None else mx.nd.array(head, dtype=dtype))
+    return [ll.asnumpy()] + [x.grad.asnumpy() for x in (a, b, p)]
 
 
 def numeric_grad(f, x, eps=1e-6):

@@ -10,7 +10,7 @@ from hmmlearn import hmm
 import hmmop
 from hmmop import HMM
 from hmmop import em
-from reference import random_model
+from reference import hmmlearn_model as oracle, random_model
 
 TIGHT = dict(rtol=1e-8, atol=1e-12)
 
@@ -18,15 +18,6 @@ TIGHT = dict(rtol=1e-8, atol=1e-12)
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
-def oracle(A, B, pi, **kwargs):
-    ref = hmm.CategoricalHMM(n_components=A.shape[0], **kwargs)
-    ref.n_features = B.shape[1]
-    ref.startprob_ = np.array(pi, dtype=np.float64)
-    ref.transmat_ = np.array(A, dtype=np.float64)
-    ref.emissionprob_ = np.array(B, dtype=np.float64)
-    return ref
-
-
 def hmmlearn_em(start, X, lengths, n_iter, params="ste", prior=None):
     """hmmlearn's Baum-Welch from ``start`` (A, B, pi) for exactly n_iter iterations."""
     prior = prior or {}

@@ -4,23 +4,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import numeric_grad, random_model, random_padded, under_thread_counts
-
-
-def params(A, B, pi, dtype=np.float64, grad_req="write"):
-    out = [mx.nd.array(x, dtype=dtype) for x in (A, B, pi)]
-    for x in out:
-        x.attach_grad(grad_req=grad_req)
-    return out
-
-
-def grads_of(fn, A, B, pi, obs, head=None, dtype=np.float64):
-    """(ll, dA, dB, dpi) of sum_b head[b] * ll[b] as NumPy arrays."""
-    a, b, p = params(A, B, pi, dtype)
-    with mx.autograd.record():
-        ll = fn(a, b, p, obs)
-    ll.backward(None if head is None else mx.nd.array(head, dtype=dtype))
-    return [ll.asnumpy()] + [x.grad.asnumpy() for x in (a, b, p)]
+from reference import grads_of, numeric_grad, params, random_model, random_padded, under_thread_counts
 
 
 @pytest.mark.parametrize("n,m,lengths", [(1, 1, [3]), (2, 3, [1]), (4, 3, [30]), (6, 5, [40, 7, 0, 25]),

@@ -14,7 +14,7 @@ from hmmlearn import hmm
 import hmmop
 from hmmop import HMM
 from hmmop import inference
-from reference import random_model
+from reference import hmmlearn_model as oracle, random_model
 
 RTOL = 1e-10
 
@@ -22,16 +22,6 @@ RTOL = 1e-10
 # ---------------------------------------------------------------------------------------------------------------
 # helpers: the hmmlearn oracle, data, brute force
 # ---------------------------------------------------------------------------------------------------------------
-def oracle(A, B, pi):
-    """hmmlearn's CategoricalHMM with exactly these parameters."""
-    ref = hmm.CategoricalHMM(n_components=A.shape[0])
-    ref.n_features = B.shape[1]
-    ref.startprob_ = np.asarray(pi, dtype=np.float64)
-    ref.transmat_ = np.asarray(A, dtype=np.float64)
-    ref.emissionprob_ = np.asarray(B, dtype=np.float64)
-    return ref
-
-
 def random_sequences(rng, m, lengths):
     return [rng.integers(0, m, L) for L in lengths]
 

@@ -14,18 +14,9 @@ from hmmlearn import hmm
 import hmmop
 from hmmop import _kernel
 from hmmop.threads import get_num_threads
-from reference import numeric_grad, random_model, random_padded, under_thread_counts
+from reference import hmmlearn_model, marginal_ll, numeric_grad, random_model, random_padded, under_thread_counts
 
 MISSING, PAD = -2, -1
-
-
-def hmmlearn_model(A, B, pi):
-    model = hmm.CategoricalHMM(n_components=A.shape[0])
-    model.n_features = B.shape[1]
-    model.startprob_ = np.asarray(pi, dtype=np.float64)
-    model.transmat_ = np.asarray(A, dtype=np.float64)
-    model.emissionprob_ = np.asarray(B, dtype=np.float64)
-    return model
 
 
 def rows(obs, lengths):
@@ -67,19 +58,6 @@ def brute_force_posteriors(A, B, pi, seq):
         p = path_prob(A, B, pi, path, seq)
         gamma[np.arange(T), path] += p
     return gamma / gamma[0].sum()
-
-
-def marginal_ll(A, B, pi, seq):
-    """log P(seq's observed part): P(seq) summed over every symbol at each missing step."""
-    holes = [t for t, o in enumerate(seq) if o == MISSING]
-    total = 0.0
-    for fill in itertools.product(range(B.shape[1]), repeat=len(holes)):
-        full = list(seq)
-        for t, k in zip(holes, fill):
-            full[t] = k
-        total += sum(path_prob(A, B, pi, path, full)
-                     for path in itertools.product(range(A.shape[0]), repeat=len(seq)))
-    return np.log(total)
 
 
 def left_right(rng, n, m, stay=0.6):

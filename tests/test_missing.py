@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import brute_force_ll, numeric_grad, random_model
+from reference import brute_force_ll, grads_of, marginal_ll, numeric_grad, params, random_model
 
 MISSING, PAD = -2, -1
 
@@ -52,37 +52,6 @@ def brute_force_missing_ll(A, B, pi, seq):
             p *= A[path[t - 1], path[t]] * emit(path[t], seq[t])
         total += p
     return np.log(total)
-
-
-def marginal_ll(A, B, pi, seq):
-    """log P(observed part of seq): the sum of P(seq) over every symbol at each -2 step, by the
-    plain brute force (the definition of marginalising; equals emission 1 when B's rows sum to 1)."""
-    if not seq:
-        return 0.0
-    holes = [t for t, o in enumerate(seq) if o == MISSING]
-    total = 0.0
-    for fill in itertools.product(range(B.shape[1]), repeat=len(holes)):
-        full = list(seq)
-        for t, k in zip(holes, fill):
-            full[t] = k
-        total += np.exp(brute_force_ll(A, B, pi, full))
-    return np.log(total)
-
-
-def params(A, B, pi, dtype=np.float64):
-    out = [mx.nd.array(x, dtype=dtype) for x in (A, B, pi)]
-    for x in out:
-        x.attach_grad()
-    return out
-
-
-def grads_of(fn, A, B, pi, obs, head=None, dtype=np.float64):
-    """(ll, dA, dB, dpi) of sum_b head[b] * ll[b] as NumPy arrays."""
-    a, b, p = params(A, B, pi, dtype)
-    with mx.autograd.record():
-        ll = fn(a, b, p, obs)
-    ll.backward(None if head is None else mx.nd.array(head, dtype=dtype))
-    return [ll.asnumpy()] + [x.grad.asnumpy() for x in (a, b, p)]
 
 
 def unnormalised_model(seed, n, m):
