@@ -132,44 +132,38 @@ def test_em_iteration_hmmlearn(benchmark, record, size):
 
 # -- decode and predict_proba of the whole set ---------------------------------------------------
 
+def same_decode(ours, theirs):
+    return np.isclose(ours[0], theirs[0], rtol=1e-12)
+
+
+def same_posteriors(ours, theirs):
+    return np.allclose(np.concatenate(ours), theirs, atol=1e-10)
+
+
+# method: (hmmlearn's seconds per call at N=4, to size its rounds; how to compare the results)
+WHOLE_SET = {"decode": (0.01, same_decode), "predict_proba": (0.15, same_posteriors)}
+
+
+@pytest.mark.parametrize("method", list(WHOLE_SET))
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
-def test_decode_hmmop(benchmark, record, size):
-    benchmark.group = f"decode, {size_id(size)}"
+def test_whole_set_hmmop(benchmark, record, size, method):
+    benchmark.group = f"{method}, {size_id(size)}"
     known, _, seqs, _, _ = problem(size)
     model = HMM.from_probabilities(*known, dtype="float64")
-    benchmark.pedantic(model.decode, args=(seqs,), rounds=rounds(0), warmup_rounds=5)
-    record("inference", f"decode {size_id(size)}", "hmmop")
+    benchmark.pedantic(getattr(model, method), args=(seqs,), rounds=rounds(0), warmup_rounds=5)
+    record("inference", f"{method} {size_id(size)}", "hmmop")
 
 
+@pytest.mark.parametrize("method", list(WHOLE_SET))
 @pytest.mark.parametrize("size", SIZES, ids=size_id)
-def test_decode_hmmlearn(benchmark, record, size):
-    benchmark.group = f"decode, {size_id(size)}"
+def test_whole_set_hmmlearn(benchmark, record, size, method):
+    benchmark.group = f"{method}, {size_id(size)}"
+    seconds, same = WHOLE_SET[method]
     known, _, seqs, X, lengths = problem(size)
     model = hmmlearn_model(size, known)
-    log_prob, states = benchmark.pedantic(model.decode, args=(X, lengths), rounds=rounds(0))
-    ours = HMM.from_probabilities(*known, dtype="float64").decode(seqs)
-    assert np.isclose(ours[0], log_prob, rtol=1e-12)
-    record("inference", f"decode {size_id(size)}", "hmmlearn")
-
-
-@pytest.mark.parametrize("size", SIZES, ids=size_id)
-def test_predict_proba_hmmop(benchmark, record, size):
-    benchmark.group = f"predict_proba, {size_id(size)}"
-    known, _, seqs, _, _ = problem(size)
-    model = HMM.from_probabilities(*known, dtype="float64")
-    benchmark.pedantic(model.predict_proba, args=(seqs,), rounds=rounds(0), warmup_rounds=5)
-    record("inference", f"predict_proba {size_id(size)}", "hmmop")
-
-
-@pytest.mark.parametrize("size", SIZES, ids=size_id)
-def test_predict_proba_hmmlearn(benchmark, record, size):
-    benchmark.group = f"predict_proba, {size_id(size)}"
-    known, _, seqs, X, lengths = problem(size)
-    model = hmmlearn_model(size, known)
-    gamma = benchmark.pedantic(model.predict_proba, args=(X, lengths), rounds=rounds(0.15 * size[0] / 4))
-    ours = HMM.from_probabilities(*known, dtype="float64").predict_proba(seqs)
-    assert np.allclose(np.concatenate(ours), gamma, atol=1e-10)
-    record("inference", f"predict_proba {size_id(size)}", "hmmlearn")
+    theirs = benchmark.pedantic(getattr(model, method), args=(X, lengths), rounds=rounds(seconds * size[0] / 4))
+    assert same(getattr(HMM.from_probabilities(*known, dtype="float64"), method)(seqs), theirs)
+    record("inference", f"{method} {size_id(size)}", "hmmlearn")
 
 
 # -- EM vs Adam: time to a target log-likelihood --------------------------------------------------
