@@ -38,7 +38,7 @@ from .em import fit_em
 from .monitor import DivergenceError, Monitor
 from .ndview import from_host
 from .priors import check_prior
-from .trainer import Trainer
+from .trainer import Trainer, check_learning_rate
 
 FORMAT, VERSION = "hmmop.HMM", 1
 # Probabilities below this become this before their log is taken for the
@@ -165,11 +165,11 @@ class HMM:
         optimizer, see Trainer) or "em" (Baum-Welch, em.py; ``epochs`` is the
         number of iterations; optimizer settings unused).  n_init: fits from
         that many starts - the current parameters, then random ones drawn with
-        ``seed`` - keeping the one with the best final log-likelihood
-        (inits_ holds each start's; it stays empty for n_init=1).  prior: Dirichlet concentrations
-        {"A": a, "B": b, "pi": p} (priors.py).  Returns (and keeps in
-        history_) each epoch's log-likelihood - plus the log-prior, if any -
-        before that epoch's update.  A non-finite objective raises
+        ``seed`` - keeping the one with the best final log-likelihood (inits_
+        holds each start's; it stays empty for n_init=1).  prior: Dirichlet
+        concentrations {"A": a, "B": b, "pi": p} (priors.py).  Returns (and
+        keeps in history_) each epoch's log-likelihood - plus the log-prior,
+        if any - before that epoch's update.  A non-finite objective raises
         DivergenceError, the model keeping the last finite parameters.
         """
         if method not in METHODS:
@@ -181,7 +181,7 @@ class HMM:
         prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.block.fixed})
         Monitor(epochs, 1, tol, progress=False)        # checks epochs and tol before any work
         if method == "gradient":
-            Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn, ctx=self.ctx)
+            check_learning_rate(learning_rate)
         rng = np.random.default_rng(seed)
         best, inits = None, []
         for start in range(n_init):

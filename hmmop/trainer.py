@@ -19,6 +19,13 @@ from .ndview import from_host
 _TINY = 1e-300
 
 
+def check_learning_rate(learning_rate):
+    """ValueError unless learning_rate is a positive finite number."""
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
+            or not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+
+
 class Trainer:
     """Gradient-descent training of ``block`` (an HMMBlock).
 
@@ -35,9 +42,7 @@ class Trainer:
     def __init__(self, block, optimizer="sgd", learning_rate=1e-2, optimizer_params=None,
                  learn=None, normalize=True, ctx=None, prior=None):
         learn = block.learnable(learn)
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
-                or not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+        check_learning_rate(learning_rate)
         self.block = block
         self.learn = learn
         self.normalize = bool(normalize)
