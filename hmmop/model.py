@@ -21,7 +21,7 @@ allow_pickle=False, holding
   A, B, pi          the probabilities, in the model's dtype
   meta     0-d str  JSON: {"n_states": N, "n_symbols": M, "dtype": "float32",
                            "symbols": [token, ...] or null, "fixed": [names],
-                           "mask": [names]}
+                           "mask": [names], "tokens": "chars"|"words"|"ints"|null}
   mask_NAME         bool, for each name in meta["mask"]: False at structural zeros
 Files without "mask" in meta (older ones) have no structural zeros.
 """
@@ -57,11 +57,13 @@ class HMM:
     'pi' held as given probabilities and never learned (see from_probabilities).
     mask: {name: boolean array of the parameter's shape} for learned
     parameters; False marks a structural zero, a probability that stays
-    exactly 0 in every method.
+    exactly 0 in every method.  tokens: a label of how the data's text
+    splits into symbols ("chars", "words", "ints": the command line's), kept
+    in model files.
     """
 
     def __init__(self, n_states, n_symbols=None, symbols=None, seed=None, dtype="float32",
-                 engine="fused", fixed=(), mask=None, ctx=None):
+                 engine="fused", fixed=(), mask=None, ctx=None, tokens=None):
         if symbols is not None:
             symbols = list(symbols)
             if len(set(symbols)) != len(symbols):
@@ -79,10 +81,12 @@ class HMM:
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
         self.n_states, self.n_symbols = int(n_states), int(n_symbols)
         self.symbols = symbols
+        self.tokens = tokens        # how text maps to symbols ("chars", "words", "ints"; the CLI's), kept in files
         self.dtype = np.dtype(dtype)
         self.ctx = ctx or mx.cpu()
         self.history_ = np.array([])
         self.inits_ = np.array([])
+        self.histories_ = []
         self.mask = self._checked_masks(mask, fixed)
         self.block = HMMBlock(self.n_states, self.n_symbols, engine=engine, dtype=self.dtype.name,
                               fixed=fixed, mask=self.mask)
@@ -166,7 +170,8 @@ class HMM:
         number of iterations; optimizer settings unused).  n_init: fits from
         that many starts - the current parameters, then random ones drawn with
         ``seed`` - keeping the one with the best final log-likelihood (inits_
-        holds each start's; it stays empty for n_init=1).  prior: Dirichlet
+        holds each start's; it stays empty for n_init=1; histories_ each
+        start's history).  prior: Dirichlet
         concentrations {"A": a, "B": b, "pi": p} (priors.py).  Returns (and
         keeps in history_) each epoch's log-likelihood - plus the log-prior,
         if any - before that epoch's update.  A non-finite objective raises
@@ -183,7 +188,7 @@ class HMM:
         if method == "gradient":
             check_learning_rate(learning_rate)
         rng = np.random.default_rng(seed)
-        best, inits = None, []
+        best, inits, histories = None, [], []
         for start in range(n_init):
             if start:
                 self.set_probabilities(**{n: p for n, p in self._random_probabilities(rng).items()
@@ -198,6 +203,7 @@ class HMM:
             except DivergenceError as exc:
                 self.history_ = exc.history
                 raise
+            histories.append(history)
             if n_init == 1:                # nothing to compare: no extra pass over the data
                 best = (None, history, None)
                 break
@@ -205,6 +211,7 @@ class HMM:
             if best is None or inits[-1] > best[0]:
                 best = (inits[-1], history, [x.copy() for x in self.probabilities()])
         self.inits_ = np.array(inits)
+        self.histories_ = histories
         self.history_ = best[1]
         if n_init > 1:
             self.set_probabilities(**{n: p for n, p in zip(NAMES, best[2]) if n not in self.block.fixed})
@@ -309,7 +316,8 @@ class HMM:
             raise TypeError("only str or int symbols can be saved")
         A, B, pi = (x.astype(self.dtype) for x in self.probabilities())
         meta = {"n_states": self.n_states, "n_symbols": self.n_symbols, "dtype": self.dtype.name,
-                "symbols": self.symbols, "fixed": list(self.block.fixed), "mask": list(self.mask)}
+                "symbols": self.symbols, "fixed": list(self.block.fixed), "mask": list(self.mask),
+                "tokens": self.tokens}
         masks = {f"mask_{name}": value for name, value in self.mask.items()}
         with open(path, "wb") as f:
             np.savez(f, format=np.array(FORMAT), version=np.array(VERSION), A=A, B=B, pi=pi,
@@ -338,7 +346,8 @@ class HMM:
             raise ValueError(f"{path!r} is not a complete hmmop model file (no {exc.args[0]})") from None
         return cls.from_probabilities(fields["A"], fields["B"], fields["pi"], symbols=meta["symbols"],
                                       dtype=meta["dtype"], fixed=tuple(meta.get("fixed", ())),
-                                      mask=mask or None, engine=engine, ctx=ctx)
+                                      mask=mask or None, engine=engine, ctx=ctx,
+                                      tokens=meta.get("tokens"))
 
     # -- helpers --------------------------------------------------------------------------------
     def _param(self, name):
