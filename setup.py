@@ -30,8 +30,11 @@ setup(
     python_requires=">=3.8,<3.12",
     install_requires=["mxnet==1.9.1", "numpy>=1.21,<1.24", "tqdm>=4.60"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3"],
+        "plot": ["matplotlib>=3.5"],                  # hmmop's plots and the CLI's --plot options
+        "bench": ["hmmlearn==0.3.3"],                 # `hmmop bench`'s comparison columns
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3", "matplotlib>=3.5"],
     },
+    entry_points={"console_scripts": ["hmmop = hmmop.cli:main"]},
     ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}),
     zip_safe=False,
 )

@@ -1,0 +1,327 @@
+"""The ``hmmop`` command line: fit, score, decode, sample, inspect and benchmark on plain files.
+
+    hmmop fit book.txt --states 2            # -> book.hmmop.npz
+    hmmop info book.hmmop.npz
+    hmmop score book.hmmop.npz other.txt
+    hmmop decode book.hmmop.npz other.txt --posteriors
+    hmmop sample book.hmmop.npz --n 5 --length 80
+    hmmop bench --quick
+
+Results go to stdout (plain lines, TSV or JSON); messages and progress to
+stderr.  A user's mistake prints one line "hmmop CMD: error: ..." and exits
+with 2 (usage: a bad option, an output that exists) or 1 (data: a missing
+or unreadable file, an unknown token, a fit that diverged); a traceback is a
+bug.  ``python -m hmmop`` is the same command.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import benchmarks, plots
+from .files import TOKENS, UNKNOWN, DataError, format_sequence, read_sequences, with_vocabulary
+from .model import HMM
+from .monitor import DivergenceError
+
+
+class UsageError(Exception):
+    """A bad combination of options (exit status 2)."""
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default sys.argv[1:]); returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        args.run(args)
+        return 0
+    except UsageError as exc:
+        return _fail(args, exc, 2)
+    except (DataError, DivergenceError, plots.PlotUnavailable, ValueError, OSError) as exc:
+        return _fail(args, exc, 1)
+    except BrokenPipeError:                  # e.g. `hmmop sample ... | head`
+        sys.stderr.close()
+        return 0
+
+
+def _fail(args, exc, status):
+    print(f"hmmop {args.command}: error: {exc}", file=sys.stderr)
+    return status
+
+
+# -- the sub-commands -----------------------------------------------------------------------------
+def fit(args):
+    out = args.out or _default_out(args.data)
+    _check_new(out, args.force)
+    if args.plot:
+        _check_new(args.plot, args.force)
+    sequences, tokens, _ = read_sequences(args.data, args.tokens)
+    if tokens == "ints":
+        n_symbols, symbols = int(max(int(np.max(s)) for s in sequences if len(s))) + 1, None
+        if any(len(s) and np.min(s) < 0 for s in sequences):
+            raise DataError(f"{args.data}: integer codes must be >= 0")
+    else:
+        symbols = sorted({tok for seq in sequences for tok in seq})
+        n_symbols = len(symbols)
+    n = sum(len(s) for s in sequences)
+    model = HMM(args.states, n_symbols, symbols=symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
+    _say(f"fitting {args.states} states to {len(sequences)} sequences, {n} symbols, {n_symbols} distinct "
+         f"({args.method}{', ' + args.optimizer + ' lr ' + str(args.lr) if args.method == 'gradient' else ''}, "
+         f"up to {args.epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''})")
+    start = time.perf_counter()
+    model.fit(sequences, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
+              learning_rate=args.lr, batch_size=args.batch_size, tol=args.tol, seed=args.seed,
+              n_init=args.n_init)
+    seconds = time.perf_counter() - start
+    ll = model.score(sequences)
+    model.save(out)
+    _say(f"log-likelihood {ll / n:.6f} per symbol (total {ll:.6g}) after {len(model.history_)} epochs "
+         f"in {seconds:.2f} s; model written to {out}")
+    if args.plot:
+        plots.training_curve(model.histories_, n, args.plot, title=f"{args.data}: {args.states} states")
+        _say(f"training curve written to {args.plot}")
+
+
+def score(args):
+    model, sequences, n = _model_and_data(args)
+    lls = model.score_sequences(sequences)
+    total = float(lls.sum())
+    if args.json:
+        print(json.dumps({"log_likelihoods": lls.tolist(), "total": total, "symbols": n}))
+    else:
+        for ll in lls:
+            print(repr(float(ll)))
+    _say(f"total log-likelihood {total:.6g} over {len(lls)} sequences, "
+         f"{total / max(n, 1):.6f} per symbol ({n} symbols)")
+
+
+def decode(args):
+    if args.plot:
+        _check_new(args.plot, args.force)
+    model, sequences, _ = _model_and_data(args)
+    _, paths = model.decode(sequences)
+    if args.posteriors:
+        gamma = model.predict_proba(sequences)
+        print("\t".join(["sequence", "step", "symbol", "viterbi"]
+                        + [f"state_{i}" for i in range(model.n_states)]))
+        for b, (seq, path, g) in enumerate(zip(sequences, paths, gamma)):
+            for t, (tok, state, row) in enumerate(zip(seq, path, g)):
+                print("\t".join([str(b), str(t), _shown(tok), str(state)] + [f"{p:.6g}" for p in row]))
+    else:
+        for path in paths:
+            print(" ".join(str(s) for s in path))
+    if args.plot:
+        k = args.sequence
+        if not 0 <= k < len(sequences):
+            raise UsageError(f"--sequence {k}: the data has sequences 0..{len(sequences) - 1}")
+        gamma = model.predict_proba([sequences[k]])[0]
+        plots.posteriors(gamma, paths[k], [_shown(t) for t in sequences[k]], args.plot,
+                         title=f"{args.data}, sequence {k}")
+        _say(f"posteriors of sequence {k} written to {args.plot}")
+
+
+def sample(args):
+    model = _load(args.model)
+    sequences, _ = model.sample(args.n, args.length, seed=args.seed)
+    for seq in sequences:
+        print(format_sequence(seq, model.tokens or "ints"))
+
+
+def info(args):
+    if args.plot:
+        _check_new(args.plot, args.force)
+    model = _load(args.model)
+    A, B, pi = model.probabilities()
+    names = [_shown(s) for s in model.symbols] if model.symbols is not None else \
+        [str(k) for k in range(model.n_symbols)]
+    print(f"model\t{args.model}")
+    print(f"states\t{model.n_states}")
+    print(f"symbols\t{model.n_symbols}")
+    print(f"dtype\t{model.dtype.name}")
+    print(f"tokens\t{model.tokens or 'ints'}")
+    if model.symbols is not None:
+        print(f"vocabulary\t{' '.join(names[:200])}{' ...' if len(names) > 200 else ''}")
+    if model.mask:
+        print(f"structural zeros\t{', '.join(model.mask)}")
+    print(f"free parameters\t{model.n_free_parameters}")
+    print("initial\t" + "\t".join(f"{p:.4f}" for p in pi))
+    print("transitions\t" + "\t".join(f"to {j}" for j in range(model.n_states)))
+    for i in range(model.n_states):
+        print(f"from {i}\t" + "\t".join(f"{p:.4f}" for p in A[i]))
+    for i in range(model.n_states):
+        top = np.argsort(-B[i], kind="stable")[:args.top]
+        print(f"state {i} emits\t" + "  ".join(f"{names[k]} {B[i, k]:.3f}" for k in top))
+    if args.plot:
+        plots.emissions(B, names, args.plot, title=f"{args.model}: emissions")
+        _say(f"emission heat map written to {args.plot}")
+
+
+def bench(args):
+    if args.plot:
+        _check_new(args.plot, args.force)
+    benchmarks.main(quick=args.quick, plot=args.plot, out=sys.stdout, err=sys.stderr)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _model_and_data(args):
+    """(model, sequences with the model's vocabulary applied, number of symbols)."""
+    model = _load(args.model)
+    tokens = args.tokens or model.tokens or "ints"
+    sequences, tokens, lines = read_sequences(args.data, tokens)
+    if model.symbols is not None:
+        if tokens == "ints":
+            raise UsageError(f"the model has a vocabulary of {model.tokens or 'tokens'}; "
+                             f"read the data with --tokens chars or words")
+        sequences = with_vocabulary(sequences, lines, model.symbols, args.unknown, args.data)
+    elif tokens != "ints":
+        raise UsageError(f"the model takes integer codes; read the data with --tokens ints")
+    return model, sequences, sum(len(s) for s in sequences)
+
+
+def _load(path):
+    try:
+        return HMM.load(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such model file") from None
+
+
+def _default_out(data):
+    stem = "model" if data == "-" else os.path.splitext(os.path.basename(data))[0]
+    return f"{stem}.hmmop.npz"
+
+
+def _check_new(path, force):
+    if os.path.exists(path) and not force:
+        raise UsageError(f"{path} exists; add --force to overwrite it")
+
+
+def _shown(token):
+    """A token as one visible, tab-free field."""
+    if token is None:
+        return "?"
+    return {" ": "␣", "\t": "⇥", "\n": "⏎"}.get(token, str(token)) if isinstance(token, str) else str(token)
+
+
+def _say(message):
+    print(message, file=sys.stderr)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="hmmop", description="Discrete hidden Markov models on plain files: fit, score, decode, sample.",
+        epilog="Run 'hmmop COMMAND --help' for a command's options and an example.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, run, help, example):
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(run=run)
+        return p
+
+    def data_options(p):
+        p.add_argument("--tokens", choices=TOKENS, default=None,
+                       help="how a line splits into symbols (default: as the model was fitted)")
+        p.add_argument("--unknown", choices=UNKNOWN, default="error",
+                       help="a token the model does not know: an error (default), skipped, or a missing "
+                            "observation")
+
+    def force(p):
+        p.add_argument("--force", action="store_true", help="overwrite output files that exist")
+
+    p = command("fit", fit, "Fit an HMM to the sequences of a file, one per line.",
+                "hmmop fit book.txt --states 2 --plot curve.png")
+    p.add_argument("data", help="text file (one sequence per non-empty line), .npy/.npz codes, or - for stdin")
+    p.add_argument("--states", type=_positive_int, required=True, help="number of hidden states")
+    p.add_argument("--tokens", choices=TOKENS, default="chars",
+                   help="how a line splits into symbols: characters (default), words, or integer codes")
+    p.add_argument("--method", choices=("gradient", "em"), default="gradient",
+                   help="gradient descent on softmax logits (default) or Baum-Welch EM")
+    p.add_argument("--optimizer", default="adam", help="MXNet optimizer for --method gradient (default adam)")
+    p.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--epochs", type=_positive_int, default=300, help="epochs, or EM iterations (default 300)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="sequences per step (default: all, one step per epoch)")
+    p.add_argument("--n-init", type=_positive_int, default=1, help="fits from that many starts; keep the best")
+    p.add_argument("--tol", type=_non_negative_float, default=1e-6,
+                   help="stop when an epoch changes the log-likelihood per symbol by less (default 1e-6)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and minibatches")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--out", help="model file to write (default: DATA's name with .hmmop.npz)")
+    p.add_argument("--plot", metavar="CURVE.png", help="draw the training curve (needs matplotlib)")
+    force(p)
+
+    p = command("score", score, "Per-sequence log-likelihoods of a file under a model (and the total).",
+                "hmmop score book.hmmop.npz chapter2.txt --json")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of one number per line")
+    data_options(p)
+
+    p = command("decode", decode, "The most likely state path (Viterbi) of each sequence, one per line.",
+                "hmmop decode book.hmmop.npz chapter2.txt --posteriors > posteriors.tsv")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--posteriors", action="store_true",
+                   help="per-step state probabilities as TSV (sequence, step, symbol, viterbi, state_i...)")
+    p.add_argument("--plot", metavar="STATES.png", help="draw one sequence's posteriors and path")
+    p.add_argument("--sequence", type=int, default=0, help="which sequence --plot draws (default 0)")
+    data_options(p)
+    force(p)
+
+    p = command("sample", sample, "Draw sequences from a model, written as the data would be.",
+                "hmmop sample book.hmmop.npz --n 5 --length 80 --seed 1")
+    p.add_argument("model")
+    p.add_argument("--n", type=_positive_int, default=5, help="number of sequences (default 5)")
+    p.add_argument("--length", type=_positive_int, default=80, help="symbols per sequence (default 80)")
+    p.add_argument("--seed", type=int, default=None)
+
+    p = command("info", info, "Show a model: sizes, vocabulary, transitions, each state's likeliest symbols.",
+                "hmmop info book.hmmop.npz --plot emissions.png")
+    p.add_argument("model")
+    p.add_argument("--top", type=_positive_int, default=8, help="symbols shown per state (default 8)")
+    p.add_argument("--plot", metavar="EMISSIONS.png", help="draw the emission matrix as a heat map")
+    force(p)
+
+    p = command("bench", bench, "Benchmark hmmop against the autograd unroll and hmmlearn on this machine.",
+                "hmmop bench --quick --plot bench.png")
+    p.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
+    p.add_argument("--plot", metavar="BENCH.png", help="draw the tables")
+    force(p)
+    return parser
