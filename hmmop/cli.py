@@ -42,13 +42,13 @@ def main(argv=None):
     try:
         args.run(args)
         return 0
+    except BrokenPipeError:                  # e.g. `hmmop decode ... | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # no second error at exit
+        return 0
     except UsageError as exc:
         return _fail(args, exc, 2)
     except (DataError, DivergenceError, plots.PlotUnavailable, ValueError, OSError) as exc:
         return _fail(args, exc, 1)
-    except BrokenPipeError:                  # e.g. `hmmop sample ... | head`
-        sys.stderr.close()
-        return 0
 
 
 def _fail(args, exc, status):

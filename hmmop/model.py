@@ -187,7 +187,9 @@ class HMM:
         Monitor(epochs, 1, tol, progress=False)        # checks epochs and tol before any work
         if method == "gradient":
             check_learning_rate(learning_rate)
-        rng = np.random.default_rng(seed)
+        # The random starts' stream: with HMM(seed=s) and fit(seed=s), default_rng(s)
+        # would draw start 1 equal to the model's own initialisation.
+        rng = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
         best, inits, histories = None, [], []
         for start in range(n_init):
             if start:
