@@ -1,17 +1,24 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - build and install hmmop into .venv, then run examples/gist.py
-#   make test   - the same set-up, then the test suite (what CI runs)
+#   make test   - the same set-up, then the test suite
+#   make test-pythons - the test suite on Python 3.11 and on 3.12 (found with pyenv), each in a venv (what CI runs)
 # and `make bench` runs the benchmarks.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+# The newest Python 3.12 that pyenv has (for test-pythons); empty without pyenv or 3.12.
+PY312 := $(shell pyenv prefix "$$(pyenv latest 3.12 2>/dev/null)" 2>/dev/null)
 
-$(VENV)/.installed: setup.py pyproject.toml csrc/hmm_kernel.c csrc/hmm_kernel.h hmmop/_kernel.pyx
+.PHONY: demo test test-pythons bench clean
+
+# An editable install leaves out the start-up hook that a regular one puts beside the packages (it lets
+# mxnet import on numpy >= 1.24 even before hmmop; see _hmmop_mxnet_hook.py): copied there by hand.
+$(VENV)/.installed: setup.py pyproject.toml csrc/hmm_kernel.c csrc/hmm_kernel.h hmmop/_kernel.pyx hmmop-mxnet-numpy.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	cp hmmop-mxnet-numpy.pth "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -20,8 +27,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest tests bench --benchmark-disable
 
+# The test suite on Python 3.11 (numpy 1.23, .venv) and on 3.12 (numpy 1.26, .venv-3.12), one after the
+# other: both build the extension into the source tree (different file names, but one Cython output).
+test-pythons:
+	$(MAKE) test
+	@test -n "$(PY312)" || { echo "test-pythons: pyenv has no Python 3.12 (pyenv install 3.12)" >&2; exit 1; }
+	$(MAKE) test PYTHON="$(PY312)/bin/python" VENV=.venv-3.12
+
 bench: $(VENV)/.installed
 	$(PY) -m pytest bench --benchmark-columns=median,rounds
 
 clean:
-	rm -rf $(VENV) build *.egg-info hmmop/_kernel.c hmmop/*.so
+	rm -rf $(VENV) .venv-3.12 build *.egg-info hmmop/_kernel.c hmmop/*.so

@@ -9,6 +9,21 @@ import shlex
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+PTH = "hmmop-mxnet-numpy.pth"
+
+
+class build_py_with_pth(build_py):
+    """Also puts hmmop-mxnet-numpy.pth beside the packages (see _hmmop_mxnet_hook.py):
+    Python runs it at start-up, so mxnet imports on numpy >= 1.24 even before hmmop."""
+
+    def run(self):
+        super().run()
+        self.copy_file(PTH, os.path.join(self.build_lib, PTH))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
 
 arch = shlex.split(os.environ.get("HMMOP_ARCH_FLAGS", "-march=native"))
 
@@ -27,8 +42,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=["hmmop"],
-    python_requires=">=3.8,<3.12",
-    install_requires=["mxnet==1.9.1", "numpy>=1.21,<1.24", "tqdm>=4.60"],
+    py_modules=["_hmmop_mxnet_hook"],
+    cmdclass={"build_py": build_py_with_pth},
+    python_requires=">=3.8,<3.14",
+    # numpy < 2: MXNet 1.9.1 declares it (and uses names numpy 2 removed); numpy 1.24-1.26 lack only
+    # np.bool, which _hmmop_mxnet_hook restores.  setuptools provides distutils, gone from 3.12 on.
+    install_requires=["mxnet==1.9.1", "numpy>=1.21,<2", "tqdm>=4.60", "setuptools; python_version >= '3.12'"],
     extras_require={
         "plot": ["matplotlib>=3.5"],                  # hmmop's plots and the CLI's --plot options
         "bench": ["hmmlearn==0.3.3"],                 # `hmmop bench`'s comparison columns

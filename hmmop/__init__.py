@@ -11,7 +11,11 @@ top of it, by gradient descent or EM, and decodes, scores and samples with it
 algorithms are free functions: ``hmmop.inference`` (viterbi, posteriors,
 sample) and ``hmmop.em`` (expected_counts, m_step, fit_em).
 """
-from . import em, inference
+import _hmmop_mxnet_hook
+
+_hmmop_mxnet_hook.restore_numpy_names()     # before mxnet is first imported (numpy >= 1.24)
+
+from . import em, inference  # noqa: E402
 from .block import HMMBlock
 from .model import HMM
 from .monitor import DivergenceError
@@ -21,5 +25,5 @@ from .trainer import Trainer
 from .unroll import unroll_forward
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "unroll_forward", "get_num_threads",
-           "set_num_threads"]
+__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward",
+           "unroll_forward", "get_num_threads", "set_num_threads"]
