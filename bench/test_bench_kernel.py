@@ -10,6 +10,7 @@ from hmmlearn import _hmmc
 
 from benchutil import TABLES
 from hmmop import _kernel
+from hmmop.benchmarks import kernel_data
 
 TABLES["kernel"] = ("kernel, one sequence, one thread: median per time step",
                     ["hmmop", "hmmlearn"], ("hmmlearn", "hmmop", "hmmlearn/hmmop"))
@@ -18,15 +19,8 @@ T = 20_000
 M = 8
 
 
-def data(n, seed=0):
-    rng = np.random.default_rng(seed)
-    A = rng.random((n, n)) + 0.1
-    B = rng.random((n, M)) + 0.1
-    pi = rng.random(n) + 0.1
-    A /= A.sum(1, keepdims=True)
-    B /= B.sum(1, keepdims=True)
-    pi /= pi.sum()
-    return A, B, pi, rng.integers(0, M, T)
+def data(n):
+    return kernel_data(n, T, M)
 
 
 @pytest.mark.parametrize("n", [4, 16, 64])

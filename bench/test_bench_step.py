@@ -9,13 +9,12 @@ Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the en
 """
 import functools
 
-import mxnet as mx
-from mxnet import gluon
-import numpy as np
 import pytest
+from mxnet import gluon
 
 import hmmop
 from benchutil import TABLES
+from hmmop.benchmarks import training_step
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
                   ["fused", "fused-hybrid", "ndarray", "unroll"], ("unroll", "fused", "unroll/fused"))
@@ -38,25 +37,8 @@ ENGINES = {"fused": lambda: hmmop.hmm_forward,
            "unroll": lambda: hmmop.unroll_forward}
 
 
-def make_step(ll_fn, T, seed=0):
-    rng = np.random.default_rng(seed)
-    A_logits = mx.nd.array(rng.normal(size=(4, 4)))
-    B_logits = mx.nd.array(rng.normal(size=(4, 3)))
-    pi = mx.nd.array(np.full(4, 0.25))
-    obs = mx.nd.array(rng.integers(0, 3, T), dtype=np.int32)
-    params = (A_logits, B_logits)
-    for p in params:
-        p.attach_grad()
-
-    def step():
-        with mx.autograd.record():
-            ll = ll_fn(mx.nd.softmax(A_logits, axis=1), mx.nd.softmax(B_logits, axis=1), pi, obs)
-            loss = -ll
-        loss.backward()
-        for p in params:
-            mx.nd.sgd_update(p, p.grad, lr=1e-2, out=p)
-        B_logits.wait_to_read()
-    return step
+def make_step(ll_fn, T):
+    return training_step(ll_fn, T)[0]
 
 
 @pytest.mark.parametrize("T", [30, 300, 3000])

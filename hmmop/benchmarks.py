@@ -122,8 +122,9 @@ def describe_machine():
             f"numpy {np.__version__}, hmmlearn {_version('hmmlearn')}")
 
 
-def _step(engine, T, seed=0):
-    """(step, params): one SGD training step of N=4, M=3 logits on one sequence of T symbols."""
+def training_step(engine, T, seed=0):
+    """(step, params): one SGD training step of N=4, M=3 logits on one sequence of T symbols
+    (engine(A, B, pi, obs) -> ll, e.g. hmmop.hmm_forward); bench/test_bench_step.py times it too."""
     import mxnet as mx
     rng = np.random.default_rng(seed)
     A_logits = mx.nd.array(rng.normal(size=(4, 4)))
@@ -150,7 +151,7 @@ def step_table(ts=STEP_TS, repeats=21, budget=5.0, progress=None):
     engines = {"fused": hmmop.hmm_forward, "unroll": hmmop.unroll_forward}
     rows = []
     for T in ts:
-        steps = {name: _step(fn, T) for name, fn in engines.items()}
+        steps = {name: training_step(fn, T) for name, fn in engines.items()}
         for step, _ in steps.values():          # untimed first step: warm-up and check
             step()
         for name, a, b in zip("AB", steps["fused"][1], steps["unroll"][1]):
@@ -167,7 +168,8 @@ def step_table(ts=STEP_TS, repeats=21, budget=5.0, progress=None):
             "columns": list(engines), "rows": rows, "ratio": ("unroll", "fused", "unroll/fused")}
 
 
-def _kernel_data(n, T, m=KERNEL_M, seed=0):
+def kernel_data(n, T, m=KERNEL_M, seed=0):
+    """(A, B, pi, seq): a random n-state, m-symbol model and T random symbols (also bench/test_bench_kernel.py's)."""
     rng = np.random.default_rng(seed)
     A = rng.random((n, n)) + 0.1
     B = rng.random((n, m)) + 0.1
@@ -181,7 +183,7 @@ def kernel_table(ns=KERNEL_NS, T=20_000, repeats=11, budget=3.0, progress=None):
     lib = _hmmlearn()
     rows = []
     for n in ns:
-        A, B, pi, seq = _kernel_data(n, T)
+        A, B, pi, seq = kernel_data(n, T)
         obs32, lengths = _kernel.prepare_obs(seq.reshape(1, -1), KERNEL_M)
         gll = np.ones(1)
         dA, dB, dpi = np.empty_like(A), np.empty_like(B), np.empty_like(pi)

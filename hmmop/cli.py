@@ -181,7 +181,7 @@ def _model_and_data(args):
                              f"read the data with --tokens chars or words")
         sequences = with_vocabulary(sequences, lines, model.symbols, args.unknown, args.data)
     elif tokens != "ints":
-        raise UsageError(f"the model takes integer codes; read the data with --tokens ints")
+        raise UsageError("the model takes integer codes; read the data with --tokens ints")
     return model, sequences, sum(len(s) for s in sequences)
 
 

@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-from hmmlearn import hmm
 
 import hmmop
 from hmmop import HMM

@@ -9,7 +9,6 @@ import itertools
 
 import numpy as np
 import pytest
-from hmmlearn import hmm
 
 import hmmop
 from hmmop import HMM

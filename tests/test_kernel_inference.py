@@ -9,7 +9,6 @@ import itertools
 import mxnet as mx
 import numpy as np
 import pytest
-from hmmlearn import hmm
 
 import hmmop
 from hmmop import _kernel

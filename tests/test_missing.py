@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import brute_force_ll, grads_of, marginal_ll, numeric_grad, params, random_model
+from reference import grads_of, marginal_ll, numeric_grad, params, random_model
 
 MISSING, PAD = -2, -1
 
