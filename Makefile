@@ -38,4 +38,4 @@ bench: $(VENV)/.installed
 	$(PY) -m pytest bench --benchmark-columns=median,rounds
 
 clean:
-	rm -rf $(VENV) .venv-3.12 build *.egg-info hmmop/_kernel.c hmmop/*.so
+	rm -rf $(VENV) .venv .venv-3.* build *.egg-info hmmop/_kernel.c hmmop/*.so
