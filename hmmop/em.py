@@ -1,4 +1,4 @@
-"""Baum-Welch (EM) through the gradients of the hm_forward operator.
+"""Baum-Welch (EM) through the gradients of the hmm_forward operator.
 
 Why the gradients are the E-step: P(obs) is a sum over state paths of
 products in which every transition i->j contributes one factor A[i, j],
