@@ -120,6 +120,8 @@ def _read_arrays(path):
     if X.ndim != 1 or X.dtype.kind not in "iu":
         raise DataError(f"{path}: X must hold integer codes of shape (n_samples,) or (n_samples, 1), "
                         f"got {X.dtype} of shape {X.shape}")
+    if len(X) == 0:
+        raise DataError(f"{path}: no sequence in it (X is empty)")
     if lengths is None:
         return [X]
     lengths = np.asarray(lengths)
