@@ -14,7 +14,7 @@ PY312 := $(shell pyenv prefix "$$(pyenv latest 3.12 2>/dev/null)" 2>/dev/null)
 
 # An editable install leaves out the start-up hook that a regular one puts beside the packages (it lets
 # mxnet import on numpy >= 1.24 even before hmmop; see _hmmop_mxnet_hook.py): copied there by hand.
-$(VENV)/.installed: setup.py pyproject.toml csrc/hmm_kernel.c csrc/hmm_kernel.h hmmop/_kernel.pyx hmmop-mxnet-numpy.pth
+$(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*) hmmop/_kernel.pyx hmmop-mxnet-numpy.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -29,7 +29,8 @@ arch = shlex.split(os.environ.get("HMMOP_ARCH_FLAGS", "-march=native"))
 
 extension = Extension(
     "hmmop._kernel",
-    sources=["hmmop/_kernel.pyx", "csrc/hmm_kernel.c"],
+    sources=["hmmop/_kernel.pyx", "csrc/hmm_kernel.c", "csrc/hmm_batch.c"],
+    depends=["csrc/hmm_kernel.h", "csrc/hmm_batch.h", "csrc/hmm_batch_impl.h"],
     include_dirs=["csrc"],
     extra_compile_args=["-O3", "-fopenmp", *arch],
     extra_link_args=["-fopenmp"],

@@ -38,6 +38,19 @@ cdef extern from "hmm_kernel.h" nogil:
                     const double *cumpi, const double *u, int32_t *states,
                     int32_t *obs)
 
+cdef extern from "hmm_batch.h" nogil:
+    ctypedef struct hmm_batch:
+        pass
+    int HMM_FLOAT32, HMM_FLOAT64
+    hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T, const int32_t *obs,
+                             const int64_t *lengths, int dtype)
+    int hmm_batch_forward(hmm_batch *h, const void *A, const void *B, const void *pi,
+                          double *ll, int num_threads)
+    int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA, double *dB,
+                           double *dpi, int num_threads)
+    void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi)
+    void hmm_batch_free(hmm_batch *h)
+
 ctypedef fused real:
     float
     double
@@ -185,9 +198,11 @@ cdef class Workspace:
     cdef readonly int n, m
 
 
-def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
-            const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
-    """Log-likelihood of each sequence.
+def forward_sequential(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
+                       const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
+    """Log-likelihood of each sequence, one sequence at a time, in double.
+
+    The reference for forward (the batched path) and what posteriors needs.
 
     A (n, n), B (n, m), pi (n,) of float32 or float64; obs32 and lengths from
     prepare_obs (a missing step, symbol m, has emission probability 1 in
@@ -243,11 +258,11 @@ def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     return ws
 
 
-def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB,
-             real[::1] dpi, int req_A, int req_B, int req_pi, int num_threads):
+def backward_sequential(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB,
+                        real[::1] dpi, int req_A, int req_B, int req_pi, int num_threads):
     """Gradients of sum_b gll[b] * ll[b] with respect to A, B and pi.
 
-    ws: a Workspace from forward.  gll (batch,) has the dtype of
+    The reference for backward.  ws: a Workspace from forward_sequential.  gll (batch,) has the dtype of
     the gradients dA (n, n), dB (n, m), dpi (n,), which are written according
     to the MXNet request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite,
     3 adds).  A sequence with ll = -inf (probability 0) or gll = 0
@@ -305,6 +320,97 @@ def backward(Workspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB
                     dpi[i] += <real>ac[0, opi + i]
                 else:
                     dpi[i] = <real>ac[0, opi + i]
+
+
+cdef class BatchWorkspace:
+    """What forward (the batched path, csrc/hmm_batch.h) keeps for backward:
+    the C plan, and the arrays it points into (kept alive here)."""
+    cdef hmm_batch *plan
+    cdef readonly object ll, obs32, lengths, dtype
+    cdef readonly int n, m
+
+    def __dealloc__(self):
+        hmm_batch_free(self.plan)
+
+    @property
+    def offsets(self):
+        """(batch + 1,) int64: sequence b's rows in a posteriors result."""
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=offsets[1:])
+        return offsets
+
+    def params(self):
+        """(A, B, pi) of the forward, in its dtype (copies)."""
+        A = np.empty((self.n, self.n), dtype=self.dtype)
+        B = np.empty((self.n, self.m), dtype=self.dtype)
+        pi = np.empty(self.n, dtype=self.dtype)
+        cdef char[:, ::1] a = A.view(np.int8), b = B.view(np.int8)
+        cdef char[::1] p = pi.view(np.int8)
+        hmm_batch_params(self.plan, &a[0, 0], &b[0, 0], &p[0])
+        return A, B, pi
+
+
+def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
+            const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
+    """Log-likelihood of each sequence, by the batch driver in C.
+
+    A (n, n), B (n, m), pi (n,) all float32 (computed in float32) or all
+    float64 (in double); obs32 and lengths from prepare_obs.  Returns a
+    BatchWorkspace whose ``ll`` (batch,) float64 is the result, for backward.
+    """
+    cdef int n = A.shape[0], m = B.shape[1]
+    cdef int64_t batch = obs32.shape[0], T = obs32.shape[1]
+    if B.shape[0] != n or A.shape[1] != n or pi.shape[0] != n or lengths.shape[0] != batch:
+        raise ValueError("forward: A (n, n), B (n, m), pi (n,), lengths (batch,) do not fit")
+    ws = BatchWorkspace()
+    ws.n, ws.m = n, m
+    ws.dtype = np.float32 if real is float else np.float64
+    ws.obs32, ws.lengths = obs32.base, lengths.base     # the plan reads them until freed
+    ws.ll = np.zeros(batch, dtype=np.float64)
+    cdef double[::1] ll = ws.ll
+    cdef int dtype = HMM_FLOAT32 if real is float else HMM_FLOAT64
+    cdef int status
+    cdef const int32_t *o = &obs32[0, 0] if batch and T else NULL
+    cdef const int64_t *L = &lengths[0] if batch else NULL
+    with nogil:
+        ws.plan = hmm_batch_new(n, m, batch, T, o, L, dtype)
+    if ws.plan == NULL:
+        raise MemoryError("hmm_forward: no memory for the batch plan")
+    with nogil:
+        status = hmm_batch_forward(ws.plan, &A[0, 0], &B[0, 0], &pi[0], &ll[0] if batch else NULL,
+                                   max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward: no memory for the forward pass")
+    return ws
+
+
+def backward(BatchWorkspace ws, const real[::1] gll, real[:, ::1] dA, real[:, ::1] dB,
+             real[::1] dpi, int req_A, int req_B, int req_pi, int num_threads):
+    """Gradients of sum_b gll[b] * ll[b] with respect to A, B and pi.
+
+    ws: a BatchWorkspace from forward.  gll (batch,) has the dtype of the
+    gradients dA (n, n), dB (n, m), dpi (n,), which are written according to
+    the MXNet request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite, 3 adds).
+    A sequence with ll = -inf (probability 0) or gll = 0 contributes nothing.
+    """
+    if req_A == 0 and req_B == 0 and req_pi == 0:
+        return
+    cdef int n = ws.n, m = ws.m, status
+    g64 = np.asarray(gll, dtype=np.float64)
+    dA64 = np.empty((n, n), dtype=np.float64)
+    dB64 = np.empty((n, m), dtype=np.float64)
+    dpi64 = np.empty(n, dtype=np.float64)
+    cdef const double[::1] g = g64
+    cdef double[:, ::1] a = dA64, b = dB64
+    cdef double[::1] p = dpi64
+    with nogil:
+        status = hmm_batch_backward(ws.plan, &g[0] if g.shape[0] else NULL, &a[0, 0], &b[0, 0], &p[0],
+                                    max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward: no memory for the backward pass")
+    store(np.asarray(dA).reshape(-1), dA64.reshape(-1), req_A)
+    store(np.asarray(dB).reshape(-1), dB64.reshape(-1), req_B)
+    store(dpi, dpi64, req_pi)
 
 
 def store(real[::1] dst, const double[::1] src, int req):
@@ -367,13 +473,21 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     return log_prob, paths
 
 
-def posteriors(Workspace ws, int num_threads):
+def posteriors(ws, int num_threads):
     """State posteriors gamma[t, i] = P(state_t = i | obs) of every sequence.
 
-    ws: a Workspace from forward.  Returns gamma (sum(lengths), n) float64,
+    ws: a Workspace from forward_sequential, or a BatchWorkspace from forward
+    (then the forward is run again one sequence at a time, in double: the
+    posteriors have no batched path yet).  Returns gamma (sum(lengths), n) float64,
     sequence b in rows ws.offsets[b]:ws.offsets[b+1] (the layout of ws.pred);
     the rows of a sequence with ll = -inf (probability 0) are NaN.
     """
+    if isinstance(ws, BatchWorkspace):
+        ws = forward_sequential(*ws.params(), ws.obs32, ws.lengths, num_threads)
+    return _posteriors(ws, num_threads)
+
+
+def _posteriors(Workspace ws, int num_threads):
     cdef int n = ws.n
     cdef int64_t[::1] off = ws.offsets
     cdef Py_ssize_t batch = off.shape[0] - 1, b, r, i

@@ -290,6 +290,196 @@ def run(quick=False, progress=None):
             em_table(progress=progress, **settings["em"])]
 
 
+# -- the machine's peak ---------------------------------------------------------------------------
+
+X86_MACHINES = ("x86_64", "amd64", "i386", "i486", "i586", "i686", "x86")
+BLAS_SIZE = 1024          # the square matmul _blas_gflops times
+BLAS_SECONDS = 0.2        # and for about how long
+
+
+def _cpuinfo():
+    """/proc/cpuinfo as a list of dicts, one per logical processor ({} fields stripped), or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    blocks = []
+    for chunk in text.split("\n\n"):
+        fields = {}
+        for line in chunk.splitlines():
+            if ":" in line:
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.strip()
+        if "processor" in fields:
+            blocks.append(fields)
+    return blocks or None
+
+
+def _usable_cpus():
+    """The logical processors this process may run on (ids), or None where that cannot be asked."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def _physical_cores(blocks):
+    """Distinct (physical id, core id) among the usable processors: SMT siblings share one core's
+    FMA units. Falls back to the count of usable logical processors where cpuinfo has no ids."""
+    usable = _usable_cpus()
+    mine = [b for b in blocks if usable is None or not b["processor"].isdigit()
+            or int(b["processor"]) in usable]
+    ids = {(b.get("physical id"), b.get("core id")) for b in mine}
+    if not mine or (None, None) in ids:
+        return len(usable) if usable else (os.cpu_count() or 1)
+    return len(ids)
+
+
+def _simd(flags):
+    """(register bits, name, FMA units per core assumed, flops-per-lane label) from cpuinfo flags."""
+    if "avx512f" in flags:
+        return 512, "AVX-512", 2, "2 (FMA)"
+    if "avx2" in flags and "fma" in flags:
+        return 256, "AVX2+FMA", 2, "2 (FMA)"
+    if "avx" in flags:
+        return 256, "AVX, no FMA", 1, "2 (mul + add)"
+    return 128, "SSE2", 1, "2 (mul + add)"
+
+
+def _clock_ghz(blocks):
+    """(GHz, where it came from): the model name's nominal '@ x.xxGHz' if it has one (cpu MHz is a
+    momentary reading that frequency scaling moves), else the highest 'cpu MHz'; (None, None)."""
+    import re
+    match = re.search(r"@\s*([0-9.]+)\s*GHz", blocks[0].get("model name", ""), re.IGNORECASE)
+    if match:
+        return float(match.group(1)), "model name's nominal clock"
+    mhz = []
+    for b in blocks:
+        try:
+            mhz.append(float(b["cpu mhz"]))
+        except (KeyError, ValueError):
+            pass
+    if mhz:
+        return max(mhz) / 1000, "'cpu MHz' in /proc/cpuinfo"
+    return None, None
+
+
+def _blas_threads():
+    """(threads numpy's BLAS runs matmul on, its name and core) - threadpoolctl's answer if it is
+    installed, else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the usable processors. Other
+    libraries load BLASes of their own (mxnet, scipy): numpy's is the one inside numpy's folder
+    (numpy/ or numpy.libs/), else the only one loaded."""
+    try:
+        from threadpoolctl import threadpool_info
+        root = os.path.dirname(os.path.abspath(np.__file__))
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        mine = [p for p in pools if os.path.abspath(p.get("filepath", "")).startswith((root + os.sep,
+                                                                                      root + ".libs" + os.sep))]
+        pool = mine[0] if mine else pools[0] if len(pools) == 1 else None
+        if pool is not None:
+            name = f"{pool.get('internal_api', 'BLAS')} {pool.get('version') or ''}".strip()
+            if pool.get("architecture"):
+                name += f", core {pool['architecture']}"
+            return int(pool["num_threads"]), name
+    except Exception:        # not installed, or an unexpected answer: guess below
+        pass
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value), "BLAS"
+    usable = _usable_cpus()
+    return (len(usable) if usable else (os.cpu_count() or 1)), "BLAS"
+
+
+_BLAS_CACHE = {}
+
+
+def _blas_gflops(dtype, size=BLAS_SIZE, seconds=BLAS_SECONDS):
+    """(GFLOP/s, threads, BLAS name): the best of numpy matmuls of two size x size matrices
+    (2 size^3 flops each) repeated for about ``seconds`` after one warm-up call. numpy's BLAS
+    picks its own thread count; it is reported, not set. Cached per (dtype, size)."""
+    key = (np.dtype(dtype).name, size)
+    if key not in _BLAS_CACHE:
+        rng = np.random.default_rng(0)
+        a = rng.random((size, size)).astype(dtype)
+        b = rng.random((size, size)).astype(dtype)
+        c = np.matmul(a, b)                                  # warm-up (threads start, pages touched)
+        best, start = float("inf"), time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            t1 = time.perf_counter()
+            best = min(best, t1 - t0)
+            if t1 - start >= seconds:
+                break
+        threads, name = _blas_threads()
+        _BLAS_CACHE[key] = (2.0 * size ** 3 / best / 1e9, threads, name)
+    return _BLAS_CACHE[key]
+
+
+def peak_gflops(dtype, threads=None, measure=True):
+    """(GFLOP/s, description): the theoretical FMA peak of ``threads`` cores in ``dtype``.
+
+    peak = cores x clock x SIMD lanes x 2 (an FMA is 2 flops) x FMA units per core, read from
+    /proc/cpuinfo: cores are the usable physical cores (SMT siblings share their core's units),
+    at most ``threads`` of them (None: all); the widest vector of the flags (avx512f: 512 bits,
+    avx2 + fma: 256, else 128-bit SSE2; lanes = bits / 32 or 64); the clock is the model name's
+    nominal '@ x.xxGHz' where it has one, else the highest 'cpu MHz'. FMA units per core cannot
+    be read from /proc/cpuinfo: 2 is assumed with AVX-512 (server parts; some have 1) or AVX2+FMA,
+    1 (a multiply and an add pipe) without FMA. With ``measure`` a short numpy matmul (about
+    0.2 s per dtype, cached) is timed and reported beside the figure - "numpy BLAS reached X" -
+    with whether it confirms more than one FMA unit (it exceeds what one unit allows on BLAS's
+    cores); a BLAS that does not use the widest vectors (OpenBLAS names its core) confirms
+    nothing. The description states every factor and where it came from.
+
+    dtype: float32 or float64 (anything np.dtype accepts; else ValueError). Returns (None,
+    reason) off Linux, off x86, or where /proc/cpuinfo lacks what the figure needs.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"peak_gflops: dtype must be float32 or float64, not {dtype}")
+    if threads is not None and (int(threads) != threads or threads < 1):
+        raise ValueError(f"peak_gflops: threads must be a positive integer or None, not {threads!r}")
+    machine = platform.machine().lower()
+    if not sys.platform.startswith("linux"):
+        return None, f"peak unknown: reads /proc/cpuinfo, which {sys.platform} does not have"
+    if machine not in X86_MACHINES:
+        return None, f"peak unknown: only x86 SIMD flags are understood, this is {machine or 'unknown'}"
+    blocks = _cpuinfo()
+    if blocks is None:
+        return None, "peak unknown: /proc/cpuinfo cannot be read"
+    ghz, clock_source = _clock_ghz(blocks)
+    if ghz is None or ghz <= 0:
+        return None, "peak unknown: /proc/cpuinfo gives no clock (no 'cpu MHz', no '@ x.xxGHz')"
+    physical = _physical_cores(blocks)
+    cores = physical if threads is None else min(int(threads), physical)
+    bits, simd, units, per_lane = _simd(set(blocks[0].get("flags", "").split()))
+    lanes = bits // (8 * dtype.itemsize)
+    per_core_unit = ghz * lanes * 2                       # one unit, one core
+    gflops = cores * per_core_unit * units
+    assumed = ("assumed: typical of AVX-512 server parts, some have 1" if simd == "AVX-512" else
+               "assumed: two FMA pipes since Haswell / Zen 2" if units == 2 else
+               "one multiply and one add pipe assumed")
+    text = (f"{cores} core{'s' * (cores != 1)} x {ghz:.2f} GHz ({clock_source}) x {lanes} {dtype.name} "
+            f"lanes ({simd}, {bits}-bit) x {per_lane} x {units} FMA unit{'s' * (units != 1)} ({assumed})"
+            f" = {gflops:.4g} GFLOP/s")
+    if cores < (threads or 0):
+        text += f"; {threads} threads asked, {physical} physical cores usable"
+    if measure:
+        reached, blas_threads, name = _blas_gflops(dtype)
+        blas_cores = min(blas_threads, physical)
+        one_unit = blas_cores * per_core_unit
+        on = f"one FMA unit's {one_unit:.4g} GFLOP/s on its {blas_cores} core{'s' * (blas_cores != 1)}"
+        if reached > 1.05 * one_unit:
+            verdict = f"above {on}, so more than one unit per core"
+        else:
+            verdict = f"not above {on}: no evidence on the unit count (this BLAS may not use {simd})"
+        text += (f"; numpy BLAS ({name}, {blas_threads} thread{'s' * (blas_threads != 1)}) reached "
+                 f"{reached:.4g} GFLOP/s on a {BLAS_SIZE}x{BLAS_SIZE} {dtype.name} matmul: {verdict}")
+    return gflops, text
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 def format_duration(seconds):

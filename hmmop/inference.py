@@ -40,7 +40,7 @@ def posteriors(A, B, pi, obs, num_threads=None):
     """
     A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
     nt = num_threads or get_num_threads()
-    ws = _kernel.forward(A, B, pi, obs32, lengths, nt)
+    ws = _kernel.forward_sequential(A, B, pi, obs32, lengths, nt)
     gamma = _kernel.posteriors(ws, nt)
     offsets = ws.offsets
     return ws.ll, [gamma[offsets[b]:offsets[b + 1]] for b in range(len(lengths))]

@@ -1,0 +1,297 @@
+#include "hmm_batch.h"
+#include "hmm_kernel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sequences per block.  16 rows give each row of A 16 uses per load and fill
+ * a 4-row register tile four times; measured on N = 64 (AVX-512, 2 cores),
+ * 8 rows were ~25% slower, 32 no faster and they leave fewer blocks to share
+ * between threads on small batches. */
+#define HMM_BATCH_ROWS 16
+
+/* Steps whose dA outer products are summed in the compute dtype (in registers,
+ * as one product X^T U of HMM_WINDOW * rows) before they are added to the
+ * double accumulator: few enough that float32 sums stay exact to ~1e-6. */
+#define HMM_WINDOW 4
+
+/* Gradient accumulators: blocks are summed into at most this many groups
+ * (block b into group b % groups), then the groups in order - a number that
+ * does not depend on the thread count, so neither does the result. */
+#define HMM_MAX_GROUPS 32
+#define HMM_GROUP_BYTES ((size_t)256 << 20)     /* at most this much for all groups */
+
+/* SIMD vectors of 64 bytes where AVX-512 is on (32 registers), else 32. */
+#if defined(__AVX512F__)
+#define HMM_VBYTES 64
+#define HMM_MAXCV 4
+#else
+#define HMM_VBYTES 32
+#define HMM_MAXCV 2
+#endif
+
+struct hmm_batch {
+    int n, m, dtype;
+    int np;                  /* n rounded up to whole SIMD vectors */
+    int64_t batch, T;
+    const int32_t *obs;
+    const int64_t *lengths;
+    int64_t nseq;            /* sequences with length > 0 */
+    int64_t *order;          /* (nseq,) sequence indices, longest first */
+    int64_t nblocks;
+    int64_t *pred_off;       /* (nblocks + 1,) element offsets of each block's pred */
+    int64_t *scale_off;      /* (nblocks + 1,) element offsets of each block's scale */
+    void *pred;              /* per block (Lmax, rows, np) of the compute dtype */
+    void *scale;             /* per block (Lmax, rows) */
+    void *Ap, *ATp, *BTp, *pip;  /* padded copies (np, np), (np, np), (m + 1, np), (np,) */
+    double *A64, *AT64, *BT64, *pi64;   /* float32 plans: double copies, unpadded */
+    double *ll;              /* (batch,) the forward's results */
+    unsigned char *redo;     /* (batch,) 1: computed in double (float32 plans) */
+};
+
+static void *alloc64(size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        return NULL;
+    return p;
+}
+
+static int cmp_pairs_desc(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;     /* (length, index) */
+    if (x[0] != y[0])
+        return x[0] < y[0] ? 1 : -1;
+    return x[1] < y[1] ? -1 : (x[1] > y[1]);
+}
+
+hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
+                         const int32_t *obs, const int64_t *lengths, int dtype)
+{
+    hmm_batch *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    const int lanes = HMM_VBYTES / (dtype == HMM_FLOAT32 ? 4 : 8);
+    h->n = n;
+    h->m = m;
+    h->dtype = dtype;
+    h->np = (n + lanes - 1) / lanes * lanes;
+    h->batch = batch;
+    h->T = T;
+    h->obs = obs;
+    h->lengths = lengths;
+    int64_t nseq = 0;
+    for (int64_t b = 0; b < batch; ++b)
+        nseq += lengths[b] > 0;
+    h->nseq = nseq;
+    int64_t *pairs = malloc(sizeof(int64_t) * 2 * (nseq ? nseq : 1));
+    h->order = malloc(sizeof(int64_t) * (nseq ? nseq : 1));
+    h->nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
+    h->pred_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
+    h->scale_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
+    h->ll = malloc(sizeof(double) * (batch ? batch : 1));
+    h->redo = calloc(batch ? batch : 1, 1);
+    if (!pairs || !h->order || !h->pred_off || !h->scale_off || !h->ll || !h->redo) {
+        free(pairs);
+        hmm_batch_free(h);
+        return NULL;
+    }
+    /* Longest first, ties by index: a stable, thread-independent order. */
+    int64_t k = 0;
+    for (int64_t b = 0; b < batch; ++b)
+        if (lengths[b] > 0) {
+            pairs[2 * k] = lengths[b];
+            pairs[2 * k + 1] = b;
+            ++k;
+        }
+    qsort(pairs, nseq, 2 * sizeof(int64_t), cmp_pairs_desc);
+    for (k = 0; k < nseq; ++k)
+        h->order[k] = pairs[2 * k + 1];
+    free(pairs);
+    h->pred_off[0] = h->scale_off[0] = 0;
+    for (int64_t blk = 0; blk < h->nblocks; ++blk) {
+        const int64_t first = blk * HMM_BATCH_ROWS;
+        const int64_t rows = nseq - first < HMM_BATCH_ROWS ? nseq - first : HMM_BATCH_ROWS;
+        const int64_t lmax = lengths[h->order[first]];
+        h->scale_off[blk + 1] = h->scale_off[blk] + lmax * rows;
+        h->pred_off[blk + 1] = h->pred_off[blk] + lmax * rows * h->np;
+    }
+    return h;
+}
+
+void hmm_batch_free(hmm_batch *h)
+{
+    if (!h)
+        return;
+    free(h->order);
+    free(h->pred_off);
+    free(h->scale_off);
+    free(h->pred);
+    free(h->scale);
+    free(h->Ap);
+    free(h->ATp);
+    free(h->BTp);
+    free(h->pip);
+    free(h->A64);
+    free(h->AT64);
+    free(h->BT64);
+    free(h->pi64);
+    free(h->ll);
+    free(h->redo);
+    free(h);
+}
+
+/* Double copies of the parameters for hmm_forward_scaled/hmm_backward_scaled
+ * (float32 plans' fallback): A, AT (n, n), BT (m + 1, n) with the missing row. */
+static int make_double_copies(hmm_batch *h, const float *A, const float *B, const float *pi)
+{
+    const int n = h->n, m = h->m;
+    h->A64 = malloc(sizeof(double) * n * n);
+    h->AT64 = malloc(sizeof(double) * n * n);
+    h->BT64 = malloc(sizeof(double) * (size_t)(m + 1) * n);
+    h->pi64 = malloc(sizeof(double) * n);
+    if (!h->A64 || !h->AT64 || !h->BT64 || !h->pi64)
+        return -1;
+    for (int i = 0; i < n; ++i) {
+        h->pi64[i] = pi[i];
+        for (int j = 0; j < n; ++j) {
+            h->A64[(size_t)i * n + j] = A[(size_t)i * n + j];
+            h->AT64[(size_t)j * n + i] = A[(size_t)i * n + j];
+        }
+        for (int k = 0; k < m; ++k)
+            h->BT64[(size_t)k * n + i] = B[(size_t)i * m + k];
+        h->BT64[(size_t)m * n + i] = 1.0;
+    }
+    return 0;
+}
+
+/* *ll = log-likelihood of sequence b in double, by the reference function.
+ * -1 if out of memory. */
+static int forward_double(const hmm_batch *h, int64_t b, double *ll)
+{
+    const int n = h->n, len = (int)h->lengths[b];
+    double *scale = malloc(sizeof(double) * len), *rows = malloc(sizeof(double) * 2 * n);
+    const int status = scale && rows ? 0 : -1;
+    if (status == 0)        /* pred_stride 0: only the last step's pred is kept */
+        *ll = hmm_forward_scaled(n, len, h->A64, h->BT64, h->pi64, h->obs + b * h->T,
+                                 rows, 0, scale, rows + n);
+    free(scale);
+    free(rows);
+    return status;
+}
+
+/* Adds g * the gradient of sequence b's log-likelihood, computed in double
+ * by the reference functions, into a group accumulator laid out as the
+ * blocked path's: dA (np, np), dBT (m + 1, np), dpi (np).  -1 if out of memory. */
+static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
+{
+    const int n = h->n, m = h->m, np = h->np, len = (int)h->lengths[b];
+    const int32_t *obs = h->obs + b * h->T;
+    double *pred = malloc(sizeof(double) * (size_t)len * n);
+    double *scale = malloc(sizeof(double) * len), *alpha = malloc(sizeof(double) * n);
+    double *work = malloc(sizeof(double) * HMM_BACKWARD_WORK(n));
+    double *d = calloc((size_t)n * n + (size_t)(m + 1) * n + n, sizeof(double));
+    int status = -1;
+    if (pred && scale && alpha && work && d) {
+        status = 0;
+        if (hmm_forward_scaled(n, len, h->A64, h->BT64, h->pi64, obs, pred, n, scale, alpha) != -INFINITY) {
+            double *dA = d, *dBT = d + (size_t)n * n, *dpi = dBT + (size_t)(m + 1) * n;
+            hmm_backward_scaled(n, len, h->AT64, h->BT64, obs, pred, scale, g, dA, dBT, dpi, work);
+            double *aA = acc, *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
+            for (int i = 0; i < n; ++i)
+                for (int j = 0; j < n; ++j)
+                    aA[(size_t)i * np + j] += dA[(size_t)i * n + j];
+            for (int k = 0; k <= m; ++k)
+                for (int i = 0; i < n; ++i)
+                    aBT[(size_t)k * np + i] += dBT[(size_t)k * n + i];
+            for (int i = 0; i < n; ++i)
+                api[i] += dpi[i];
+        }
+    }
+    free(pred);
+    free(scale);
+    free(alpha);
+    free(work);
+    free(d);
+    return status;
+}
+
+/* The blocked forward and backward, once per compute dtype. */
+#define REAL float
+#define SUF f32
+#define IS_FLOAT32 1
+#include "hmm_batch_impl.h"
+#undef REAL
+#undef SUF
+#undef IS_FLOAT32
+
+#define REAL double
+#define SUF f64
+#define IS_FLOAT32 0
+#include "hmm_batch_impl.h"
+#undef REAL
+#undef SUF
+#undef IS_FLOAT32
+
+int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
+                      const void *pi, double *ll, int num_threads)
+{
+    int status = h->dtype == HMM_FLOAT32 ? forward_f32(h, A, B, pi, num_threads)
+                                         : forward_f64(h, A, B, pi, num_threads);
+    if (status == 0)
+        memcpy(ll, h->ll, sizeof(double) * h->batch);
+    return status;
+}
+
+void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi)
+{
+    if (h->dtype == HMM_FLOAT32)
+        params_f32(h, A, B, pi);
+    else
+        params_f64(h, A, B, pi);
+}
+
+int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
+                       double *dB, double *dpi, int num_threads)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    const size_t width = (size_t)np * np + (size_t)(m + 1) * np + np;
+    int64_t groups = h->nblocks < HMM_MAX_GROUPS ? h->nblocks : HMM_MAX_GROUPS;
+    const int64_t cap = (int64_t)(HMM_GROUP_BYTES / (width * sizeof(double)));
+    if (groups > cap)
+        groups = cap;
+    if (groups < 1)
+        groups = 1;
+    double *acc = calloc(width * groups, sizeof(double));
+    if (!acc)
+        return -1;
+    int status = h->dtype == HMM_FLOAT32 ? backward_f32(h, gll, acc, groups, num_threads)
+                                         : backward_f64(h, gll, acc, groups, num_threads);
+    if (status == 0) {
+        /* Groups summed in order, element by element (any thread may take any
+         * element: the order of the sum is fixed). */
+        const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
+        #pragma omp parallel for num_threads(num_threads) schedule(static)
+        for (int i = 0; i < n; ++i) {
+            for (int j = 0; j < n; ++j) {
+                double s = 0.0;
+                for (int64_t g = 0; g < groups; ++g)
+                    s += acc[g * width + (size_t)i * np + j];
+                dA[(size_t)i * n + j] = s;
+            }
+            for (int k = 0; k < m; ++k) {
+                double s = 0.0;
+                for (int64_t g = 0; g < groups; ++g)
+                    s += aBT[g * width + (size_t)k * np + i];
+                dB[(size_t)i * m + k] = s;
+            }
+            double s = 0.0;
+            for (int64_t g = 0; g < groups; ++g)
+                s += api[g * width + i];
+            dpi[i] = s;
+        }
+    }
+    free(acc);
+    return status;
+}

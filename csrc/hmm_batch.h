@@ -1,0 +1,65 @@
+/* hmm_batch: the forward and backward of a whole batch of padded sequences.
+ *
+ * The batch loop of hmm_forward lives here, in C, with its threads, so that
+ * every adapter (the Cython one, a native MXNet operator) is a thin layer.
+ * Plain C with OpenMP; no knowledge of MXNet or Python.
+ *
+ * Sequences are sorted by length (longest first) and cut into blocks of
+ * HMM_BATCH_ROWS sequences that advance together, so that each time step is a
+ * small matrix-matrix product (rows x n) . (n x n) that reuses every row of A
+ * across the block, instead of one matrix-vector product per sequence.  The
+ * one-sequence functions of hmm_kernel.h stay the readable reference (and
+ * compute the rare sequences that float32 cannot, see below).
+ *
+ * Precision: float32 parameters are computed in float32, float64 in double;
+ * log-likelihoods are summed in double and gradients accumulated in double in
+ * both cases.  A float32 sequence whose per-step probability falls below
+ * 2^-100 or rises above 2^100 (where float32 would lose it) is computed in
+ * double instead, and so are the sequences of a group of blocks whose float32
+ * gradient overflows.
+ *
+ * Reproducibility: a sequence's log-likelihood depends only on the sequence
+ * and the parameters (the same alone or in any batch, bit for bit: every row
+ * of a block is computed by the same operations in the same order), and the
+ * gradients of a batch do not depend on the thread count (blocks are summed
+ * in fixed groups, in a fixed order).
+ */
+#ifndef HMM_BATCH_H
+#define HMM_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { HMM_FLOAT32 = 0, HMM_FLOAT64 = 1 };
+
+typedef struct hmm_batch hmm_batch;
+
+/* A plan for one batch: n states, m symbols; obs (batch, T) int32 row-major,
+ * symbols in [0, m] (m: a missing step, emission probability 1), -1 after
+ * each sequence's end; lengths (batch,).  obs and lengths are not copied and
+ * must outlive the plan.  dtype: HMM_FLOAT32 or HMM_FLOAT64, the dtype of
+ * the parameters given to hmm_batch_forward.  NULL if out of memory. */
+hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
+                         const int32_t *obs, const int64_t *lengths, int dtype);
+
+/* Log-likelihood of every sequence: ll (batch,) out, 0 for an empty one and
+ * -INFINITY for an impossible one.  A (n, n), B (n, m), pi (n,) row-major,
+ * of the plan's dtype.  Keeps what the backward needs.  Returns 0, or -1 if
+ * out of memory. */
+int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
+                      const void *pi, double *ll, int num_threads);
+
+/* Gradients of sum_b gll[b] * ll[b]: dA (n, n), dB (n, m), dpi (n,) out
+ * (overwritten).  A sequence with ll = -INFINITY or gll = 0 contributes
+ * nothing.  After hmm_batch_forward.  Returns 0, or -1 if out of memory. */
+int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
+                       double *dB, double *dpi, int num_threads);
+
+/* The parameters of the last hmm_batch_forward, in the plan's dtype:
+ * A (n, n), B (n, m), pi (n,) out.  For what runs one sequence at a time
+ * after the forward (posteriors). */
+void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi);
+
+void hmm_batch_free(hmm_batch *h);
+
+#endif

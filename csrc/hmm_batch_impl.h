@@ -1,0 +1,445 @@
+/* The blocked forward and backward of hmm_batch.c for one compute dtype.
+ * Included twice by hmm_batch.c, with REAL = float / double, SUF = f32 / f64
+ * and IS_FLOAT32 = 1 / 0; not a header of its own.
+ *
+ * Layouts inside a block of `rows` sequences (longest first): pred (Lmax,
+ * rows, np) and scale (Lmax, rows); at step t the rows still running are a
+ * prefix, so every product below runs on the first `active` rows only.
+ * States are padded to np (whole SIMD vectors) with zeros in A, B and pi, so
+ * padded states stay at probability 0 and no loop needs a tail. */
+
+#define CAT2_(a, b) a##_##b
+#define CAT_(a, b) CAT2_(a, b)
+#define FN(name) CAT_(name, SUF)
+#define VEC FN(vec)
+#define VL ((int)(HMM_VBYTES / sizeof(REAL)))
+
+typedef REAL VEC __attribute__((vector_size(HMM_VBYTES)));
+
+/* C (R x CV vectors) = sum_k L(r, k) * M[k, :] with L(r, k) = L[r*lr + k*lk]:
+ * the register tile of every product here (R <= 4 rows, CV <= 4 vectors,
+ * constants at each call so that the accumulators live in registers).  Each
+ * element is one multiply-add chain over k in order, whatever R and CV, so a
+ * row's result does not depend on the rows beside it in a block. */
+static inline __attribute__((always_inline)) void
+FN(tile)(const int R, const int CV, int K, const REAL *restrict L, ptrdiff_t lr,
+         ptrdiff_t lk, const REAL *restrict M, ptrdiff_t ms, REAL *restrict C,
+         ptrdiff_t cs)
+{
+    VEC acc[4][4];
+    for (int r = 0; r < R; ++r)
+        for (int q = 0; q < CV; ++q)
+            acc[r][q] = (VEC){0};
+    for (int k = 0; k < K; ++k) {
+        const VEC *restrict mk = (const VEC *)(M + k * ms);
+        VEC b[4];
+        for (int q = 0; q < CV; ++q)
+            b[q] = mk[q];
+        for (int r = 0; r < R; ++r) {
+            const REAL a = L[r * lr + k * lk];
+            for (int q = 0; q < CV; ++q)
+                acc[r][q] += a * b[q];
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int q = 0; q < CV; ++q)
+            ((VEC *)(C + r * cs))[q] = acc[r][q];
+}
+
+/* C (rows, nv vectors) = L (rows, K) . M (K, nv vectors), strides as in tile:
+ * column chunks of HMM_MAXCV vectors outside (that slice of M stays in L1),
+ * tiles of 4 rows inside. */
+static void FN(gemm)(int rows, int nv, int K, const REAL *L, ptrdiff_t lr,
+                     ptrdiff_t lk, const REAL *M, ptrdiff_t ms, REAL *C, ptrdiff_t cs)
+{
+    for (int j0 = 0; j0 < nv; j0 += HMM_MAXCV) {
+        const int cv = nv - j0 < HMM_MAXCV ? nv - j0 : HMM_MAXCV;
+        const REAL *Mj = M + j0 * VL;
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            const int R = rows - r0 < 4 ? rows - r0 : 4;
+            const REAL *Lr = L + r0 * lr;
+            REAL *Cr = C + r0 * cs + j0 * VL;
+#define TILE_(R_, CV_) case R_ * 8 + CV_: FN(tile)(R_, CV_, K, Lr, lr, lk, Mj, ms, Cr, cs); break
+            switch (R * 8 + cv) {
+                TILE_(4, 1); TILE_(4, 2); TILE_(4, 3); TILE_(4, 4);
+                TILE_(3, 1); TILE_(3, 2); TILE_(3, 3); TILE_(3, 4);
+                TILE_(2, 1); TILE_(2, 2); TILE_(2, 3); TILE_(2, 4);
+                TILE_(1, 1); TILE_(1, 2); TILE_(1, 3); TILE_(1, 4);
+            }
+#undef TILE_
+        }
+    }
+}
+
+/* d[0:VL] += g * x, in double (d need not be aligned): in whole vectors,
+ * since element by element the conversions cost as much as a product. */
+static inline __attribute__((always_inline)) void FN(add_double)(double *d, double g, VEC x)
+{
+    typedef double dvec __attribute__((vector_size(HMM_VBYTES), aligned(8)));
+#if IS_FLOAT32
+    typedef float hvec __attribute__((vector_size(HMM_VBYTES / 2)));
+    hvec lo, hi;
+    memcpy(&lo, &x, sizeof lo);
+    memcpy(&hi, (char *)&x + sizeof lo, sizeof hi);
+    dvec *dd = (dvec *)d;
+    dd[0] += g * __builtin_convertvector(lo, dvec);
+    dd[1] += g * __builtin_convertvector(hi, dvec);
+#else
+    *(dvec *)d += g * x;
+#endif
+}
+#define add_to_double FN(add_double)
+
+/* Padded copies of the parameters in the compute dtype (and, for float32,
+ * double copies for the reference functions). */
+static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    free(h->Ap); free(h->ATp); free(h->BTp); free(h->pip);
+    REAL *Ap = h->Ap = alloc64(sizeof(REAL) * np * np);
+    REAL *ATp = h->ATp = alloc64(sizeof(REAL) * np * np);
+    REAL *BTp = h->BTp = alloc64(sizeof(REAL) * (size_t)(m + 1) * np);
+    REAL *pip = h->pip = alloc64(sizeof(REAL) * np);
+    if (!Ap || !ATp || !BTp || !pip)
+        return -1;
+    memset(Ap, 0, sizeof(REAL) * np * np);
+    memset(ATp, 0, sizeof(REAL) * np * np);
+    memset(BTp, 0, sizeof(REAL) * (size_t)(m + 1) * np);
+    memset(pip, 0, sizeof(REAL) * np);
+    for (int i = 0; i < n; ++i) {
+        pip[i] = pi[i];
+        for (int j = 0; j < n; ++j) {
+            Ap[(size_t)i * np + j] = A[(size_t)i * n + j];
+            ATp[(size_t)j * np + i] = A[(size_t)i * n + j];
+        }
+        for (int k = 0; k < m; ++k)
+            BTp[(size_t)k * np + i] = B[(size_t)i * m + k];
+        BTp[(size_t)m * np + i] = 1;                /* a missing step */
+    }
+#if IS_FLOAT32
+    free(h->A64); free(h->AT64); free(h->BT64); free(h->pi64);
+    if (make_double_copies(h, A, B, pi) != 0)
+        return -1;
+#endif
+    free(h->pred);
+    free(h->scale);
+    h->pred = alloc64(sizeof(REAL) * h->pred_off[h->nblocks]);
+    h->scale = alloc64(sizeof(REAL) * h->scale_off[h->nblocks]);
+    if (!h->pred || !h->scale)
+        return -1;
+    return 0;
+}
+
+static void FN(params)(const hmm_batch *h, REAL *A, REAL *B, REAL *pi)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    const REAL *Ap = h->Ap, *BTp = h->BTp, *pip = h->pip;
+    for (int i = 0; i < n; ++i) {
+        pi[i] = pip[i];
+        for (int j = 0; j < n; ++j)
+            A[(size_t)i * n + j] = Ap[(size_t)i * np + j];
+        for (int k = 0; k < m; ++k)
+            B[(size_t)i * m + k] = BTp[(size_t)k * np + i];
+    }
+}
+
+/* Forward of block blk: pred, scale, and ll of its sequences (float32: a
+ * sequence whose step probability leaves [2^-100, 2^100] is marked in redo and
+ * left to the double reference).  alpha: rows * np scratch. */
+static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    const int n = h->n, np = h->np, nv = np / VL;
+    const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
+    const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
+    const int64_t *seq = h->order + first;
+    REAL *pred = (REAL *)h->pred + h->pred_off[blk];
+    REAL *scale = (REAL *)h->scale + h->scale_off[blk];
+    const REAL *Ap = h->Ap, *BTp = h->BTp, *pip = h->pip;
+    if (rows <= 0)
+        return;
+    int len[HMM_BATCH_ROWS];
+    double ll[HMM_BATCH_ROWS], prod[HMM_BATCH_ROWS];
+    unsigned char dead[HMM_BATCH_ROWS];
+    for (int r = 0; r < rows; ++r) {
+        len[r] = (int)h->lengths[seq[r]];
+        ll[r] = 0.0;
+        prod[r] = 1.0;
+        dead[r] = 0;
+    }
+    int active = rows;
+    for (int t = 0; t < len[0]; ++t) {
+        while (len[active - 1] <= t)
+            --active;
+        REAL *P = pred + (size_t)t * rows * np;
+        REAL *c_t = scale + (size_t)t * rows;
+        if (t == 0) {
+            for (int r = 0; r < active; ++r)
+                memcpy(P + (size_t)r * np, pip, sizeof(REAL) * np);
+        } else {
+            FN(gemm)(active, nv, n, alpha, np, 1, Ap, np, P, np);  /* pred_t = alpha_{t-1} A */
+        }
+        for (int r = 0; r < active; ++r) {
+            VEC *restrict a = (VEC *)(alpha + (size_t)r * np);
+            const VEC *restrict p = (const VEC *)(P + (size_t)r * np);
+            const VEC *restrict e = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t] * np);
+            VEC s = {0};
+            for (int v = 0; v < nv; ++v) {
+                const VEC x = p[v] * e[v];
+                a[v] = x;
+                s += x;
+            }
+            REAL c = 0;
+            for (int l = 0; l < VL; ++l)
+                c += s[l];
+            c_t[r] = c;
+#if IS_FLOAT32
+            /* float32 would lose it (or has: +inf, NaN): the row goes to double */
+            const int lost = !(c >= 0x1p-100f && c <= 0x1p100f);
+#else
+            const int lost = c == 0.0;
+#endif
+            if (dead[r] || lost) {                  /* the row runs on as zeros */
+                dead[r] = 1;
+                for (int v = 0; v < nv; ++v)
+                    a[v] = (VEC){0};
+                continue;
+            }
+            const REAL inv = 1 / c;
+            for (int v = 0; v < nv; ++v)
+                a[v] *= inv;
+            /* As hmm_forward_scaled: log of running products of the c_t. */
+            const double cd = c;
+            if (cd > 0x1p-400 && cd < 0x1p400) {
+                prod[r] *= cd;
+                if (prod[r] < 0x1p-500 || prod[r] > 0x1p500) {
+                    ll[r] += log(prod[r]);
+                    prod[r] = 1.0;
+                }
+            } else {
+                ll[r] += log(cd);
+            }
+        }
+    }
+    for (int r = 0; r < rows; ++r) {
+        if (!dead[r])
+            h->ll[seq[r]] = ll[r] + log(prod[r]);
+        else if (IS_FLOAT32)
+            h->redo[seq[r]] = 1;
+        else
+            h->ll[seq[r]] = -INFINITY;
+    }
+}
+
+static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi, int nt)
+{
+    if (FN(prepare)(h, A, B, pi) != 0)
+        return -1;
+    for (int64_t b = 0; b < h->batch; ++b) {
+        h->ll[b] = 0.0;
+        h->redo[b] = 0;
+    }
+    int fail = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        REAL *alpha = alloc64(sizeof(REAL) * HMM_BATCH_ROWS * h->np);
+        if (!alpha) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        /* Any thread may take any block: a block's results do not depend on it. */
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < h->nblocks; ++blk)
+            if (alpha)
+                FN(forward_block)(h, blk, alpha);
+        free(alpha);
+#if IS_FLOAT32
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < h->batch; ++b)
+            if (h->redo[b]) {
+                if (forward_double(h, b, &h->ll[b]) != 0) {
+                    #pragma omp atomic write
+                    fail = 1;
+                } else if (h->ll[b] == -INFINITY) {
+                    h->redo[b] = 0;                 /* impossible: no gradient */
+                }
+            }
+#endif
+    }
+    return fail ? -1 : 0;
+}
+
+/* Scratch of one thread for block_backward. */
+typedef struct {
+    REAL *W, *U;        /* (rows, np): beta_hat_t (the gradient weight folded out), u_t */
+    REAL *X, *G;        /* (HMM_WINDOW * rows, np): alpha_hat_{t-1} and g * u_t rows of the window */
+    REAL *dA;           /* (np, np): the window's sum X^T G */
+} FN(scratch);
+
+/* acc's dA += the window's outer products, through the compute dtype. */
+static void FN(flush)(const hmm_batch *h, FN(scratch) *s, int kw, double *aA)
+{
+    const int n = h->n, np = h->np;
+    FN(gemm)(n, np / VL, kw, s->X, 1, np, s->G, np, s->dA, np);
+    for (int i = 0; i < n; ++i) {
+        double *restrict d = aA + (size_t)i * np;
+        const REAL *restrict w = s->dA + (size_t)i * np;
+        for (int j = 0; j < n; ++j)
+            d[j] += w[j];
+    }
+}
+
+/* Derivation: that of hmm_backward_scaled (hmm_kernel.c), with beta_hat run
+ * unweighted and each sequence's weight g applied to what it adds (so the
+ * float32 recursion never holds g's scale), rows of a block side by side:
+ *   r_t = beta_hat_t / c_t,  u_t = B[:, o_t] * r_t
+ *   dB[:, o_t] += g pred_t * r_t,  dpi += g u_0,  dA += g alpha_hat_{t-1} (x) u_t
+ *   beta_hat_{t-1} = A u_t   (for all rows: U . A^T). */
+static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gll,
+                               double *acc, FN(scratch) *s)
+{
+    const int n = h->n, m = h->m, np = h->np, nv = np / VL;
+    const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
+    const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
+    const int64_t *seq = h->order + first;
+    const REAL *pred = (const REAL *)h->pred + h->pred_off[blk];
+    const REAL *scale = (const REAL *)h->scale + h->scale_off[blk];
+    const REAL *ATp = h->ATp, *BTp = h->BTp;
+    double *aA = acc, *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
+    if (rows <= 0)
+        return;
+    int len[HMM_BATCH_ROWS];
+    double g[HMM_BATCH_ROWS];
+    unsigned char skip[HMM_BATCH_ROWS];
+    for (int r = 0; r < rows; ++r) {
+        len[r] = (int)h->lengths[seq[r]];
+        g[r] = gll[seq[r]];
+        skip[r] = g[r] == 0.0 || h->ll[seq[r]] == -INFINITY || h->redo[seq[r]];
+    }
+    const int cap = HMM_WINDOW * HMM_BATCH_ROWS;
+    int kw = 0, active = 0;
+    for (int t = len[0] - 1; t >= 0; --t) {
+        while (active < rows && len[active] > t)
+            ++active;
+        const REAL *P = pred + (size_t)t * rows * np, *c = scale + (size_t)t * rows;
+        const REAL *Pp = P - (size_t)rows * np, *cp = c - rows;   /* step t - 1, used if t > 0 */
+        if (t > 0 && kw + active > cap) {
+            FN(flush)(h, s, kw, aA);
+            kw = 0;
+        }
+        for (int r = 0; r < active; ++r) {
+            VEC *restrict u = (VEC *)(s->U + (size_t)r * np);
+            VEC *restrict w = (VEC *)(s->W + (size_t)r * np);
+            VEC *restrict x = (VEC *)(s->X + (size_t)(kw + r) * np);
+            VEC *restrict gu = (VEC *)(s->G + (size_t)(kw + r) * np);
+            if (skip[r]) {
+                for (int v = 0; v < nv; ++v)
+                    u[v] = (VEC){0};
+                if (t > 0)
+                    for (int v = 0; v < nv; ++v)
+                        x[v] = gu[v] = (VEC){0};
+                continue;
+            }
+            if (t == len[r] - 1)                    /* beta_hat_{T-1} = 1 */
+                for (int j = 0; j < np; ++j)
+                    s->W[(size_t)r * np + j] = j < n;
+            const int32_t o = h->obs[seq[r] * T + t];
+            const VEC *restrict e = (const VEC *)(BTp + (size_t)o * np);
+            const VEC *restrict p = (const VEC *)(P + (size_t)r * np);
+            double *restrict de = aBT + (size_t)o * np;
+            const REAL ic = 1 / c[r];
+            const double gr = g[r];
+            for (int v = 0; v < nv; ++v) {
+                const VEC rw = w[v] * ic;
+                const VEC pr = p[v] * rw;
+                u[v] = e[v] * rw;
+                add_to_double(de + v * VL, gr, pr);
+            }
+            if (t == 0) {
+                for (int v = 0; v < nv; ++v)
+                    for (int l = 0; l < VL; ++l)
+                        api[v * VL + l] += gr * u[v][l];
+                continue;
+            }
+            const VEC *restrict pp = (const VEC *)(Pp + (size_t)r * np);
+            if (t > 1)      /* the backward walks pred downwards, from memory: ask for step t-2 */
+                for (int v = 0; v < np; v += 64 / (int)sizeof(REAL))
+                    __builtin_prefetch(Pp - (size_t)rows * np + (size_t)r * np + v);
+            const VEC *restrict ep = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
+            const REAL icp = 1 / cp[r];
+            const REAL gf = (REAL)gr;
+            for (int v = 0; v < nv; ++v) {
+                x[v] = pp[v] * ep[v] * icp;         /* alpha_hat_{t-1}, as the forward made it */
+                gu[v] = u[v] * gf;
+            }
+        }
+        if (t > 0) {
+            kw += active;
+            FN(gemm)(active, nv, n, s->U, np, 1, ATp, np, s->W, np);   /* beta_hat_{t-1} */
+        }
+    }
+    if (kw)
+        FN(flush)(h, s, kw, aA);
+}
+
+static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
+{
+    const int np = h->np;
+    const size_t width = (size_t)np * np + (size_t)(h->m + 1) * np + np;
+    int fail = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        FN(scratch) s;
+        const size_t rowbytes = sizeof(REAL) * np;
+        s.W = alloc64(rowbytes * HMM_BATCH_ROWS);
+        s.U = alloc64(rowbytes * HMM_BATCH_ROWS);
+        s.X = alloc64(rowbytes * HMM_WINDOW * HMM_BATCH_ROWS);
+        s.G = alloc64(rowbytes * HMM_WINDOW * HMM_BATCH_ROWS);
+        s.dA = alloc64(rowbytes * np);
+        const int ok = s.W && s.U && s.X && s.G && s.dA;
+        if (!ok) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        /* Group gi sums blocks gi, gi + groups, ... in that order, whichever
+         * thread runs it: the result does not depend on the thread count. */
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < groups; ++gi) {
+            if (!ok)
+                continue;
+            double *a = acc + gi * width;
+            for (int64_t blk = gi; blk < h->nblocks; blk += groups)
+                FN(block_backward)(h, blk, gll, a, &s);
+            int overflow = 0;
+#if IS_FLOAT32
+            for (size_t k = 0; k < width; ++k)
+                overflow |= !isfinite(a[k]);
+            if (overflow)               /* float32 overflowed somewhere: the group in double */
+                memset(a, 0, sizeof(double) * width);
+#endif
+            for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
+                const int64_t end = (blk + 1) * HMM_BATCH_ROWS < h->nseq ? (blk + 1) * HMM_BATCH_ROWS : h->nseq;
+                for (int64_t k = blk * HMM_BATCH_ROWS; k < end; ++k) {
+                    const int64_t b = h->order[k];
+                    if ((overflow || h->redo[b]) && gll[b] != 0.0 && h->ll[b] != -INFINITY
+                            && backward_double(h, b, gll[b], a) != 0) {
+                        #pragma omp atomic write
+                        fail = 1;
+                    }
+                }
+            }
+        }
+        free(s.W);
+        free(s.U);
+        free(s.X);
+        free(s.G);
+        free(s.dA);
+    }
+    return fail ? -1 : 0;
+}
+
+#undef CAT2_
+#undef CAT_
+#undef FN
+#undef VEC
+#undef VL
+#undef add_to_double
