@@ -1,16 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython adapter of csrc/hmm_kernel.c: buffers in, buffers out, sequences in threads.
+"""Cython adapter of csrc/: buffers in, buffers out.
 
-forward/backward (log-likelihood and its gradient), viterbi, posteriors and
-sample.  Observations come through prepare_obs: symbols in [0, m), -2 for a
-missing step (coded as m in obs32, where the kernel finds an extra row of
-emission probability 1 - the unknown symbol is marginalised out), -1 padding.
+forward/backward (log-likelihood and its gradient) call the batch driver in C
+(csrc/hmm_batch.h), which owns the batch loop and its threads and computes
+in the parameters' dtype; forward_sequential/backward_sequential are the
+reference, one sequence per OpenMP thread in double (csrc/hmm_kernel.h).
+viterbi, posteriors and sample run the one-sequence kernel functions in
+OpenMP threads with a static round-robin schedule (reproducible bit for bit
+for a given thread count).  Observations come through prepare_obs: symbols
+in [0, m), -2 for a missing step (coded as m in obs32, where the kernel finds
+an extra row of emission probability 1 - the unknown symbol is marginalised
+out), -1 padding.
 
 Everything here works on NumPy-compatible buffers (zero-copy views of MXNet
-NDArrays in practice).  Parameters are ``float`` or ``double``; the kernel
-always computes in double.  Sequences of a batch run in parallel OpenMP
-threads with a static round-robin schedule, so for a given thread count the
-summation order, and hence the result, is reproducible bit for bit.
+NDArrays in practice); parameters are ``float`` or ``double``.
 """
 from cython.parallel cimport prange, threadid
 from libc.math cimport floor, INFINITY
