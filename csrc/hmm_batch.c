@@ -16,11 +16,14 @@
  * double accumulator: few enough that float32 sums stay exact to ~1e-6. */
 #define HMM_WINDOW 4
 
-/* Gradient accumulators: blocks are summed into at most this many groups
- * (block b into group b % groups), then the groups in order - a number that
- * does not depend on the thread count, so neither does the result. */
+/* Gradient accumulators: blocks are summed into groups (block b into group
+ * b % groups), then the groups in order - a number that does not depend on
+ * the thread count, so neither does the result.  Up to 32 groups (each a
+ * thread's worth of work) within 64 MB, but 8 whatever their size (large N
+ * and M: 8 threads still have one each). */
 #define HMM_MAX_GROUPS 32
-#define HMM_GROUP_BYTES ((size_t)256 << 20)     /* at most this much for all groups */
+#define HMM_MIN_GROUPS 8
+#define HMM_GROUP_BYTES ((size_t)64 << 20)
 
 /* SIMD vectors of 64 bytes where AVX-512 is on (32 registers), else 32. */
 #if defined(__AVX512F__)
@@ -257,12 +260,13 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
 {
     const int n = h->n, m = h->m, np = h->np;
     const size_t width = (size_t)np * np + (size_t)(m + 1) * np + np;
-    int64_t groups = h->nblocks < HMM_MAX_GROUPS ? h->nblocks : HMM_MAX_GROUPS;
-    const int64_t cap = (int64_t)(HMM_GROUP_BYTES / (width * sizeof(double)));
-    if (groups > cap)
-        groups = cap;
-    if (groups < 1)
-        groups = 1;
+    int64_t groups = (int64_t)(HMM_GROUP_BYTES / (width * sizeof(double)));
+    if (groups > HMM_MAX_GROUPS)
+        groups = HMM_MAX_GROUPS;
+    if (groups < HMM_MIN_GROUPS)
+        groups = HMM_MIN_GROUPS;
+    if (groups > h->nblocks)
+        groups = h->nblocks > 0 ? h->nblocks : 1;
     double *acc = calloc(width * groups, sizeof(double));
     if (!acc)
         return -1;
