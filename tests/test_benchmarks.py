@@ -228,3 +228,21 @@ def test_main_without_plot_does_not_import_plots(monkeypatch):
     out = io.StringIO()
     benchmarks.main(out=out, err=io.StringIO())
     assert out.getvalue().endswith(benchmarks.format_tables(HAND_MADE))
+
+
+def test_peak_gflops_is_the_product_of_its_stated_factors():
+    """peak = cores x GHz x lanes x 2 x FMA units, as the description states them; float32 has twice
+    float64's lanes; one thread is one core's share."""
+    import re
+    from hmmop.benchmarks import peak_gflops
+    p32, text = peak_gflops("float32")
+    if p32 is None:
+        pytest.skip(text)
+    p64, _ = peak_gflops("float64")
+    one, _ = peak_gflops("float32", threads=1)
+    cores, ghz, lanes, units = re.match(r"(\d+) cores? x ([0-9.]+) GHz .* x (\d+) float32 lanes .* x (\d) FMA unit",
+                                        text).groups()
+    assert p32 == pytest.approx(int(cores) * float(ghz) * int(lanes) * 2 * int(units), rel=5e-3)
+    assert p32 == pytest.approx(2 * p64) and p32 == pytest.approx(int(cores) * one)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        peak_gflops("int8")
