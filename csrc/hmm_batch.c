@@ -43,10 +43,9 @@ struct hmm_batch {
     int64_t nseq;            /* sequences with length > 0 */
     int64_t *order;          /* (nseq,) sequence indices, longest first */
     int64_t nblocks;
-    int64_t *pred_off;       /* (nblocks + 1,) element offsets of each block's pred */
-    int64_t *scale_off;      /* (nblocks + 1,) element offsets of each block's scale */
-    void *pred;              /* per block (Lmax, rows, np) of the compute dtype */
-    void *scale;             /* per block (Lmax, rows) */
+    int64_t *step_off;       /* (nblocks + 1,) first step row of each block: its symbols before it */
+    void *pred;              /* (symbols, np) of the compute dtype: per block, per step, its running rows */
+    void *scale;             /* (symbols,) */
     void *Ap, *ATp, *BTp, *pip;  /* padded copies (np, np), (np, np), (m + 1, np), (np,) */
     double *A64, *AT64, *BT64, *pi64;   /* float32 plans: double copies, unpadded */
     double *ll;              /* (batch,) the forward's results */
@@ -91,11 +90,10 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     int64_t *pairs = malloc(sizeof(int64_t) * 2 * (nseq ? nseq : 1));
     h->order = malloc(sizeof(int64_t) * (nseq ? nseq : 1));
     h->nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
-    h->pred_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
-    h->scale_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
+    h->step_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
     h->ll = malloc(sizeof(double) * (batch ? batch : 1));
     h->redo = calloc(batch ? batch : 1, 1);
-    if (!pairs || !h->order || !h->pred_off || !h->scale_off || !h->ll || !h->redo) {
+    if (!pairs || !h->order || !h->step_off || !h->ll || !h->redo) {
         free(pairs);
         hmm_batch_free(h);
         return NULL;
@@ -112,13 +110,12 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     for (k = 0; k < nseq; ++k)
         h->order[k] = pairs[2 * k + 1];
     free(pairs);
-    h->pred_off[0] = h->scale_off[0] = 0;
+    h->step_off[0] = 0;
     for (int64_t blk = 0; blk < h->nblocks; ++blk) {
-        const int64_t first = blk * HMM_BATCH_ROWS;
-        const int64_t rows = nseq - first < HMM_BATCH_ROWS ? nseq - first : HMM_BATCH_ROWS;
-        const int64_t lmax = lengths[h->order[first]];
-        h->scale_off[blk + 1] = h->scale_off[blk] + lmax * rows;
-        h->pred_off[blk + 1] = h->pred_off[blk] + lmax * rows * h->np;
+        int64_t symbols = 0;
+        for (k = blk * HMM_BATCH_ROWS; k < nseq && k < (blk + 1) * HMM_BATCH_ROWS; ++k)
+            symbols += lengths[h->order[k]];
+        h->step_off[blk + 1] = h->step_off[blk] + symbols;
     }
     return h;
 }
@@ -128,8 +125,7 @@ void hmm_batch_free(hmm_batch *h)
     if (!h)
         return;
     free(h->order);
-    free(h->pred_off);
-    free(h->scale_off);
+    free(h->step_off);
     free(h->pred);
     free(h->scale);
     free(h->Ap);

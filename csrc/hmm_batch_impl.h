@@ -2,9 +2,11 @@
  * Included twice by hmm_batch.c, with REAL = float / double, SUF = f32 / f64
  * and IS_FLOAT32 = 1 / 0; not a header of its own.
  *
- * Layouts inside a block of `rows` sequences (longest first): pred (Lmax,
- * rows, np) and scale (Lmax, rows); at step t the rows still running are a
- * prefix, so every product below runs on the first `active` rows only.
+ * Layouts inside a block of `rows` sequences (longest first): at step t the
+ * rows still running are a prefix, the first `active` ones, so every product
+ * below runs on those only, and pred (active, np) and scale (active,) of the
+ * steps are stored one after another (what the block's symbols need, however
+ * unequal its lengths).
  * States are padded to np (whole SIMD vectors) with zeros in A, B and pi, so
  * padded states stay at probability 0 and no loop needs a tail. */
 
@@ -129,8 +131,8 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
 #endif
     free(h->pred);
     free(h->scale);
-    h->pred = alloc64(sizeof(REAL) * h->pred_off[h->nblocks]);
-    h->scale = alloc64(sizeof(REAL) * h->scale_off[h->nblocks]);
+    h->pred = alloc64(sizeof(REAL) * h->step_off[h->nblocks] * h->np);
+    h->scale = alloc64(sizeof(REAL) * h->step_off[h->nblocks]);
     if (!h->pred || !h->scale)
         return -1;
     return 0;
@@ -158,8 +160,8 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
     const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
     const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
     const int64_t *seq = h->order + first;
-    REAL *pred = (REAL *)h->pred + h->pred_off[blk];
-    REAL *scale = (REAL *)h->scale + h->scale_off[blk];
+    REAL *pred = (REAL *)h->pred + h->step_off[blk] * np;
+    REAL *scale = (REAL *)h->scale + h->step_off[blk];
     const REAL *Ap = h->Ap, *BTp = h->BTp, *pip = h->pip;
     if (rows <= 0)
         return;
@@ -173,11 +175,12 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
         dead[r] = 0;
     }
     int active = rows;
-    for (int t = 0; t < len[0]; ++t) {
+    size_t off = 0;                                 /* step t's first row in pred, scale */
+    for (int t = 0; t < len[0]; off += active, ++t) {
         while (len[active - 1] <= t)
             --active;
-        REAL *P = pred + (size_t)t * rows * np;
-        REAL *c_t = scale + (size_t)t * rows;
+        REAL *P = pred + off * np;
+        REAL *c_t = scale + off;
         if (t == 0) {
             for (int r = 0; r < active; ++r)
                 memcpy(P + (size_t)r * np, pip, sizeof(REAL) * np);
@@ -307,8 +310,8 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
     const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
     const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
     const int64_t *seq = h->order + first;
-    const REAL *pred = (const REAL *)h->pred + h->pred_off[blk];
-    const REAL *scale = (const REAL *)h->scale + h->scale_off[blk];
+    const REAL *pred = (const REAL *)h->pred + h->step_off[blk] * np;
+    const REAL *scale = (const REAL *)h->scale + h->step_off[blk];
     const REAL *ATp = h->ATp, *BTp = h->BTp;
     double *aA = acc, *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
     if (rows <= 0)
@@ -322,12 +325,16 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
         skip[r] = g[r] == 0.0 || h->ll[seq[r]] == -INFINITY || h->redo[seq[r]];
     }
     const int cap = HMM_WINDOW * HMM_BATCH_ROWS;
-    int kw = 0, active = 0;
+    int kw = 0, active = 0, prev = 0;
+    size_t off = h->step_off[blk + 1] - h->step_off[blk];     /* the rows after step t */
     for (int t = len[0] - 1; t >= 0; --t) {
         while (active < rows && len[active] > t)
             ++active;
-        const REAL *P = pred + (size_t)t * rows * np, *c = scale + (size_t)t * rows;
-        const REAL *Pp = P - (size_t)rows * np, *cp = c - rows;   /* step t - 1, used if t > 0 */
+        for (prev = active; prev < rows && len[prev] > t - 1; ++prev)
+            ;                                       /* rows running at step t - 1 */
+        off -= active;
+        const REAL *P = pred + off * np, *c = scale + off;
+        const REAL *Pp = P - (size_t)prev * np, *cp = c - prev;   /* step t - 1, used if t > 0 */
         if (t > 0 && kw + active > cap) {
             FN(flush)(h, s, kw, aA);
             kw = 0;
@@ -367,9 +374,10 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
                 continue;
             }
             const VEC *restrict pp = (const VEC *)(Pp + (size_t)r * np);
-            if (t > 1)      /* the backward walks pred downwards, from memory: ask for step t-2 */
+            if (t > 1)      /* the backward walks pred downwards, from memory: ask for step t-2
+                             * (where it is if no row ends there) */
                 for (int v = 0; v < np; v += 64 / (int)sizeof(REAL))
-                    __builtin_prefetch(Pp - (size_t)rows * np + (size_t)r * np + v);
+                    __builtin_prefetch(Pp - (size_t)prev * np + (size_t)r * np + v);
             const VEC *restrict ep = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
             const REAL icp = 1 / cp[r];
             const REAL gf = (REAL)gr;
