@@ -591,8 +591,10 @@ REGISTER_OP(hmm_forward)
     .setInferShape(infer_shape)
     .setCreateOpState(create_state, "cpu");
 
-/* For tests: how many messages lib_api's list holds now. */
+/* For tests: how many messages lib_api's list holds now; the thread count a
+ * call would use now. */
 extern "C" int hmmop_error_count() { return static_cast<int>(ErrorList::get().size()); }
+extern "C" int hmmop_num_threads() { return num_threads(); }
 
 MXReturnValue initialize(int version)
 {

@@ -102,13 +102,21 @@ def unavailable_reason():
     return _reason
 
 
+def _loaded_library():
+    if not load():
+        raise RuntimeError(f"the native hmm_forward is not loaded: {_reason}")
+    # RTLD_NOLOAD: the copy MXNet loaded, never a second one.
+    return ctypes.CDLL(library_path(), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+
+
 def error_count():
     """How many messages lib_api's error list of the loaded library holds (0 normally)."""
-    if not load():
-        raise RuntimeError("the native hmm_forward is not loaded")
-    # RTLD_NOLOAD: the copy MXNet loaded, never a second one.
-    lib = ctypes.CDLL(library_path(), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    return lib.hmmop_error_count()
+    return _loaded_library().hmmop_error_count()
+
+
+def num_threads():
+    """The thread count the native op would use now (OMP_NUM_THREADS, else all processors)."""
+    return _loaded_library().hmmop_num_threads()
 
 
 def guard(F, A, B, pi, obs):
