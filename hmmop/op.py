@@ -147,7 +147,7 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     backend: 'auto', 'cython', 'ndarray' (the CustomOp's attribute), or
     'native': the operator of hmmop/libhmmop_op.so (hmmop.native; CPU only; a
     RuntimeError naming the reason where it could not be loaded), fed through
-    hmmop.native.guard so that no gradient request can make it wrong.
+    hmmop.native.forward so that no gradient request can make it wrong.
 
     A (N, N), B (N, M), pi (N,): NDArrays of one dtype (float32/float64) on one
     context.  obs (T,) or (batch, T): NDArray, NumPy array or nested list of
@@ -170,9 +170,7 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
         if A.context.device_type != "cpu":
             raise ValueError(f"backend 'native' runs on the CPU only, but A, B and pi are on "
                              f"{A.context}; use backend='auto' or 'ndarray' there")
-        if mx.autograd.is_recording():
-            return native.forward(mx.nd, A, B, pi, obs)
-        return getattr(mx.nd, native.OP_NAME)(A, B, pi, obs)
+        return native.forward(mx.nd, A, B, pi, obs)
     if backend == "cython" and A.context.device_type != "cpu":
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")

@@ -280,6 +280,33 @@ def test_wrapper_add_requests_accumulate(dtype):
     assert_identical(run(wrapped, A, B, pi, obs, head, dtype, "add", passes=3), expected)
 
 
+def imperative_grad(fn, leaf, req, fan_out, passes):
+    """d/dX of sum(fn(A, B, pi, obs)) + sum_k sum((k + 1) * A) under imperative autograd, where X is
+    A itself (leaf=True) or the logits of A = softmax(X) (an intermediate A)."""
+    A, B, pi, obs, head = model_and_obs()
+    x = mx.nd.array(A if leaf else np.log(A), dtype="float64")
+    x.attach_grad(grad_req=req)
+    b, p = mx.nd.array(B, dtype="float64"), mx.nd.array(pi, dtype="float64")
+    o = mx.nd.array(obs, dtype="int32")
+    for _ in range(passes):
+        with mx.autograd.record():
+            a = x if leaf else mx.nd.softmax(x, axis=1)
+            out = (fn(a, b, p, o) * mx.nd.array(head, dtype="float64")).sum()
+            for k in range(fan_out):
+                out = out + mx.nd.sum(a * (k + 1.0))
+        out.backward()
+    return x.grad.asnumpy()
+
+
+@pytest.mark.parametrize("leaf", [True, False])
+@pytest.mark.parametrize("req,passes", [("write", 1), ("add", 2)])
+@pytest.mark.parametrize("fan_out", [0, 3, 8, 20])
+def test_wrapper_imperative_any_request_and_fan_out(leaf, req, passes, fan_out):
+    """Imperatively the wrapper guards only leaves with a gradient (hmmop.native.guard_nd)."""
+    expected = imperative_grad(custom, leaf, req, fan_out, passes)
+    np.testing.assert_array_equal(imperative_grad(wrapped, leaf, req, fan_out, passes), expected)
+
+
 class Likelihood(gluon.HybridBlock):
     """Probabilities held directly as Parameters, read by the op with nothing in between."""
 
