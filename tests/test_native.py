@@ -436,3 +436,43 @@ def test_missing_library_warns_once_and_falls_back():
     assert out.stderr.count("RuntimeWarning") == 1 and "/nonexistent/libhmmop_op.so" in out.stderr
     assert "backend 'native' is not available: OSError: /nonexistent/libhmmop_op.so does not exist" \
         in out.stdout
+
+
+# ---- Export: a hybridized block on the native op runs without hmmop ----
+
+class Exportable(gluon.HybridBlock):
+    def __init__(self):
+        super().__init__()
+        with self.name_scope():
+            self.A = self.params.get("A", shape=(3, 3))
+            self.B = self.params.get("B", shape=(3, 4))
+            self.pi = self.params.get("pi", shape=(3,))
+
+    def hybrid_forward(self, F, obs, A, B, pi):
+        return hmmop.hmm_forward(F.softmax(A), F.softmax(B), F.softmax(pi), obs, backend="native")
+
+
+def test_exported_block_runs_in_a_fresh_process_without_hmmop(tmp_path):
+    net = Exportable()
+    net.initialize(mx.init.Normal(1.0))
+    net.hybridize()
+    obs = [[0, 1, 2, 3, -2], [1, 1, -1, -1, -1]]
+    expected = net(mx.nd.array(obs, dtype="int32")).asnumpy()
+    net.export(str(tmp_path / "hmm"))
+    code = textwrap.dedent(f"""
+        import sys
+        import mxnet as mx
+        from mxnet import gluon
+        mx.library.load({native.library_path()!r}, verbose=False)
+        block = gluon.SymbolBlock.imports({str(tmp_path / "hmm-symbol.json")!r}, ["data"],
+                                          {str(tmp_path / "hmm-0000.params")!r})
+        print(block(mx.nd.array({obs!r}, dtype="int32")).asnumpy().tolist())
+        print("hmmop" in sys.modules)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         cwd=str(tmp_path), env=env)
+    assert out.returncode == 0, out.stderr
+    values, imported = out.stdout.splitlines()
+    np.testing.assert_array_equal(np.array(eval(values), dtype=np.float32), expected)
+    assert imported == "False"
