@@ -24,20 +24,23 @@
  * - Error messages: lib_api.cc keeps every message in a list that it never
  *   clears and that MXNet reads back (whole) after every call; see
  *   ErrorList below for how this library keeps that list empty.
- * - Threads: the default of hmmop.get_num_threads() (OMP_NUM_THREADS's first
- *   entry, else the processors available); hmmop.set_num_threads() does not
- *   reach this library.
+ * - Threads: hmmop.get_num_threads()'s rule: hmmop.set_num_threads()'s value
+ *   (passed on by hmmop.native), else OMP_NUM_THREADS's first entry, else the
+ *   processors available.
  */
 #include <mxnet/lib_api.h>
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -256,10 +259,15 @@ std::string float_repr(F v)
     return s;
 }
 
-/* ---- Threads: hmmop.threads.get_num_threads()'s default -------------------- */
+/* ---- Threads: hmmop.threads.get_num_threads() ------------------------------ */
+
+std::atomic<int> thread_override(0);      /* hmmop.set_num_threads(n); 0: none */
 
 int num_threads()
 {
+    const int n = thread_override.load(std::memory_order_relaxed);
+    if (n > 0)
+        return n;
     const char *env = std::getenv("OMP_NUM_THREADS");
     if (env) {
         std::string first(env);
@@ -595,6 +603,9 @@ REGISTER_OP(hmm_forward)
  * call would use now. */
 extern "C" int hmmop_error_count() { return static_cast<int>(ErrorList::get().size()); }
 extern "C" int hmmop_num_threads() { return num_threads(); }
+
+/* hmmop.set_num_threads(n) reaches the library through this (0: back to the default). */
+extern "C" void hmmop_set_num_threads(int n) { thread_override.store(n > 0 ? n : 0); }
 
 MXReturnValue initialize(int version)
 {

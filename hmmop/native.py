@@ -29,8 +29,9 @@ hmmop.op.hmm_forward's backend="native"):
   counts -1: with inputs of unknown rank (``mx.sym.var`` without a shape)
   ``infer_shape_partial`` can fail with ``std::bad_alloc`` or crash inside
   MXNet, before the library is called.  Unknown dimensions (0) are fine.
-- Threads: the library follows OMP_NUM_THREADS, else all processors (the
-  default of hmmop.get_num_threads()); hmmop.set_num_threads() does not reach it.
+- Threads: the library follows hmmop.get_num_threads()'s rule:
+  hmmop.set_num_threads()'s value (passed on to it), else OMP_NUM_THREADS, else
+  all processors.
 """
 import ctypes
 import os
@@ -84,6 +85,7 @@ def load():
             if not _registered():
                 raise OSError(f"{path} loaded but registered no operator {OP_NAME!r}")
             _loaded = True
+            _push_threads()
         except Exception as e:          # MXNetError, OSError: anything means "not available"
             _loaded = False
             _reason = f"{type(e).__name__}: {e}".strip()
@@ -116,8 +118,24 @@ def error_count():
 
 
 def num_threads():
-    """The thread count the native op would use now (OMP_NUM_THREADS, else all processors)."""
+    """The thread count the native op would use now (as hmmop.get_num_threads())."""
     return _loaded_library().hmmop_num_threads()
+
+
+def _push_threads():
+    """Pass hmmop.set_num_threads()'s value on to the loaded library (called by both)."""
+    from . import threads
+    try:
+        lib = ctypes.CDLL(library_path(), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:             # loaded from another path by hand: it keeps its default
+        return
+    lib.hmmop_set_num_threads(threads._override or 0)
+
+
+def threads_changed():
+    """hmmop.set_num_threads() was called: tell the library, if it is loaded."""
+    if _loaded:
+        _push_threads()
 
 
 def guard(F, A, B, pi, obs):

@@ -106,6 +106,17 @@ def test_same_result_for_any_thread_count(monkeypatch):
         assert_identical(r, results[0])
 
 
+def test_set_num_threads_reaches_the_native_op(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    default = native.num_threads()
+    try:
+        hmmop.set_num_threads(3)
+        assert native.num_threads() == hmmop.get_num_threads() == 3
+    finally:
+        hmmop.set_num_threads(None)
+    assert native.num_threads() == hmmop.get_num_threads() == default
+
+
 def test_default_threads_match_hmmop_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     code = "import hmmop; from hmmop import native; print(native.num_threads(), hmmop.get_num_threads())"
