@@ -432,7 +432,8 @@ std::string prepare_obs(const O *obs, int64_t batch, int64_t T, int64_t m,
             }
         }
         if (kind) {
-            std::string value = is_float ? float_repr(row[t])
+            /* as the Cython check prints it: a float32 value as the double it is */
+            std::string value = is_float ? float_repr(static_cast<double>(row[t]))
                                          : std::to_string(static_cast<long long>(row[t]));
             std::string where = "obs[" + std::to_string(b) + ", " + std::to_string(t) + "] = " +
                                 value;

@@ -196,6 +196,7 @@ def small():
     ([[0, 1], [-1, 2]], "obs[1, 1] = 2.0 follows -1 padding in row 1: padding must only fill the end of a row"),
     ([[0, np.nan]], "obs[0, 1] = nan is not an integer"),
     ([[0, -3]], "obs[0, 1] = -3.0 is not a valid symbol"),
+    ([[0, 1.1]], "obs[0, 1] = 1.100000023841858 is not an integer"),    # float32 1.1, as Cython prints it
 ])
 def test_value_errors_name_the_element(obs, message):
     A, B, pi = small()
@@ -205,8 +206,9 @@ def test_value_errors_name_the_element(obs, message):
     assert "hmm_forward: " + message in str(err.value)
     assert str(err.value).count("hmm_forward: ") == 1
     # the wrapper says the same before MXNet runs anything
-    with pytest.raises(ValueError, match=message.split(" = ")[0].replace("[", r"\[")):
-        hmmop.hmm_forward(A, B, pi, obs, backend="native")
+    with pytest.raises(ValueError) as err:
+        hmmop.hmm_forward(A, B, pi, mx.nd.array(obs), backend="native")
+    assert message in str(err.value)
     assert mx.nd.hmm_forward(A, B, pi, mx.nd.array([[0, 1, 2]])).asnumpy().shape == (1,)
 
 
