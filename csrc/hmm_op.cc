@@ -560,13 +560,16 @@ class HMMForwardOp : public CustomStatefulOp {
             return fail("no memory for the backward pass");
         const double *src[3] = {dA, dB, dpi};
         for (int i = 0; i < 3; ++i) {
+            if (!(*outputs)[i].data_ptr)       /* not asked for (grad_req 'null'), no buffer */
+                continue;
             if (dtype_ == mxnet::ext::kFloat32)
                 store<float>((*outputs)[i], src[i]);
             else
                 store<double>((*outputs)[i], src[i]);
         }
         MXTensor &dobs = (*outputs)[3];
-        std::memset(dobs.data_ptr, 0, static_cast<size_t>(dobs.size()) *
+        if (dobs.data_ptr)
+            std::memset(dobs.data_ptr, 0, static_cast<size_t>(dobs.size()) *
                                           (dobs.dtype == mxnet::ext::kInt32 ||
                                                    dobs.dtype == mxnet::ext::kFloat32
                                                ? 4 : 8));
