@@ -23,13 +23,15 @@ import mxnet as mx
 import numpy as np
 from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
-from . import _kernel, checks
+from . import _kernel, checks, native
 from .ndarray_path import NDArrayForward
 from .ndview import view
 from .threads import get_num_threads
 
 OP_TYPE = "hmm_forward"
 BACKENDS = ("auto", "cython", "ndarray")
+# The checked wrapper also offers the native operator (hmmop/native.py), CPU only.
+WRAPPER_BACKENDS = BACKENDS + ("native",)
 
 
 class HMMForward(mx.operator.CustomOp):
@@ -142,6 +144,11 @@ def _is_symbol(x):
 def hmm_forward(A, B, pi, obs, backend="auto"):
     """Per-sequence log-likelihood with the fused operator, inputs checked first.
 
+    backend: 'auto', 'cython', 'ndarray' (the CustomOp's attribute), or
+    'native': the operator of hmmop/libhmmop_op.so (hmmop.native; CPU only; a
+    RuntimeError naming the reason where it could not be loaded), fed through
+    hmmop.native.forward so that no gradient request can make it wrong.
+
     A (N, N), B (N, M), pi (N,): NDArrays of one dtype (float32/float64) on one
     context.  obs (T,) or (batch, T): NDArray, NumPy array or nested list of
     integer symbols, -2 for a missing observation (marginalised out), -1
@@ -150,11 +157,20 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     ValueError/TypeError naming it before MXNet sees it.  Symbols are passed
     through to mx.sym.Custom unchecked (their values are not known yet).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in WRAPPER_BACKENDS:
+        raise ValueError(f"backend must be one of {WRAPPER_BACKENDS}, got {backend!r}")
+    if backend == "native" and not native.load():
+        raise RuntimeError(f"backend 'native' is not available: {native.unavailable_reason()}")
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
+        if backend == "native":
+            return native.forward(mx.sym, A, B, pi, obs)
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
     A, B, pi, obs, _ = checks.checked_inputs(A, B, pi, obs)
+    if backend == "native":
+        if A.context.device_type != "cpu":
+            raise ValueError(f"backend 'native' runs on the CPU only, but A, B and pi are on "
+                             f"{A.context}; use backend='auto' or 'ndarray' there")
+        return native.forward(mx.nd, A, B, pi, obs)
     if backend == "cython" and A.context.device_type != "cpu":
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")

@@ -12,6 +12,8 @@ def set_num_threads(n):
     if n is not None and (int(n) != n or n < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
     _override = None if n is None else int(n)
+    from . import native           # the native operator follows it too, once loaded
+    native.threads_changed()
 
 
 def get_num_threads():

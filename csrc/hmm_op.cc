@@ -1,0 +1,622 @@
+/* hmm_op: the stateful MXNet operator `hmm_forward`, through MXNet's extension
+ * library API (include/mxnet/lib_api.h, MX_LIBRARY_VERSION 11, MXNet 1.9.x).
+ *
+ *     mx.library.load(path_to_libhmmop_op_so, verbose=False)
+ *     ll = mx.nd.hmm_forward(A, B, pi, obs)        # also mx.sym / F.hmm_forward
+ *
+ * The contract is the CustomOp's (hmmop/op.py): A (N, N), B (N, M), pi (N,) of
+ * one dtype, float32 or float64; obs (T,) or (batch, T) of int32, int64,
+ * float32 or float64 holding symbols in [0, M), -2 for a missing observation,
+ * rows padded at the end with -1; ll (batch,) - (1,) for 1-D obs - of A's
+ * dtype.  Backward: the gradients of sum_b dll[b] * ll[b] with respect to A, B
+ * and pi, a zero gradient for obs.
+ *
+ * This file only adapts MXNet's calling convention: the work is done by the C
+ * batch driver (hmm_batch.h), the same code the Cython extension calls, so
+ * both give bit-identical results when compiled with the same flags.
+ *
+ * Limits of lib_api that the Python side must work around:
+ * - Gradient requests: lib_api never tells the operator what MXNet asked for
+ *   (null, write, add); Backward can only overwrite its outputs.  Where MXNet
+ *   asks for kAddTo (grad_req='add', or gradients summed in place in a bound
+ *   graph) the result would be wrong, so hmmop only feeds this op through an
+ *   identity-like op that owns the gradient (see hmmop/native.py).
+ * - Error messages: lib_api.cc keeps every message in a list that it never
+ *   clears and that MXNet reads back (whole) after every call; see
+ *   ErrorList below for how this library keeps that list empty.
+ * - Threads: hmmop.get_num_threads()'s rule: hmmop.set_num_threads()'s value
+ *   (passed on by hmmop.native), else OMP_NUM_THREADS's first entry, else the
+ *   processors available.
+ */
+#include <mxnet/lib_api.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+extern "C" {
+#include "hmm_batch.h"
+}
+
+using mxnet::ext::CustomStatefulOp;
+using mxnet::ext::MXContext;
+using mxnet::ext::MXReturnValue;
+using mxnet::ext::MXTensor;
+using mxnet::ext::OpResource;
+using mxnet::ext::MX_FAIL;
+using mxnet::ext::MX_SUCCESS;
+
+namespace {
+
+/* ---- Error messages ---------------------------------------------------------
+ *
+ * lib_api.cc's MXerrorMsgs is a vector of messages that only grows: after a
+ * failing call, MXNet reads every message in it into the error, and it reads
+ * them (building one string per message, which it never frees) after every
+ * successful call too.  So 1000 failures made each error 1000 messages long
+ * and every later call of the library slower.
+ *
+ * This library keeps the list empty instead.  The vector is private to
+ * MXerrorMsgs; the explicit instantiation below is the standard C++ way to
+ * name a private member (access is not checked in explicit instantiations).
+ * The list is changed only under a mutex, and never reallocated (capacity is
+ * reserved once), since MXNet reads it without a lock:
+ * - a failing call replaces whatever is in the list by its one message;
+ * - each entry of this library first removes the messages that MXNet has
+ *   surely read: those added by the same thread (MXNet reads them in that
+ *   thread, right after the failing call returned) and those older than a
+ *   second.
+ * Removed messages are not freed at once (a reader in another thread may still
+ * hold one) but after many more removals. */
+using MsgList = std::vector<std::stringstream *>;
+struct MsgsMember {
+    using type = MsgList mxnet::ext::MXerrorMsgs::*;
+};
+template <class Tag, typename Tag::type Member>
+struct Expose {
+    friend typename Tag::type member_of(Tag) { return Member; }
+};
+template struct Expose<MsgsMember, &mxnet::ext::MXerrorMsgs::messages>;
+MsgsMember::type member_of(MsgsMember);
+
+class ErrorList {
+ public:
+    static ErrorList &get()
+    {
+        static ErrorList inst;
+        return inst;
+    }
+
+    /* Removes the messages MXNet has read (see above); cheap when none. */
+    void sweep()
+    {
+#ifdef HMMOP_KEEP_ERRORS
+        return;
+#endif
+        std::lock_guard<std::mutex> lock(mutex_);
+        MsgList &msgs = list();
+        if (msgs.empty())
+            return;
+        const auto now = std::chrono::steady_clock::now();
+        const auto self = std::this_thread::get_id();
+        size_t kept = 0;
+        for (size_t i = 0; i < msgs.size(); ++i) {
+            std::stringstream *s = msgs[i];
+            auto it = meta_.find(s);
+            if (it == meta_.end())      /* added by lib_api itself: age it from now */
+                it = meta_.emplace(s, Meta{std::thread::id(), now}).first;
+            const bool read = it->second.thread == self ||
+                              now - it->second.when > std::chrono::seconds(1);
+            if (read) {
+                meta_.erase(it);
+                retire(s);
+            } else {
+                msgs[kept++] = s;
+            }
+        }
+        msgs.resize(kept);
+    }
+
+    /* The message of a failing call: the only one in the list. */
+    void set(const std::string &text)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        MsgList &msgs = list();
+        for (std::stringstream *s : msgs) {
+            meta_.erase(s);
+            retire(s);
+        }
+        msgs.clear();
+        auto *s = new std::stringstream();
+        *s << text;
+        meta_.emplace(s, Meta{std::this_thread::get_id(), std::chrono::steady_clock::now()});
+        msgs.push_back(s);
+    }
+
+    size_t size()
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return list().size();
+    }
+
+ private:
+    struct Meta {
+        std::thread::id thread;
+        std::chrono::steady_clock::time_point when;
+    };
+
+    ErrorList() { list().reserve(kCapacity); }
+
+    static MsgList &list() { return mxnet::ext::MXerrorMsgs::get()->*member_of(MsgsMember()); }
+
+    void retire(std::stringstream *s)
+    {
+        retired_.push_back(s);
+        while (retired_.size() > kRetired) {
+            delete retired_.front();
+            retired_.pop_front();
+        }
+    }
+
+    static const size_t kCapacity = 4096;
+    static const size_t kRetired = 256;
+    std::mutex mutex_;
+    std::unordered_map<std::stringstream *, Meta> meta_;
+    std::deque<std::stringstream *> retired_;
+};
+
+MXReturnValue fail(const std::string &text)
+{
+#ifdef HMMOP_KEEP_ERRORS     /* lib_api's own behaviour, to measure the trap it avoids */
+    MX_ERROR_MSG << "hmm_forward: " << text;
+#else
+    ErrorList::get().set("hmm_forward: " + text);
+#endif
+    return MX_FAIL;
+}
+
+/* ---- Names and formatting, as the Python checks write them ----------------- */
+
+const char *dtype_name(int code)
+{
+    switch (code) {
+    case 0: return "float32";
+    case 1: return "float64";
+    case 2: return "float16";
+    case 3: return "uint8";
+    case 4: return "int32";
+    case 5: return "int8";
+    case 6: return "int64";
+    case 7: return "bool";
+    case 8: return "int16";
+    case 9: return "uint16";
+    case 10: return "uint32";
+    case 11: return "uint64";
+    case 12: return "bfloat16";
+    default: return "unknown";
+    }
+}
+
+/* MXNet 1.x marks an unknown dimension by 0 (legacy shapes) or -1; both reach
+ * the library as unsigned. */
+const unsigned kUnknown = 0;
+bool known(unsigned d) { return d != 0 && d < 0x80000000u; }
+
+std::string shape_str(const std::vector<unsigned> &s)
+{
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (i)
+            out += ", ";
+        out += known(s[i]) ? std::to_string(s[i]) : std::string("?");
+    }
+    if (s.size() == 1)
+        out += ",";
+    return out + ")";
+}
+
+std::string shape_str(const std::vector<int64_t> &s)
+{
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i)
+        out += (i ? ", " : "") + std::to_string(s[i]);
+    if (s.size() == 1)
+        out += ",";
+    return out + ")";
+}
+
+/* Python's repr of a float: the shortest form that reads back the same. */
+template <typename F>
+std::string float_repr(F v)
+{
+    if (std::isnan(v))
+        return "nan";
+    if (std::isinf(v))
+        return v > 0 ? "inf" : "-inf";
+    char buf[64];
+    for (int prec = 1; prec <= 17; ++prec) {
+        std::snprintf(buf, sizeof buf, "%.*g", prec, static_cast<double>(v));
+        if (static_cast<F>(std::strtod(buf, nullptr)) == v)
+            break;
+    }
+    std::string s = buf;
+    if (s.find_first_of(".en") == std::string::npos)
+        s += ".0";
+    return s;
+}
+
+/* ---- Threads: hmmop.threads.get_num_threads() ------------------------------ */
+
+std::atomic<int> thread_override(0);      /* hmmop.set_num_threads(n); 0: none */
+
+int num_threads()
+{
+    const int n = thread_override.load(std::memory_order_relaxed);
+    if (n > 0)
+        return n;
+    const char *env = std::getenv("OMP_NUM_THREADS");
+    if (env) {
+        std::string first(env);
+        first = first.substr(0, first.find(','));
+        size_t a = first.find_first_not_of(" \t\n\r\f\v");
+        size_t b = first.find_last_not_of(" \t\n\r\f\v");
+        if (a != std::string::npos) {
+            first = first.substr(a, b - a + 1);
+            bool digits = !first.empty() && first.size() < 10;
+            for (char c : first)
+                digits = digits && c >= '0' && c <= '9';
+            if (digits && std::atoi(first.c_str()) > 0)
+                return std::atoi(first.c_str());
+        }
+    }
+    return omp_get_num_procs();
+}
+
+/* ---- Shape and type inference ---------------------------------------------- */
+
+MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string> &attrs,
+                          int *num_in, int *num_out)
+{
+    ErrorList::get().sweep();
+    *num_in = 4;
+    *num_out = 1;
+    return MX_SUCCESS;
+}
+
+MXReturnValue infer_type(const std::unordered_map<std::string, std::string> &attrs,
+                         std::vector<int> *in, std::vector<int> *out)
+{
+    ErrorList::get().sweep();
+    std::vector<int> &t = *in;
+    /* Unknown parameter dtypes: the first known one, else float32 (as the CustomOp). */
+    int param = -1;
+    for (int i = 0; i < 3 && param < 0; ++i)
+        if (t[i] >= 0)
+            param = t[i];
+    if (param < 0)
+        param = 0;
+    for (int i = 0; i < 3; ++i)
+        if (t[i] < 0)
+            t[i] = param;
+    if (t[3] < 0)
+        t[3] = 0;
+    static const char *names[3] = {"A", "B", "pi"};
+    for (int i = 0; i < 3; ++i)
+        if (t[i] != 0 && t[i] != 1)
+            return fail(std::string(names[i]) + " has dtype " + dtype_name(t[i]) +
+                        "; A, B and pi must be float32 or float64");
+    if (t[0] != t[1] || t[0] != t[2])
+        return fail(std::string("A, B and pi must share one dtype, got A: ") + dtype_name(t[0]) +
+                    ", B: " + dtype_name(t[1]) + ", pi: " + dtype_name(t[2]));
+    if (t[3] != 0 && t[3] != 1 && t[3] != 4 && t[3] != 6)
+        return fail(std::string("obs has dtype ") + dtype_name(t[3]) +
+                    "; expected int32, int64, float32 or float64 holding integer symbols");
+    (*out)[0] = t[0];
+    return MX_SUCCESS;
+}
+
+/* Checks what is known of the shapes and fills in what follows from it: N
+ * from any of A, B, pi; the output (batch,) from obs.  An unknown shape
+ * (empty) or dimension (0) is left for later passes, never an error. */
+MXReturnValue infer_shape(const std::unordered_map<std::string, std::string> &attrs,
+                          std::vector<std::vector<unsigned>> *in,
+                          std::vector<std::vector<unsigned>> *out)
+{
+    ErrorList::get().sweep();
+    std::vector<unsigned> &A = (*in)[0], &B = (*in)[1], &pi = (*in)[2], &obs = (*in)[3];
+    for (auto *s : {&A, &B, &pi, &obs})
+        for (unsigned &d : *s)
+            if (!known(d))
+                d = kUnknown;
+    if (!A.empty() && A.size() != 2)
+        return fail("A must be a square (N, N) transition matrix, got shape " + shape_str(A));
+    if (!B.empty() && B.size() != 2)
+        return fail("B must have shape (N, M) with one row per state of A, got shape " +
+                    shape_str(B));
+    if (!pi.empty() && pi.size() != 1)
+        return fail("pi must have shape (N,), got shape " + shape_str(pi));
+    if (!obs.empty() && obs.size() > 2)
+        return fail("obs must have shape (T,) or (batch, T), got shape " + shape_str(obs) +
+                    " (rank " + std::to_string(obs.size()) + ")");
+    if (A.size() == 2 && known(A[0]) && known(A[1]) && A[0] != A[1])
+        return fail("A must be a square (N, N) transition matrix, got shape " + shape_str(A));
+    /* N: from A, else B's rows, else pi. */
+    unsigned n = kUnknown;
+    if (A.size() == 2)
+        n = known(A[0]) ? A[0] : A[1];
+    if (!known(n) && B.size() == 2)
+        n = B[0];
+    if (!known(n) && pi.size() == 1)
+        n = pi[0];
+    if (known(n)) {
+        if (A.size() == 2 && ((known(A[0]) && A[0] != n) || (known(A[1]) && A[1] != n)))
+            return fail("A must be a square (N, N) transition matrix, got shape " + shape_str(A));
+        if (B.size() == 2 && known(B[0]) && B[0] != n)
+            return fail("B must have shape (N, M) = (" + std::to_string(n) +
+                        ", M) with one row per state of A, got shape " + shape_str(B));
+        if (pi.size() == 1 && known(pi[0]) && pi[0] != n)
+            return fail("pi must have shape (N,) = (" + std::to_string(n) + ",), got shape " +
+                        shape_str(pi));
+        A = {n, n};
+        pi = {n};
+        if (B.empty())
+            B = {n, kUnknown};
+        else
+            B[0] = n;
+    }
+    if (obs.size() == 1)
+        (*out)[0] = {1};
+    else if (obs.size() == 2)
+        (*out)[0] = {obs[0]};
+    else
+        (*out)[0] = {kUnknown};
+    return MX_SUCCESS;
+}
+
+/* ---- Observations: hmmop._kernel.prepare_obs ------------------------------- */
+
+/* obs32 (batch, T) int32: symbols, n_symbols for -2 (missing), -1 padding;
+ * lengths (batch,).  Returns "" or the error (naming obs[b, t]). */
+template <typename O>
+std::string prepare_obs(const O *obs, int64_t batch, int64_t T, int64_t m,
+                        std::vector<int32_t> *obs32, std::vector<int64_t> *lengths)
+{
+    const bool is_float = !std::numeric_limits<O>::is_integer;
+    obs32->resize(static_cast<size_t>(batch * T));
+    lengths->resize(static_cast<size_t>(batch));
+    int32_t *o = obs32->data();
+    for (int64_t b = 0; b < batch; ++b) {
+        const O *row = obs + b * T;
+        int64_t L = T;
+        int kind = 0;
+        int64_t t = 0;
+        for (; t < T; ++t) {
+            const double v = static_cast<double>(row[t]);
+            if (is_float && !(v == std::floor(v))) {
+                kind = 1;
+            } else if (0 <= v && v < static_cast<double>(m)) {
+                o[b * T + t] = static_cast<int32_t>(v);
+                continue;
+            } else if (v == -2) {
+                o[b * T + t] = static_cast<int32_t>(m);
+                continue;
+            } else if (v == -1) {
+                L = t;
+                break;
+            } else {
+                kind = 2;
+            }
+            break;
+        }
+        if (!kind) {
+            for (t = L; t < T; ++t) {
+                if (row[t] != static_cast<O>(-1)) {
+                    kind = 3;
+                    break;
+                }
+                o[b * T + t] = -1;
+            }
+        }
+        if (kind) {
+            /* as the Cython check prints it: a float32 value as the double it is */
+            std::string value = is_float ? float_repr(static_cast<double>(row[t]))
+                                         : std::to_string(static_cast<long long>(row[t]));
+            std::string where = "obs[" + std::to_string(b) + ", " + std::to_string(t) + "] = " +
+                                value;
+            if (kind == 1)
+                return where + " is not an integer: obs must hold integer symbols "
+                               "(int32, int64, or floats with integral values)";
+            if (kind == 2)
+                return where + " is not a valid symbol: expected an integer in [0, " +
+                       std::to_string(m) + ") (B has " + std::to_string(m) +
+                       " symbol columns), -1 padding or -2 missing";
+            return where + " follows -1 padding in row " + std::to_string(b) +
+                   ": padding must only fill the end of a row";
+        }
+        (*lengths)[b] = L;
+    }
+    return "";
+}
+
+/* ---- The stateful operator ------------------------------------------------- */
+
+template <typename R>
+void store(MXTensor &dst, const double *src)
+{
+    R *d = dst.data<R>();
+    const int64_t size = dst.size();
+    for (int64_t i = 0; i < size; ++i)
+        d[i] = static_cast<R>(src[i]);
+}
+
+class HMMForwardOp : public CustomStatefulOp {
+ public:
+    ~HMMForwardOp() override { hmm_batch_free(plan_); }
+
+    MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                          const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        hmm_batch_free(plan_);
+        plan_ = nullptr;
+        MXTensor &A = (*inputs)[0], &B = (*inputs)[1], &pi = (*inputs)[2], &obs = (*inputs)[3];
+        MXTensor &ll = (*outputs)[0];
+        if (A.shape.size() != 2 || B.shape.size() != 2 || pi.shape.size() != 1 ||
+            obs.shape.size() < 1 || obs.shape.size() > 2)
+            return fail("inputs of unexpected ranks: A " + shape_str(A.shape) + ", B " +
+                        shape_str(B.shape) + ", pi " + shape_str(pi.shape) + ", obs " +
+                        shape_str(obs.shape));
+        const int64_t n = A.shape[0], m = B.shape[1];
+        const int64_t batch = obs.shape.size() == 1 ? 1 : obs.shape[0];
+        const int64_t T = obs.shape.back();
+        if (n < 1 || m < 1 || A.shape[1] != n || B.shape[0] != n || pi.shape[0] != n)
+            return fail("A (N, N), B (N, M), pi (N,) with N, M >= 1 expected, got A " +
+                        shape_str(A.shape) + ", B " + shape_str(B.shape) + ", pi " +
+                        shape_str(pi.shape));
+        if (batch < 1 || T < 1)
+            return fail("obs must hold at least one row and one time step, got shape " +
+                        shape_str(obs.shape) + " (pad empty sequences with -1 instead)");
+        if (n > 0x7fffffff || m >= 0x7fffffff)
+            return fail("too many states or symbols");
+        std::string err;
+        switch (obs.dtype) {
+        case mxnet::ext::kInt32:
+            err = prepare_obs(obs.data<int32_t>(), batch, T, m, &obs32_, &lengths_);
+            break;
+        case mxnet::ext::kInt64:
+            err = prepare_obs(obs.data<int64_t>(), batch, T, m, &obs32_, &lengths_);
+            break;
+        case mxnet::ext::kFloat32:
+            err = prepare_obs(obs.data<float>(), batch, T, m, &obs32_, &lengths_);
+            break;
+        case mxnet::ext::kFloat64:
+            err = prepare_obs(obs.data<double>(), batch, T, m, &obs32_, &lengths_);
+            break;
+        default:
+            return fail(std::string("obs has dtype ") + dtype_name(obs.dtype) +
+                        "; expected int32, int64, float32 or float64 holding integer symbols");
+        }
+        if (!err.empty())
+            return fail(err);
+        if (A.dtype != B.dtype || A.dtype != pi.dtype || A.dtype != ll.dtype ||
+            (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
+            return fail("A, B, pi and ll must share one dtype, float32 or float64");
+        dtype_ = A.dtype;
+        const int dt = dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64;
+        n_ = static_cast<int>(n);
+        m_ = static_cast<int>(m);
+        plan_ = hmm_batch_new(n_, m_, batch, T, obs32_.data(), lengths_.data(), dt);
+        if (!plan_)
+            return fail("no memory for the batch plan");
+        ll64_.assign(static_cast<size_t>(batch), 0.0);
+        if (hmm_batch_forward(plan_, A.data_ptr, B.data_ptr, pi.data_ptr, ll64_.data(),
+                              std::max(1, num_threads())) != 0)
+            return fail("no memory for the forward pass");
+        if (ll.size() != batch)
+            return fail("ll has " + std::to_string(ll.size()) + " elements, expected " +
+                        std::to_string(batch));
+        if (dtype_ == mxnet::ext::kFloat32)
+            store<float>(ll, ll64_.data());
+        else
+            store<double>(ll, ll64_.data());
+        return MX_SUCCESS;
+    }
+
+    /* inputs: dll, A, B, pi, obs, ll; outputs: dA, dB, dpi, dobs, always
+     * overwritten (lib_api passes no gradient request). */
+    MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                           const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        if (!plan_)
+            return fail("backward without a successful forward");
+        MXTensor &dll = (*inputs)[0];
+        const size_t batch = ll64_.size();
+        if (static_cast<size_t>(dll.size()) != batch)
+            return fail("the output gradient has " + std::to_string(dll.size()) +
+                        " elements, expected " + std::to_string(batch));
+        g64_.resize(batch);
+        for (size_t b = 0; b < batch; ++b)
+            g64_[b] = dll.dtype == mxnet::ext::kFloat32 ? dll.data<float>()[b]
+                                                         : dll.data<double>()[b];
+        const size_t n = n_, m = m_;
+        grads_.assign(n * n + n * m + n, 0.0);
+        double *dA = grads_.data(), *dB = dA + n * n, *dpi = dB + n * m;
+        if (hmm_batch_backward(plan_, g64_.data(), dA, dB, dpi, std::max(1, num_threads())) != 0)
+            return fail("no memory for the backward pass");
+        const double *src[3] = {dA, dB, dpi};
+        for (int i = 0; i < 3; ++i) {
+            if (!(*outputs)[i].data_ptr)       /* not asked for (grad_req 'null'), no buffer */
+                continue;
+            if (dtype_ == mxnet::ext::kFloat32)
+                store<float>((*outputs)[i], src[i]);
+            else
+                store<double>((*outputs)[i], src[i]);
+        }
+        MXTensor &dobs = (*outputs)[3];
+        if (dobs.data_ptr)
+            std::memset(dobs.data_ptr, 0, static_cast<size_t>(dobs.size()) *
+                                          (dobs.dtype == mxnet::ext::kInt32 ||
+                                                   dobs.dtype == mxnet::ext::kFloat32
+                                               ? 4 : 8));
+        return MX_SUCCESS;
+    }
+
+ private:
+    hmm_batch *plan_ = nullptr;
+    int n_ = 0, m_ = 0;
+    int dtype_ = 0;
+    std::vector<int32_t> obs32_;     /* read by plan_ until it is freed */
+    std::vector<int64_t> lengths_;   /* likewise */
+    std::vector<double> ll64_, g64_, grads_;
+};
+
+MXReturnValue create_state(const std::unordered_map<std::string, std::string> &attrs,
+                           const MXContext &ctx,
+                           const std::vector<std::vector<unsigned int>> &in_shapes,
+                           const std::vector<int> in_types, CustomStatefulOp **op)
+{
+    ErrorList::get().sweep();
+    *op = CustomStatefulOp::create<HMMForwardOp>();
+    return MX_SUCCESS;
+}
+
+}  // namespace
+
+REGISTER_OP(hmm_forward)
+    .setParseAttrs(parse_attrs)
+    .setInferType(infer_type)
+    .setInferShape(infer_shape)
+    .setCreateOpState(create_state, "cpu");
+
+/* For tests: how many messages lib_api's list holds now; the thread count a
+ * call would use now. */
+extern "C" int hmmop_error_count() { return static_cast<int>(ErrorList::get().size()); }
+extern "C" int hmmop_num_threads() { return num_threads(); }
+
+/* hmmop.set_num_threads(n) reaches the library through this (0: back to the default). */
+extern "C" void hmmop_set_num_threads(int n) { thread_override.store(n > 0 ? n : 0); }
+
+MXReturnValue initialize(int version)
+{
+    ErrorList::get();       /* reserves the message list before any use */
+    if (version < 10900) {
+        std::fprintf(stderr, "hmmop: libhmmop_op needs MXNet >= 1.9.0, this is %d\n", version);
+        return MX_FAIL;
+    }
+    return MX_SUCCESS;
+}
