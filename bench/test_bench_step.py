@@ -1,16 +1,18 @@
-"""One training step (softmax -> ll -> backward -> SGD update): the fused op on its
-Cython kernel through hmmop.hmm_forward ("fused"), the same inside a hybridized
-gluon block as the trainer runs it ("fused-hybrid"), the op forced onto its
-NDArray path ("ndarray", the GPU route, here on the CPU), the native operator
-of hmmop/libhmmop_op.so through hmmop.hmm_forward(backend="native") and in a
-hybridized block ("native", "native-hybrid"; both with hmmop.native.guard's
-identity ops in front) and the autograd unroll ("unroll").  The update is MXNet's one-op sgd_update for all of them.
+"""One training step (softmax -> ll -> backward -> SGD update) on each way to compute ll:
+the native operator through hmmop.hmm_forward (the default on a CPU, "native") and inside a
+hybridized gluon block as the trainer runs it ("native-hybrid"; graphs get hmmop.native.guard's
+identity ops in front), the Python CustomOp on its Cython kernel ("customop", "customop-hybrid"),
+the CustomOp forced onto its NDArray path ("ndarray", the GPU route, here on the CPU), the autograd
+unroll ("unroll"), and a floor: the same step with two builtin ops of the same inputs,
+dot(dot(pi, A), B), in place of hmm_forward ("floor": what MXNet's step costs with no HMM at all).
+The update is MXNet's one-op sgd_update for all of them.
 
 N=4 states, M=3 symbols (the gist's sizes), one sequence of T symbols.
 Run: python -m pytest bench/test_bench_step.py   (prints a ratio table at the end)
 """
 import functools
 
+import mxnet as mx
 import pytest
 from mxnet import gluon
 
@@ -19,7 +21,7 @@ from benchutil import TABLES
 from hmmop.benchmarks import training_step
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
-                  ["fused", "fused-hybrid", "native", "native-hybrid", "ndarray", "unroll"],
+                  ["native", "native-hybrid", "customop", "customop-hybrid", "ndarray", "unroll", "floor"],
                   ("unroll", "native", "unroll/native"))
 
 
@@ -39,12 +41,17 @@ def hybrid(block=Likelihood):
     return block
 
 
-ENGINES = {"fused": lambda: hmmop.hmm_forward,
-           "fused-hybrid": hybrid,
-           "native": lambda: functools.partial(hmmop.hmm_forward, backend="native"),
+def floor(A, B, pi, obs):
+    return mx.nd.dot(mx.nd.dot(pi, A), B)
+
+
+ENGINES = {"native": lambda: hmmop.hmm_forward,
            "native-hybrid": lambda: hybrid(NativeLikelihood),
+           "customop": lambda: functools.partial(hmmop.hmm_forward, backend="cython"),
+           "customop-hybrid": hybrid,
            "ndarray": lambda: functools.partial(hmmop.hmm_forward, backend="ndarray"),
-           "unroll": lambda: hmmop.unroll_forward}
+           "unroll": lambda: hmmop.unroll_forward,
+           "floor": lambda: floor}
 
 
 def make_step(ll_fn, T):

@@ -1,8 +1,11 @@
 """hmmop: a fused hidden-Markov-model forward/backward operator for Apache MXNet.
 
-Importing the package registers the CustomOp ``hmm_forward``:
+Importing the package registers the CustomOp ``hmm_forward`` and loads the
+native operator of the same name (hmmop.native; if it cannot, one warning
+says why and everything runs on the CustomOp):
 
     ll = mx.nd.Custom(A, B, pi, obs, op_type='hmm_forward')
+    ll = mx.nd.hmm_forward(A, B, pi, obs)      # native; see hmmop.native for its limits
 
 ``hmm_forward`` is the checked wrapper around it and ``unroll_forward`` the
 naive autograd baseline with the same contract.  ``HMM`` trains a model on
@@ -15,7 +18,7 @@ import _hmmop_mxnet_hook
 
 _hmmop_mxnet_hook.restore_numpy_names()     # before mxnet is first imported (numpy >= 1.24)
 
-from . import em, inference  # noqa: E402
+from . import em, inference, native  # noqa: E402
 from .block import HMMBlock
 from .model import HMM
 from .monitor import DivergenceError
@@ -24,6 +27,8 @@ from .threads import get_num_threads, set_num_threads
 from .trainer import Trainer
 from .unroll import unroll_forward
 
+native.load()
+
 __version__ = "0.1.0"
 __all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward",
-           "unroll_forward", "get_num_threads", "set_num_threads"]
+           "native", "unroll_forward", "get_num_threads", "set_num_threads"]

@@ -17,9 +17,13 @@ the softmax runs over the free entries only (exp of the shifted logits times
 the mask), the masked logits get an exactly zero gradient, so they never
 move.  The masks are held as gluon Constants NAME_mask, inputs of the graph.
 
-engine: 'fused' (the hmm_forward op, Cython kernel on the CPU, NDArray path
-on a GPU), 'ndarray' (the op forced onto its NDArray path) or 'unroll' (the
-autograd baseline, which cannot hybridize).
+engine: 'fused' (the hmm_forward op: the native operator on a CPU context
+where it is loaded, else the CustomOp), 'native' (the native operator, CPU
+only), 'custom' (the CustomOp: Cython kernel on the CPU, NDArray path
+elsewhere), 'ndarray' (the CustomOp forced onto its NDArray path) or 'unroll'
+(the autograd baseline, which cannot hybridize).  A hybridized graph holds the
+operator chosen for the context of the first call; a call on another kind of
+context rebuilds it.
 """
 import warnings
 
@@ -27,10 +31,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from . import native
 from .op import OP_TYPE
 from .unroll import unroll_forward
 
-ENGINES = ("fused", "ndarray", "unroll")
+ENGINES = ("fused", "native", "custom", "ndarray", "unroll")
 NAMES = ("A", "B", "pi")
 
 
@@ -44,6 +49,9 @@ class HMMBlock(gluon.HybridBlock):
             raise ValueError(f"fixed may only name {NAMES}, got {sorted(unknown)}")
         self.n_states, self.n_symbols = int(n_states), int(n_symbols)
         self.engine = engine
+        if engine == "native" and not native.load():
+            raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
+        self._native = self._native_for(mx.cpu())    # what a graph built from symbols holds
         self.fixed = tuple(name for name in NAMES if name in fixed)
         shapes = {"A": (n_states, n_states), "B": (n_states, n_symbols), "pi": (n_states,)}
         with self.name_scope():
@@ -62,6 +70,22 @@ class HMMBlock(gluon.HybridBlock):
     def param_name(self, name):
         """Gluon parameter name of 'A', 'B' or 'pi': NAME_logits, or NAME_probs when fixed."""
         return f"{name}_probs" if name in self.fixed else f"{name}_logits"
+
+    def _native_for(self, ctx):
+        """Whether this block runs the native operator on context ctx."""
+        if self.engine == "native":
+            if ctx.device_type != "cpu":
+                raise ValueError(f"engine 'native' runs on the CPU only, not on {ctx}; use 'fused'")
+            return True
+        return self.engine == "fused" and ctx.device_type == "cpu" and native.load()
+
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray) and self.engine in ("fused", "native"):
+            use = self._native_for(x.context)
+            if use != self._native:          # a graph built for the other operator
+                self._native = use
+                self._clear_cached_op()
+        return super().forward(x, *args)
 
     def hybridize(self, active=True, **kwargs):
         if self.engine == "unroll" and active:
@@ -109,6 +133,8 @@ class HMMBlock(gluon.HybridBlock):
             if F is not mx.nd:
                 raise TypeError("the 'unroll' engine cannot be hybridized")
             return unroll_forward(A, B, pi, obs)
+        if self._native_for(A.context) if F is mx.nd else self._native:
+            return native.forward(F, A, B, pi, obs)
         backend = "ndarray" if self.engine == "ndarray" else "auto"
         return F.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
 

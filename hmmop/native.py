@@ -40,6 +40,8 @@ import warnings
 
 import mxnet as mx
 
+from . import threads
+
 LIBRARY = "libhmmop_op.so"
 OP_NAME = "hmm_forward"
 
@@ -85,7 +87,8 @@ def load():
             if not _registered():
                 raise OSError(f"{path} loaded but registered no operator {OP_NAME!r}")
             _loaded = True
-            _push_threads()
+            threads.on_change(_push_threads)
+            _push_threads(threads._override)
         except Exception as e:          # MXNetError, OSError: anything means "not available"
             _loaded = False
             _reason = f"{type(e).__name__}: {e}".strip()
@@ -122,20 +125,13 @@ def num_threads():
     return _loaded_library().hmmop_num_threads()
 
 
-def _push_threads():
-    """Pass hmmop.set_num_threads()'s value on to the loaded library (called by both)."""
-    from . import threads
+def _push_threads(override):
+    """Pass hmmop.set_num_threads()'s value (None: not set) on to the loaded library."""
     try:
         lib = ctypes.CDLL(library_path(), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
     except OSError:             # loaded from another path by hand: it keeps its default
         return
-    lib.hmmop_set_num_threads(threads._override or 0)
-
-
-def threads_changed():
-    """hmmop.set_num_threads() was called: tell the library, if it is loaded."""
-    if _loaded:
-        _push_threads()
+    lib.hmmop_set_num_threads(override or 0)
 
 
 def guard(F, A, B, pi, obs):

@@ -144,10 +144,13 @@ def _is_symbol(x):
 def hmm_forward(A, B, pi, obs, backend="auto"):
     """Per-sequence log-likelihood with the fused operator, inputs checked first.
 
-    backend: 'auto', 'cython', 'ndarray' (the CustomOp's attribute), or
-    'native': the operator of hmmop/libhmmop_op.so (hmmop.native; CPU only; a
-    RuntimeError naming the reason where it could not be loaded), fed through
-    hmmop.native.forward so that no gradient request can make it wrong.
+    backend: 'auto' (default: the native operator on a CPU context where it is
+    loaded, else the CustomOp's 'auto'; for symbols, whose context is not
+    known yet, the CustomOp), 'native' (the operator of hmmop/libhmmop_op.so,
+    hmmop.native; CPU only; a RuntimeError naming the reason where it could
+    not be loaded), fed through hmmop.native.forward so that no gradient
+    request can make it wrong, or 'cython' / 'ndarray': the CustomOp on that
+    backend.
 
     A (N, N), B (N, M), pi (N,): NDArrays of one dtype (float32/float64) on one
     context.  obs (T,) or (batch, T): NDArray, NumPy array or nested list of
@@ -166,6 +169,8 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
             return native.forward(mx.sym, A, B, pi, obs)
         return mx.sym.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
     A, B, pi, obs, _ = checks.checked_inputs(A, B, pi, obs)
+    if backend == "auto" and A.context.device_type == "cpu" and native.load():
+        backend = "native"
     if backend == "native":
         if A.context.device_type != "cpu":
             raise ValueError(f"backend 'native' runs on the CPU only, but A, B and pi are on "

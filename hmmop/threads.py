@@ -4,6 +4,7 @@ import os
 from . import _kernel
 
 _override = None
+_listeners = []     # called after set_num_threads (the native operator's loader registers one)
 
 
 def set_num_threads(n):
@@ -12,8 +13,13 @@ def set_num_threads(n):
     if n is not None and (int(n) != n or n < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
     _override = None if n is None else int(n)
-    from . import native           # the native operator follows it too, once loaded
-    native.threads_changed()
+    for listener in _listeners:
+        listener(_override)
+
+
+def on_change(listener):
+    """Call ``listener(value)`` after each set_num_threads (value: the override or None)."""
+    _listeners.append(listener)
 
 
 def get_num_threads():

@@ -387,16 +387,18 @@ def test_library_path_and_no_libmxnet():
         assert b"libmxnet.so" not in f.read()          # not linked against libmxnet
 
 
-def script(body):
+def script(body, cwd=ROOT, env=None):
     code = "import warnings\nwarnings.simplefilter('always', RuntimeWarning)\n" + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                          cwd=ROOT)
+                          cwd=cwd, env=env)
 
 
 def test_loads_once_quietly():
+    """import hmmop loads the library, without a word; loading again is a no-op."""
     out = script("""
         import hmmop, mxnet as mx
         from hmmop import native
+        assert hasattr(mx.nd, "hmm_forward")
         assert native.load() and native.load() and native.available()
         assert hmmop.hmm_forward(mx.nd.ones((1, 1)), mx.nd.ones((1, 1)), mx.nd.ones(1), [0, 0],
                                  backend="native").asnumpy()[0] == 0.0
@@ -417,9 +419,10 @@ def test_loaded_by_hand_first_is_taken_as_is(tmp_path):
         with open(copies[-1], "wb") as f:
             f.write(open(native.library_path(), "rb").read())
     out = script(f"""
-        import mxnet as mx, hmmop
-        from hmmop import native
+        import mxnet as mx
         mx.library.load({copies[0]!r}, verbose=False)
+        import hmmop
+        from hmmop import native
         assert native.load() and native.available()
         mx.library.load({copies[1]!r}, verbose=False)     # the second load: accepted
         print("second load accepted")
@@ -433,24 +436,30 @@ def test_loaded_by_hand_first_is_taken_as_is(tmp_path):
     assert out.stdout == "second load accepted\nthird load fails: True\n"
 
 
-def test_missing_library_warns_once_and_falls_back():
-    out = script("""
+def test_missing_library_warns_once_and_falls_back(tmp_path):
+    """A build without the library (a copy of the package without it): import hmmop warns once,
+    naming the file, and everything runs on the CustomOp."""
+    import shutil
+    package = os.path.dirname(hmmop.__file__)
+    shutil.copytree(package, tmp_path / "hmmop", ignore=shutil.ignore_patterns("libhmmop_op.so", "__pycache__"))
+    missing = str(tmp_path / "hmmop" / "libhmmop_op.so")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    out = script(f"""
         import mxnet as mx, hmmop
         from hmmop import native
-        native.library_path = lambda: "/nonexistent/libhmmop_op.so"
+        assert hmmop.__file__.startswith({str(tmp_path)!r}), hmmop.__file__
         assert not native.load() and not native.available() and not native.load()
-        print(native.unavailable_reason())
+        assert not hasattr(mx.nd, "hmm_forward")
         A = mx.nd.ones((1, 1))
         assert hmmop.hmm_forward(A, A, mx.nd.ones(1), [0]).asnumpy()[0] == 0.0      # the CustomOp
         try:
             hmmop.hmm_forward(A, A, mx.nd.ones(1), [0], backend="native")
         except RuntimeError as e:
             print(e)
-    """)
+    """, cwd=str(tmp_path), env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stderr.count("RuntimeWarning") == 1 and "/nonexistent/libhmmop_op.so" in out.stderr
-    assert "backend 'native' is not available: OSError: /nonexistent/libhmmop_op.so does not exist" \
-        in out.stdout
+    assert out.stderr.count("RuntimeWarning") == 1 and missing in out.stderr
+    assert f"backend 'native' is not available: OSError: {missing} does not exist" in out.stdout
 
 
 # ---- Export: a hybridized block on the native op runs without hmmop ----
@@ -491,3 +500,70 @@ def test_exported_block_runs_in_a_fresh_process_without_hmmop(tmp_path):
     values, imported = out.stdout.splitlines()
     np.testing.assert_array_equal(np.array(eval(values), dtype=np.float32), expected)
     assert imported == "False"
+
+
+# ---- Defaults: the wrapper, HMMBlock, HMM and the trainer run on the native op on a CPU ----
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """How many times hmmop ran the native op through native.forward (counted, then passed on)."""
+    calls = []
+    real = native.forward
+
+    def counted(F, *args):
+        calls.append(F)
+        return real(F, *args)
+    monkeypatch.setattr(native, "forward", counted)
+    return calls
+
+
+def test_wrapper_defaults_to_native_on_cpu(native_calls):
+    """backend='auto' takes the native op for NDArrays on a CPU context, with the CustomOp's numbers."""
+    rng = np.random.default_rng(31)
+    A, B, pi = params(*random_model(rng, 5, 4))
+    obs = random_padded(rng, 4, [9, 3, 0, 7])
+    got = hmmop.hmm_forward(A, B, pi, obs).asnumpy()
+    assert native_calls == [mx.nd]
+    want = mx.nd.Custom(A, B, pi, mx.nd.array(obs), op_type="hmm_forward").asnumpy()
+    np.testing.assert_array_equal(got, want)
+    hmmop.hmm_forward(A, B, pi, obs, backend="cython")
+    assert native_calls == [mx.nd]                      # 'cython' is the CustomOp
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_block_engines_agree_bit_for_bit(native_calls, hybridize):
+    """HMMBlock on 'fused' (native here) and 'custom' (the CustomOp): same ll and logit gradients,
+    imperatively and hybridized with static_alloc."""
+    rng = np.random.default_rng(32)
+    obs = mx.nd.array(random_padded(rng, 6, [12, 30, 5, 1]), dtype=np.int32)
+    logits = [rng.normal(size=(4, 4)), rng.normal(size=(4, 6)), rng.normal(size=4)]
+    results = []
+    for engine in ("fused", "custom"):
+        block = hmmop.HMMBlock(4, 6, engine=engine, dtype="float64")
+        block.initialize()
+        for p, value in zip(block.collect_params().values(), logits):
+            p.set_data(mx.nd.array(value, dtype=np.float64))
+        if hybridize:
+            block.hybridize(static_alloc=True, static_shape=True)
+        with mx.autograd.record():
+            ll = block(obs)
+        ll.backward()
+        results.append([ll.asnumpy()] + [p.grad().asnumpy() for p in block.collect_params().values()])
+    assert (mx.nd if not hybridize else mx.sym) in native_calls and len(set(map(id, native_calls))) == 1
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_hmm_fit_on_native_equals_customop(native_calls):
+    """HMM.fit (the trainer, hybridized block) on the default engine runs the native op and ends
+    exactly where the CustomOp ends."""
+    rng = np.random.default_rng(33)
+    seqs = [rng.integers(0, 5, n) for n in (40, 17, 60, 8)]
+    fits = []
+    for engine in ("fused", "custom"):
+        model = hmmop.HMM(3, 5, seed=1, engine=engine, dtype="float64")
+        model.fit(seqs, epochs=15, optimizer="adam", learning_rate=0.1, progress=False)
+        fits.append((model.history_, model.A, model.B, model.pi))
+    assert native_calls, "the default engine did not run the native op"
+    for got, want in zip(*fits):
+        np.testing.assert_array_equal(got, want)
