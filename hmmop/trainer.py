@@ -70,10 +70,21 @@ class Trainer:
             objective = self.block(obs).sum()
             if self._prior:
                 objective = objective + prior_share * self._log_prior()
-            loss = -objective / n_symbols if self.normalize else -objective
-        loss.backward()
+        # The loss is -objective (/ n_symbols): its head gradient, rather than one
+        # more operator in the step (MXNet's per-operator cost is most of a small step).
+        objective.backward(out_grad=self._head_gradient(n_symbols if self.normalize else 1))
         self.gluon_trainer.step(1)
         return objective
+
+    def _head_gradient(self, n):
+        """d loss / d objective = -1/n as a (1,) NDArray, kept per n (minibatches repeat sizes)."""
+        cache = self.__dict__.setdefault("_heads", {})
+        if n not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            dtype = self.block.values(self.ctx)[self.block.param_name(NAMES[0])].dtype
+            cache[n] = mx.nd.array([-1.0 / n], dtype=dtype, ctx=self.ctx)
+        return cache[n]
 
     def _log_prior(self):
         values = self.block.values(self.ctx)
