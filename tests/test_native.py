@@ -476,9 +476,20 @@ class Exportable(gluon.HybridBlock):
         return hmmop.hmm_forward(F.softmax(A), F.softmax(B), F.softmax(pi), obs, backend="native")
 
 
-def test_exported_block_runs_in_a_fresh_process_without_hmmop(tmp_path):
-    net = Exportable()
-    net.initialize(mx.init.Normal(1.0))
+def hmm_block():
+    """An HMM's own block (float32, a structural zero in A: a mask constant in the graph)."""
+    mask = np.ones((3, 3), dtype=bool)
+    mask[0, 2] = False
+    model = hmmop.HMM(3, 4, seed=3, mask={"A": mask})
+    return model.block
+
+
+@pytest.mark.parametrize("make", [Exportable, hmm_block], ids=["custom-block", "HMMBlock"])
+def test_exported_block_runs_in_a_fresh_process_without_hmmop(tmp_path, make):
+    """A hybridized block on the native op exports; a fresh process runs it with only mx.library.load."""
+    net = make()
+    if isinstance(net, Exportable):
+        net.initialize(mx.init.Normal(1.0))
     net.hybridize()
     obs = [[0, 1, 2, 3, -2], [1, 1, -1, -1, -1]]
     expected = net(mx.nd.array(obs, dtype="int32")).asnumpy()
