@@ -27,6 +27,13 @@ def sampled_data():
     return [truth.sample(200, random_state=int(rng.integers(1 << 30)))[0].ravel() for _ in range(50)]
 
 
+def skip_slow_smoke_run(benchmark, engine):
+    """With timing off (the test suite runs bench/ once as a smoke test), skip the unroll's long runs:
+    tests/test_gist.py and tests/test_trainer.py train on the unroll already."""
+    if engine == "unroll" and benchmark.disabled:
+        pytest.skip("the unroll's whole runs are only worth running when they are timed")
+
+
 def gist_run(engine):
     model = HMM.from_logits(GIST_A, GIST_B, fixed=("pi",), engine=engine)
     model.set_probabilities(pi=np.ones(4))
@@ -41,6 +48,7 @@ def sampled_run(engine, data):
 @pytest.mark.parametrize("engine", ["fused", "custom", "unroll"])
 def test_train_gist_1000_steps(benchmark, record, engine):
     benchmark.group = "training: gist, 1000 steps"
+    skip_slow_smoke_run(benchmark, engine)
     benchmark.pedantic(gist_run, args=(engine,), rounds=1 if engine == "unroll" else 3, iterations=1)
     record("training", "gist T=30, 1000 SGD steps", engine)
 
@@ -48,6 +56,7 @@ def test_train_gist_1000_steps(benchmark, record, engine):
 @pytest.mark.parametrize("engine", ["fused", "custom", "unroll"])
 def test_train_50x200_50_epochs(benchmark, record, engine):
     benchmark.group = "training: 50 x 200, 50 epochs"
+    skip_slow_smoke_run(benchmark, engine)
     data = sampled_data()
     benchmark.pedantic(sampled_run, args=(engine, data), rounds=1 if engine == "unroll" else 3, iterations=1)
     record("training", "50x200, 50 Adam epochs", engine)
