@@ -136,10 +136,10 @@ def allreduce_sum(kv, values, integers=False):
     """The sum over all workers of ``values`` (a list of numbers), the same on every worker.
 
     Every worker must call it, the same number of times, in the same order (it is a
-    collective).  Each call uses a fresh key of the store, so it works whether or
-    not an optimizer has been sent to the servers.  The servers sum in float32
-    (float64 is not reliable there): about 7 significant digits; integers=True
-    sums non-negative integers below 2**40 exactly (as 16-bit digits).
+    collective; each call takes a fresh key, so use Allreduce for a sum repeated
+    every step).  The servers must hold no optimizer (hmmop never sends them one).
+    They sum in float32 (float64 arrays too: measured): about 7 significant digits;
+    integers=True sums non-negative integers below 2**40 exactly (as 16-bit digits).
     """
     import mxnet as mx
     if integers:
@@ -162,6 +162,35 @@ def allreduce_sum(kv, values, integers=False):
     if not integers:
         return [float(v) for v in summed]
     return [int(hi) * 2 ** 32 + int(mid) * 2 ** 16 + int(lo) for hi, mid, lo in summed.reshape(-1, 3)]
+
+
+class Allreduce:
+    """Sums NDArrays over the workers, in place, every step: ``summer(arrays)``.
+
+    The arrays must have the shapes of ``templates``; each has a key of its own,
+    initialised once (keys go round-robin over the servers).  The servers hold no
+    optimizer in hmmop's jobs, so a push is summed over the workers and a pull then
+    reads the sum: a worker's pull of one round is done before its push of the
+    next, and the servers merge a round only once every worker has pushed it.
+    Sent as float32 (the servers sum float64 arrays in float32 precision anyway),
+    so float64 values are summed to about 7 significant digits.
+    """
+
+    def __init__(self, kv, templates):
+        import mxnet as mx
+        self.kv = kv
+        self.keys = [_new_key() for _ in templates]
+        self.shapes = [tuple(t.shape) for t in templates]
+        kv.init(self.keys, [mx.nd.zeros(shape, dtype="float32") for shape in self.shapes])
+
+    def __call__(self, arrays):
+        wire = [a if a.dtype == "float32" else a.astype("float32") for a in arrays]
+        self.kv.push(self.keys, wire)
+        self.kv.pull(self.keys, out=wire)
+        for a, w in zip(arrays, wire):
+            if w is not a:
+                w.astype(a.dtype).copyto(a)
+        return arrays
 
 
 def broadcast(kv, arrays):
