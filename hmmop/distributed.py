@@ -435,8 +435,8 @@ class _Job:
                     _say(self.err, f"the workers finished but {', '.join(left)} did not end; stopped")
                 return 0
             if self.deadline is not None and time.monotonic() > self.deadline:
-                self.stop_all()
                 running = [p.label for p in self.processes if p.popen.poll() is None]
+                self.stop_all()
                 _say(self.err, f"the job passed its timeout with {', '.join(running) or 'nothing'} still "
                                f"running; the job was stopped")
                 return 124
