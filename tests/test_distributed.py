@@ -18,7 +18,7 @@ from hmmop import HMM, distributed
 from hmmop.files import read_sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GRADIENT = dict(method="gradient", optimizer="adam", learning_rate=0.05, epochs=40, progress=False)
+GRADIENT = dict(method="gradient", optimizer="sgd", learning_rate=2.0, epochs=40, progress=False)
 EM = dict(method="em", epochs=30, progress=False)
 
 # A worker: fits the data file by gradient and by EM as one worker of the job, and saves what it
