@@ -315,6 +315,16 @@ def _say(err, message):
     print(f"hmmop launch: {message}", file=err, flush=True)
 
 
+def _die_with_parent():
+    """In a child, before exec: be sent SIGKILL if the launcher dies (even by SIGKILL), so that
+    a launcher killed outright leaves no orphan behind (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG = 1
+    except Exception:       # not Linux: the launcher's own handlers still stop the job
+        pass
+
+
 class _Job:
     def __init__(self, n_workers, n_servers, command, hosts, port, python, grace, err, deadline):
         self.n_workers, self.n_servers, self.command = int(n_workers), int(n_servers), command
@@ -328,16 +338,16 @@ class _Job:
         self.scheduler_log = []
         self.stop_signal = None
 
-    def env(self, role, host):
-        env = dict(os.environ)
+    def env(self, role, host, extra):
+        env = dict(os.environ, **extra)
         env.update(DMLC_ROLE=role, DMLC_PS_ROOT_URI=self.root, DMLC_PS_ROOT_PORT=str(self.port),
                    DMLC_NUM_SERVER=str(self.n_servers), DMLC_NUM_WORKER=str(self.n_workers))
         if host is None:
             env.update(DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
         return env
 
-    def start(self, label, role, argv, host=None, capture=False):
-        env = self.env(role, host)
+    def start(self, label, role, argv, host=None, capture=False, extra=None):
+        env = self.env(role, host, extra or {})
         if host is not None:
             names = [k for k in env if k.startswith("DMLC_") or k in ("PYTHONPATH", "HMMOP_WORKER")]
             remote = " ".join([f"cd {shlex.quote(os.getcwd())} &&", "env"]
@@ -346,7 +356,7 @@ class _Job:
             argv = ["ssh", "-tt", "-o", "BatchMode=yes", host, remote]
         popen = subprocess.Popen(argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE if capture else None,
-                                 text=capture or None)
+                                 text=capture or None, preexec_fn=_die_with_parent)
         process = _Process(label, popen, host)
         self.processes.append(process)
         if capture:     # the scheduler: its errors are echoed and kept (to tell a taken port)
@@ -376,11 +386,8 @@ class _Job:
             for i in range(self.n_servers):
                 self.start(f"server {i}", "server", server_code, hosts[i % len(hosts)])
             for i in range(self.n_workers):
-                os.environ["HMMOP_WORKER"] = str(i)
-                try:
-                    self.start(f"worker {i}", "worker", self.command, hosts[i % len(hosts)])
-                finally:
-                    del os.environ["HMMOP_WORKER"]
+                self.start(f"worker {i}", "worker", self.command, hosts[i % len(hosts)],
+                           extra={"HMMOP_WORKER": str(i)})
             return self.watch()
         except BaseException:
             self.stop_all()

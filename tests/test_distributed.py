@@ -132,6 +132,17 @@ class Launch:
         self.popen.communicate(timeout=10)
 
 
+def assert_none_left(groups):
+    """No live process in the job's process groups (any found is killed, then the test fails)."""
+    left = alive_in_groups(groups)
+    for _, group in left:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert left == [], "processes of the job were left running"
+
+
 def python_command(script, *args):
     return ["--", sys.executable, "-c", script, *map(str, args)]
 
@@ -158,7 +169,7 @@ def test_two_workers_equal_one_process_full_batch(tmp_path):
             assert_agree(a, want)
         assert_agree(runs[0][f"{name}_history"], history)
         np.testing.assert_array_equal(runs[0][f"{name}_history"], runs[1][f"{name}_history"])
-    assert alive_in_groups(job.groups) == []
+    assert_none_left(job.groups)
 
 
 def test_cli_fit_with_two_servers(tmp_path):
@@ -178,7 +189,7 @@ def test_cli_fit_with_two_servers(tmp_path):
     single.fit(rows, optimizer="adam", learning_rate=0.1, epochs=30, tol=0, seed=2)
     for got, want in zip(model.probabilities(), single.probabilities()):
         assert_agree(got, want)
-    assert alive_in_groups(job.groups) == []
+    assert_none_left(job.groups)
 
 
 def test_a_killed_worker_stops_the_job(tmp_path):
@@ -198,7 +209,7 @@ def test_a_killed_worker_stops_the_job(tmp_path):
         in err, err[-3000:]
     assert took < 5, f"the launcher took {took:.1f} s to stop the job"
     assert len(job.groups) == 4                                 # scheduler, server, 2 workers
-    assert alive_in_groups(job.groups) == []
+    assert_none_left(job.groups)
 
 
 def test_a_worker_failing_at_start_stops_the_job(tmp_path):
@@ -209,7 +220,7 @@ def test_a_worker_failing_at_start_stops_the_job(tmp_path):
     assert status == 2, err
     assert "hmmop fit: error: argument --states: expected a positive integer, got 0" in err
     assert re.search(r"hmmop launch: worker [01] exited with status 2; the job was stopped", err), err
-    assert alive_in_groups(job.groups) == []
+    assert_none_left(job.groups)
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path):
@@ -248,7 +259,22 @@ def test_the_timeout_stops_the_job(tmp_path):
     assert status == 124
     assert "hmmop launch: the job passed its timeout with" in err and "worker 0" in err, err
     assert time.monotonic() - start < 20
-    assert alive_in_groups(job.groups) == []
+    assert_none_left(job.groups)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_ctrl_c_or_killing_the_launcher_ends_the_job(sig):
+    job = Launch("-n", 2, "--timeout", 120, "--", "sleep", 60)
+    job.watch(timeout=30, until=lambda: len(job.groups) == 4)
+    time.sleep(0.5)
+    os.kill(job.popen.pid, sig)
+    status, _, err = job.finish(timeout=30)
+    if sig == signal.SIGINT:
+        assert status == 130 and "hmmop launch: got SIGINT; the job was stopped" in err, err
+    end = time.monotonic() + 5              # SIGKILL: the kernel kills the children (PR_SET_PDEATHSIG)
+    while alive_in_groups(job.groups) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert_none_left(job.groups)
 
 
 def test_a_fit_outside_a_job_says_how_to_start_one(monkeypatch):
