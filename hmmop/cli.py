@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -180,6 +181,8 @@ def info(args):
 
 def launch(args):
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if len(command) == 1 and " " in command[0]:      # -- "hmmop fit data.txt ...", quoted whole
+        command = shlex.split(command[0])
     if not command:
         raise UsageError("no command to run: give it after --, e.g. "
                          "hmmop launch -n 2 -- hmmop fit data.txt --states 4 --kvstore dist_sync")

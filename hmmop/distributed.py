@@ -354,9 +354,12 @@ class _Job:
                               + [f"{k}={shlex.quote(env[k])}" for k in names]
                               + [shlex.quote(a) for a in argv])
             argv = ["ssh", "-tt", "-o", "BatchMode=yes", host, remote]
-        popen = subprocess.Popen(argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE if capture else None,
-                                 text=capture or None, preexec_fn=_die_with_parent)
+        try:
+            popen = subprocess.Popen(argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE if capture else None,
+                                     text=capture or None, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise OSError(f"cannot start {label}: {argv[0]}: {exc.strerror}; the job was stopped") from None
         process = _Process(label, popen, host)
         self.processes.append(process)
         if capture:     # the scheduler: its errors are echoed and kept (to tell a taken port)

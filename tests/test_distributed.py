@@ -212,6 +212,31 @@ def test_a_killed_worker_stops_the_job(tmp_path):
     assert_none_left(job.groups)
 
 
+@pytest.mark.slow       # another whole job (~6 s): the same watchdog as for a worker
+def test_a_killed_server_stops_the_job(tmp_path):
+    out = str(tmp_path / "run")
+    job = Launch("-n", 2, "--timeout", 120, *python_command(LONG, out))
+    pids = [f"{out}-pid-{rank}" for rank in (0, 1)]
+    job.watch(timeout=90, until=lambda: all(os.path.exists(p) and os.path.getsize(p) for p in pids))
+    time.sleep(1.0)
+    server = [pid for pid in job.groups
+              if b"DMLC_ROLE=server" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
+    assert len(server) == 1
+    os.kill(server[0], signal.SIGKILL)
+    status, _, err = job.finish(timeout=30)
+    assert status == 1
+    assert "hmmop launch: server 0 exited with status -9 (killed by SIGKILL); the job was stopped" in err, err
+    assert_none_left(job.groups)
+
+
+def test_a_command_that_cannot_start_is_a_clear_error():
+    job = Launch("-n", 2, "--", "no-such-program-here", "--x")
+    status, _, err = job.finish(timeout=60)
+    assert status == 1
+    assert "hmmop launch: error: cannot start worker 0: no-such-program-here: No such file or directory" in err
+    assert_none_left(job.groups)
+
+
 def test_a_worker_failing_at_start_stops_the_job(tmp_path):
     data = write_data(tmp_path / "data.txt", sequences(n=5))
     job = Launch("-n", 2, "--timeout", 120, "--", sys.executable, "-m", "hmmop", "fit", data, "--states", 0,
