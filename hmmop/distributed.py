@@ -54,9 +54,11 @@ def kvstore(kind="dist_sync"):
     Raises DistributedError, naming what is missing, when the process was not
     started as a worker of a job (see launch, ``hmmop launch``): creating the store
     outside one would wait forever for a scheduler.  From then on an uncaught
-    exception ends the process at once (os._exit(1) after the traceback) instead of
-    letting the interpreter's exit wait for the other workers in ps-lite's final
-    barrier: the launcher then sees the failure and stops the job.
+    exception (after its traceback) or sys.exit(status) with a failure status ends
+    the process at once (os._exit) instead of letting the interpreter's exit wait
+    for the other workers in ps-lite's final barrier: the launcher then sees the
+    failure and stops the job.  (``raise SystemExit(3)`` written out is not caught:
+    use sys.exit or exit_now.)
     """
     global _store
     if kind not in DIST_TYPES:
@@ -202,15 +204,26 @@ def broadcast(kv, arrays):
 
 
 def _exit_at_once_on_error():
-    previous = sys.excepthook
+    """An uncaught exception, or sys.exit with a failure status, ends this worker at once: the
+    interpreter's normal exit would wait for the other workers in ps-lite's final barrier, and
+    they - waiting for this worker's gradients - would never come (the launcher could not see
+    the failure: the process would not end)."""
+    previous_hook, previous_exit = sys.excepthook, sys.exit
 
     def hook(kind, value, tb):
-        previous(kind, value, tb)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(1)
+        previous_hook(kind, value, tb)
+        exit_now(1)
+
+    def exit(status=None):
+        if status is None or status == 0:
+            previous_exit(status)
+        if not isinstance(status, int):
+            print(status, file=sys.stderr)
+            status = 1
+        exit_now(status)
 
     sys.excepthook = hook
+    sys.exit = exit
 
 
 def exit_now(status):

@@ -212,6 +212,37 @@ def test_a_killed_worker_stops_the_job(tmp_path):
     assert_none_left(job.groups)
 
 
+# A worker that fails in the middle of training, in its own code (a callback).
+FAILING = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from hmmop import HMM, distributed
+    kv = distributed.kvstore()
+    def fail(epoch, value):
+        if kv.rank == 1 and epoch == 20:
+            if sys.argv[1] == "raise":
+                raise RuntimeError("this worker fails")
+            sys.exit(3)
+    HMM(3, 5, seed=0).fit([np.arange(50) % 5] * 20, kvstore="dist_sync", epochs=10 ** 6, progress=False,
+                          callback=fail)
+""")
+
+
+@pytest.mark.parametrize("how", ["raise", pytest.param("exit", marks=pytest.mark.slow)])
+def test_a_worker_failing_mid_job_stops_it(how):
+    # Left to the interpreter's normal exit, the failing worker would wait for the others in
+    # ps-lite's final barrier, and they for its gradients: a hang the launcher cannot see.
+    job = Launch("-n", 2, "--timeout", 30, *python_command(FAILING, how))
+    status, _, err = job.finish(timeout=90)
+    assert "passed its timeout" not in err, err[-3000:]
+    expected = 1 if how == "raise" else 3
+    assert status == expected, err[-3000:]
+    assert re.search(rf"hmmop launch: worker [01] exited with status {expected}; the job was stopped", err)
+    if how == "raise":
+        assert "RuntimeError: this worker fails" in err
+    assert_none_left(job.groups)
+
+
 @pytest.mark.slow       # another whole job (~6 s): the same watchdog as for a worker
 def test_a_killed_server_stops_the_job(tmp_path):
     out = str(tmp_path / "run")
