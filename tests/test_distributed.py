@@ -39,6 +39,15 @@ WORKER = textwrap.dedent("""
         history = model.fit(seqs, kvstore="dist_sync", **options)
         results.update({f"{name}_{k}": v for k, v in zip("A B pi".split(), model.probabilities())})
         results[f"{name}_history"] = history
+    # shard=False: each worker passes its own part (here the same split, so the same result).
+    mine = [seqs[i] for i in distributed.shard([len(s) for s in seqs], kv.rank, kv.num_workers)]
+    model = HMM(3, 5, seed=seed + kv.rank)
+    model.fit(mine, kvstore="dist_sync", shard=False, **GRADIENT)
+    results["own_A"] = model.probabilities()[0]
+    # Minibatches of 4 of each worker's sequences (the workers have different numbers of them).
+    model = HMM(3, 5, seed=seed + kv.rank)
+    results["mini_history"] = model.fit(seqs, kvstore="dist_sync", batch_size=4, seed=kv.rank, **GRADIENT)
+    results["mini_A"] = model.probabilities()[0]
     np.savez(f"{out}-{kv.rank}.npz", rank=kv.rank, workers=kv.num_workers, **results)
 """).replace("GRADIENT", repr(GRADIENT)).replace("EM", repr(EM))
 
@@ -169,6 +178,10 @@ def test_two_workers_equal_one_process_full_batch(tmp_path):
             assert_agree(a, want)
         assert_agree(runs[0][f"{name}_history"], history)
         np.testing.assert_array_equal(runs[0][f"{name}_history"], runs[1][f"{name}_history"])
+    np.testing.assert_array_equal(runs[0]["own_A"], runs[0]["gradient_A"])
+    for key in ("mini_A", "mini_history"):
+        np.testing.assert_array_equal(runs[0][key], runs[1][key])
+    assert len(runs[0]["mini_history"]) == GRADIENT["epochs"]
     assert_none_left(job.groups)
 
 
