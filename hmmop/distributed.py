@@ -10,7 +10,7 @@ workers run the user's command, e.g. ``hmmop fit data.txt --kvstore dist_sync``.
     from hmmop import distributed
     kv = distributed.kvstore()                    # this worker's dist_sync store (one per process)
     mine = distributed.shard(lengths, kv.rank, kv.num_workers)
-    total = distributed.allreduce_sum(kv, [local_symbols])[0]
+    total = distributed.allreduce_sum(kv, [local_symbols], integers=True)[0]
     status = distributed.launch(2, 1, ["hmmop", "fit", "data.txt", "--kvstore", "dist_sync"])
 
 launch() is the watchdog that a parameter-server job needs: when a worker dies,
@@ -19,6 +19,7 @@ process and stops the whole job (each process in its own process group) when one
 fails, when the job passes its timeout, or on SIGINT/SIGTERM.
 """
 import atexit
+import heapq
 import os
 import shlex
 import signal
@@ -29,9 +30,9 @@ import threading
 import time
 
 DIST_TYPES = ("dist_sync", "dist_sync_device")
-# Keys of the values hmmop itself sums or broadcasts through the store.  gluon.Trainer
-# uses 0, 1, ... for the parameters; a key must never be initialised twice (a second
-# init from rank 0 alone would wait forever for the other workers' pushes).
+# Keys of the values hmmop sums or broadcasts through the store: away from 0, 1, ...
+# (what a gluon.Trainer given the same store would use), each initialised once - a
+# second init, from rank 0 alone, would wait forever for the other workers' pushes.
 _KEY_BASE = 1 << 20
 _ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 _store = None
@@ -119,12 +120,12 @@ def shard(lengths, rank, num_workers):
     if not 0 <= rank < num_workers:
         raise ValueError(f"rank must be in 0..{num_workers - 1}, got {rank}")
     lengths = [int(n) for n in lengths]
-    load = [0] * num_workers
+    loads = [(0, w) for w in range(num_workers)]          # a heap of (symbols so far, worker)
     owner = [0] * len(lengths)
     for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        w = min(range(num_workers), key=lambda w: (load[w], w))
+        load, w = loads[0]
         owner[i] = w
-        load[w] += lengths[i]
+        heapq.heapreplace(loads, (load + lengths[i], w))
     return [i for i, w in enumerate(owner) if w == rank]
 
 
