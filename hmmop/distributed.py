@@ -252,7 +252,11 @@ def free_port(host="127.0.0.1"):
 
 
 def port_is_free(port, host="127.0.0.1"):
+    """Whether a scheduler could bind ``port`` now: nothing listens on it.  With SO_REUSEADDR,
+    as ZeroMQ (ps-lite's transport) binds: connections of a stopped job left in TIME_WAIT do
+    not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -152,6 +152,10 @@ def assert_none_left(groups):
     assert left == [], "processes of the job were left running"
 
 
+def pid_of(path):
+    return int(open(path).read().split()[0])
+
+
 def python_command(script, *args):
     return ["--", sys.executable, "-c", script, *map(str, args)]
 
@@ -212,6 +216,9 @@ def test_a_killed_worker_stops_the_job(tmp_path):
     ended = job.watch(timeout=90, until=lambda: all(os.path.exists(p) and os.path.getsize(p) for p in pids))
     assert not ended, job.popen.communicate()[1][-3000:]
     time.sleep(1.0)                                             # training
+    environ = open(f"/proc/{pid_of(pids[0])}/environ", "rb").read().split(b"\0")
+    port = int(next(v for v in environ if v.startswith(b"DMLC_PS_ROOT_PORT=")).split(b"=")[1])
+    assert not distributed.port_is_free(port)                  # the scheduler holds it
     pid, index = open(pids[1]).read().split()
     os.kill(int(pid), signal.SIGKILL)
     killed = time.monotonic()
@@ -223,6 +230,7 @@ def test_a_killed_worker_stops_the_job(tmp_path):
     assert took < 5, f"the launcher took {took:.1f} s to stop the job"
     assert len(job.groups) == 4                                 # scheduler, server, 2 workers
     assert_none_left(job.groups)
+    assert distributed.port_is_free(port)
 
 
 # A worker that fails in the middle of training, in its own code (a callback).
