@@ -264,6 +264,34 @@ def test_a_worker_failing_mid_job_stops_it(how):
     assert_none_left(job.groups)
 
 
+@pytest.mark.slow       # another whole job (~7 s)
+def test_hosts_file_through_a_stand_in_for_ssh(tmp_path, monkeypatch):
+    # No second machine here: a stand-in `ssh` first on PATH runs the remote command line
+    # locally (so only the launcher's side of --hosts is tested: the command and its quoting).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ssh"
+    fake.write_text('#!/bin/sh\n'
+                    'while [ "${1#-}" != "$1" ]; do [ "$1" = -o ] && shift; shift; done\n'
+                    'echo "$1" >> "$(dirname "$0")/hosts-used"; shift\n'
+                    'exec sh -c "$1"\n')
+    fake.chmod(0o755)
+    (tmp_path / "hosts.txt").write_text("# two names for this machine\nnode-a\nnode-b  # a comment\n")
+    data = write_data(tmp_path / "my data.txt", sequences(n=12))       # a space: quoting
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HMMOP_LAUNCH_ADDRESS", "127.0.0.1")
+    monkeypatch.setenv("DMLC_NODE_HOST", "127.0.0.1")            # forwarded like every DMLC_ variable
+    monkeypatch.setenv("DMLC_INTERFACE", "lo")
+    job = Launch("-n", 2, "--hosts", "hosts.txt", "--timeout", 120, "--", sys.executable, "-m", "hmmop", "fit",
+                 data, "--states", 2, "--tokens", "ints", "--epochs", 5, "--kvstore", "dist_sync", "--out", "m.npz",
+                 cwd=tmp_path)
+    status, _, err = job.finish()
+    assert status == 0, err[-3000:]
+    assert sorted((bin_dir / "hosts-used").read_text().split()) == ["node-a", "node-a", "node-b"]
+    assert HMM.load(str(tmp_path / "m.npz")).n_states == 2
+    assert_none_left(job.groups)
+
+
 @pytest.mark.slow       # another whole job (~6 s): the same watchdog as for a worker
 def test_a_killed_server_stops_the_job(tmp_path):
     out = str(tmp_path / "run")
