@@ -360,7 +360,7 @@ class _Job:
         env = dict(os.environ, **extra)
         env.update(DMLC_ROLE=role, DMLC_PS_ROOT_URI=self.root, DMLC_PS_ROOT_PORT=str(self.port),
                    DMLC_NUM_SERVER=str(self.n_servers), DMLC_NUM_WORKER=str(self.n_workers))
-        if host is None:
+        if not self.hosts:          # all on this machine: over loopback
             env.update(DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
         return env
 
