@@ -22,6 +22,7 @@ import atexit
 import heapq
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -333,14 +334,25 @@ def _say(err, message):
     print(f"hmmop launch: {message}", file=err, flush=True)
 
 
-def _die_with_parent():
-    """In a child, before exec: be sent SIGKILL if the launcher dies (even by SIGKILL), so that
-    a launcher killed outright leaves no orphan behind (Linux's PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG = 1
-    except Exception:       # not Linux: the launcher's own handlers still stop the job
-        pass
+# Each child starts through this (a bare Python, no site): it asks the kernel for SIGKILL when the
+# launcher dies (PR_SET_PDEATHSIG, kept across exec), so that a launcher killed outright leaves no
+# orphan behind, then execs the real command.  Not a preexec_fn: with one, subprocess must fork(),
+# and MXNet's pthread_atfork handler (it stops the engine, joining its threads) deadlocks in a
+# process that has done MXNet work - launch() called after a fit hung there for good.
+_EXEC = """
+import ctypes, os, sys
+try:
+    ctypes.CDLL(None).prctl(1, 9)                   # PR_SET_PDEATHSIG, SIGKILL
+except Exception:                                   # not Linux: the launcher's handlers still apply
+    pass
+if os.getppid() != int(sys.argv[1]):                # the launcher died before prctl
+    os._exit(1)
+try:
+    os.execvp(sys.argv[3], sys.argv[3:])
+except OSError as exc:
+    print(f"hmmop launch: cannot start {sys.argv[2]}: {sys.argv[3]}: {exc.strerror}", file=sys.stderr)
+    os._exit(127)
+"""
 
 
 class _Job:
@@ -372,12 +384,12 @@ class _Job:
                               + [f"{k}={shlex.quote(env[k])}" for k in names]
                               + [shlex.quote(a) for a in argv])
             argv = ["ssh", "-tt", "-o", "BatchMode=yes", host, remote]
-        try:
-            popen = subprocess.Popen(argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE if capture else None,
-                                     text=capture or None, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            raise OSError(f"cannot start {label}: {argv[0]}: {exc.strerror}; the job was stopped") from None
+        if shutil.which(argv[0]) is None:
+            raise OSError(f"cannot start {label}: {argv[0]}: No such file or directory (or not executable); "
+                          f"the job was stopped")
+        popen = subprocess.Popen([sys.executable, "-S", "-c", _EXEC, str(os.getpid()), label, *argv], env=env,
+                                 start_new_session=True, stdin=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE if capture else None, text=capture or None)
         process = _Process(label, popen, host)
         self.processes.append(process)
         if capture:     # the scheduler: its errors are echoed and kept (to tell a taken port)
