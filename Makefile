@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/gist.py
 
 test: $(VENV)/.installed
-	$(PY) -m pytest tests bench --benchmark-disable
+	$(PY) -m pytest tests bench --benchmark-disable -m "not slow"
 
 # The test suite on Python 3.11 (numpy 1.23, .venv) and on 3.12 (numpy 1.26, .venv-3.12), one after the
 # other: both build the extension into the source tree (different file names, but one Cython output).

@@ -6,6 +6,7 @@
     hmmop decode book.hmmop.npz other.txt --posteriors
     hmmop sample book.hmmop.npz --n 5 --length 80
     hmmop bench --quick
+    hmmop launch -n 2 -- hmmop fit book.txt --states 2 --kvstore dist_sync
 
 Results go to stdout (plain lines, TSV or JSON); messages and progress to
 stderr.  A user's mistake prints one line "hmmop CMD: error: ..." and exits
@@ -17,12 +18,13 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 
 import numpy as np
 
-from . import benchmarks, plots
+from . import benchmarks, distributed, plots
 from .files import TOKENS, UNKNOWN, DataError, format_sequence, read_sequences, with_vocabulary
 from .model import HMM
 from .monitor import DivergenceError
@@ -40,19 +42,24 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        args.run(args)
-        return 0
+        status = args.run(args)
+        return 0 if status is None else status
     except BrokenPipeError:                  # e.g. `hmmop decode ... | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # no second error at exit
         return 0
     except UsageError as exc:
         return _fail(args, exc, 2)
-    except (DataError, DivergenceError, plots.PlotUnavailable, ValueError, OSError) as exc:
+    except (DataError, DivergenceError, plots.PlotUnavailable, ValueError, OSError,
+            distributed.DistributedError) as exc:
         return _fail(args, exc, 1)
 
 
 def _fail(args, exc, status):
     print(f"hmmop {args.command}: error: {exc}", file=sys.stderr)
+    if distributed.in_job() and distributed._store is not None:
+        # A worker that has joined a job: leave at once, without the final barrier (the other
+        # workers would never reach it); the launcher sees the status and stops the job.
+        distributed.exit_now(status)
     return status
 
 
@@ -63,6 +70,10 @@ def fit(args):
     if args.plot:
         _check_new(args.plot, args.force)
     sequences, tokens, _ = read_sequences(args.data, args.tokens)
+    kv, rank = None, 0
+    if args.kvstore:
+        kv = distributed.kvstore(args.kvstore)        # waits for the whole job to start
+        rank = kv.rank
     if tokens == "ints":
         n_symbols, symbols = int(max(int(np.max(s)) for s in sequences if len(s))) + 1, None
         if any(len(s) and np.min(s) < 0 for s in sequences):
@@ -72,14 +83,19 @@ def fit(args):
         n_symbols = len(symbols)
     n = sum(len(s) for s in sequences)
     model = HMM(args.states, n_symbols, symbols=symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
-    _say(f"fitting {args.states} states to {len(sequences)} sequences, {n} symbols, {n_symbols} distinct "
-         f"({args.method}{', ' + args.optimizer + ' lr ' + str(args.lr) if args.method == 'gradient' else ''}, "
-         f"up to {args.epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''})")
+    workers = f", {kv.num_workers} workers ({args.kvstore})" if kv is not None else ""
+    if rank == 0:
+        _say(f"fitting {args.states} states to {len(sequences)} sequences, {n} symbols, {n_symbols} distinct "
+             f"({args.method}{', ' + args.optimizer + ' lr ' + str(args.lr) if args.method == 'gradient' else ''}"
+             f", up to {args.epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''}"
+             f"{workers})")
     start = time.perf_counter()
     model.fit(sequences, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
               learning_rate=args.lr, batch_size=args.batch_size, tol=args.tol, seed=args.seed,
-              n_init=args.n_init)
+              n_init=args.n_init, kvstore=kv, progress=None if rank == 0 else False)
     seconds = time.perf_counter() - start
+    if rank != 0:               # every worker has the same model: rank 0 writes it
+        return
     ll = model.score(sequences)
     model.save(out)
     _say(f"log-likelihood {ll / n:.6f} per symbol (total {ll:.6g}) after {len(model.history_)} epochs "
@@ -161,6 +177,18 @@ def info(args):
     if args.plot:
         plots.emissions(B, names, args.plot, title=f"{args.model}: emissions")
         _say(f"emission heat map written to {args.plot}")
+
+
+def launch(args):
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if len(command) == 1 and " " in command[0]:      # -- "hmmop fit data.txt ...", quoted whole
+        command = shlex.split(command[0])
+    if not command:
+        raise UsageError("no command to run: give it after --, e.g. "
+                         "hmmop launch -n 2 -- hmmop fit data.txt --states 4 --kvstore dist_sync")
+    hosts = distributed.read_hosts(args.hosts) if args.hosts else None
+    return distributed.launch(args.workers, args.servers, command, timeout=args.timeout, hosts=hosts,
+                              port=args.port)
 
 
 def bench(args):
@@ -273,6 +301,9 @@ def _parser():
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--out", help="model file to write (default: DATA's name with .hmmop.npz)")
     p.add_argument("--plot", metavar="CURVE.png", help="draw the training curve (needs matplotlib)")
+    p.add_argument("--kvstore", choices=distributed.DIST_TYPES, default=None,
+                   help="train as one worker of a job started by 'hmmop launch' (each worker reads all of "
+                        "DATA and trains on its share; rank 0 writes the model)")
     force(p)
 
     p = command("score", score, "Per-sequence log-likelihoods of a file under a model (and the total).",
@@ -306,6 +337,22 @@ def _parser():
     p.add_argument("--top", type=_positive_int, default=8, help="symbols shown per state (default 8)")
     p.add_argument("--plot", metavar="EMISSIONS.png", help="draw the emission matrix as a heat map")
     force(p)
+
+    p = command("launch", launch,
+                "Run COMMAND as the workers of a distributed (parameter-server) job, with its scheduler and "
+                "servers; stop the whole job when any process fails.",
+                "hmmop launch -n 2 -- hmmop fit book.txt --states 8 --kvstore dist_sync --out book.npz")
+    p.add_argument("-n", "--workers", type=_positive_int, required=True, help="number of workers")
+    p.add_argument("-s", "--servers", type=_positive_int, default=1, help="number of servers (default 1)")
+    p.add_argument("--hosts", metavar="FILE",
+                   help="run servers and workers over ssh on these hosts (one per line), round-robin; "
+                        "default: all on this machine over loopback")
+    p.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                   help="stop the job (status 124) when it runs longer than S seconds")
+    p.add_argument("--port", type=_number(int, lambda v: 1 <= v <= 65535, "a port number"), default=None,
+                   help="the scheduler's port (default: a free one)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="the worker's command line, after --")
 
     p = command("bench", bench, "Benchmark hmmop against the autograd unroll and hmmlearn on this machine.",
                 "hmmop bench --quick --plot bench.png")

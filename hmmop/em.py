@@ -73,21 +73,26 @@ def m_step(name, counts, current, prior=None, mask=None):
     return np.where(total > 0, x / np.where(total > 0, total, 1), current)
 
 
-def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=None):
+def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=None, reduce=None):
     """Baum-Welch iterations; returns the new {name: float64 array} for 'A', 'B', 'pi'.
 
     forward(A, B, pi) -> ll (batch,) NDArray: the data's log-likelihood under
     float64 NDArray parameters (see counts_of).  params: {name: float64 array}
     to start from.  monitor: a monitor.Monitor (epochs, tol, history, bar);
     its history records, before each update, the log-likelihood plus the
-    log-prior (when there is a prior).  learn: names to update.
+    log-prior (when there is a prior).  learn: names to update.  reduce:
+    None, or reduce(ll_total, counts) -> (ll_total, counts) summed over the
+    workers of a distributed job (every worker then makes the same M-step).
     """
     prior, masks = prior or {}, masks or {}
     ctx = ctx or mx.cpu()
     params = dict(params)
     for _ in monitor:
         ll, counts = counts_of(forward, params["A"], params["B"], params["pi"], ctx)
-        converged = monitor.report(ll.sum() + log_prior(params, prior))
+        ll = ll.sum()
+        if reduce is not None:
+            ll, counts = reduce(ll, counts)
+        converged = monitor.report(ll + log_prior(params, prior))
         for name in learn:
             params[name] = m_step(name, counts[name], params[name], prior.get(name), masks.get(name))
         if converged:

@@ -31,7 +31,7 @@ import os
 import mxnet as mx
 import numpy as np
 
-from . import inference
+from . import distributed, inference
 from .block import NAMES, HMMBlock
 from .data import encode, encode_padded, pad
 from .em import fit_em
@@ -162,7 +162,8 @@ class HMM:
     # -- training -------------------------------------------------------------------------------
     def fit(self, sequences, lengths=None, method="gradient", epochs=1000, optimizer="sgd",
             learning_rate=1e-2, optimizer_params=None, batch_size=None, learn=None, normalize=True,
-            tol=None, seed=None, progress=None, callback=None, hybridize=True, n_init=1, prior=None):
+            tol=None, seed=None, progress=None, callback=None, hybridize=True, n_init=1, prior=None,
+            kvstore=None, shard=True):
         """Fit to ``sequences`` (see data.encode; ``lengths`` for hmmlearn's (X, lengths) form).
 
         method: "gradient" (the gist's softmax-logit descent with any MXNet
@@ -176,12 +177,28 @@ class HMM:
         keeps in history_) each epoch's log-likelihood - plus the log-prior,
         if any - before that epoch's update.  A non-finite objective raises
         DivergenceError, the model keeping the last finite parameters.
+
+        kvstore: None, or "dist_sync" to train as one worker of a data-parallel
+        job started by ``hmmop launch`` (distributed.py; docs/distributed.md).
+        Every worker passes the same sequences and takes its share of them
+        (shard=True: by rank, balanced by symbol count; shard=False: the
+        sequences given are already this worker's part).  The workers start from
+        rank 0's parameters and sum gradients (or EM's expected counts) and
+        log-likelihoods over the job each step, so every worker ends with the
+        same model and the same history, that of the whole data; one learning
+        rate means the same on 1 or k workers.  Sums travel in float32: expect
+        agreement with a one-process fit to about 1e-6 relative.  Writing files
+        is left to the caller: usually rank 0 (distributed.kvstore().rank).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
             raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
         rows = encode(sequences, self.n_symbols, self.symbols, lengths)
+        kv = None
+        if kvstore is not None:
+            kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
+            rows = self._my_share(kv, rows, shard)
         learn = self.block.learnable(learn)
         prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.block.fixed})
         Monitor(epochs, 1, tol, progress=False)        # checks epochs and tol before any work
@@ -199,9 +216,9 @@ class HMM:
                 if method == "gradient":
                     history = self._fit_gradient(rows, epochs, optimizer, learning_rate, optimizer_params,
                                                  batch_size, learn, normalize, tol, seed, progress,
-                                                 callback, hybridize, prior)
+                                                 callback, hybridize, prior, kv)
                 else:
-                    history = self._fit_em(rows, epochs, learn, tol, progress, callback, prior)
+                    history = self._fit_em(rows, epochs, learn, tol, progress, callback, prior, kv)
             except DivergenceError as exc:
                 self.history_ = exc.history
                 raise
@@ -209,7 +226,8 @@ class HMM:
             if n_init == 1:                # nothing to compare: no extra pass over the data
                 best = (None, history, None)
                 break
-            inits.append(self._score_padded(pad(rows)).sum())
+            score = self._score_padded(pad(rows)).sum() if rows else 0.0
+            inits.append(score if kv is None else distributed.allreduce_sum(kv, [score])[0])
             if best is None or inits[-1] > best[0]:
                 best = (inits[-1], history, [x.copy() for x in self.probabilities()])
         self.inits_ = np.array(inits)
@@ -220,24 +238,48 @@ class HMM:
         return self.history_
 
     def _fit_gradient(self, rows, epochs, optimizer, learning_rate, optimizer_params, batch_size, learn,
-                      normalize, tol, seed, progress, callback, hybridize, prior):
+                      normalize, tol, seed, progress, callback, hybridize, prior, kv=None):
         # The log-prior's weights a - 1, zero at structural zeros.
         weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
         trainer = Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn,
-                          normalize=normalize, ctx=self.ctx, prior=weights)
+                          normalize=normalize, ctx=self.ctx, prior=weights, kvstore=kv)
         if hybridize and self.block.engine != "unroll":
             self.block.hybridize()
         return trainer.fit(rows, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
                            progress=progress, callback=callback)
 
-    def _fit_em(self, rows, epochs, learn, tol, progress, callback, prior):
-        obs = from_host(pad(rows), np.int32, self.ctx)
-        monitor = Monitor(epochs, sum(len(r) for r in rows), tol, progress, callback, desc="hmmop EM")
+    def _fit_em(self, rows, epochs, learn, tol, progress, callback, prior, kv=None):
+        obs = from_host(pad(rows) if rows else np.full((1, 1), -1), np.int32, self.ctx)
+        n_symbols = sum(len(r) for r in rows)
+        reduce = None
+        if kv is not None:
+            n_symbols = distributed.allreduce_sum(kv, [n_symbols], integers=True)[0]
+            self._broadcast(kv)
+            reduce = _CountSum(kv, self._shape)
+        monitor = Monitor(epochs, n_symbols, tol, progress, callback, desc="hmmop EM")
         params = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
                         dict(zip(NAMES, self.probabilities())), monitor, learn=learn, prior=prior,
-                        masks=self.mask, ctx=self.ctx)
+                        masks=self.mask, ctx=self.ctx, reduce=reduce)
         self.set_probabilities(**{n: params[n] for n in learn})
         return monitor.result()
+
+    def _my_share(self, kv, rows, shard):
+        """This worker's rows: its shard of ``rows`` (shard=True, checking that every worker has
+        the same data) or all of them (shard=False: the caller split the data)."""
+        if not shard:
+            return rows
+        n = sum(len(r) for r in rows)
+        total = distributed.allreduce_sum(kv, [n, len(rows)], integers=True)
+        if total != [n * kv.num_workers, len(rows) * kv.num_workers]:
+            raise distributed.DistributedError(
+                f"worker {kv.rank}: the workers were given different data ({len(rows)} sequences, {n} symbols "
+                f"here; {total[1]} sequences, {total[0]} symbols over {kv.num_workers} workers); with "
+                f"shard=True every worker passes all of it")
+        return [rows[i] for i in distributed.shard([len(r) for r in rows], kv.rank, kv.num_workers)]
+
+    def _broadcast(self, kv):
+        """Every worker takes rank 0's parameters."""
+        distributed.broadcast(kv, [self._param(n).data(self.ctx) for n in NAMES])
 
     # -- scoring and inference ------------------------------------------------------------------
     def score(self, sequences, lengths=None):
@@ -361,7 +403,11 @@ class HMM:
         A copy into param.data() rather than gluon's set_data, whose indexing
         machinery costs ~0.1 ms a call (a tenth of an EM iteration at N=4).
         The same thing here: the block lives on one context and no kvstore
-        holds a copy of it (hmmop's Trainer runs on one device, without one).
+        holds a copy of it - also in distributed training, where the servers
+        only sum gradients and each worker keeps and updates its own copy (the
+        workers agree by starting from rank 0's values, broadcast when a fit
+        starts).  set_data would be wrong there besides: with a gluon Trainer
+        that updates on a dist kvstore, it resets the store, which raises.
         """
         from_host(value, self.dtype, self.ctx).copyto(self._param(name).data(self.ctx))
 
@@ -422,3 +468,20 @@ class HMM:
     def __repr__(self):
         return (f"HMM(n_states={self.n_states}, n_symbols={self.n_symbols}, dtype={self.dtype.name}, "
                 f"engine={self.block.engine!r}, fixed={self.block.fixed}, masked={tuple(self.mask)})")
+
+
+class _CountSum:
+    """EM over a kvstore: sums the log-likelihood and the expected counts over the workers."""
+
+    def __init__(self, kv, shape):
+        self.shapes = [(1,)] + [shape(n) for n in NAMES]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.buffer = mx.nd.zeros(sum(self.sizes), dtype="float32")
+        self.summer = distributed.Allreduce(kv, [self.buffer])
+
+    def __call__(self, ll, counts):
+        flat = np.concatenate([np.atleast_1d(ll)] + [np.ravel(counts[n]) for n in NAMES])
+        self.buffer[:] = flat.astype(np.float32)
+        summed = self.summer([self.buffer])[0].asnumpy().astype(np.float64)
+        parts = np.split(summed, np.cumsum(self.sizes)[:-1])
+        return float(parts[0][0]), {n: p.reshape(s) for n, p, s in zip(NAMES, parts[1:], self.shapes[1:])}

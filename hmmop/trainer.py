@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from . import distributed
 from .block import NAMES
 from .data import pad
 from .monitor import Monitor
@@ -37,10 +38,20 @@ class Trainer:
     (see priors.py): the log-prior sum(w * log p) is added to the objective,
     each minibatch carrying its share (its symbols / all symbols), so that an
     epoch adds it once.
+
+    kvstore: None (one process) or "dist_sync" (or such a KVStore): data-parallel
+    training, this process being one worker of a job (see distributed.py and
+    ``hmmop launch``) that trains on its own part of the data.  Every worker
+    starts from rank 0's parameters (broadcast here), each step sums the
+    gradients, the objective and the symbol count over the workers through the
+    kvstore, and every worker applies the optimizer to the same sums, so all
+    end with the same parameters; the loss is normalised by the global symbol
+    count.  The servers only sum (float32): no optimizer is sent to them, so
+    any MXNet optimizer works.
     """
 
     def __init__(self, block, optimizer="sgd", learning_rate=1e-2, optimizer_params=None,
-                 learn=None, normalize=True, ctx=None, prior=None):
+                 learn=None, normalize=True, ctx=None, prior=None, kvstore=None):
         learn = block.learnable(learn)
         check_learning_rate(learning_rate)
         self.block = block
@@ -59,13 +70,22 @@ class Trainer:
                 params[p.name] = p
                 self._learned.append(p)
         opt_params = {"learning_rate": learning_rate, **(optimizer_params or {})}
-        self.gluon_trainer = gluon.Trainer(params, optimizer, opt_params)
+        self.gluon_trainer = gluon.Trainer(params, optimizer, opt_params, kvstore=None)
         dtype = block.values(self.ctx)[block.param_name(NAMES[0])].dtype
         self._prior = {name: mx.nd.array(w, dtype=dtype, ctx=self.ctx) for name, w in (prior or {}).items()}
+        self.kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
+        if self.kv is not None:
+            distributed.broadcast(self.kv, [getattr(block, block.param_name(n)).data(self.ctx) for n in NAMES])
+            self._stat = mx.nd.zeros(2, dtype="float32", ctx=self.ctx)
+            self._sum = distributed.Allreduce(self.kv, [p.grad(self.ctx) for p in self._learned] + [self._stat])
 
     def step(self, obs, n_symbols, prior_share=1.0):
         """One update on obs (batch, T) int32 NDArray; returns the batch's objective (NDArray):
-        its summed ll, plus prior_share times the log-prior when there is a prior."""
+        its summed ll, plus prior_share times the log-prior when there is a prior.
+        With a kvstore: the objective summed over the workers (obs None: a step
+        with no data, for a worker that has fewer minibatches than another)."""
+        if self.kv is not None:
+            return self._dist_step(obs, n_symbols, prior_share)
         with autograd.record():
             objective = self.block(obs).sum()
             if self._prior:
@@ -85,6 +105,23 @@ class Trainer:
             dtype = self.block.values(self.ctx)[self.block.param_name(NAMES[0])].dtype
             cache[n] = mx.nd.array([-1.0 / n], dtype=dtype, ctx=self.ctx)
         return cache[n]
+
+    def _dist_step(self, obs, count, prior_share):
+        if obs is None:             # no data: a sequence of padding, ll 0, gradient 0
+            obs, prior_share = mx.nd.full((1, 1), -1, dtype="int32", ctx=self.ctx), 0.0
+        with autograd.record():
+            objective = self.block(obs).sum()
+            if self._prior:
+                objective = objective + prior_share * self._log_prior()
+            loss = -objective
+        loss.backward()
+        self._stat[0] = objective.astype("float32")
+        self._stat[1] = count
+        self._sum([p.grad(self.ctx) for p in self._learned] + [self._stat])
+        # The gradients are now sums over the workers, the same on each; step(n) divides them by n.
+        total = float(self._stat[1].asscalar())
+        self.gluon_trainer.step(max(total, 1.0) if self.normalize else 1)
+        return self._stat[0]
 
     def _log_prior(self):
         values = self.block.values(self.ctx)
@@ -112,25 +149,35 @@ class Trainer:
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         rng = np.random.default_rng(seed)
-        total_symbols = sum(len(r) for r in rows)
+        total_symbols = local_symbols = sum(len(r) for r in rows)
+        n_steps = None
+        if self.kv is not None:
+            # This worker's rows are its part of the data: the totals are sums over the workers,
+            # and every worker takes as many steps per epoch as the one with most minibatches.
+            mine = 1 if batch_size is None else -(-len(rows) // batch_size)
+            counts = distributed.allreduce_sum(
+                self.kv, [local_symbols] + [mine if w == self.kv.rank else 0 for w in range(self.kv.num_workers)],
+                integers=True)
+            total_symbols, n_steps = counts[0], max(counts[1:])
         monitor = Monitor(epochs, total_symbols, tol, progress, callback,
                           advice=f"Try a smaller learning rate (it is {self.learning_rate}).")
         full = None
-        if batch_size is None or batch_size >= len(rows):
-            full = [(from_host(pad(rows), np.int32, self.ctx), total_symbols)]
+        if batch_size is None or (batch_size >= len(rows) and self.kv is None):
+            full = [(from_host(pad(rows), np.int32, self.ctx) if rows else None, local_symbols)]
         # The parameters before the previous step and before this one: when a
         # step's objective is not finite, its parameters are the bad ones, and
         # the previous step's are the last with a finite objective.
         before = [[p.data(self.ctx).copy() for p in self._learned] for _ in range(2)]
         for epoch in monitor:
             total = 0.0
-            for obs, count in full or self._minibatches(rows, batch_size, rng):
+            for obs, count in full or self._minibatches(rows, batch_size, rng, n_steps):
                 before.reverse()
                 for p, keep in zip(self._learned, before[1]):
                     p.data(self.ctx).copyto(keep)
                 # Reading each step's value waits for it: without a wait, Python
                 # would queue an epoch's steps in MXNet's engine, holding their memory.
-                value = float(self.step(obs, max(count, 1), count / max(total_symbols, 1)).asscalar())
+                value = float(self.step(obs, count if self.kv is not None else max(count, 1),
+                                        count / max(total_symbols, 1)).asscalar())
                 if not math.isfinite(value):
                     for p, keep in zip(self._learned, before[0]):
                         p.set_data(keep)
@@ -140,9 +187,14 @@ class Trainer:
                 break
         return monitor.result()
 
-    def _minibatches(self, rows, batch_size, rng):
+    def _minibatches(self, rows, batch_size, rng, n_steps=None):
+        """Shuffled minibatches; then (None, 0) steps up to n_steps (a worker with less data)."""
         order = rng.permutation(len(rows))
+        steps = 0
         for start in range(0, len(rows), batch_size):
             chosen = order[start:start + batch_size]
             count = sum(len(rows[i]) for i in chosen)
+            steps += 1
             yield from_host(pad(rows, chosen), np.int32, self.ctx), count
+        for _ in range(steps, n_steps or 0):
+            yield None, 0
