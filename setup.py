@@ -86,6 +86,11 @@ class build_ext_native(build_ext):
     """Names the operator library libhmmop_op.so (mx.library.load wants a .so, and it is
     not a Python module: no PyInit, no Python ABI tag)."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:       # the Cython module and the library compile side by side
+            self.parallel = True
+
     def get_ext_filename(self, fullname):
         # distutils asks with the full name or with its last part alone
         if fullname in (NATIVE, NATIVE.split(".")[-1]):

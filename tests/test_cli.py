@@ -170,8 +170,14 @@ def test_integer_codes_and_stdin(tmp_path):
     (["score", "missing-model.npz", README], 1, "missing-model.npz: no such model file"),
     (["sample", "missing-model.npz"], 1, "no such model file"),
 ])
-def test_user_mistakes_are_one_clear_line(args, status, message):
-    got, out, err = hmmop(*args)
+def test_user_mistakes_are_one_clear_line(args, status, message, capsys):
+    """Run in this process (cli.main, as the console script calls it; argparse's errors exit)."""
+    from hmmop import cli
+    try:
+        got = cli.main([str(a) for a in args])
+    except SystemExit as exit:
+        got = exit.code
+    err = capsys.readouterr().err
     assert got == status, err
     assert message in err and "Traceback" not in err
 
