@@ -75,34 +75,25 @@ def write_data(path, seqs):
     return str(path)
 
 
-def children(pid):
-    """Pids of the processes whose parent is pid (from /proc)."""
-    out = []
+def proc_stats():
+    """(pid, fields of /proc/PID/stat after the command name: state, ppid, pgrp, ...) of every process."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                    yield int(entry), f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
+
+
+def children(pid):
+    """Pids of the processes whose parent is pid (from /proc)."""
+    return [p for p, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def alive_in_groups(groups):
     """(pid, process group) of every live (non-zombie) process in one of the groups."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in groups and fields[0] != "Z":
-                out.append((int(entry), int(fields[2])))
-    return out
+    return [(p, int(fields[2])) for p, fields in proc_stats() if int(fields[2]) in groups and fields[0] != "Z"]
 
 
 class Launch:
