@@ -86,9 +86,11 @@ def proc_stats():
                 continue
 
 
-def children(pid):
-    """Pids of the processes whose parent is pid (from /proc)."""
-    return [p for p, fields in proc_stats() if int(fields[1]) == pid]
+def group_leaders_under(pid):
+    """Pids of the processes whose parent is pid and that lead their own process group (from /proc).
+    The launcher starts each job process so; anything else it runs for a moment is left out (on
+    Python 3.12, importing MXNet imports scikit-learn, and scikit-learn 1.9 runs `lscpu` at import)."""
+    return [p for p, fields in proc_stats() if int(fields[1]) == pid and int(fields[2]) == p]
 
 
 def alive_in_groups(groups):
@@ -109,7 +111,7 @@ class Launch:
         """Wait for the launcher (or for until() to be true); returns True if it ended."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            self.groups.update(children(self.popen.pid))    # each child leads its own group
+            self.groups.update(group_leaders_under(self.popen.pid))
             if self.popen.poll() is not None:
                 return True
             if until is not None and until():
