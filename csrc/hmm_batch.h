@@ -1,4 +1,5 @@
-/* hmm_batch: the forward and backward of a whole batch of padded sequences.
+/* hmm_batch: the forward and backward of a whole batch of padded sequences
+ * (and its Viterbi decoding).
  *
  * The batch loop of hmm_forward lives here, in C, with its threads, so that
  * every adapter (the Cython one, a native MXNet operator) is a thin layer.
@@ -61,5 +62,17 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
 void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi);
 
 void hmm_batch_free(hmm_batch *h);
+
+/* Viterbi paths of a batch, in double: sequence b is obs[starts[b] ..
+ * starts[b] + lengths[b]) (symbols in [0, m], m: a missing step), its path
+ * written at the same positions of paths and its log probability to
+ * log_prob[b] (0 for an empty one), exactly as hmm_viterbi gives them (see
+ * hmm_kernel.h for the logs and the ties).  logA (n, n), logBT (m + 1, n),
+ * logpi (n,).  Returns 0, or -1 if out of memory. */
+int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
+                      const int64_t *starts, const int64_t *lengths,
+                      const double *logA, const double *logBT,
+                      const double *logpi, double *log_prob, int32_t *paths,
+                      int num_threads);
 
 #endif

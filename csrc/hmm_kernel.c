@@ -246,6 +246,31 @@ static void NAME(int n, int j0, const double *restrict d,                      \
 VITERBI_BLOCK(viterbi_block8, 8, v8d, v8l)
 VITERBI_BLOCK(viterbi_block4, 4, v4d, v4l)
 
+/* n = 4 exactly: one vector holds all successors, one chain over i (fewer
+ * operations than two chains and their merge; a batch driver that
+ * interleaves sequences hides the longer chain). */
+static void viterbi_n4(const double *restrict d, const double *restrict logA,
+                       const double *restrict e, double *restrict dn,
+                       int32_t *restrict bk)
+{
+    v4d best, arg, x;
+    memcpy(&x, logA, sizeof x);
+    best = d[0] + x;
+    arg = (v4d){0};
+    for (int i = 1; i < 4; ++i) {
+        memcpy(&x, logA + (size_t)i * 4, sizeof x);
+        const v4d v = d[i] + x;
+        const v4l t = v >= best;
+        best = (v4d)(((v4l)v & t) | ((v4l)best & ~t));
+        arg = (v4d)(((v4l)((v4d){0} + i) & t) | ((v4l)arg & ~t));
+    }
+    memcpy(&x, e, sizeof x);
+    best += x;
+    memcpy(dn, &best, sizeof best);
+    for (int q = 0; q < 4; ++q)
+        bk[q] = (int32_t)arg[q];
+}
+
 /* The same for one successor j, for the last n % 4. */
 static void viterbi_one(int n, int j, const double *restrict d,
                         const double *restrict logA, const double *restrict e,
@@ -264,30 +289,27 @@ static void viterbi_one(int n, int j, const double *restrict d,
     bk[j] = arg;
 }
 
-double hmm_viterbi(int n, int len, const double *restrict logA,
-                   const double *restrict logBT, const double *restrict logpi,
-                   const int32_t *restrict obs, double *restrict work,
-                   int32_t *restrict back, int32_t *restrict path)
+void hmm_viterbi_step(int n, const double *restrict d,
+                      const double *restrict logA, const double *restrict e,
+                      double *restrict dn, int32_t *restrict bk)
 {
-    {
-        const double *restrict e = logBT + (size_t)obs[0] * n;
-        for (int j = 0; j < n; ++j)
-            work[j] = logpi[j] + e[j];                 /* delta_0 */
+    if (n == 4) {
+        viterbi_n4(d, logA, e, dn, bk);
+        return;
     }
-    for (int t = 1; t < len; ++t) {
-        const double *restrict d = work + (size_t)((t - 1) & 1) * n;  /* delta_{t-1} */
-        double *restrict dn = work + (size_t)(t & 1) * n;             /* delta_t */
-        const double *restrict e = logBT + (size_t)obs[t] * n;
-        int32_t *restrict bk = back + (size_t)t * n;
-        int j0 = 0;
-        for (; j0 + 8 <= n; j0 += 8)
-            viterbi_block8(n, j0, d, logA, e, dn, bk);
-        for (; j0 + 4 <= n; j0 += 4)
-            viterbi_block4(n, j0, d, logA, e, dn, bk);
-        for (; j0 < n; ++j0)
-            viterbi_one(n, j0, d, logA, e, dn, bk);
-    }
-    const double *restrict d = work + (size_t)((len - 1) & 1) * n;
+    int j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8)
+        viterbi_block8(n, j0, d, logA, e, dn, bk);
+    for (; j0 + 4 <= n; j0 += 4)
+        viterbi_block4(n, j0, d, logA, e, dn, bk);
+    for (; j0 < n; ++j0)
+        viterbi_one(n, j0, d, logA, e, dn, bk);
+}
+
+double hmm_viterbi_backtrace(int n, int len, const double *restrict d,
+                             const int32_t *restrict back,
+                             int32_t *restrict path)
+{
     double best = -INFINITY;
     int32_t last = 0;
     for (int j = 0; j < n; ++j) {
@@ -300,6 +322,24 @@ double hmm_viterbi(int n, int len, const double *restrict logA,
     for (int t = len - 1; t > 0; --t)
         path[t - 1] = back[(size_t)t * n + path[t]];
     return best;
+}
+
+double hmm_viterbi(int n, int len, const double *restrict logA,
+                   const double *restrict logBT, const double *restrict logpi,
+                   const int32_t *restrict obs, double *restrict work,
+                   int32_t *restrict back, int32_t *restrict path)
+{
+    {
+        const double *restrict e = logBT + (size_t)obs[0] * n;
+        for (int j = 0; j < n; ++j)
+            work[j] = logpi[j] + e[j];                 /* delta_0 */
+    }
+    for (int t = 1; t < len; ++t)                      /* delta_t from delta_{t-1} */
+        hmm_viterbi_step(n, work + (size_t)((t - 1) & 1) * n, logA,
+                         logBT + (size_t)obs[t] * n, work + (size_t)(t & 1) * n,
+                         back + (size_t)t * n);
+    return hmm_viterbi_backtrace(n, len, work + (size_t)((len - 1) & 1) * n,
+                                 back, path);
 }
 
 /* gamma_t = alpha_hat_t * beta_hat_t (elementwise), the c products cancel:

@@ -70,6 +70,16 @@ double hmm_viterbi(int n, int len, const double *logA, const double *logBT,
                    const double *logpi, const int32_t *obs, double *work,
                    int32_t *back, int32_t *path);
 
+/* hmm_viterbi's two parts, for drivers that interleave several sequences.
+ * One step: dn (n) = delta_t and bk (n) = back[t*n ...] from d (n) =
+ * delta_{t-1} and e (n) = logBT row of obs[t].  The end: the best last
+ * state of delta_{len-1} = d, the path (len,) traced back through back;
+ * returns the path's log probability. */
+void hmm_viterbi_step(int n, const double *d, const double *logA,
+                      const double *e, double *dn, int32_t *bk);
+double hmm_viterbi_backtrace(int n, int len, const double *d,
+                             const int32_t *back, int32_t *path);
+
 /* State posteriors over what hmm_forward_scaled stored (pred_stride = n):
  * gamma (len, n), gamma[t*n + i] = P(state_t = i | obs).  AT as for the
  * backward.  work: 2n doubles.  Must not be called for a sequence whose

@@ -53,6 +53,9 @@ cdef extern from "hmm_batch.h" nogil:
                            double *dpi, int num_threads)
     void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi)
     void hmm_batch_free(hmm_batch *h)
+    int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs, const int64_t *starts,
+                          const int64_t *lengths, const double *logA, const double *logBT,
+                          const double *logpi, double *log_prob, int32_t *paths, int num_threads)
 
 ctypedef fused real:
     float
@@ -436,43 +439,49 @@ def _log64(x):
 
 
 def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
-            const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
+            const int32_t[::1] obs32, const int64_t[::1] starts, const int64_t[::1] lengths,
+            int num_threads):
     """Most probable state path of each sequence (Viterbi, in log space).
 
     A (n, n), B (n, m), pi (n,) of float32 or float64 (logs taken once, in
-    double; zero probabilities are fine); obs32 and lengths from prepare_obs
-    (a missing step has log emission 0 in every state).
-    Returns (log_prob (batch,) float64, paths (batch, T) int32): the best
-    path's log joint probability log P(path, obs) and the path, -1 on padding.
-    An empty row gives 0.0 and all -1.  Ties are broken as hmmlearn 0.3.3
-    does (last state: lowest index; predecessors: highest index), so paths
-    match hmmlearn's exactly.  An impossible sequence gives -inf and a
-    meaningless path (hmm_kernel.h).
+    double; zero probabilities are fine).  obs32: the symbols as from
+    prepare_obs (n_symbols on a missing step: log emission 0 in every state),
+    sequence b in obs32[starts[b] : starts[b] + lengths[b]] - a raveled
+    (batch, T) padded array (starts b*T) or the sequences concatenated
+    (starts: their offsets), so no padding is needed.
+    Returns (log_prob (batch,) float64, paths int32 shaped like obs32): the
+    best path's log joint probability log P(path, obs) and the path, at the
+    sequence's own positions, -1 elsewhere.  An empty sequence gives 0.0.
+    Ties are broken as hmmlearn 0.3.3 does (last state: lowest index;
+    predecessors: highest index), so paths match hmmlearn's exactly.  An
+    impossible sequence gives -inf and a meaningless path (hmm_kernel.h).
     """
     cdef int n = A.shape[0], m = B.shape[1]
-    cdef Py_ssize_t batch = obs32.shape[0], T = obs32.shape[1], b
-    if B.shape[0] != n or pi.shape[0] != n or lengths.shape[0] != batch:
-        raise ValueError("viterbi: A (n, n), B (n, m), pi (n,), lengths (batch,) do not fit")
-    cdef int nt = max(1, min(num_threads, batch))
+    cdef Py_ssize_t batch = lengths.shape[0], size = obs32.shape[0], b
+    if B.shape[0] != n or pi.shape[0] != n or starts.shape[0] != batch:
+        raise ValueError("viterbi: A (n, n), B (n, m), pi (n,), starts and lengths (batch,) do not fit")
+    for b in range(batch):
+        if lengths[b] < 0 or starts[b] < 0 or starts[b] + lengths[b] > size:
+            raise ValueError(f"viterbi: sequence {b} (start {starts[b]}, length {lengths[b]}) "
+                             f"is not inside obs32 ({size} symbols)")
     logA = np.ascontiguousarray(_log64(A))
     logBT = np.zeros((m + 1, n), dtype=np.float64)  # row m: missing steps, log 1
     logBT[:m] = _log64(B).T
     logpi = _log64(pi)
-    cdef Py_ssize_t maxlen = max(1, int(np.max(lengths)) if batch else 1)
-    work = per_thread(nt, 2 * n, np.float64)
-    back = per_thread(nt, maxlen * n, np.int32)
-    log_prob = np.zeros(batch, dtype=np.float64)
-    paths = np.full((batch, T), -1, dtype=np.int32)
-    cdef double[:, ::1] la = logA, lb = logBT, wk = work
+    log_prob = np.empty(batch, dtype=np.float64)
+    paths = np.full(size, -1, dtype=np.int32)
+    cdef double[:, ::1] la = logA, lb = logBT
     cdef double[::1] lp = logpi, out = log_prob
-    cdef int32_t[:, ::1] bk = back, pa = paths
-    cdef int tid
+    cdef int32_t[::1] pa = paths
+    cdef int status
+    if size == 0 or batch == 0:
+        out[:] = 0.0
+        return log_prob, paths
     with nogil:
-        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
-            if lengths[b] > 0:
-                tid = threadid()
-                out[b] = hmm_viterbi(n, <int>lengths[b], &la[0, 0], &lb[0, 0], &lp[0],
-                                     &obs32[b, 0], &wk[tid, 0], &bk[tid, 0], &pa[b, 0])
+        status = hmm_batch_viterbi(n, batch, &obs32[0], &starts[0], &lengths[0], &la[0, 0], &lb[0, 0],
+                                   &lp[0], &out[0], &pa[0], max(1, num_threads))
+    if status != 0:
+        raise MemoryError("viterbi: out of memory for the back pointers")
     return log_prob, paths
 
 

@@ -25,21 +25,27 @@ def encode(sequences, n_symbols, symbols=None, lengths=None):
     missing observations as MISSING.  Raises ValueError naming the sequence
     and position of the first bad symbol, or when there is no symbol at all.
     """
-    flat, ends = _encoded(sequences, n_symbols, symbols, lengths)
-    return [flat[start:end] for start, end in zip([0] + ends[:-1], ends)]
+    flat, lens = _encoded(sequences, n_symbols, symbols, lengths)
+    ends = np.cumsum(lens)
+    return [flat[start:end] for start, end in zip((ends - lens).tolist(), ends.tolist())]
+
+
+def encode_flat(sequences, n_symbols, symbols=None, lengths=None):
+    """What encode gives, as hmmlearn's form: (all symbols concatenated, int32,
+    MISSING for a missing observation; lengths (n_sequences,) int64)."""
+    return _encoded(sequences, n_symbols, symbols, lengths)
 
 
 def encode_padded(sequences, n_symbols, symbols=None, lengths=None):
     """What encode gives, as one (n_sequences, max(1, longest)) int32 array padded with -1."""
-    flat, ends = _encoded(sequences, n_symbols, symbols, lengths)
-    lens = np.diff(ends, prepend=0)
+    flat, lens = _encoded(sequences, n_symbols, symbols, lengths)
     out = np.full((len(lens), max(1, int(lens.max()))), PAD, dtype=np.int32)
     out[np.arange(out.shape[1]) < lens[:, None]] = flat     # row-major order: row by row
     return out
 
 
 def _encoded(sequences, n_symbols, symbols, lengths):
-    """(all symbols as one int32 array, end offset of each sequence in it as a list)."""
+    """(all symbols as one int32 array, the length of each sequence (n_sequences,) int64)."""
     if lengths is not None:
         sequences = _split(sequences, lengths)
     if isinstance(sequences, np.ndarray):
@@ -61,6 +67,13 @@ def _encoded(sequences, n_symbols, symbols, lengths):
             rows = [rows]                                  # one flat sequence
     if not rows:
         raise ValueError("sequences: no sequence given (empty data)")
+    if symbols is None and all(type(row) is np.ndarray for row in rows):
+        flat = _concatenated_integer_rows(rows)
+        if flat is not None:            # the common case, in a few vectorised steps
+            lens = _lengths(rows)
+            if len(flat) == 0:
+                raise ValueError(f"sequences: all {len(rows)} sequences are empty (no symbol to train on)")
+            return _checked_symbols(rows, lens, n_symbols, flat), lens
     index = None if symbols is None else {tok: k for k, tok in enumerate(symbols)}
     out = []
     for i, row in enumerate(rows):
@@ -70,11 +83,15 @@ def _encoded(sequences, n_symbols, symbols, lengths):
         if not isinstance(row, np.ndarray) and _is_scalar(row):    # (arrays skip the slow ABC check)
             raise ValueError(f"sequences[{i}] = {row!r} is not a sequence")
         out.append(_encode_row(row, i, n_symbols, index))
-    ends = np.cumsum([len(r) for r in out]).tolist()
-    if ends[-1] == 0:
+    lens = _lengths(out)
+    if not lens.any():
         raise ValueError(f"sequences: all {len(out)} sequences are empty (no symbol to train on)")
-    flat = _checked_symbols(out, ends, n_symbols) if index is None else np.concatenate(out)
-    return flat, ends
+    flat = _checked_symbols(out, lens, n_symbols) if index is None else np.concatenate(out)
+    return flat, lens
+
+
+def _lengths(rows):
+    return np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
 
 
 def pad(rows, order=None):
@@ -136,15 +153,30 @@ def _encode_row(row, i, n_symbols, index):
     return arr
 
 
-def _checked_symbols(arrays, ends, n_symbols):
-    """All numeric rows as one int32 array, every value checked in one vectorised
-    pass (a check per row costs more than the whole pass on many short rows)."""
-    flat = np.concatenate(arrays)
+def _concatenated_integer_rows(arrays):
+    """The arrays concatenated, if all are 1-D of integers; else None (the caller
+    then looks at them one by one, to name what is wrong)."""
+    try:
+        flat = np.concatenate(arrays)
+    except ValueError:                  # 0-d arrays, or rows of other dimensions
+        return None
+    return flat if flat.ndim == 1 and flat.dtype.kind in "iu" else None
+
+
+def _checked_symbols(arrays, lens, n_symbols, flat=None):
+    """All numeric rows as one int32 array (flat: their concatenation, if made
+    already), every value checked in one vectorised pass (a check per row costs
+    more than the whole pass on many short rows)."""
+    if flat is None:
+        flat = np.concatenate(arrays)
+    if flat.dtype.kind in "iu" and flat.min() >= 0 and flat.max() < n_symbols:
+        return flat.astype(np.int32)    # all symbols: one pass each for min and max
     bad = (flat < 0) & (flat != MISSING) | (flat >= n_symbols)
     if flat.dtype.kind == "f":
         bad |= flat != np.floor(flat)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
+        ends = np.cumsum(lens)
         i = int(np.searchsorted(ends, k, side="right"))
         t = k - (int(ends[i - 1]) if i else 0)
         raise ValueError(f"sequences[{i}][{t}] = {arrays[i][t]!r} is not a symbol of this model: expected an "

@@ -12,23 +12,35 @@ depend on the thread count), in double precision.  Shapes and conventions:
 
 A, B, pi may be any float array-likes; they are used as given, in float64.
 """
+import re
+
 import numpy as np
 
 from . import _kernel, checks
 from .threads import get_num_threads
 
 
-def viterbi(A, B, pi, obs, num_threads=None):
+def viterbi(A, B, pi, obs, lengths=None, num_threads=None):
     """Most likely state path of each sequence (max-product in log space).
 
-    Returns (log_prob (batch,) float64, paths): log_prob[b] = log P(best path,
-    obs[b]) (0 for an empty row, -inf for an impossible one), paths a list of
-    int32 arrays (T_b,).  Ties are broken as hmmlearn 0.3.3 breaks them (last
-    state: the lowest index; predecessors: the highest), so paths equal its.
+    obs: padded (T,) or (batch, T) as above; or, with ``lengths`` (batch,),
+    hmmlearn's form: the sequences concatenated in one 1-D array (or
+    (n_samples, 1)), sequence b the next lengths[b] symbols (no -1 there;
+    this form needs no padding and is the faster one for many sequences).
+    Returns (log_prob (batch,) float64, paths): log_prob[b] = log P(best
+    path, obs[b]) (0 for an empty sequence, -inf for an impossible one),
+    paths a list of int32 arrays (T_b,).  Ties are broken as hmmlearn 0.3.3
+    breaks them (last state: the lowest index; predecessors: the highest), so
+    paths equal its.
     """
-    A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
-    log_prob, paths = _kernel.viterbi(A, B, pi, obs32, lengths, num_threads or get_num_threads())
-    return log_prob, [paths[b, :L] for b, L in enumerate(lengths.tolist())]
+    if lengths is None:
+        A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
+        starts = np.arange(len(lengths), dtype=np.int64) * obs32.shape[1]
+        obs32 = obs32.ravel()
+    else:
+        A, B, pi, obs32, starts, lengths = _prepared_concatenated(A, B, pi, obs, lengths)
+    log_prob, paths = _kernel.viterbi(A, B, pi, obs32, starts, lengths, num_threads or get_num_threads())
+    return log_prob, [paths[s:s + L] for s, L in zip(starts.tolist(), lengths.tolist())]
 
 
 def posteriors(A, B, pi, obs, num_threads=None):
@@ -79,3 +91,30 @@ def _prepared(A, B, pi, obs):
     _, m, _, _ = checks.check_shapes(A.shape, B.shape, pi.shape, obs.shape)
     obs32, lengths = checks.prepare_obs(obs, m)
     return A, B, pi, obs32, lengths
+
+
+def _prepared_concatenated(A, B, pi, obs, lengths):
+    """Checked float64 parameters, obs32 (total,) for the kernel, starts and lengths
+    (batch,) int64, from hmmlearn's (X, lengths) form."""
+    obs = np.asarray(obs)
+    if obs.ndim == 2 and obs.shape[1] == 1:
+        obs = obs[:, 0]
+    if obs.ndim != 1:
+        raise ValueError(f"obs: with lengths, expected the concatenated sequences as shape (n_samples,) "
+                         f"or (n_samples, 1), got shape {obs.shape}")
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+        raise ValueError(f"lengths must be a 1-D array of non-negative integers, got {lengths!r}")
+    lengths = lengths.astype(np.int64)
+    if int(lengths.sum()) != len(obs):
+        raise ValueError(f"lengths sum to {int(lengths.sum())} but obs holds {len(obs)} symbols")
+    if (obs == -1).any():
+        raise ValueError(f"obs[{int(np.flatnonzero(obs == -1)[0])}] = -1: padding has no place in "
+                         f"concatenated sequences (given with lengths)")
+    try:
+        A, B, pi, obs32, _ = _prepared(A, B, pi, obs[None, :] if len(obs) else np.zeros((1, 1), np.int64))
+    except ValueError as exc:   # checked as one padded row: name the position in the concatenation
+        message = re.sub(r"^obs\[0, (\d+)\]", r"obs[\1]", str(exc)).replace(", -1 padding or", " or")
+        raise ValueError(message) from None
+    starts = np.cumsum(lengths) - lengths
+    return A, B, pi, obs32.ravel()[:len(obs)], starts, lengths

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import distributed, inference
 from .block import NAMES, HMMBlock
-from .data import encode, encode_padded, pad
+from .data import encode, encode_flat, encode_padded, pad
 from .em import fit_em
 from .monitor import DivergenceError, Monitor
 from .ndview import from_host
@@ -300,11 +300,11 @@ class HMM:
         """
         if algorithm not in DECODERS:
             raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
-        obs = self._padded(sequences, lengths)
         if algorithm == "viterbi":
-            log_prob, paths = inference.viterbi(*self.probabilities(), obs)
+            flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
+            log_prob, paths = inference.viterbi(*self.probabilities(), flat, lengths=lens)
             return float(log_prob.sum()), paths
-        ll, gamma = inference.posteriors(*self.probabilities(), obs)
+        ll, gamma = inference.posteriors(*self.probabilities(), self._padded(sequences, lengths))
         return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in gamma]
 
     def predict(self, sequences, lengths=None):

@@ -73,8 +73,11 @@ def left_right(rng, n, m, stay=0.6):
 
 
 def viterbi(A, B, pi, obs):
+    """_kernel.viterbi on a padded (batch, T) array: (log_prob, paths (batch, T), -1 on padding)."""
     obs32, lengths = _kernel.prepare_obs(np.ascontiguousarray(obs), B.shape[1])
-    return _kernel.viterbi(A, B, pi, obs32, lengths, get_num_threads())
+    starts = np.arange(len(lengths), dtype=np.int64) * obs32.shape[1]
+    log_prob, paths = _kernel.viterbi(A, B, pi, obs32.ravel(), starts, lengths, get_num_threads())
+    return log_prob, paths.reshape(obs32.shape)
 
 
 def forward_ws(A, B, pi, obs):
@@ -88,7 +91,8 @@ def forward_ws(A, B, pi, obs):
 @pytest.mark.parametrize("n, m, dtype", [(1, 1, np.float64), (2, 3, np.float64),
                                          (5, 8, np.float32), (12, 30, np.float64),
                                          (20, 30, np.float64), (20, 4, np.float32),
-                                         (7, 2, np.float64)])   # M = 2: many exact ties
+                                         (7, 2, np.float64),    # M = 2: many exact ties
+                                         (4, 3, np.float64), (4, 2, np.float32), (8, 2, np.float64)])
 def test_viterbi_matches_hmmlearn(n, m, dtype):
     rng = np.random.default_rng(n * 100 + m)
     A, B, pi = random_model(rng, n, m, dtype)
@@ -151,9 +155,10 @@ def test_viterbi_impossible_sequence():
     np.testing.assert_array_equal(paths[1], [0, 1, 2])
 
 
-def test_viterbi_breaks_ties_as_hmmlearn():
+@pytest.mark.parametrize("n", [3, 4, 8, 13])     # the kernel's paths: one j, n = 4, blocks of 8 and 4
+def test_viterbi_breaks_ties_as_hmmlearn(n):
     """Last state: the lowest index among equal maxima; predecessors: the highest."""
-    n, m, T = 3, 2, 6
+    m, T = 2, 6
     # Fully symmetric: every path is equally probable.
     A, B, pi = np.full((n, n), 1 / n), np.full((n, m), 1 / m), np.full(n, 1 / n)
     obs = np.array([[0, 1, 1, 0, 1, 0], [1, -1, -1, -1, -1, -1]])
@@ -165,7 +170,7 @@ def test_viterbi_breaks_ties_as_hmmlearn():
     np.testing.assert_array_equal(paths[0], model.decode(obs[0].reshape(-1, 1))[1])
     # States 1 and 2 are exact duplicates of each other: every tie between them as hmmlearn.
     rng = np.random.default_rng(4)
-    A, B, pi = random_model(rng, 3, 4)
+    A, B, pi = random_model(rng, n, 4)
     A[:, 2] = A[:, 1] = (A[:, 1] + A[:, 2]) / 2
     A[2] = A[1]
     B[2] = B[1]
@@ -195,6 +200,48 @@ def test_viterbi_and_posteriors_independent_of_thread_count():
     for other in others:
         for x, y in zip(first, other):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 9])
+def test_batch_viterbi_gives_each_sequence_what_it_gives_alone(n):
+    """The driver advances sequences of similar length together (lanes that drop out as
+    they end) over a concatenation: each result equals the sequence decoded alone, bit for
+    bit, at any thread count; positions outside the sequences stay -1."""
+    rng = np.random.default_rng(20 + n)
+    A, B, pi = random_model(rng, n, 5)
+    lengths = np.array([0, *rng.integers(1, 60, 37), 0, 200, 1], dtype=np.int64)
+    gaps = rng.integers(0, 3, len(lengths))                  # unused symbols between sequences
+    starts = np.cumsum(gaps) + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    obs = np.full(int(starts[-1] + lengths[-1] + 2), 4, dtype=np.int32)
+    for s, L in zip(starts, lengths):
+        obs[s:s + L] = rng.integers(0, 6, L)                 # 5: a missing step
+    runs = under_thread_counts([1, 2, 3], lambda: _kernel.viterbi(A, B, pi, obs, starts, lengths,
+                                                                    get_num_threads()))
+    for log_prob, paths in runs[1:]:
+        np.testing.assert_array_equal(log_prob, runs[0][0])
+        np.testing.assert_array_equal(paths, runs[0][1])
+    log_prob, paths = runs[0]
+    covered = np.zeros(len(obs), dtype=bool)
+    for b, (s, L) in enumerate(zip(starts, lengths)):
+        covered[s:s + L] = True
+        alone_lp, alone = _kernel.viterbi(A, B, pi, obs[s:s + L].copy(), np.zeros(1, np.int64),
+                                          np.array([L], np.int64), 1)
+        assert log_prob[b] == alone_lp[0]
+        np.testing.assert_array_equal(paths[s:s + L], alone)
+        if 0 < L and n ** int(L) <= 5000:                      # small enough to enumerate
+            seq = np.where(obs[s:s + L] == 5, MISSING, obs[s:s + L])
+            ref_lp, ref_path = brute_force_viterbi(A, B, pi, list(seq))
+            np.testing.assert_allclose(log_prob[b], ref_lp, rtol=1e-12)
+            np.testing.assert_array_equal(paths[s:s + L], ref_path)
+    assert (paths[~covered] == -1).all() and (log_prob[lengths == 0] == 0).all()
+
+
+def test_batch_viterbi_rejects_sequences_outside_obs():
+    A, B, pi = random_model(np.random.default_rng(0), 2, 3)
+    obs = np.zeros(10, dtype=np.int32)
+    for starts, lengths in (([0, 5], [5, 6]), ([-1], [3]), ([0], [-2])):
+        with pytest.raises(ValueError, match="is not inside obs32"):
+            _kernel.viterbi(A, B, pi, obs, np.array(starts, np.int64), np.array(lengths, np.int64), 1)
 
 
 # ---------------------------------------------------------------------------------------------
