@@ -84,6 +84,29 @@ def test_minibatches_are_seeded_and_loss_is_per_symbol(sampled):
         np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype, learn, batch_size", [("float32", None, None), ("float64", ("A", "pi"), 16)])
+def test_plain_sgd_is_gluons_sgd_bit_for_bit(sampled, dtype, learn, batch_size):
+    """The trainer applies plain SGD itself (one multi_sgd_update); with momentum=0 given,
+    the same optimizer runs through gluon.Trainer: both must give the same bits."""
+    runs = []
+    for params in (None, {"momentum": 0.0}):
+        model = HMM(4, 3, seed=9, dtype=dtype)
+        history = model.fit(sampled[:20], epochs=15, learning_rate=0.3, optimizer_params=params, learn=learn,
+                            batch_size=batch_size, seed=1, progress=False)
+        runs.append((history,) + model.probabilities())
+    first = HMM(4, 3, seed=9, dtype=dtype).probabilities()
+    assert not np.allclose(runs[0][1], first[0])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plain_sgd_is_taken_only_for_plain_sgd():
+    block = HMM(2, 2, seed=0).block
+    assert hmmop.Trainer(block)._plain_sgd
+    for optimizer, params in (("sgd", {"momentum": 0.9}), ("adam", None), ("sgd", {"wd": 1e-3})):
+        assert not hmmop.Trainer(block, optimizer, optimizer_params=params)._plain_sgd
+
+
 def test_frozen_parameters_stay_put(sampled):
     model = HMM(4, 3, seed=2)
     A0, B0, pi0 = model.probabilities()
