@@ -1,9 +1,17 @@
-"""The hmmop command line, run as a user runs it (subprocesses), against the Python API."""
+"""The hmmop command line against the Python API.
+
+The fitted model every test reads is made by `python -m hmmop fit` in a subprocess, as a user
+runs it (and the help test runs the console script); the other commands run in this process
+through cli.main, as the console script calls it, with their own stdin, stdout and stderr
+(a subprocess costs ~2 s of importing MXNet each)."""
+import contextlib
+import io
 import json
 import os
 import struct
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,11 +23,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
 
-def hmmop(*args, stdin=None, cwd=None):
-    """(status, stdout, stderr) of `python -m hmmop ARGS`."""
-    run = subprocess.run([sys.executable, "-m", "hmmop", *map(str, args)], input=stdin, capture_output=True,
-                         text=True, cwd=cwd, timeout=300)
+def hmmop_process(*args):
+    """(status, stdout, stderr) of `python -m hmmop ARGS` in a subprocess."""
+    run = subprocess.run([sys.executable, "-m", "hmmop", *map(str, args)], capture_output=True, text=True,
+                         timeout=300)
     return run.returncode, run.stdout, run.stderr
+
+
+def hmmop(*args, stdin=None, cwd=None):
+    """(status, stdout, stderr) of `hmmop ARGS` run in this process (cli.main; argparse's errors exit)."""
+    from hmmop import cli
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with mock.patch.object(sys, "stdin", io.StringIO(stdin or "")), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.main([str(a) for a in args])
+            except SystemExit as exit:
+                status = exit.code
+    finally:
+        os.chdir(here)
+    return status, out.getvalue(), err.getvalue()
 
 
 def png_size(path):
@@ -35,8 +62,8 @@ def fitted(tmp_path_factory):
     """A 3-state model of the README's characters, fitted by the command line."""
     d = tmp_path_factory.mktemp("cli")
     model, curve = d / "readme.npz", d / "curve.png"
-    status, out, err = hmmop("fit", README, "--states", 3, "--epochs", 25, "--seed", 0, "--out", model,
-                             "--plot", curve)
+    status, out, err = hmmop_process("fit", README, "--states", 3, "--epochs", 25, "--seed", 0, "--out", model,
+                                     "--plot", curve)
     assert status == 0, err
     return dict(dir=d, model=str(model), curve=str(curve), err=err)
 
@@ -170,14 +197,8 @@ def test_integer_codes_and_stdin(tmp_path):
     (["score", "missing-model.npz", README], 1, "missing-model.npz: no such model file"),
     (["sample", "missing-model.npz"], 1, "no such model file"),
 ])
-def test_user_mistakes_are_one_clear_line(args, status, message, capsys):
-    """Run in this process (cli.main, as the console script calls it; argparse's errors exit)."""
-    from hmmop import cli
-    try:
-        got = cli.main([str(a) for a in args])
-    except SystemExit as exit:
-        got = exit.code
-    err = capsys.readouterr().err
+def test_user_mistakes_are_one_clear_line(args, status, message):
+    got, _, err = hmmop(*args)
     assert got == status, err
     assert message in err and "Traceback" not in err
 
