@@ -255,14 +255,6 @@ int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
     return status;
 }
 
-void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi)
-{
-    if (h->dtype == HMM_FLOAT32)
-        params_f32(h, A, B, pi);
-    else
-        params_f64(h, A, B, pi);
-}
-
 int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
                        double *dB, double *dpi, int num_threads)
 {
@@ -387,5 +379,55 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
         free(work);
     }
     free(order);
+    return failed ? -1 : 0;
+}
+
+
+/* Posteriors: one sequence after another on each thread (its forward into the
+ * thread's scratch, then the posteriors from it), exactly as hmm_forward_scaled
+ * and hmm_posteriors_scaled give them one at a time. */
+int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs,
+                         const int64_t *starts, const int64_t *lengths,
+                         const double *A, const double *AT, const double *BT,
+                         const double *pi, double *ll, double *gamma,
+                         int num_threads)
+{
+    int64_t longest = 1;
+    for (int64_t b = 0; b < batch; ++b)
+        if (lengths[b] > longest)
+            longest = lengths[b];
+    int failed = 0;
+    #pragma omp parallel num_threads(num_threads)
+    {
+        double *pred = malloc(sizeof(double) * (size_t)longest * n);
+        double *scale = malloc(sizeof(double) * (size_t)longest);
+        double *work = malloc(sizeof(double) * 3 * (size_t)n);   /* alpha, then the posteriors' 2n */
+        if (!pred || !scale || !work) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic, 4)
+        for (int64_t b = 0; b < batch; ++b) {
+            if (!pred || !scale || !work)
+                continue;
+            const int len = (int)lengths[b];
+            if (len <= 0) {
+                ll[b] = 0.0;
+                continue;
+            }
+            const int32_t *o = obs + starts[b];
+            double *g = gamma + (size_t)starts[b] * n;
+            ll[b] = hmm_forward_scaled(n, len, A, BT, pi, o, pred, n, scale, work);
+            if (ll[b] == -INFINITY) {
+                for (size_t r = 0; r < (size_t)len * n; ++r)
+                    g[r] = NAN;                             /* no posterior of an impossible sequence */
+            } else {
+                hmm_posteriors_scaled(n, len, AT, BT, o, pred, scale, g, work + n);
+            }
+        }
+        free(pred);
+        free(scale);
+        free(work);
+    }
     return failed ? -1 : 0;
 }

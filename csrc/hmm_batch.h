@@ -1,5 +1,5 @@
 /* hmm_batch: the forward and backward of a whole batch of padded sequences
- * (and its Viterbi decoding).
+ * (and its Viterbi decoding and posteriors).
  *
  * The batch loop of hmm_forward lives here, in C, with its threads, so that
  * every adapter (the Cython one, a native MXNet operator) is a thin layer.
@@ -56,11 +56,6 @@ int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
 int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
                        double *dB, double *dpi, int num_threads);
 
-/* The parameters of the last hmm_batch_forward, in the plan's dtype:
- * A (n, n), B (n, m), pi (n,) out.  For what runs one sequence at a time
- * after the forward (posteriors). */
-void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi);
-
 void hmm_batch_free(hmm_batch *h);
 
 /* Viterbi paths of a batch, in double: sequence b is obs[starts[b] ..
@@ -74,5 +69,17 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
                       const double *logA, const double *logBT,
                       const double *logpi, double *log_prob, int32_t *paths,
                       int num_threads);
+
+/* State posteriors of a batch, in double: sequence b as for hmm_batch_viterbi;
+ * gamma_t(i) = P(state_t = i | obs) written to gamma[(starts[b] + t) * n + i]
+ * (NaN for a sequence of probability 0) and its log-likelihood to ll[b] (0 for
+ * an empty one), exactly as hmm_forward_scaled and hmm_posteriors_scaled give
+ * them.  A (n, n), AT its transpose, BT (m + 1, n) (row m all ones), pi (n,).
+ * Returns 0, or -1 if out of memory. */
+int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs,
+                         const int64_t *starts, const int64_t *lengths,
+                         const double *A, const double *AT, const double *BT,
+                         const double *pi, double *ll, double *gamma,
+                         int num_threads);
 
 #endif

@@ -138,19 +138,6 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     return 0;
 }
 
-static void FN(params)(const hmm_batch *h, REAL *A, REAL *B, REAL *pi)
-{
-    const int n = h->n, m = h->m, np = h->np;
-    const REAL *Ap = h->Ap, *BTp = h->BTp, *pip = h->pip;
-    for (int i = 0; i < n; ++i) {
-        pi[i] = pip[i];
-        for (int j = 0; j < n; ++j)
-            A[(size_t)i * n + j] = Ap[(size_t)i * np + j];
-        for (int k = 0; k < m; ++k)
-            B[(size_t)i * m + k] = BTp[(size_t)k * np + i];
-    }
-}
-
 /* Forward of block blk: pred, scale, and ll of its sequences (float32: a
  * sequence whose step probability leaves [2^-100, 2^100] is marked in redo and
  * left to the double reference).  alpha: rows * np scratch. */

@@ -31,12 +31,6 @@ cdef extern from "hmm_kernel.h" nogil:
                              const double *scale, double g, double *dA,
                              double *dBT, double *dpi, double *work)
     size_t HMM_BACKWARD_WORK(int n)
-    double hmm_viterbi(int n, int len, const double *logA, const double *logBT,
-                       const double *logpi, const int32_t *obs, double *work,
-                       int32_t *back, int32_t *path)
-    void hmm_posteriors_scaled(int n, int len, const double *AT, const double *BT,
-                               const int32_t *obs, const double *pred,
-                               const double *scale, double *gamma, double *work)
     void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
                     const double *cumpi, const double *u, int32_t *states,
                     int32_t *obs)
@@ -51,8 +45,10 @@ cdef extern from "hmm_batch.h" nogil:
                           double *ll, int num_threads)
     int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA, double *dB,
                            double *dpi, int num_threads)
-    void hmm_batch_params(const hmm_batch *h, void *A, void *B, void *pi)
     void hmm_batch_free(hmm_batch *h)
+    int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs, const int64_t *starts,
+                             const int64_t *lengths, const double *A, const double *AT, const double *BT,
+                             const double *pi, double *ll, double *gamma, int num_threads)
     int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs, const int64_t *starts,
                           const int64_t *lengths, const double *logA, const double *logBT,
                           const double *logpi, double *log_prob, int32_t *paths, int num_threads)
@@ -345,16 +341,6 @@ cdef class BatchWorkspace:
         np.cumsum(self.lengths, out=offsets[1:])
         return offsets
 
-    def params(self):
-        """(A, B, pi) of the forward, in its dtype (copies)."""
-        A = np.empty((self.n, self.n), dtype=self.dtype)
-        B = np.empty((self.n, self.m), dtype=self.dtype)
-        pi = np.empty(self.n, dtype=self.dtype)
-        cdef char[:, ::1] a = A.view(np.int8), b = B.view(np.int8)
-        cdef char[::1] p = pi.view(np.int8)
-        hmm_batch_params(self.plan, &a[0, 0], &b[0, 0], &p[0])
-        return A, B, pi
-
 
 def forward(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
             const int32_t[:, ::1] obs32, const int64_t[::1] lengths, int num_threads):
@@ -457,13 +443,8 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     impossible sequence gives -inf and a meaningless path (hmm_kernel.h).
     """
     cdef int n = A.shape[0], m = B.shape[1]
-    cdef Py_ssize_t batch = lengths.shape[0], size = obs32.shape[0], b
-    if B.shape[0] != n or pi.shape[0] != n or starts.shape[0] != batch:
-        raise ValueError("viterbi: A (n, n), B (n, m), pi (n,), starts and lengths (batch,) do not fit")
-    for b in range(batch):
-        if lengths[b] < 0 or starts[b] < 0 or starts[b] + lengths[b] > size:
-            raise ValueError(f"viterbi: sequence {b} (start {starts[b]}, length {lengths[b]}) "
-                             f"is not inside obs32 ({size} symbols)")
+    cdef Py_ssize_t batch, size
+    batch, size = _check_layout("viterbi", n, B.shape[0], pi.shape[0], obs32, starts, lengths)
     logA = np.ascontiguousarray(_log64(A))
     logBT = np.zeros((m + 1, n), dtype=np.float64)  # row m: missing steps, log 1
     logBT[:m] = _log64(B).T
@@ -485,47 +466,51 @@ def viterbi(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
     return log_prob, paths
 
 
-def posteriors(ws, int num_threads):
-    """State posteriors gamma[t, i] = P(state_t = i | obs) of every sequence.
+def posteriors(const real[:, ::1] A, const real[:, ::1] B, const real[::1] pi,
+               const int32_t[::1] obs32, const int64_t[::1] starts, const int64_t[::1] lengths,
+               int num_threads):
+    """State posteriors gamma[t, i] = P(state_t = i | obs) of every sequence, in double.
 
-    ws: a Workspace from forward_sequential, or a BatchWorkspace from forward
-    (then the forward is run again one sequence at a time, in double: the
-    posteriors have no batched path yet).  Returns gamma (sum(lengths), n) float64,
-    sequence b in rows ws.offsets[b]:ws.offsets[b+1] (the layout of ws.pred);
-    the rows of a sequence with ll = -inf (probability 0) are NaN.
+    A, B, pi (float32 or float64) and the layout of obs32 / starts / lengths as
+    for viterbi.  Returns (ll (batch,) float64 log-likelihoods, gamma
+    (len(obs32), n) float64): sequence b's rows at its own positions,
+    starts[b] .. starts[b] + lengths[b] (NaN for a sequence of probability 0),
+    other rows 0.
     """
-    if isinstance(ws, BatchWorkspace):
-        ws = forward_sequential(*ws.params(), ws.obs32, ws.lengths, num_threads)
-    return _posteriors(ws, num_threads)
-
-
-def _posteriors(Workspace ws, int num_threads):
-    cdef int n = ws.n
-    cdef int64_t[::1] off = ws.offsets
-    cdef Py_ssize_t batch = off.shape[0] - 1, b, r, i
-    cdef int nt = max(1, min(num_threads, batch))
-    gamma = np.empty((off[batch], n), dtype=np.float64)
-    work = per_thread(nt, 2 * n, np.float64)
-    cdef double[:, ::1] g = gamma, wk = work
-    cdef double[:, ::1] at64 = ws.AT64, bt64 = ws.BT64, pr = ws.pred
-    cdef double[::1] sc = ws.scale, ll = ws.ll
-    cdef const int32_t[:, ::1] obs32 = ws.obs32
-    cdef const int64_t[::1] lengths = ws.lengths
-    cdef int tid
-    cdef double nan = np.nan
+    cdef int n = A.shape[0], m = B.shape[1]
+    cdef Py_ssize_t batch, size
+    batch, size = _check_layout("posteriors", n, B.shape[0], pi.shape[0], obs32, starts, lengths)
+    A64 = np.ascontiguousarray(A, dtype=np.float64)
+    AT64 = np.ascontiguousarray(A64.T)
+    BT64 = np.ones((m + 1, n), dtype=np.float64)    # row m: missing steps, emission 1
+    BT64[:m] = np.asarray(B, dtype=np.float64).T
+    pi64 = np.ascontiguousarray(pi, dtype=np.float64)
+    ll = np.zeros(batch, dtype=np.float64)
+    gamma = np.zeros((size, n), dtype=np.float64)
+    if size == 0 or batch == 0:
+        return ll, gamma
+    cdef double[:, ::1] a64 = A64, at64 = AT64, bt64 = BT64, g = gamma
+    cdef double[::1] p64 = pi64, out = ll
+    cdef int status
     with nogil:
-        for b in prange(batch, num_threads=nt, schedule='static', chunksize=1):
-            if lengths[b] > 0:
-                if ll[b] == -INFINITY:
-                    for r in range(off[b], off[b + 1]):
-                        for i in range(n):
-                            g[r, i] = nan
-                else:
-                    tid = threadid()
-                    hmm_posteriors_scaled(n, <int>lengths[b], &at64[0, 0], &bt64[0, 0],
-                                          &obs32[b, 0], &pr[off[b], 0], &sc[off[b]],
-                                          &g[off[b], 0], &wk[tid, 0])
-    return gamma
+        status = hmm_batch_posteriors(n, batch, &obs32[0], &starts[0], &lengths[0], &a64[0, 0], &at64[0, 0],
+                                      &bt64[0, 0], &p64[0], &out[0], &g[0, 0], max(1, num_threads))
+    if status != 0:
+        raise MemoryError("posteriors: out of memory for the forward's rows")
+    return ll, gamma
+
+
+def _check_layout(name, int n, Py_ssize_t b_rows, Py_ssize_t pi_size, const int32_t[::1] obs32,
+                  const int64_t[::1] starts, const int64_t[::1] lengths):
+    """(batch, len(obs32)) after checking that the parameters fit and every sequence lies in obs32."""
+    cdef Py_ssize_t batch = lengths.shape[0], size = obs32.shape[0], b
+    if b_rows != n or pi_size != n or starts.shape[0] != batch:
+        raise ValueError(f"{name}: A (n, n), B (n, m), pi (n,), starts and lengths (batch,) do not fit")
+    for b in range(batch):
+        if lengths[b] < 0 or starts[b] < 0 or starts[b] + lengths[b] > size:
+            raise ValueError(f"{name}: sequence {b} (start {starts[b]}, length {lengths[b]}) "
+                             f"is not inside obs32 ({size} symbols)")
+    return batch, size
 
 
 def _cumulative(name, x):

@@ -1,8 +1,9 @@
 """Inference with a discrete HMM as free functions: Viterbi decoding, state posteriors, sampling.
 
-All run on the C kernel (csrc/hmm_kernel.c) through the Cython adapter, the
-sequences of a batch in OpenMP threads with a static schedule (results do not
-depend on the thread count), in double precision.  Shapes and conventions:
+All run on the C kernel in double precision through the Cython adapter, the
+sequences of a batch in OpenMP threads: Viterbi and posteriors in the batch
+driver (csrc/hmm_batch.c), sampling in the adapter.  A sequence's results do
+not depend on the batch around it or on the thread count.  Shapes and conventions:
 
     A (N, N)   A[i, j] = P(next = j | current = i)
     B (N, M)   B[i, k] = P(symbol k | state i)
@@ -33,29 +34,21 @@ def viterbi(A, B, pi, obs, lengths=None, num_threads=None):
     breaks them (last state: the lowest index; predecessors: the highest), so
     paths equal its.
     """
-    if lengths is None:
-        A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
-        starts = np.arange(len(lengths), dtype=np.int64) * obs32.shape[1]
-        obs32 = obs32.ravel()
-    else:
-        A, B, pi, obs32, starts, lengths = _prepared_concatenated(A, B, pi, obs, lengths)
+    A, B, pi, obs32, starts, lengths = _laid_out(A, B, pi, obs, lengths)
     log_prob, paths = _kernel.viterbi(A, B, pi, obs32, starts, lengths, num_threads or get_num_threads())
-    return log_prob, [paths[s:s + L] for s, L in zip(starts.tolist(), lengths.tolist())]
+    return log_prob, _split(paths, starts, lengths)
 
 
-def posteriors(A, B, pi, obs, num_threads=None):
+def posteriors(A, B, pi, obs, lengths=None, num_threads=None):
     """State posteriors gamma_t(i) = P(state_t = i | obs) by scaled forward-backward.
 
-    Returns (ll (batch,) float64 log-likelihoods, gamma): gamma a list of
-    float64 arrays (T_b, N) whose rows sum to 1 (NaN rows for an impossible
-    sequence).
+    obs (and lengths) as for viterbi.  Returns (ll (batch,) float64
+    log-likelihoods, gamma): gamma a list of float64 arrays (T_b, N) whose
+    rows sum to 1 (NaN rows for an impossible sequence).
     """
-    A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
-    nt = num_threads or get_num_threads()
-    ws = _kernel.forward_sequential(A, B, pi, obs32, lengths, nt)
-    gamma = _kernel.posteriors(ws, nt)
-    offsets = ws.offsets
-    return ws.ll, [gamma[offsets[b]:offsets[b + 1]] for b in range(len(lengths))]
+    A, B, pi, obs32, starts, lengths = _laid_out(A, B, pi, obs, lengths)
+    ll, gamma = _kernel.posteriors(A, B, pi, obs32, starts, lengths, num_threads or get_num_threads())
+    return ll, _split(gamma, starts, lengths)
 
 
 def sample(A, B, pi, n_sequences, length, seed=None, num_threads=None):
@@ -91,6 +84,21 @@ def _prepared(A, B, pi, obs):
     _, m, _, _ = checks.check_shapes(A.shape, B.shape, pi.shape, obs.shape)
     obs32, lengths = checks.prepare_obs(obs, m)
     return A, B, pi, obs32, lengths
+
+
+def _laid_out(A, B, pi, obs, lengths):
+    """Checked float64 parameters and the kernel's layout of obs: (obs32 1-D, starts,
+    lengths), sequence b in obs32[starts[b] : starts[b] + lengths[b]]."""
+    if lengths is not None:
+        return _prepared_concatenated(A, B, pi, obs, lengths)
+    A, B, pi, obs32, lengths = _prepared(A, B, pi, obs)
+    starts = np.arange(len(lengths), dtype=np.int64) * obs32.shape[1]
+    return A, B, pi, obs32.ravel(), starts, lengths
+
+
+def _split(rows, starts, lengths):
+    """[rows[s : s + L] for each sequence] (views)."""
+    return [rows[s:s + L] for s, L in zip(starts.tolist(), lengths.tolist())]
 
 
 def _prepared_concatenated(A, B, pi, obs, lengths):

@@ -300,11 +300,11 @@ class HMM:
         """
         if algorithm not in DECODERS:
             raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
+        flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
         if algorithm == "viterbi":
-            flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
             log_prob, paths = inference.viterbi(*self.probabilities(), flat, lengths=lens)
             return float(log_prob.sum()), paths
-        ll, gamma = inference.posteriors(*self.probabilities(), self._padded(sequences, lengths))
+        ll, gamma = inference.posteriors(*self.probabilities(), flat, lengths=lens)
         return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in gamma]
 
     def predict(self, sequences, lengths=None):
@@ -313,7 +313,8 @@ class HMM:
 
     def predict_proba(self, sequences, lengths=None):
         """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence)."""
-        return inference.posteriors(*self.probabilities(), self._padded(sequences, lengths))[1]
+        flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
+        return inference.posteriors(*self.probabilities(), flat, lengths=lens)[1]
 
     def sample(self, n_sequences, length, seed=None):
         """(sequences, states): lists of n_sequences arrays of ``length`` symbols (tokens

@@ -237,9 +237,9 @@ def test_single_flat_sequence_is_one_sequence():
     assert_same_best_paths(A, B, pi, [seq], states, [ref.predict(seq.reshape(-1, 1))])
 
 
-def test_viterbi_of_concatenated_sequences_equals_the_padded_form():
-    """inference.viterbi(..., lengths=...) (hmmlearn's form, what decode uses) against the
-    padded form, with empty sequences and missing steps; and its input errors."""
+def test_concatenated_sequences_decode_as_the_padded_form():
+    """inference.viterbi and posteriors(..., lengths=...) (hmmlearn's form, what the model uses)
+    against the padded form, with empty sequences and missing steps; and the input errors."""
     rng = np.random.default_rng(8)
     A, B, pi = random_model(rng, 4, 3)
     seqs = random_sequences(rng, 3, [5, 0, 40, 1, 0, 17, 3])
@@ -249,11 +249,16 @@ def test_viterbi_of_concatenated_sequences_equals_the_padded_form():
     for b, s in enumerate(seqs):
         padded[b, :len(s)] = s
     want_lp, want = inference.viterbi(A, B, pi, padded)
+    want_ll, want_gamma = inference.posteriors(A, B, pi, padded)
     for obs in (X, X[:, 0], X[:, 0].astype(np.int32)):
         lp, paths = inference.viterbi(A, B, pi, obs, lengths=lengths)
         np.testing.assert_array_equal(lp, want_lp)
         assert [p.tolist() for p in paths] == [p.tolist() for p in want]
-    assert [len(p) for p in want] == lengths and want_lp[1] == want_lp[4] == 0
+        ll, gamma = inference.posteriors(A, B, pi, obs, lengths=lengths)
+        np.testing.assert_array_equal(ll, want_ll)
+        for g, w in zip(gamma, want_gamma):
+            np.testing.assert_array_equal(g, w)
+    assert [len(p) for p in want] == [len(g) for g in want_gamma] == lengths and want_lp[1] == want_lp[4] == 0
     for obs, lens, message in ((X, lengths[:-1], "lengths sum to 63 but obs holds 66 symbols"),
                                (np.where(X == -2, -1, X), lengths, r"obs\[8\] = -1: padding"),
                                (X, [-1] + lengths[1:], "non-negative integers"),

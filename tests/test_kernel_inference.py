@@ -80,9 +80,12 @@ def viterbi(A, B, pi, obs):
     return log_prob, paths.reshape(obs32.shape)
 
 
-def forward_ws(A, B, pi, obs):
+def posteriors(A, B, pi, obs, num_threads=None):
+    """_kernel.posteriors on a padded (batch, T) array: (ll (batch,), gamma (batch, T, n), 0 on padding)."""
     obs32, lengths = _kernel.prepare_obs(np.ascontiguousarray(obs), B.shape[1])
-    return _kernel.forward(A, B, pi, obs32, lengths, get_num_threads())
+    starts = np.arange(len(lengths), dtype=np.int64) * obs32.shape[1]
+    ll, gamma = _kernel.posteriors(A, B, pi, obs32.ravel(), starts, lengths, num_threads or get_num_threads())
+    return ll, gamma.reshape(obs32.shape + (A.shape[0],))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ def test_viterbi_and_posteriors_independent_of_thread_count():
 
     def run():
         lp, paths = viterbi(A, B, pi, obs)
-        return lp, paths, _kernel.posteriors(forward_ws(A, B, pi, obs), get_num_threads())
+        return (lp, paths) + posteriors(A, B, pi, obs)
 
     first, *others = under_thread_counts([1, 2, 3], run)
     for other in others:
@@ -203,7 +206,7 @@ def test_viterbi_and_posteriors_independent_of_thread_count():
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 9])
-def test_batch_viterbi_gives_each_sequence_what_it_gives_alone(n):
+def test_batch_viterbi_and_posteriors_give_each_sequence_what_it_gives_alone(n):
     """The driver advances sequences of similar length together (lanes that drop out as
     they end) over a concatenation: each result equals the sequence decoded alone, bit for
     bit, at any thread count; positions outside the sequences stay -1."""
@@ -234,14 +237,28 @@ def test_batch_viterbi_gives_each_sequence_what_it_gives_alone(n):
             np.testing.assert_allclose(log_prob[b], ref_lp, rtol=1e-12)
             np.testing.assert_array_equal(paths[s:s + L], ref_path)
     assert (paths[~covered] == -1).all() and (log_prob[lengths == 0] == 0).all()
+    # Posteriors over the same layout: alone or in the batch, at any thread count, the same.
+    runs = under_thread_counts([1, 2], lambda: _kernel.posteriors(A, B, pi, obs, starts, lengths,
+                                                                  get_num_threads()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    ll, gamma = runs[0]
+    for b, (s, L) in enumerate(zip(starts, lengths)):
+        alone_ll, alone = _kernel.posteriors(A, B, pi, obs[s:s + L].copy(), np.zeros(1, np.int64),
+                                             np.array([L], np.int64), 1)
+        assert ll[b] == alone_ll[0]
+        np.testing.assert_array_equal(gamma[s:s + L], alone)
+    assert (gamma[~covered] == 0).all() and (ll[lengths == 0] == 0).all()
+    np.testing.assert_allclose(gamma[covered].sum(axis=1), 1.0, rtol=1e-12)
 
 
-def test_batch_viterbi_rejects_sequences_outside_obs():
+@pytest.mark.parametrize("function", [_kernel.viterbi, _kernel.posteriors])
+def test_batch_inference_rejects_sequences_outside_obs(function):
     A, B, pi = random_model(np.random.default_rng(0), 2, 3)
     obs = np.zeros(10, dtype=np.int32)
     for starts, lengths in (([0, 5], [5, 6]), ([-1], [3]), ([0], [-2])):
         with pytest.raises(ValueError, match="is not inside obs32"):
-            _kernel.viterbi(A, B, pi, obs, np.array(starts, np.int64), np.array(lengths, np.int64), 1)
+            function(A, B, pi, obs, np.array(starts, np.int64), np.array(lengths, np.int64), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,27 +271,28 @@ def test_posteriors_match_hmmlearn(n, m, dtype):
     A, B, pi = random_model(rng, n, m, dtype)
     lengths = [300, 0, 1, *rng.integers(1, 300, 3)]
     obs = random_padded(rng, m, lengths)
-    ws = forward_ws(A, B, pi, obs)
-    gamma = _kernel.posteriors(ws, get_num_threads())
-    assert gamma.shape == (sum(lengths), n) and gamma.dtype == np.float64
-    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, rtol=1e-12)
+    ll, gamma = posteriors(A, B, pi, obs)
+    assert gamma.shape == obs.shape + (n,) and gamma.dtype == np.float64 and ll.dtype == np.float64
     model = hmmlearn_model(A, B, pi)
     for b, L in enumerate(lengths):
+        assert np.all(gamma[b, L:] == 0)
         if L:
+            np.testing.assert_allclose(gamma[b, :L].sum(axis=1), 1.0, rtol=1e-12)
             ref = model.predict_proba(obs[b, :L].reshape(-1, 1))
-            np.testing.assert_allclose(gamma[ws.offsets[b]:ws.offsets[b + 1]], ref,
-                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(gamma[b, :L], ref, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(ll[b], model.score(obs[b, :L].reshape(-1, 1)), rtol=1e-12)
+        else:
+            assert ll[b] == 0
 
 
 def test_posteriors_of_an_impossible_sequence_are_nan():
     A, B, pi = random_model(np.random.default_rng(11), 3, 2)
     B[:, 1] = 0.0
     B[:, 0] = 1.0
-    ws = forward_ws(A, B, pi, np.array([[0, 0, -1], [0, 1, 0], [0, 0, 0]]))
-    gamma = _kernel.posteriors(ws, 2)
-    assert np.all(np.isnan(gamma[2:5]))
-    np.testing.assert_allclose(gamma[:2], brute_force_posteriors(A, B, pi, [0, 0]), rtol=1e-12)
-    np.testing.assert_allclose(gamma[5:], brute_force_posteriors(A, B, pi, [0, 0, 0]), rtol=1e-12)
+    ll, gamma = posteriors(A, B, pi, np.array([[0, 0, -1], [0, 1, 0], [0, 0, 0]]), num_threads=2)
+    assert np.all(np.isnan(gamma[1])) and ll[1] == -np.inf
+    np.testing.assert_allclose(gamma[0, :2], brute_force_posteriors(A, B, pi, [0, 0]), rtol=1e-12)
+    np.testing.assert_allclose(gamma[2], brute_force_posteriors(A, B, pi, [0, 0, 0]), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,12 +329,10 @@ def test_forward_with_missing_is_the_marginal():
 def test_posteriors_with_missing_match_brute_force():
     rng = np.random.default_rng(21)
     A, B, pi = random_model(rng, 3, 3)
-    ws = forward_ws(A, B, pi, MISSING_OBS)
-    gamma = _kernel.posteriors(ws, 2)
+    _, gamma = posteriors(A, B, pi, MISSING_OBS, num_threads=2)
     for b, seq in enumerate(missing_rows()):
         if seq:
-            np.testing.assert_allclose(gamma[ws.offsets[b]:ws.offsets[b + 1]],
-                                       brute_force_posteriors(A, B, pi, seq), rtol=1e-11)
+            np.testing.assert_allclose(gamma[b, :len(seq)], brute_force_posteriors(A, B, pi, seq), rtol=1e-11)
 
 
 def test_gradient_with_missing_matches_finite_differences():
