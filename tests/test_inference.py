@@ -10,7 +10,6 @@ import itertools
 import numpy as np
 import pytest
 
-import hmmop
 from hmmop import HMM
 from hmmop import inference
 from reference import hmmlearn_model as oracle, random_model

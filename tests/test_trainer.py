@@ -1,6 +1,5 @@
 """The HMM trainer: the gist's loop as a library, against hmmlearn's EM and the unroll."""
 import json
-import os
 
 import mxnet as mx
 import numpy as np
