@@ -431,3 +431,14 @@ int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs,
     }
     return failed ? -1 : 0;
 }
+
+
+void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
+                      const double *cumB, const double *cumpi, const double *u,
+                      int32_t *states, int32_t *obs, int num_threads)
+{
+    #pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t b = 0; b < count; ++b)
+        hmm_sample(n, m, len, cumA, cumB, cumpi, u + (size_t)b * 2 * len,
+                   states + (size_t)b * len, obs + (size_t)b * len);
+}

@@ -82,4 +82,12 @@ int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs,
                          const double *pi, double *ll, double *gamma,
                          int num_threads);
 
+/* count sequences of len steps each, drawn by hmm_sample from the uniforms
+ * u (count, len, 2): sequence b from u[b*2*len ...], its states and symbols
+ * to states and obs (count, len).  cumA, cumB, cumpi as for hmm_sample.  The
+ * draws are the uniforms', so the result does not depend on the threads. */
+void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
+                      const double *cumB, const double *cumpi, const double *u,
+                      int32_t *states, int32_t *obs, int num_threads);
+
 #endif

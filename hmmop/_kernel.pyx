@@ -31,9 +31,6 @@ cdef extern from "hmm_kernel.h" nogil:
                              const double *scale, double g, double *dA,
                              double *dBT, double *dpi, double *work)
     size_t HMM_BACKWARD_WORK(int n)
-    void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
-                    const double *cumpi, const double *u, int32_t *states,
-                    int32_t *obs)
 
 cdef extern from "hmm_batch.h" nogil:
     ctypedef struct hmm_batch:
@@ -49,6 +46,9 @@ cdef extern from "hmm_batch.h" nogil:
     int hmm_batch_posteriors(int n, int64_t batch, const int32_t *obs, const int64_t *starts,
                              const int64_t *lengths, const double *A, const double *AT, const double *BT,
                              const double *pi, double *ll, double *gamma, int num_threads)
+    void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA, const double *cumB,
+                          const double *cumpi, const double *u, int32_t *states, int32_t *obs,
+                          int num_threads)
     int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs, const int64_t *starts,
                           const int64_t *lengths, const double *logA, const double *logBT,
                           const double *logpi, double *log_prob, int32_t *paths, int num_threads)
@@ -549,16 +549,14 @@ def sample(const double[:, ::1] A, const double[:, ::1] B, const double[::1] pi,
     cumA = _cumulative("A", A)
     cumB = _cumulative("B", B)
     cumpi = _cumulative("pi", pi)
-    cdef int nt = max(1, min(num_threads, count))
     obs = np.empty((count, length), dtype=np.int32)
     states = np.empty((count, length), dtype=np.int32)
     cdef const double[:, ::1] ca = cumA, cb = cumB
     cdef const double[::1] cp = cumpi
     cdef int32_t[:, ::1] o = obs, s = states
-    if length == 0:
+    if length == 0 or count == 0:
         return obs, states
     with nogil:
-        for b in prange(count, num_threads=nt, schedule='static', chunksize=1):
-            hmm_sample(n, m, <int>length, &ca[0, 0], &cb[0, 0], &cp[0], &uniforms[b, 0, 0],
-                       &s[b, 0], &o[b, 0])
+        hmm_batch_sample(n, m, count, <int>length, &ca[0, 0], &cb[0, 0], &cp[0], &uniforms[0, 0, 0],
+                         &s[0, 0], &o[0, 0], max(1, min(num_threads, count)))
     return obs, states

@@ -1,8 +1,8 @@
 """Inference with a discrete HMM as free functions: Viterbi decoding, state posteriors, sampling.
 
 All run on the C kernel in double precision through the Cython adapter, the
-sequences of a batch in OpenMP threads: Viterbi and posteriors in the batch
-driver (csrc/hmm_batch.c), sampling in the adapter.  A sequence's results do
+sequences of a batch in OpenMP threads inside the batch driver
+(csrc/hmm_batch.c).  A sequence's results do
 not depend on the batch around it or on the thread count.  Shapes and conventions:
 
     A (N, N)   A[i, j] = P(next = j | current = i)
