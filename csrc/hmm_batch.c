@@ -329,13 +329,18 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
         if (lengths[b] <= 0)
             log_prob[b] = 0.0;
     const int64_t longest = nseq ? lengths[order[0]] : 1;
-    const int64_t ngroups = (nseq + HMM_VITERBI_LANES - 1) / HMM_VITERBI_LANES;
+    /* Lanes per group: fewer when there are fewer sequences, or when each
+     * thread's back pointers (lanes x longest x n) would pass 256 MB. */
+    int64_t width = nseq < HMM_VITERBI_LANES ? (nseq ? nseq : 1) : HMM_VITERBI_LANES;
+    while (width > 1 && (size_t)width * longest * n * sizeof(int32_t) > ((size_t)256 << 20))
+        width /= 2;
+    const int64_t ngroups = (nseq + width - 1) / width;
     int failed = 0;
     #pragma omp parallel num_threads(num_threads)
     {
         /* per thread: back pointers and two delta rows of each lane */
-        int32_t *back = malloc(sizeof(int32_t) * HMM_VITERBI_LANES * (size_t)longest * n);
-        double *work = malloc(sizeof(double) * HMM_VITERBI_LANES * 2 * (size_t)n);
+        int32_t *back = malloc(sizeof(int32_t) * width * (size_t)longest * n);
+        double *work = malloc(sizeof(double) * width * 2 * (size_t)n);
         if (!back || !work) {
             #pragma omp atomic write
             failed = 1;
@@ -344,8 +349,8 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
         for (int64_t g = 0; g < ngroups; ++g) {
             if (!back || !work)
                 continue;
-            const int64_t first = g * HMM_VITERBI_LANES;
-            const int lanes = (int)(nseq - first < HMM_VITERBI_LANES ? nseq - first : HMM_VITERBI_LANES);
+            const int64_t first = g * width;
+            const int lanes = (int)(nseq - first < width ? nseq - first : width);
             const int32_t *o[HMM_VITERBI_LANES];
             int64_t len[HMM_VITERBI_LANES];
             for (int q = 0; q < lanes; ++q) {
