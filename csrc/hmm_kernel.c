@@ -209,22 +209,25 @@ static void NAME(int n, int j0, const double *restrict d,                      \
                  const double *restrict logA, const double *restrict e,        \
                  double *restrict dn, int32_t *restrict bk)                    \
 {                                                                              \
-    VD best0, best1, arg0, arg1, x;                                            \
+    VD best0, best1, arg0, arg1, x, i0, i1;                                    \
     for (int q = 0; q < W; ++q) {                                              \
         best0[q] = best1[q] = -INFINITY;                                       \
         arg0[q] = arg1[q] = 0.0;                                               \
+        i0[q] = 0.0;                                                           \
+        i1[q] = 1.0;                                                           \
     }                                                                          \
     int i = 0;                                                                 \
-    for (; i + 2 <= n; i += 2) {                                               \
+    /* i0, i1: i and i + 1 in every lane, stepped by 2 (no conversion per i) */ \
+    for (; i + 2 <= n; i += 2, i0 += 2.0, i1 += 2.0) {                         \
         memcpy(&x, logA + (size_t)i * n + j0, sizeof x);                       \
         const VD v0 = d[i] + x;                                                \
         memcpy(&x, logA + (size_t)(i + 1) * n + j0, sizeof x);                 \
         const VD v1 = d[i + 1] + x;                                            \
         const VL t0 = v0 >= best0, t1 = v1 >= best1;                           \
         best0 = (VD)(((VL)v0 & t0) | ((VL)best0 & ~t0));                      \
-        arg0 = (VD)(((VL)((VD){0} + i) & t0) | ((VL)arg0 & ~t0));              \
+        arg0 = (VD)(((VL)i0 & t0) | ((VL)arg0 & ~t0));                         \
         best1 = (VD)(((VL)v1 & t1) | ((VL)best1 & ~t1));                       \
-        arg1 = (VD)(((VL)((VD){0} + (i + 1)) & t1) | ((VL)arg1 & ~t1));        \
+        arg1 = (VD)(((VL)i1 & t1) | ((VL)arg1 & ~t1));                         \
     }                                                                          \
     if (i < n) {                                                               \
         memcpy(&x, logA + (size_t)i * n + j0, sizeof x);                       \
