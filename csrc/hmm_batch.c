@@ -306,9 +306,11 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
  * one sequence is a short chain of dependent adds, compares and blends
  * (delta_t needs all of delta_{t-1}); at small N that chain's latency, not
  * the arithmetic, bounds a sequence (about 40 cycles a step at N = 4).
- * Interleaving independent sequences lets the core overlap their chains: at
- * N = 4 (AVX-512, 2 cores), 4 lanes made the batch ~2.7x faster than one
- * sequence at a time; 8 gained nothing more.  Each sequence goes through
+ * Interleaving independent sequences lets the core overlap their chains:
+ * measured at N = 4 (AVX-512, one thread, 500 sequences of 20..200), 1, 2, 4
+ * and 8 lanes took 0.95, 0.63, 0.56 and 0.54 ms; at N = 16, where a step is
+ * bound by throughput rather than latency, lanes made no difference.  Each
+ * sequence goes through
  * exactly hmm_viterbi's operations, so results do not depend on the batch,
  * the grouping or the thread count. */
 #define HMM_VITERBI_LANES 4
