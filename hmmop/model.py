@@ -290,6 +290,14 @@ class HMM:
         """Per-sequence log-likelihoods, float64 array (number of sequences,)."""
         return self._score_padded(self._padded(sequences, lengths))
 
+    def score_samples(self, sequences, lengths=None):
+        """(log-likelihood, posteriors): the total log-likelihood (a float) and the state
+        posteriors as predict_proba gives them, from one forward-backward (hmmlearn's
+        score_samples, with the posteriors per sequence)."""
+        flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
+        ll, gamma = inference.posteriors(*self.probabilities(), flat, lengths=lens)
+        return float(ll.sum()), gamma
+
     def decode(self, sequences, lengths=None, algorithm="viterbi"):
         """(log_prob, states): the most likely state path of each sequence.
 

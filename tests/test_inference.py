@@ -193,6 +193,16 @@ def test_predict_proba_matches_hmmlearn(case):
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=1e-14)
 
 
+def test_score_samples_matches_hmmlearn(case):
+    ref, model = case["ref"], case["model"]
+    want_ll, want_post = ref.score_samples(case["X"], case["lengths"])
+    for args, kwargs in both_forms(case):
+        ll, post = model.score_samples(*args, **kwargs)
+        assert isinstance(ll, float) and [len(p) for p in post] == list(case["lengths"])
+        np.testing.assert_allclose(ll, want_ll, rtol=RTOL)
+        np.testing.assert_allclose(np.concatenate(post), want_post, rtol=RTOL, atol=1e-14)
+
+
 def test_aic_bic_match_hmmlearn(case):
     ref, model = case["ref"], case["model"]
     n, m = case["B"].shape
