@@ -103,19 +103,30 @@ def pad(rows, order=None):
     return out
 
 
-def _split(X, lengths):
-    """hmmlearn's (X, lengths) -> a list of 1-D arrays."""
+def concatenated(X, lengths, name="X"):
+    """Checked hmmlearn form: (X as a 1-D array, lengths (n_sequences,) int64).
+
+    X: the sequences concatenated, shape (n_samples,) or (n_samples, 1);
+    lengths: non-negative integers summing to n_samples.  ValueError naming
+    ``name`` (what the caller calls X) otherwise.
+    """
     X = np.asarray(X)
     if X.ndim == 2 and X.shape[1] == 1:
         X = X[:, 0]
     if X.ndim != 1:
-        raise ValueError(f"X: with lengths, expected the concatenated sequences as shape (n_samples,) or "
+        raise ValueError(f"{name}: with lengths, expected the concatenated sequences as shape (n_samples,) or "
                          f"(n_samples, 1), got shape {X.shape}")
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
         raise ValueError(f"lengths must be a 1-D sequence of non-negative integers, got {lengths!r}")
     if lengths.sum() != len(X):
-        raise ValueError(f"lengths sum to {int(lengths.sum())} but X holds {len(X)} samples")
+        raise ValueError(f"lengths sum to {int(lengths.sum())} but {name} holds {len(X)} symbols")
+    return X, lengths.astype(np.int64)
+
+
+def _split(X, lengths):
+    """hmmlearn's (X, lengths) -> a list of 1-D arrays."""
+    X, lengths = concatenated(X, lengths)
     return list(np.split(X, np.cumsum(lengths)[:-1]))
 
 

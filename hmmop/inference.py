@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from . import _kernel, checks
+from .data import concatenated
 from .threads import get_num_threads
 
 
@@ -104,18 +105,7 @@ def _split(rows, starts, lengths):
 def _prepared_concatenated(A, B, pi, obs, lengths):
     """Checked float64 parameters, obs32 (total,) for the kernel, starts and lengths
     (batch,) int64, from hmmlearn's (X, lengths) form."""
-    obs = np.asarray(obs)
-    if obs.ndim == 2 and obs.shape[1] == 1:
-        obs = obs[:, 0]
-    if obs.ndim != 1:
-        raise ValueError(f"obs: with lengths, expected the concatenated sequences as shape (n_samples,) "
-                         f"or (n_samples, 1), got shape {obs.shape}")
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
-        raise ValueError(f"lengths must be a 1-D array of non-negative integers, got {lengths!r}")
-    lengths = lengths.astype(np.int64)
-    if int(lengths.sum()) != len(obs):
-        raise ValueError(f"lengths sum to {int(lengths.sum())} but obs holds {len(obs)} symbols")
+    obs, lengths = concatenated(obs, lengths, "obs")
     if (obs == -1).any():
         raise ValueError(f"obs[{int(np.flatnonzero(obs == -1)[0])}] = -1: padding has no place in "
                          f"concatenated sequences (given with lengths)")
