@@ -90,4 +90,55 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
                       const double *cumB, const double *cumpi, const double *u,
                       int32_t *states, int32_t *obs, int num_threads);
 
+/* ---- Dense emissions (hmm_forward_dense) ------------------------------------
+ *
+ * The same blocked forward and backward with the emission of step t of
+ * sequence b given as a row of log-likelihoods instead of a symbol:
+ *   logE[(starts[b] + t) * n + i] = log p(observation_t | state i)
+ * any real number or -INFINITY (impossible), t < lengths[b].  logE has
+ * `size` rows; the rows of a (batch, T, n) padded array are starts[b] = b * T
+ * (size = batch * T), hmmlearn's concatenated sequences starts[b] = the sum of
+ * the lengths before b.  Each step works from its largest log-emission
+ * m_t = max_i logE[t, i]: the emission probabilities exp(logE - m_t) lie in
+ * [0, 1] and m_t is added back to ll, so scores of any scale give finite
+ * results.  A and pi need only be non-negative.
+ *
+ * Precision and reproducibility as for the categorical plan (above): float32
+ * plans compute in float32, and a sequence whose scaled step probability
+ * leaves [2^-100, 2^100] is computed in double by the one-sequence reference
+ * (hmm_dense_forward_scaled), which re-shifts a step by the largest
+ * log(pred) + logE where the first shift underflows (so -INFINITY means
+ * impossible, never an underflow). */
+
+/* A dense plan: n states; starts, lengths (batch,) not copied (they must
+ * outlive the plan); size rows of logE.  NULL if out of memory. */
+hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
+                               const int64_t *lengths, int dtype);
+
+/* ll (batch,) out: log sum over paths of pi[s_0] prod A[s_{t-1}, s_t]
+ * prod exp(logE[t, s_t]), 0 for an empty sequence, -INFINITY for an
+ * impossible one.  A (n, n), pi (n,), logE (size, n) of the plan's dtype.
+ * Keeps what the backward needs (logE is not read again).  0, or -1 if out
+ * of memory. */
+int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
+                            double *ll, int num_threads);
+
+/* Gradients of sum_b gll[b] * ll[b]: dA (n, n), dpi (n,) in double, and
+ * dlogE (size, n) of the plan's dtype, gll[b] * gamma_t(i) with
+ * gamma_t(i) = P(s_t = i | observations) at each step of each sequence and 0
+ * everywhere else (padding, sequences with gll = 0 or ll = -INFINITY).  All
+ * overwritten; dlogE may be NULL.  With gll = 1 everywhere, dlogE holds the
+ * posteriors and A * dA, pi * dpi the expected transition and initial counts
+ * (the E-step).  After hmm_batch_forward_dense.  0, or -1 if out of memory. */
+int hmm_batch_backward_dense(hmm_batch *h, const double *gll, double *dA, double *dpi,
+                             void *dlogE, int num_threads);
+
+/* Viterbi on log-emissions, in double: as hmm_batch_viterbi with the
+ * emission row of step t of sequence b read from logE + (starts[b] + t) * n
+ * and the path written to paths[starts[b] + t]. */
+int hmm_batch_viterbi_dense(int n, int64_t batch, const int64_t *starts,
+                            const int64_t *lengths, const double *logA,
+                            const double *logE, const double *logpi,
+                            double *log_prob, int32_t *paths, int num_threads);
+
 #endif

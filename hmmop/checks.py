@@ -106,3 +106,115 @@ def checked_inputs(A, B, pi, obs):
     elif obs.context != ctx:
         obs = obs.as_in_context(ctx)
     return A, B, pi, obs, obs_np
+
+
+# -- hmm_forward_dense ------------------------------------------------------------------------
+LENGTH_DTYPES = OBS_DTYPES
+
+
+def check_dense_shapes(A_shape, pi_shape, le_shape, lengths_shape):
+    """Validate the shapes of hmm_forward_dense's inputs; return (n_states, batch, T).
+
+    A (N, N), pi (N,), log_emission (batch, T, N), lengths (batch,).
+    """
+    A_shape, pi_shape = tuple(A_shape), tuple(pi_shape)
+    le_shape, lengths_shape = tuple(le_shape), tuple(lengths_shape)
+    if len(A_shape) != 2 or A_shape[0] != A_shape[1]:
+        raise ValueError(f"A must be a square (N, N) transition matrix, got shape {A_shape}")
+    n = A_shape[0]
+    if n < 1:
+        raise ValueError(f"A must have at least one state, got shape {A_shape}")
+    if pi_shape != (n,):
+        raise ValueError(f"pi must have shape (N,) = ({n},), got shape {pi_shape}")
+    if len(le_shape) != 3 or le_shape[2] != n:
+        raise ValueError(f"log_emission must have shape (batch, T, N) = (batch, T, {n}) with one "
+                         f"column per state of A, got shape {le_shape}")
+    batch, T = le_shape[0], le_shape[1]
+    if batch < 1 or T < 1:
+        raise ValueError(f"log_emission must hold at least one sequence and one time step, "
+                         f"got shape {le_shape} (give empty sequences length 0 instead)")
+    if lengths_shape != (batch,):
+        raise ValueError(f"lengths must have shape (batch,) = ({batch},), one length per sequence "
+                         f"of log_emission, got shape {lengths_shape}")
+    return n, batch, T
+
+
+def check_dense_dtypes(A_dtype, pi_dtype, le_dtype, lengths_dtype):
+    """Validate hmm_forward_dense's dtypes; return the common dtype of A, pi and log_emission."""
+    named = {"A": np.dtype(A_dtype), "pi": np.dtype(pi_dtype), "log_emission": np.dtype(le_dtype)}
+    for name, dt in named.items():
+        if dt not in PARAM_DTYPES:
+            raise TypeError(f"{name} has dtype {dt}; A, pi and log_emission must be float32 or float64")
+    if len(set(named.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in named.items())
+        raise TypeError(f"A, pi and log_emission must share one dtype, got {listing}")
+    if np.dtype(lengths_dtype) not in LENGTH_DTYPES:
+        raise TypeError(f"lengths has dtype {np.dtype(lengths_dtype)}; expected int32, int64, "
+                        f"float32 or float64 holding integer lengths")
+    return named["A"]
+
+
+def prepare_lengths(lengths, T):
+    """lengths (batch,) as int64, checked: integers in [0, T].  ValueError names the first bad one."""
+    lengths = np.asarray(lengths)
+    as_int = lengths.astype(np.int64) if lengths.dtype.kind in "iu" else None
+    if as_int is None:
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(lengths) & (lengths == np.floor(lengths))
+        if not whole.all():
+            b = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"lengths[{b}] = {lengths[b]!r} is not an integer")
+        as_int = lengths.astype(np.int64)
+    bad = np.flatnonzero((as_int < 0) | (as_int > T))
+    if bad.size:
+        b = int(bad[0])
+        raise ValueError(f"lengths[{b}] = {as_int[b]} is outside [0, T] = [0, {T}] "
+                         f"(T: the steps of log_emission)")
+    return np.ascontiguousarray(as_int)
+
+
+def check_log_emission_values(le, lengths):
+    """ValueError naming the first NaN or +inf of log_emission inside a sequence (-inf is allowed:
+    an impossible emission).  le (batch, T, N) NumPy, lengths (batch,) int64."""
+    bad = np.isnan(le) | (le == np.inf)
+    if not bad.any():
+        return
+    inside = np.arange(le.shape[1])[None, :] < lengths[:, None]          # (batch, T)
+    where = np.argwhere(bad & inside[:, :, None])
+    if len(where):
+        b, t, i = (int(v) for v in where[0])
+        raise ValueError(f"log_emission[{b}, {t}, {i}] = {le[b, t, i]!r}: log-emissions must be real "
+                         f"numbers or -inf (an impossible emission), not NaN or +inf")
+
+
+def checked_dense_inputs(A, pi, log_emission, lengths, check_values=True):
+    """Validate NDArray inputs of hmm_forward_dense and the like.
+
+    A, pi, log_emission: NDArrays on one context; lengths: NDArray, NumPy
+    array or list of integers.  Returns (A, pi, log_emission, lengths NDArray
+    on A's context, lengths NumPy int64).
+    """
+    for name, x in (("A", A), ("pi", pi), ("log_emission", log_emission)):
+        if not isinstance(x, mx.nd.NDArray):
+            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
+    ctx = A.context
+    for name, x in (("pi", pi), ("log_emission", log_emission)):
+        if x.context != ctx:
+            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
+                             f"A, pi and log_emission must share one context")
+    if isinstance(lengths, mx.nd.NDArray):
+        lengths_np = lengths.asnumpy()
+    else:
+        lengths_np = np.asarray(lengths)
+        if lengths_np.dtype.kind in "iub" and lengths_np.dtype not in LENGTH_DTYPES:
+            lengths_np = lengths_np.astype(np.int64)
+    check_dense_dtypes(A.dtype, pi.dtype, log_emission.dtype, lengths_np.dtype)
+    _, _, T = check_dense_shapes(A.shape, pi.shape, log_emission.shape, lengths_np.shape)
+    lengths64 = prepare_lengths(lengths_np, T)
+    if check_values:
+        check_log_emission_values(log_emission.asnumpy(), lengths64)
+    if not isinstance(lengths, mx.nd.NDArray):
+        lengths = from_host(lengths64, np.int64, ctx)
+    elif lengths.context != ctx:
+        lengths = lengths.as_in_context(ctx)
+    return A, pi, log_emission, lengths, lengths64
