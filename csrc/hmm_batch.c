@@ -49,7 +49,14 @@ struct hmm_batch {
     void *Ap, *ATp, *BTp, *pip;  /* padded copies (np, np), (np, np), (m + 1, np), (np,) */
     double *A64, *AT64, *BT64, *pi64;   /* float32 plans: double copies, unpadded */
     double *ll;              /* (batch,) the forward's results */
-    unsigned char *redo;     /* (batch,) 1: computed in double (float32 plans) */
+    unsigned char *redo;     /* (batch,) 1: computed in double (float32 plans; dense plans) */
+    /* dense plans (hmm_batch_new_dense): m = 0, no obs */
+    int dense;
+    int64_t size;            /* rows of logE */
+    const int64_t *starts;   /* (batch,) sequence b's first row of logE */
+    const void *logE;        /* (size, n) during hmm_batch_forward/backward_dense only */
+    void *dlogE;             /* (size, n) during hmm_batch_backward_dense only */
+    void *E;                 /* laid out as pred: exp(logE - shift) of every step */
 };
 
 static void *alloc64(size_t bytes)
@@ -150,37 +157,50 @@ void hmm_batch_free(hmm_batch *h)
     free(h->pi64);
     free(h->ll);
     free(h->redo);
+    free(h->E);
     free(h);
 }
 
-/* Double copies of the parameters for hmm_forward_scaled/hmm_backward_scaled
- * (float32 plans' fallback): A, AT (n, n), BT (m + 1, n) with the missing row. */
-static int make_double_copies(hmm_batch *h, const float *A, const float *B, const float *pi)
+hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
+                               const int64_t *lengths, int dtype)
 {
-    const int n = h->n, m = h->m;
-    h->A64 = malloc(sizeof(double) * n * n);
-    h->AT64 = malloc(sizeof(double) * n * n);
-    h->BT64 = malloc(sizeof(double) * (size_t)(m + 1) * n);
-    h->pi64 = malloc(sizeof(double) * n);
-    if (!h->A64 || !h->AT64 || !h->BT64 || !h->pi64)
-        return -1;
-    for (int i = 0; i < n; ++i) {
-        h->pi64[i] = pi[i];
-        for (int j = 0; j < n; ++j) {
-            h->A64[(size_t)i * n + j] = A[(size_t)i * n + j];
-            h->AT64[(size_t)j * n + i] = A[(size_t)i * n + j];
-        }
-        for (int k = 0; k < m; ++k)
-            h->BT64[(size_t)k * n + i] = B[(size_t)i * m + k];
-        h->BT64[(size_t)m * n + i] = 1.0;
-    }
-    return 0;
+    hmm_batch *h = hmm_batch_new(n, 0, batch, 0, NULL, lengths, dtype);
+    if (!h)
+        return NULL;
+    h->dense = 1;
+    h->size = size;
+    h->starts = starts;
+    return h;
+}
+
+/* Sequence b of a dense plan by the reference, into fresh arrays: E, pred
+ * (len, n), scale (len,), then logE's rows in double and alpha, in one block
+ * at *mem.  Returns its log-likelihood; *mem NULL if out of memory. */
+static double dense_forward_double(const hmm_batch *h, int64_t b, double **mem)
+{
+    const int n = h->n, len = (int)h->lengths[b];
+    const size_t rows = (size_t)len * n, first = (size_t)h->starts[b] * n;
+    double *d = *mem = malloc(sizeof(double) * (3 * rows + len + n));
+    if (!d)
+        return 0.0;
+    double *le = d + 2 * rows + len;
+    for (size_t k = 0; k < rows; ++k)
+        le[k] = h->dtype == HMM_FLOAT32 ? ((const float *)h->logE)[first + k]
+                                        : ((const double *)h->logE)[first + k];
+    return hmm_dense_forward_scaled(n, len, h->A64, h->pi64, le, d, d + rows, d + 2 * rows,
+                                    le + rows);
 }
 
 /* *ll = log-likelihood of sequence b in double, by the reference function.
  * -1 if out of memory. */
 static int forward_double(const hmm_batch *h, int64_t b, double *ll)
 {
+    if (h->dense) {
+        double *mem;
+        *ll = dense_forward_double(h, b, &mem);
+        free(mem);
+        return mem ? 0 : -1;
+    }
     const int n = h->n, len = (int)h->lengths[b];
     double *scale = malloc(sizeof(double) * len), *rows = malloc(sizeof(double) * 2 * n);
     const int status = scale && rows ? 0 : -1;
@@ -197,6 +217,34 @@ static int forward_double(const hmm_batch *h, int64_t b, double *ll)
  * blocked path's: dA (np, np), dBT (m + 1, np), dpi (np).  -1 if out of memory. */
 static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
 {
+    if (h->dense) {             /* dA, dpi into acc; g * gamma into dlogE, in its dtype */
+        const int n = h->n, np = h->np, len = (int)h->lengths[b];
+        double *mem, *work = malloc(sizeof(double) * HMM_BACKWARD_WORK(n));
+        double *d = calloc((size_t)n * n + n + (size_t)len * n, sizeof(double));
+        const double ll = dense_forward_double(h, b, &mem);
+        const int status = mem && work && d ? 0 : -1;
+        if (status == 0 && ll != -INFINITY) {
+            double *dA = d, *dpi = d + (size_t)n * n, *gamma = dpi + n;
+            hmm_dense_backward_scaled(n, len, h->AT64, mem, mem + (size_t)len * n,
+                                      mem + (size_t)2 * len * n, g, dA, dpi, gamma, work);
+            double *aA = acc, *api = acc + (size_t)np * np + np;     /* (m + 1 = 1 row of BT) */
+            for (int i = 0; i < n; ++i) {
+                for (int j = 0; j < n; ++j)
+                    aA[(size_t)i * np + j] += dA[(size_t)i * n + j];
+                api[i] += dpi[i];
+            }
+            const size_t first = (size_t)h->starts[b] * n, count = (size_t)len * n;
+            if (h->dtype == HMM_FLOAT32)
+                for (size_t k = 0; k < count; ++k)
+                    ((float *)h->dlogE)[first + k] = (float)gamma[k];
+            else
+                memcpy((double *)h->dlogE + first, gamma, sizeof(double) * count);
+        }
+        free(mem);
+        free(work);
+        free(d);
+        return status;
+    }
     const int n = h->n, m = h->m, np = h->np, len = (int)h->lengths[b];
     const int32_t *obs = h->obs + b * h->T;
     double *pred = malloc(sizeof(double) * (size_t)len * n);
@@ -301,6 +349,48 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
 }
 
 
+int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
+                            double *ll, int num_threads)
+{
+    if (!h->dense)
+        return -1;
+    h->logE = logE;
+    int status = h->dtype == HMM_FLOAT32 ? forward_f32(h, A, NULL, pi, num_threads)
+                                         : forward_f64(h, A, NULL, pi, num_threads);
+    h->logE = NULL;
+    if (status == 0)
+        memcpy(ll, h->ll, sizeof(double) * h->batch);
+    return status;
+}
+
+int hmm_batch_backward_dense(hmm_batch *h, const double *gll, const void *logE, double *dA,
+                             double *dpi, void *dlogE, int num_threads)
+{
+    if (!h->dense)
+        return -1;
+    const size_t item = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t bytes = (size_t)h->size * h->n * item;
+    void *out = dlogE ? dlogE : malloc(bytes ? bytes : 1);     /* (the driver writes it anyway) */
+    if (!out)
+        return -1;
+    /* zero first (padding, skipped sequences), in parallel: it is as large as logE */
+    const int64_t chunks = 64;
+    #pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t k = 0; k < chunks; ++k) {
+        const size_t lo = bytes / chunks * k, hi = k == chunks - 1 ? bytes : bytes / chunks * (k + 1);
+        memset((char *)out + lo, 0, hi - lo);
+    }
+    h->dlogE = out;
+    h->logE = logE;
+    double dB;      /* m = 0: no emission table, never written */
+    const int status = hmm_batch_backward(h, gll, dA, &dB, dpi, num_threads);
+    h->dlogE = NULL;
+    h->logE = NULL;
+    if (!dlogE)
+        free(out);
+    return status;
+}
+
 /* Viterbi: sequences of similar length (neighbours in the length order) are
  * advanced HMM_VITERBI_LANES at a time, one step of each in turn.  A step of
  * one sequence is a short chain of dependent adds, compares and blends
@@ -315,11 +405,13 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
  * the grouping or the thread count. */
 #define HMM_VITERBI_LANES 4
 
-int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
-                      const int64_t *starts, const int64_t *lengths,
-                      const double *logA, const double *logBT,
-                      const double *logpi, double *log_prob, int32_t *paths,
-                      int num_threads)
+/* dense: a constant at each call; the emission row of step t of sequence b is
+ * logE's row starts[b] + t (dense) or logBT's row of its symbol. */
+static inline __attribute__((always_inline)) int
+viterbi_batch(const int dense, int n, int64_t batch, const int32_t *obs,
+              const int64_t *starts, const int64_t *lengths, const double *logA,
+              const double *logBT, const double *logE, const double *logpi,
+              double *log_prob, int32_t *paths, int num_threads)
 {
     int64_t *order = malloc(sizeof(int64_t) * (batch ? batch : 1));
     const int64_t nseq = order ? order_by_length(batch, lengths, order) : -1;
@@ -354,12 +446,14 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
             const int64_t first = g * width;
             const int lanes = (int)(nseq - first < width ? nseq - first : width);
             const int32_t *o[HMM_VITERBI_LANES];
+            const double *le[HMM_VITERBI_LANES];
             int64_t len[HMM_VITERBI_LANES];
             for (int q = 0; q < lanes; ++q) {
                 const int64_t b = order[first + q];
-                o[q] = obs + starts[b];
+                o[q] = dense ? NULL : obs + starts[b];
+                le[q] = dense ? logE + (size_t)starts[b] * n : NULL;
                 len[q] = lengths[b];
-                const double *e = logBT + (size_t)o[q][0] * n;
+                const double *e = dense ? le[q] : logBT + (size_t)o[q][0] * n;
                 double *d = work + (size_t)q * 2 * n;
                 for (int j = 0; j < n; ++j)
                     d[j] = logpi[j] + e[j];                  /* delta_0 */
@@ -371,7 +465,8 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
                         break;
                     double *w = work + (size_t)q * 2 * n;
                     hmm_viterbi_step(n, w + (size_t)((t - 1) & 1) * n, logA,
-                                     logBT + (size_t)o[q][t] * n, w + (size_t)(t & 1) * n,
+                                     dense ? le[q] + (size_t)t * n : logBT + (size_t)o[q][t] * n,
+                                     w + (size_t)(t & 1) * n,
                                      back + ((size_t)q * longest + t) * n);
                 }
             }
@@ -387,6 +482,26 @@ int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
     }
     free(order);
     return failed ? -1 : 0;
+}
+
+
+int hmm_batch_viterbi(int n, int64_t batch, const int32_t *obs,
+                      const int64_t *starts, const int64_t *lengths,
+                      const double *logA, const double *logBT,
+                      const double *logpi, double *log_prob, int32_t *paths,
+                      int num_threads)
+{
+    return viterbi_batch(0, n, batch, obs, starts, lengths, logA, logBT, NULL, logpi, log_prob,
+                         paths, num_threads);
+}
+
+int hmm_batch_viterbi_dense(int n, int64_t batch, const int64_t *starts,
+                            const int64_t *lengths, const double *logA,
+                            const double *logE, const double *logpi,
+                            double *log_prob, int32_t *paths, int num_threads)
+{
+    return viterbi_batch(1, n, batch, NULL, starts, lengths, logA, NULL, logE, logpi, log_prob,
+                         paths, num_threads);
 }
 
 

@@ -118,8 +118,7 @@ hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t
 /* ll (batch,) out: log sum over paths of pi[s_0] prod A[s_{t-1}, s_t]
  * prod exp(logE[t, s_t]), 0 for an empty sequence, -INFINITY for an
  * impossible one.  A (n, n), pi (n,), logE (size, n) of the plan's dtype.
- * Keeps what the backward needs (logE is not read again).  0, or -1 if out
- * of memory. */
+ * Keeps what the blocked backward needs.  0, or -1 if out of memory. */
 int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
                             double *ll, int num_threads);
 
@@ -127,11 +126,13 @@ int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const v
  * dlogE (size, n) of the plan's dtype, gll[b] * gamma_t(i) with
  * gamma_t(i) = P(s_t = i | observations) at each step of each sequence and 0
  * everywhere else (padding, sequences with gll = 0 or ll = -INFINITY).  All
- * overwritten; dlogE may be NULL.  With gll = 1 everywhere, dlogE holds the
+ * overwritten; dlogE may be NULL.  logE: the forward's log-emissions again
+ * (the same values; only the sequences computed in double read them, so
+ * adapters must keep the input alive until the backward).  With gll = 1 everywhere, dlogE holds the
  * posteriors and A * dA, pi * dpi the expected transition and initial counts
  * (the E-step).  After hmm_batch_forward_dense.  0, or -1 if out of memory. */
-int hmm_batch_backward_dense(hmm_batch *h, const double *gll, double *dA, double *dpi,
-                             void *dlogE, int num_threads);
+int hmm_batch_backward_dense(hmm_batch *h, const double *gll, const void *logE, double *dA,
+                             double *dpi, void *dlogE, int num_threads);
 
 /* Viterbi on log-emissions, in double: as hmm_batch_viterbi with the
  * emission row of step t of sequence b read from logE + (starts[b] + t) * n

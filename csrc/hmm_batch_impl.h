@@ -17,6 +17,12 @@
 #define VL ((int)(HMM_VBYTES / sizeof(REAL)))
 
 typedef REAL VEC __attribute__((vector_size(HMM_VBYTES)));
+#define IVEC FN(ivec)
+#if IS_FLOAT32
+typedef int32_t IVEC __attribute__((vector_size(HMM_VBYTES)));   /* VEC's lanes as integers */
+#else
+typedef int64_t IVEC __attribute__((vector_size(HMM_VBYTES)));
+#endif
 
 /* C (R x CV vectors) = sum_k L(r, k) * M[k, :] with L(r, k) = L[r*lr + k*lk]:
  * the register tile of every product here (R <= 8 rows, CV <= 4 vectors,
@@ -98,6 +104,39 @@ static inline __attribute__((always_inline)) void FN(add_double)(double *d, doub
 }
 #define add_to_double FN(add_double)
 
+/* exp(x) for x <= 0 (or -inf), a vector at a time: x = k ln2 + r with
+ * |r| <= ln2 / 2, e^r by its Taylor polynomial (degree 6 for float32, 13 for
+ * double: below an ulp), 2^k put into the exponent bits.  Results under the
+ * smallest normal number are 0 (an emission 2^-126 below the step's largest
+ * one cannot change a float32 sum; the float32 guard of the forward sends
+ * sequences that need it to double anyway).  libm's exp does not vectorise
+ * here, and the dense forward takes one per state and step. */
+static inline __attribute__((always_inline)) VEC FN(vexp)(VEC x)
+{
+#if IS_FLOAT32
+    const REAL lo = -87.0f, magic = 0x1.8p23f;
+    const REAL c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    const int nc = 7, mant = 23, bias = 127;
+#else
+    const REAL lo = -708.0, magic = 0x1.8p52;
+    const REAL c[] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                      1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
+                      1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    const int nc = 14, mant = 52, bias = 1023;
+#endif
+    const IVEC keep = x >= lo;                      /* all ones where the result is not 0 */
+    const VEC lov = (VEC){0} + lo;
+    x = (VEC)(((IVEC)x & keep) | ((IVEC)lov & ~keep));   /* below lo (or -inf): lo */
+    VEC kf = (x * (REAL)1.4426950408889634 + magic) - magic;     /* round(x / ln2) */
+    VEC r = x - kf * (REAL)0.693145751953125;                      /* ln2, hi part */
+    r = r - kf * (REAL)1.4286068203094172321e-06;                  /* and lo part */
+    VEC p = r * c[0] + c[1];
+    for (int i = 2; i < nc; ++i)
+        p = p * r + c[i];
+    const IVEC bits = (__builtin_convertvector(kf, IVEC) + bias) << mant;
+    return (VEC)((IVEC)(p * (VEC)bits) & keep);
+}
+
 /* Padded copies of the parameters in the compute dtype (and, for float32,
  * double copies for the reference functions). */
 static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi)
@@ -124,24 +163,79 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
             BTp[(size_t)k * np + i] = B[(size_t)i * m + k];
         BTp[(size_t)m * np + i] = 1;                /* a missing step */
     }
-#if IS_FLOAT32
-    free(h->A64); free(h->AT64); free(h->BT64); free(h->pi64);
-    if (make_double_copies(h, A, B, pi) != 0)
-        return -1;
-#endif
+    if (IS_FLOAT32 || h->dense) {       /* for the double reference */
+        free(h->A64); free(h->AT64); free(h->BT64); free(h->pi64);
+        h->A64 = malloc(sizeof(double) * n * n);
+        h->AT64 = malloc(sizeof(double) * n * n);
+        h->BT64 = malloc(sizeof(double) * (size_t)(m + 1) * n);
+        h->pi64 = malloc(sizeof(double) * n);
+        if (!h->A64 || !h->AT64 || !h->BT64 || !h->pi64)
+            return -1;
+        for (int i = 0; i < n; ++i) {
+            h->pi64[i] = pi[i];
+            for (int j = 0; j < n; ++j) {
+                h->A64[(size_t)i * n + j] = A[(size_t)i * n + j];
+                h->AT64[(size_t)j * n + i] = A[(size_t)i * n + j];
+            }
+            for (int k = 0; k < m; ++k)
+                h->BT64[(size_t)k * n + i] = B[(size_t)i * m + k];
+            h->BT64[(size_t)m * n + i] = 1.0;
+        }
+    }
     free(h->pred);
     free(h->scale);
+    free(h->E);
+    h->E = NULL;
     h->pred = alloc64(sizeof(REAL) * h->step_off[h->nblocks] * h->np);
     h->scale = alloc64(sizeof(REAL) * h->step_off[h->nblocks]);
-    if (!h->pred || !h->scale)
+    if (h->dense)       /* the emission rows exp(logE - shift), laid out as pred */
+        h->E = alloc64(sizeof(REAL) * h->step_off[h->nblocks] * h->np);
+    if (!h->pred || !h->scale || (h->dense && !h->E))
         return -1;
     return 0;
 }
 
-/* Forward of block blk: pred, scale, and ll of its sequences (float32: a
- * sequence whose step probability leaves [2^-100, 2^100] is marked in redo and
- * left to the double reference).  alpha: rows * np scratch. */
-static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+/* The emission row of a dense step into er (np, zero-padded):
+ * exp(le - max(le)); returns max(le) (-inf: a row of zeros). */
+static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, const REAL *restrict le,
+                                                                REAL *restrict er)
+{
+    const int nv = np / VL;
+    VEC *restrict ev = (VEC *)er;
+    VEC mv = (VEC){0} - (REAL)INFINITY;
+    for (int v = 0; v < nv; ++v) {
+        VEC x;
+        if ((v + 1) * VL <= n) {
+            memcpy(&x, le + v * VL, sizeof x);
+        } else {
+            for (int l = 0; l < VL; ++l)
+                x[l] = v * VL + l < n ? le[v * VL + l] : -(REAL)INFINITY;
+        }
+        ev[v] = x;
+        const IVEC gt = x > mv;
+        mv = (VEC)(((IVEC)x & gt) | ((IVEC)mv & ~gt));
+    }
+    REAL mx = mv[0];
+    for (int l = 1; l < VL; ++l)
+        mx = mv[l] > mx ? mv[l] : mx;
+    if (mx == -(REAL)INFINITY) {
+        for (int v = 0; v < nv; ++v)
+            ev[v] = (VEC){0};
+        return mx;
+    }
+    for (int v = 0; v < nv; ++v)
+        ev[v] = FN(vexp)(ev[v] - mx);
+    return mx;
+}
+
+/* Forward of block blk: pred, scale, and ll of its sequences (float32, and
+ * dense plans of both dtypes: a sequence whose step probability leaves the
+ * safe range is marked in redo and left to the double reference).  alpha:
+ * rows * np scratch.  dense: a constant at each call (two specialisations):
+ * the emission row of a step is E's (computed here from logE, and kept for
+ * the backward) rather than BT's row of the symbol. */
+static inline __attribute__((always_inline)) void
+FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restrict alpha)
 {
     const int n = h->n, np = h->np, nv = np / VL;
     const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
@@ -149,16 +243,19 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
     const int64_t *seq = h->order + first;
     REAL *pred = (REAL *)h->pred + h->step_off[blk] * np;
     REAL *scale = (REAL *)h->scale + h->step_off[blk];
+    REAL *Eb = dense ? (REAL *)h->E + h->step_off[blk] * np : NULL;
+    const REAL *logE = h->logE;
     const REAL *Ap = h->Ap, *BTp = h->BTp, *pip = h->pip;
     if (rows <= 0)
         return;
     int len[HMM_BATCH_ROWS];
-    double ll[HMM_BATCH_ROWS], prod[HMM_BATCH_ROWS];
+    double ll[HMM_BATCH_ROWS], prod[HMM_BATCH_ROWS], shift[HMM_BATCH_ROWS];
     unsigned char dead[HMM_BATCH_ROWS];
     for (int r = 0; r < rows; ++r) {
         len[r] = (int)h->lengths[seq[r]];
         ll[r] = 0.0;
         prod[r] = 1.0;
+        shift[r] = 0.0;
         dead[r] = 0;
     }
     int active = rows;
@@ -177,7 +274,14 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
         for (int r = 0; r < active; ++r) {
             VEC *restrict a = (VEC *)(alpha + (size_t)r * np);
             const VEC *restrict p = (const VEC *)(P + (size_t)r * np);
-            const VEC *restrict e = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t] * np);
+            const VEC *restrict e;
+            if (dense) {
+                REAL *er = Eb + (off + r) * np;
+                shift[r] += FN(dense_row)(n, np, logE + (h->starts[seq[r]] + t) * n, er);
+                e = (const VEC *)er;
+            } else {
+                e = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t] * np);
+            }
             VEC s = {0};
             for (int v = 0; v < nv; ++v) {
                 const VEC x = p[v] * e[v];
@@ -192,7 +296,8 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
             /* float32 would lose it (or has: +inf, NaN): the row goes to double */
             const int lost = !(c >= 0x1p-100f && c <= 0x1p100f);
 #else
-            const int lost = c == 0.0;
+            /* dense: so small that the step needs the reference's second shift */
+            const int lost = dense ? !(c >= 0x1p-900 && c <= 0x1p900) : c == 0.0;
 #endif
             if (dead[r] || lost) {                  /* the row runs on as zeros */
                 dead[r] = 1;
@@ -218,12 +323,22 @@ static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
     }
     for (int r = 0; r < rows; ++r) {
         if (!dead[r])
-            h->ll[seq[r]] = ll[r] + log(prod[r]);
-        else if (IS_FLOAT32)
+            h->ll[seq[r]] = ll[r] + log(prod[r]) + shift[r];
+        else if (IS_FLOAT32 || dense)
             h->redo[seq[r]] = 1;
         else
             h->ll[seq[r]] = -INFINITY;
     }
+}
+
+static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    FN(forward_block_body)(0, h, blk, alpha);
+}
+
+static void FN(forward_block_dense)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    FN(forward_block_body)(1, h, blk, alpha);
 }
 
 static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi, int nt)
@@ -245,21 +360,25 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         /* Any thread may take any block: a block's results do not depend on it. */
         #pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < h->nblocks; ++blk)
-            if (alpha)
-                FN(forward_block)(h, blk, alpha);
-        free(alpha);
-#if IS_FLOAT32
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < h->batch; ++b)
-            if (h->redo[b]) {
-                if (forward_double(h, b, &h->ll[b]) != 0) {
-                    #pragma omp atomic write
-                    fail = 1;
-                } else if (h->ll[b] == -INFINITY) {
-                    h->redo[b] = 0;                 /* impossible: no gradient */
-                }
+            if (alpha) {
+                if (h->dense)
+                    FN(forward_block_dense)(h, blk, alpha);
+                else
+                    FN(forward_block)(h, blk, alpha);
             }
-#endif
+        free(alpha);
+        if (IS_FLOAT32 || h->dense) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t b = 0; b < h->batch; ++b)
+                if (h->redo[b]) {
+                    if (forward_double(h, b, &h->ll[b]) != 0) {
+                        #pragma omp atomic write
+                        fail = 1;
+                    } else if (h->ll[b] == -INFINITY) {
+                        h->redo[b] = 0;             /* impossible: no gradient */
+                    }
+                }
+        }
     }
     return fail ? -1 : 0;
 }
@@ -290,8 +409,9 @@ static void FN(flush)(const hmm_batch *h, FN(scratch) *s, int kw, double *aA)
  *   r_t = beta_hat_t / c_t,  u_t = B[:, o_t] * r_t
  *   dB[:, o_t] += g pred_t * r_t,  dpi += g u_0,  dA += g alpha_hat_{t-1} (x) u_t
  *   beta_hat_{t-1} = A u_t   (for all rows: U . A^T). */
-static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gll,
-                               double *acc, FN(scratch) *s)
+static inline __attribute__((always_inline)) void
+FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const double *gll,
+                        double *acc, FN(scratch) *s)
 {
     const int n = h->n, m = h->m, np = h->np, nv = np / VL;
     const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
@@ -300,6 +420,8 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
     const REAL *pred = (const REAL *)h->pred + h->step_off[blk] * np;
     const REAL *scale = (const REAL *)h->scale + h->step_off[blk];
     const REAL *ATp = h->ATp, *BTp = h->BTp;
+    const REAL *Eb = dense ? (const REAL *)h->E + h->step_off[blk] * np : NULL;
+    REAL *dlogE = h->dlogE;
     double *aA = acc, *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
     if (rows <= 0)
         return;
@@ -322,6 +444,7 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
         off -= active;
         const REAL *P = pred + off * np, *c = scale + off;
         const REAL *Pp = P - (size_t)prev * np, *cp = c - prev;   /* step t - 1, used if t > 0 */
+        const REAL *Et = dense ? Eb + off * np : NULL, *Ep = dense ? Et - (size_t)prev * np : NULL;
         if (t > 0 && kw + active > cap) {
             FN(flush)(h, s, kw, aA);
             kw = 0;
@@ -342,17 +465,31 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
             if (t == len[r] - 1)                    /* beta_hat_{T-1} = 1 */
                 for (int j = 0; j < np; ++j)
                     s->W[(size_t)r * np + j] = j < n;
-            const int32_t o = h->obs[seq[r] * T + t];
-            const VEC *restrict e = (const VEC *)(BTp + (size_t)o * np);
             const VEC *restrict p = (const VEC *)(P + (size_t)r * np);
-            double *restrict de = aBT + (size_t)o * np;
             const REAL ic = 1 / c[r];
             const double gr = g[r];
-            for (int v = 0; v < nv; ++v) {
-                const VEC rw = w[v] * ic;
-                const VEC pr = p[v] * rw;
-                u[v] = e[v] * rw;
-                add_to_double(de + v * VL, gr, pr);
+            if (dense) {
+                /* g * gamma_t = g * pred_t * E_t * r_t, written in the plan's dtype */
+                const VEC *restrict e = (const VEC *)(Et + (size_t)r * np);
+                REAL *restrict dst = dlogE + (h->starts[seq[r]] + t) * n;
+                const REAL gf = (REAL)gr;
+                for (int v = 0; v < nv; ++v) {
+                    const VEC rw = w[v] * ic;
+                    u[v] = e[v] * rw;
+                    const VEC gm = p[v] * u[v] * gf;
+                    const int k = n - v * VL < VL ? n - v * VL : VL;
+                    memcpy(dst + v * VL, &gm, sizeof(REAL) * k);
+                }
+            } else {
+                const int32_t o = h->obs[seq[r] * T + t];
+                const VEC *restrict e = (const VEC *)(BTp + (size_t)o * np);
+                double *restrict de = aBT + (size_t)o * np;
+                for (int v = 0; v < nv; ++v) {
+                    const VEC rw = w[v] * ic;
+                    const VEC pr = p[v] * rw;
+                    u[v] = e[v] * rw;
+                    add_to_double(de + v * VL, gr, pr);
+                }
             }
             if (t == 0) {
                 for (int v = 0; v < nv; ++v)
@@ -365,7 +502,8 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
                              * (where it is if no row ends there) */
                 for (int v = 0; v < np; v += 64 / (int)sizeof(REAL))
                     __builtin_prefetch(Pp - (size_t)prev * np + (size_t)r * np + v);
-            const VEC *restrict ep = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
+            const VEC *restrict ep = dense ? (const VEC *)(Ep + (size_t)r * np)
+                                           : (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
             const REAL icp = 1 / cp[r];
             const REAL gf = (REAL)gr;
             for (int v = 0; v < nv; ++v) {
@@ -380,6 +518,18 @@ static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gl
     }
     if (kw)
         FN(flush)(h, s, kw, aA);
+}
+
+static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gll,
+                               double *acc, FN(scratch) *s)
+{
+    FN(block_backward_body)(0, h, blk, gll, acc, s);
+}
+
+static void FN(block_backward_dense)(const hmm_batch *h, int64_t blk, const double *gll,
+                                     double *acc, FN(scratch) *s)
+{
+    FN(block_backward_body)(1, h, blk, gll, acc, s);
 }
 
 static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
@@ -408,8 +558,12 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
             if (!ok)
                 continue;
             double *a = acc + gi * width;
-            for (int64_t blk = gi; blk < h->nblocks; blk += groups)
-                FN(block_backward)(h, blk, gll, a, &s);
+            for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
+                if (h->dense)
+                    FN(block_backward_dense)(h, blk, gll, a, &s);
+                else
+                    FN(block_backward)(h, blk, gll, a, &s);
+            }
             int overflow = 0;
 #if IS_FLOAT32
             for (size_t k = 0; k < width; ++k)
@@ -444,3 +598,4 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
 #undef VEC
 #undef VL
 #undef add_to_double
+#undef IVEC

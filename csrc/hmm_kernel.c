@@ -91,6 +91,63 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
     return ll + log(prod);
 }
 
+/* See hmm_kernel.h.  The categorical forward's recursion with a per-step
+ * shift; the log of c_t is taken per step (no running product: the shifts
+ * must be added anyway, and this is the rare path). */
+double hmm_dense_forward_scaled(int n, int len, const double *restrict A,
+                                const double *restrict pi, const double *restrict logE,
+                                double *restrict E, double *restrict pred,
+                                double *restrict scale, double *restrict alpha)
+{
+    double ll = 0.0;
+    for (int t = 0; t < len; ++t) {
+        double *restrict p = pred + (size_t)t * n;
+        const double *restrict le = logE + (size_t)t * n;
+        double *restrict e = E + (size_t)t * n;
+        if (t == 0) {
+            for (int j = 0; j < n; ++j)
+                p[j] = pi[j];
+        } else {
+            vecmat(n, alpha, A, p);
+        }
+        double s = -INFINITY;
+        for (int j = 0; j < n; ++j)
+            s = le[j] > s ? le[j] : s;
+        if (s == -INFINITY)
+            return -INFINITY;                       /* no state can emit it */
+        double c = 0.0;
+        for (int j = 0; j < n; ++j) {
+            e[j] = exp(le[j] - s);
+            c += p[j] * e[j];
+        }
+        if (!(c >= 0x1p-900)) {
+            /* The likeliest emitter is (next to) unreachable: shift by the
+             * largest log pred + logE instead, so that c_t >= 1 unless the
+             * step is impossible.  (Unreachable states may then get huge E:
+             * only their gradient, not ll, sees it.) */
+            double s2 = -INFINITY;
+            for (int j = 0; j < n; ++j)
+                if (p[j] > 0.0 && le[j] + log(p[j]) > s2)
+                    s2 = le[j] + log(p[j]);
+            if (s2 == -INFINITY)
+                return -INFINITY;
+            s = s2;
+            c = 0.0;
+            for (int j = 0; j < n; ++j) {
+                /* capped where unreachable, so that 0 * E stays 0 (not NaN) */
+                e[j] = p[j] > 0.0 ? exp(le[j] - s) : exp(fmin(le[j] - s, 700.0));
+                c += p[j] > 0.0 ? p[j] * e[j] : 0.0;
+            }
+        }
+        scale[t] = c;
+        const double inv = 1.0 / c;
+        for (int j = 0; j < n; ++j)
+            alpha[j] = p[j] > 0.0 ? p[j] * e[j] * inv : 0.0;
+        ll += log(c) + s;
+    }
+    return ll;
+}
+
 /* dA += X^T Y for X, Y (k, n) row-major: the sum of k outer products
  * x_r (outer) y_r.  Each 16-wide slice of a dA row stays in registers over
  * the k rows (independent accumulation chains), so dA is read and
@@ -136,13 +193,16 @@ static void add_outer_products(int n, int k, const double *restrict X,
  * No division by a parameter, so zero probabilities are harmless.  The
  * incoming gradient g is folded into beta_hat (the recursion is linear).
  * The dA sum is taken HMM_BLOCK steps at a time (add_outer_products). */
-void hmm_backward_scaled(int n, int len, const double *restrict AT,
-                         const double *restrict BT,
-                         const int32_t *restrict obs,
-                         const double *restrict pred,
-                         const double *restrict scale, double g,
-                         double *restrict dA, double *restrict dBT,
-                         double *restrict dpi, double *restrict work)
+/* The body of both backwards: categorical (dense = 0: the emission of step t
+ * is row obs[t] of BT, its gradient added to dBT) or dense (dense = 1: row t
+ * of E, its gradient g * gamma_t = pred_t * E_t * r_t written to gamma). */
+static inline __attribute__((always_inline)) void
+backward_body(const int dense, int n, int len, const double *restrict AT,
+              const double *restrict BT, const int32_t *restrict obs,
+              const double *restrict E, const double *restrict pred,
+              const double *restrict scale, double g, double *restrict dA,
+              double *restrict dBT, double *restrict dpi, double *restrict gamma,
+              double *restrict work)
 {
     double *restrict w = work;                         /* g * beta_hat_t */
     double *restrict X = work + n;                     /* alpha_hat_{t-1} rows */
@@ -151,15 +211,24 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
     for (int j = 0; j < n; ++j)
         w[j] = g;
     for (int t = len - 1; t >= 0; --t) {
-        const double *restrict e = BT + (size_t)obs[t] * n;
+        const double *restrict e = dense ? E + (size_t)t * n : BT + (size_t)obs[t] * n;
         const double *restrict p = pred + (size_t)t * n;
-        double *restrict de = dBT + (size_t)obs[t] * n;
         double *restrict u = U + (size_t)k * n;
         const double ic = 1.0 / scale[t];
-        for (int j = 0; j < n; ++j) {
-            const double r = w[j] * ic;
-            de[j] += p[j] * r;
-            u[j] = e[j] * r;
+        if (dense) {
+            double *restrict gm = gamma + (size_t)t * n;
+            for (int j = 0; j < n; ++j) {
+                const double r = w[j] * ic;
+                u[j] = e[j] * r;
+                gm[j] = p[j] * u[j];
+            }
+        } else {
+            double *restrict de = dBT + (size_t)obs[t] * n;
+            for (int j = 0; j < n; ++j) {
+                const double r = w[j] * ic;
+                de[j] += p[j] * r;
+                u[j] = e[j] * r;
+            }
         }
         if (t == 0) {
             for (int j = 0; j < n; ++j)
@@ -167,7 +236,7 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
             break;
         }
         const double *restrict pp = pred + (size_t)(t - 1) * n;
-        const double *restrict ep = BT + (size_t)obs[t - 1] * n;
+        const double *restrict ep = dense ? E + (size_t)(t - 1) * n : BT + (size_t)obs[t - 1] * n;
         double *restrict a = X + (size_t)k * n;
         const double icp = 1.0 / scale[t - 1];
         for (int i = 0; i < n; ++i)
@@ -178,6 +247,29 @@ void hmm_backward_scaled(int n, int len, const double *restrict AT,
             k = 0;
         }
     }
+}
+
+void hmm_backward_scaled(int n, int len, const double *restrict AT,
+                         const double *restrict BT,
+                         const int32_t *restrict obs,
+                         const double *restrict pred,
+                         const double *restrict scale, double g,
+                         double *restrict dA, double *restrict dBT,
+                         double *restrict dpi, double *restrict work)
+{
+    backward_body(0, n, len, AT, BT, obs, NULL, pred, scale, g, dA, dBT, dpi, NULL, work);
+}
+
+/* The same derivation with E_t in place of B[:, o_t]: d log P / d logE[t, i]
+ * = E[t, i] d log P / d E[t, i] = pred_t(i) E[t, i] r_t(i) = gamma_t(i) (the
+ * shifts s_t cancel: log P is exactly sum_t log c_t + s_t for any s_t). */
+void hmm_dense_backward_scaled(int n, int len, const double *restrict AT,
+                               const double *restrict E, const double *restrict pred,
+                               const double *restrict scale, double g,
+                               double *restrict dA, double *restrict dpi,
+                               double *restrict gamma, double *restrict work)
+{
+    backward_body(1, n, len, AT, NULL, NULL, E, pred, scale, g, dA, NULL, dpi, gamma, work);
 }
 
 /* Viterbi, as hmmlearn 0.3.3 computes it (see the header): the same sums and

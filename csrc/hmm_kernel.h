@@ -99,4 +99,30 @@ void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
                 const double *cumpi, const double *u, int32_t *states,
                 int32_t *obs);
 
+/* ---- Dense emissions: the readable reference of hmm_batch_forward_dense --
+ *
+ * logE (len, n): the log-likelihood of step t's observation under state i,
+ * any real or -INFINITY.  Each step t works from a shift s_t: the largest
+ * logE[t, i], or - when with that shift the step's scale would fall below
+ * 2^-900 (the likeliest state has next to no predicted probability) - the
+ * largest log pred_t(i) + logE[t, i] over states with pred_t(i) > 0.  Then
+ *   E[t, i]  = exp(logE[t, i] - s_t)        (written, for the backward)
+ *   scale[t] = c_t = sum_i pred_t(i) E[t, i]
+ * and log P = sum_t (log c_t + s_t), -INFINITY only for a sequence of
+ * probability exactly 0 (never from an underflow).  pred (len, n) and alpha
+ * (n) as for hmm_forward_scaled (pred_stride n).  A, pi: any non-negative
+ * values. */
+double hmm_dense_forward_scaled(int n, int len, const double *A, const double *pi,
+                                const double *logE, double *E, double *pred,
+                                double *scale, double *alpha);
+
+/* Backward over what hmm_dense_forward_scaled stored: adds g * dlogP/dA and
+ * g * dlogP/dpi into dA (n, n), dpi (n,), and writes
+ * gamma[t*n + i] = g * P(s_t = i | obs) (the gradient with respect to logE).
+ * AT: A's transpose; work: HMM_BACKWARD_WORK(n) doubles.  Not for a sequence
+ * whose forward returned -INFINITY. */
+void hmm_dense_backward_scaled(int n, int len, const double *AT, const double *E,
+                               const double *pred, const double *scale, double g,
+                               double *dA, double *dpi, double *gamma, double *work);
+
 #endif
