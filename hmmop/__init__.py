@@ -20,6 +20,7 @@ _hmmop_mxnet_hook.restore_numpy_names()     # before mxnet is first imported (nu
 
 from . import em, inference, native  # noqa: E402
 from .block import HMMBlock
+from .dense import hmm_forward_dense
 from .model import HMM
 from .monitor import DivergenceError
 from .op import hmm_forward
@@ -30,5 +31,5 @@ from .unroll import unroll_forward
 native.load()
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward",
+__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
            "native", "unroll_forward", "get_num_threads", "set_num_threads"]

@@ -560,3 +560,171 @@ def sample(const double[:, ::1] A, const double[:, ::1] B, const double[::1] pi,
         hmm_batch_sample(n, m, count, <int>length, &ca[0, 0], &cb[0, 0], &cp[0], &uniforms[0, 0, 0],
                          &s[0, 0], &o[0, 0], max(1, min(num_threads, count)))
     return obs, states
+
+
+# -- dense emissions (hmm_forward_dense) -----------------------------------------------------
+cdef extern from "hmm_batch.h" nogil:
+    hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
+                                   const int64_t *lengths, int dtype)
+    int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
+                                double *ll, int num_threads)
+    int hmm_batch_backward_dense(hmm_batch *h, const double *gll, const void *logE, double *dA,
+                                 double *dpi, void *dlogE, int num_threads)
+    int hmm_batch_viterbi_dense(int n, int64_t batch, const int64_t *starts, const int64_t *lengths,
+                                const double *logA, const double *logE, const double *logpi,
+                                double *log_prob, int32_t *paths, int num_threads)
+
+
+cdef class DenseWorkspace:
+    """What forward_dense keeps for backward_dense: the C plan and the arrays it points into."""
+    cdef hmm_batch *plan
+    cdef readonly object ll, starts, lengths, dtype
+    cdef readonly int n
+    cdef readonly Py_ssize_t size
+
+    def __dealloc__(self):
+        hmm_batch_free(self.plan)
+
+
+def _dense_layout(name, int n, Py_ssize_t size, starts, lengths):
+    """starts, lengths as int64 arrays, checked: every sequence inside the size rows of logE."""
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if starts.ndim != 1 or starts.shape != lengths.shape:
+        raise ValueError(f"{name}: starts and lengths must be (batch,) arrays of one shape")
+    bad = np.flatnonzero((lengths < 0) | (starts < 0) | (starts + lengths > size))
+    if bad.size:
+        b = int(bad[0])
+        raise ValueError(f"{name}: sequence {b} (start {starts[b]}, length {lengths[b]}) is not inside "
+                         f"log_emission ({size} rows)")
+    return starts, lengths
+
+
+def forward_dense(const real[:, ::1] A, const real[::1] pi, const real[:, ::1] logE, starts, lengths,
+                  int num_threads):
+    """Log-likelihood of each sequence on dense log-emissions, by the batch driver in C.
+
+    A (n, n), pi (n,), logE (size, n) all float32 (computed in float32) or all
+    float64; sequence b is rows starts[b] .. starts[b] + lengths[b] of logE (a
+    padded (batch, T, n) array reshaped: starts b*T).  Returns a
+    DenseWorkspace whose ``ll`` (batch,) float64 is the result, for
+    backward_dense (which needs logE again).
+    """
+    cdef int n = A.shape[0]
+    cdef Py_ssize_t size = logE.shape[0]
+    if A.shape[1] != n or pi.shape[0] != n or logE.shape[1] != n:
+        raise ValueError("forward_dense: A (n, n), pi (n,), logE (size, n) do not fit")
+    starts, lengths = _dense_layout("forward_dense", n, size, starts, lengths)
+    cdef int64_t batch = lengths.shape[0]
+    ws = DenseWorkspace()
+    ws.n, ws.size = n, size
+    ws.dtype = np.float32 if real is float else np.float64
+    ws.starts, ws.lengths = starts, lengths         # the plan reads them until freed
+    ws.ll = np.zeros(batch, dtype=np.float64)
+    cdef double[::1] ll = ws.ll
+    cdef const int64_t[::1] st = starts, L = lengths
+    cdef int dtype = HMM_FLOAT32 if real is float else HMM_FLOAT64
+    cdef int status
+    with nogil:
+        ws.plan = hmm_batch_new_dense(n, batch, size, &st[0] if batch else NULL, &L[0] if batch else NULL,
+                                      dtype)
+    if ws.plan == NULL:
+        raise MemoryError("hmm_forward_dense: no memory for the batch plan")
+    with nogil:
+        status = hmm_batch_forward_dense(ws.plan, &A[0, 0], &pi[0], &logE[0, 0] if size else NULL,
+                                         &ll[0] if batch else NULL, max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward_dense: no memory for the forward pass")
+    return ws
+
+
+def backward_dense(DenseWorkspace ws, const real[::1] gll, const real[:, ::1] logE, real[:, ::1] dA,
+                   real[::1] dpi, real[:, ::1] dlogE, int req_A, int req_pi, int req_le, int num_threads):
+    """Gradients of sum_b gll[b] * ll[b] w.r.t. A, pi and logE (the posteriors times gll).
+
+    ws from forward_dense; logE: the same values as given to it; dA (n, n),
+    dpi (n,), dlogE (size, n) of the plan's dtype, written by the MXNet
+    request codes req_* (REQ_CODES: 0 skips, 1/2 overwrite, 3 adds; a
+    written dlogE is 0 outside the sequences).
+    """
+    if req_A == 0 and req_pi == 0 and req_le == 0:
+        return
+    cdef int n = ws.n, status
+    g64 = np.asarray(gll, dtype=np.float64)
+    dA64 = np.empty((n, n), dtype=np.float64)
+    dpi64 = np.empty(n, dtype=np.float64)
+    cdef const double[::1] g = g64
+    cdef double[:, ::1] a = dA64
+    cdef double[::1] p = dpi64
+    cdef real[:, ::1] target = dlogE
+    if req_le == 3 or req_le == 0:                  # add (or no output): into a buffer of our own
+        buffer = np.empty_like(np.asarray(dlogE)) if req_le == 3 else None
+        target = buffer if req_le == 3 else None
+    cdef void *out = NULL
+    if target is not None and target.shape[0] > 0:
+        out = &target[0, 0]
+    with nogil:
+        status = hmm_batch_backward_dense(ws.plan, &g[0] if g.shape[0] else NULL,
+                                          &logE[0, 0] if logE.shape[0] else NULL,
+                                          &a[0, 0], &p[0], out, max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward_dense: no memory for the backward pass")
+    store(np.asarray(dA).reshape(-1), dA64.reshape(-1), req_A)
+    store(dpi, dpi64, req_pi)
+    if req_le == 3:
+        np.add(np.asarray(dlogE), buffer, out=np.asarray(dlogE))
+
+
+def viterbi_dense(A, pi, const double[:, ::1] logE, starts, lengths, int num_threads):
+    """Most probable state path of each sequence on log-emissions (in double).
+
+    A (n, n), pi (n,) probabilities (logs taken here; zeros are fine), logE
+    (size, n) float64, sequence b its rows starts[b] .. + lengths[b].
+    Returns (log_prob (batch,) float64 = log P(best path, obs), paths (size,)
+    int32: each sequence's path at its own rows, -1 elsewhere).  Ties as
+    hmmlearn breaks them (see viterbi).
+    """
+    logA = np.ascontiguousarray(_log64(A))
+    logpi = np.ascontiguousarray(_log64(pi))
+    cdef int n = logA.shape[0]
+    cdef Py_ssize_t size = logE.shape[0]
+    if logA.shape[1] != n or logpi.shape[0] != n or logE.shape[1] != n:
+        raise ValueError("viterbi_dense: A (n, n), pi (n,), logE (size, n) do not fit")
+    starts, lengths = _dense_layout("viterbi_dense", n, size, starts, lengths)
+    cdef int64_t batch = lengths.shape[0]
+    log_prob = np.zeros(batch, dtype=np.float64)
+    paths = np.full(size, -1, dtype=np.int32)
+    cdef double[:, ::1] la = logA
+    cdef double[::1] lp = logpi, out = log_prob
+    cdef int32_t[::1] pa = paths
+    cdef const int64_t[::1] st = starts, L = lengths
+    cdef int status
+    if size == 0 or batch == 0:
+        return log_prob, paths
+    with nogil:
+        status = hmm_batch_viterbi_dense(n, batch, &st[0], &L[0], &la[0, 0], &logE[0, 0], &lp[0],
+                                         &out[0], &pa[0], max(1, num_threads))
+    if status != 0:
+        raise MemoryError("viterbi: out of memory for the back pointers")
+    return log_prob, paths
+
+
+def posteriors_dense(A, pi, logE, starts, lengths, int num_threads):
+    """(ll (batch,), gamma (size, n), trans (n, n), start (n,)), all float64, on log-emissions.
+
+    One forward-backward of the batch driver in double with gll = 1: gamma
+    the state posteriors (0 outside the sequences, and for impossible ones,
+    whose ll is -inf), trans = A * dll/dA and start = pi * dll/dpi the
+    expected transition and initial counts summed over the sequences (the
+    E-step).  A, pi non-negative; logE (size, n).
+    """
+    A64 = np.ascontiguousarray(A, dtype=np.float64)
+    pi64 = np.ascontiguousarray(pi, dtype=np.float64)
+    logE = np.ascontiguousarray(logE, dtype=np.float64)
+    n = A64.shape[0]
+    ws = forward_dense(A64, pi64, logE, starts, lengths, num_threads)
+    gamma = np.empty_like(logE)
+    dA = np.empty((n, n), dtype=np.float64)
+    dpi = np.empty(n, dtype=np.float64)
+    backward_dense(ws, np.ones(len(ws.ll), dtype=np.float64), logE, dA, dpi, gamma, 1, 1, 1, num_threads)
+    return ws.ll, gamma, A64 * dA, pi64 * dpi
