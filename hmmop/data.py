@@ -200,3 +200,45 @@ def _hashable_in(tok, index):
         return tok in index
     except TypeError:
         return False
+
+
+def feature_rows(X, lengths=None, name="X"):
+    """Feature sequences as hmmlearn's concatenated form: (rows (n, D) float64, lengths (n_sequences,) int64).
+
+    X: a list of (T_i, D) arrays (or nested lists), one (T, D) array (one
+    sequence), or - with ``lengths`` - the sequences concatenated, (n, D).
+    The values are not checked here (the emission component does that); a
+    row of NaN is a missing observation.  ValueError naming ``name`` for
+    shapes that do not fit.
+    """
+    if lengths is not None:
+        rows = np.asarray(X, dtype=np.float64)
+        if rows.ndim != 2:
+            raise ValueError(f"{name}: with lengths, expected the concatenated sequences as an (n_samples, "
+                             f"n_features) array, got shape {rows.shape}")
+        lengths = np.asarray(lengths)
+        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+            raise ValueError(f"lengths must be a 1-D sequence of non-negative integers, got {lengths!r}")
+        if lengths.sum() != len(rows):
+            raise ValueError(f"lengths sum to {int(lengths.sum())} but {name} holds {len(rows)} rows")
+        return np.ascontiguousarray(rows), lengths.astype(np.int64)
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        return np.ascontiguousarray(X, dtype=np.float64), np.array([len(X)], dtype=np.int64)
+    if isinstance(X, np.ndarray) and X.ndim != 2:
+        raise ValueError(f"{name}: expected a (T, n_features) array, a list of them, or (X, lengths); "
+                         f"got an array of shape {X.shape}")
+    try:
+        seqs = [np.asarray(x, dtype=np.float64) for x in X]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a list of (T_i, n_features) arrays of numbers ({exc})") from None
+    if not seqs:
+        raise ValueError(f"{name}: no sequence given (empty data)")
+    widths = set()
+    for i, s in enumerate(seqs):
+        if s.ndim != 2:
+            raise ValueError(f"{name}[{i}]: each sequence must be a (T, n_features) array, got shape {s.shape}")
+        widths.add(s.shape[1])
+    if len(widths) > 1:
+        raise ValueError(f"{name}: the sequences have different numbers of features {sorted(widths)}")
+    return (np.ascontiguousarray(np.concatenate(seqs, axis=0)),
+            np.array([len(s) for s in seqs], dtype=np.int64))

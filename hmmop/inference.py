@@ -116,3 +116,79 @@ def _prepared_concatenated(A, B, pi, obs, lengths):
         raise ValueError(message) from None
     starts = np.cumsum(lengths) - lengths
     return A, B, pi, obs32.ravel()[:len(obs)], starts, lengths
+
+
+# -- dense emissions: per-step log-likelihoods from anywhere ----------------------------------
+def viterbi_dense(A, pi, log_emission, lengths=None, num_threads=None):
+    """Most likely state path of each sequence given per-step log-emissions.
+
+    A (N, N), pi (N,): non-negative (logs taken in double; zeros are fine).
+    log_emission: (T, N) one sequence; or with ``lengths`` (batch,) either
+    hmmlearn's concatenated form (n_rows, N), sequence b the next lengths[b]
+    rows, or a padded (batch, T, N) array (lengths None: every row T steps).
+    Entries are log p(obs_t | state i): any real or -inf; a row of zeros is a
+    missing observation.  Returns (log_prob (batch,) float64, paths: a list of
+    int32 arrays (T_b,)), ties broken as hmmlearn breaks them (see viterbi).
+    """
+    A, pi, rows, starts, lengths = _dense_layout(A, pi, log_emission, lengths)
+    log_prob, paths = _kernel.viterbi_dense(A, pi, rows, starts, lengths, num_threads or get_num_threads())
+    return log_prob, _split(paths, starts, lengths)
+
+
+def posteriors_dense(A, pi, log_emission, lengths=None, num_threads=None):
+    """State posteriors gamma_t(i) = P(state_t = i | obs) given per-step log-emissions.
+
+    Arguments as for viterbi_dense.  Returns (ll (batch,) float64
+    log-likelihoods, gamma: a list of float64 arrays (T_b, N)).  An impossible
+    sequence has ll = -inf and gamma rows of NaN.
+    """
+    A, pi, rows, starts, lengths = _dense_layout(A, pi, log_emission, lengths)
+    ll, gamma, _, _ = _kernel.posteriors_dense(A, pi, rows, starts, lengths, num_threads or get_num_threads())
+    gamma = _split(gamma, starts, lengths)
+    for b in np.flatnonzero(ll == -np.inf):
+        gamma[b] = np.full_like(gamma[b], np.nan)
+    return ll, gamma
+
+
+def _dense_layout(A, pi, log_emission, lengths):
+    """Checked float64 (A, pi, rows (size, N), starts, lengths) for the dense kernel functions."""
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    pi = np.ascontiguousarray(pi, dtype=np.float64)
+    le = np.asarray(log_emission, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] < 1:
+        raise ValueError(f"A must be a square (N, N) matrix, got shape {A.shape}")
+    n = A.shape[0]
+    if pi.shape != (n,):
+        raise ValueError(f"pi must have shape ({n},), got {pi.shape}")
+    for name, x in (("A", A), ("pi", pi)):
+        if not np.isfinite(x).all() or (x < 0).any():
+            raise ValueError(f"{name} must hold finite non-negative values")
+    if le.ndim not in (2, 3) or le.shape[-1] != n:
+        raise ValueError(f"log_emission must have shape (T, {n}), (n_rows, {n}) with lengths, or "
+                         f"(batch, T, {n}), got {le.shape}")
+    if le.ndim == 3:
+        batch, T = le.shape[:2]
+        lengths = np.full(batch, T, dtype=np.int64) if lengths is None else \
+            checks.prepare_lengths(np.asarray(lengths), T)
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must have shape ({batch},), got {lengths.shape}")
+        starts = np.arange(batch, dtype=np.int64) * T
+        rows = le.reshape(batch * T, n)
+    else:
+        rows = le
+        if lengths is None:
+            lengths = np.array([len(le)], dtype=np.int64)
+        lengths = np.asarray(lengths)
+        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+            raise ValueError(f"lengths must be a 1-D sequence of non-negative integers, got {lengths!r}")
+        if lengths.sum() != len(le):
+            raise ValueError(f"lengths sum to {int(lengths.sum())} but log_emission holds {len(le)} rows")
+        lengths = lengths.astype(np.int64)
+        starts = np.cumsum(lengths) - lengths
+    rows = np.ascontiguousarray(rows)
+    bad = np.isnan(rows) | (rows == np.inf)
+    if bad.any():
+        r, i = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"log_emission row {r}, state {i} is {rows[r, i]!r}: log-emissions must be real "
+                         f"numbers or -inf")
+    return A, pi, rows, starts, lengths
