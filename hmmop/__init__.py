@@ -22,6 +22,7 @@ from . import em, inference, native  # noqa: E402
 from .block import HMMBlock
 from .dense import hmm_forward_dense
 from .model import HMM
+from .models import EmissionHMM, GaussianHMM, load
 from .monitor import DivergenceError
 from .op import hmm_forward
 from .threads import get_num_threads, set_num_threads
@@ -31,5 +32,5 @@ from .unroll import unroll_forward
 native.load()
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
+__all__ = ["HMM", "GaussianHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
            "native", "unroll_forward", "get_num_threads", "set_num_threads"]

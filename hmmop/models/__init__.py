@@ -1,0 +1,7 @@
+"""HMM models: one core (initial and transition probabilities, the fit loops, inference, files)
+and one emission component per family (hmmop.emissions).  hmmop.HMM, the categorical model,
+lives in hmmop.model."""
+from .core import EmissionHMM, load
+from .gaussian import GaussianHMM
+
+__all__ = ["EmissionHMM", "GaussianHMM", "load"]

@@ -1,0 +1,574 @@
+"""EmissionHMM: one HMM core - initial and transition probabilities - and one emission component.
+
+    model = GaussianHMM(3, n_features=2)             # a core holding a GaussianEmission
+    model.fit(X, lengths)                            # EM (default) or method="gradient"
+    model.score(X, lengths); model.decode(X, lengths); model.predict_proba(X, lengths)
+
+The core owns what every family shares: pi (N,) and A (N, N) with their
+structural zeros and Dirichlet priors, the fit loops (EM, gradient descent on
+any MXNet optimizer, n_init, tol, divergence, progress), decoding,
+posteriors, scoring, sampling of the state path, model choice and files.  The
+emission component (hmmop.emissions) knows only its family: its parameters,
+log-likelihoods, EM statistics and M-step, sampler, free parameters and file
+fields; the core never asks which family it holds.
+
+Everything runs on hmm_forward_dense's C batch driver: inference and EM call
+the kernel directly (the E-step is one forward-backward in double whose
+gradients are the expected counts, as in hmmop.em), gradient training goes
+through the operator under MXNet autograd.
+
+Data: X is a list of (T_i, D) arrays, one (T, D) array, or hmmlearn's
+concatenated (n, D) with ``lengths``.  A row of NaN is a missing
+observation: its log-emission is 0 in every state, so it is summed out.
+Results per sequence are lists, as hmmop.HMM gives them.
+
+Model files: format "hmmop.HMM", version 2 (a NumPy .npz loading with
+allow_pickle=False): format, version, family (0-d str), A, pi, the emission's
+fields as emission_NAME, meta (JSON: n_states, dtype, family, the emission's
+meta, mask names) and mask_NAME for A/pi structural zeros.  hmmop.load reads
+both versions (version 1: hmmop.HMM's categorical files).
+"""
+import json
+import math
+import os
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from .. import _kernel, native
+from ..block import _masked_softmax
+from ..data import feature_rows
+from ..dense import OP_TYPE as DENSE_OP
+from ..dense import _native_dense
+from ..em import m_step
+from ..monitor import DivergenceError, Monitor
+from ..priors import check_prior, log_prior
+from ..threads import get_num_threads
+from ..trainer import check_learning_rate
+
+FORMAT, VERSION = "hmmop.HMM", 2
+CORE = ("A", "pi")
+METHODS = ("em", "gradient")
+DECODERS = ("viterbi", "map")
+ENGINES = ("fused", "native", "custom", "ndarray")
+_FLOOR = 1e-30
+
+
+class EmissionHMM:
+    """An HMM of N states whose emissions come from ``emission`` (an hmmop.emissions component).
+
+    dtype: of gradient training and of the arrays in model files (inference
+    and EM compute in float64).  mask: {"A": bool (N, N), "pi": bool (N,)},
+    False marking a structural zero (exactly 0 in every method).  engine: the
+    operator gradient training uses: 'fused' (native where loaded, else the
+    CustomOp), 'native', 'custom' (CustomOp, Cython kernel) or 'ndarray'.
+    """
+
+    def __init__(self, n_states, emission, seed=None, dtype="float32", ctx=None, mask=None, engine="fused"):
+        if isinstance(n_states, bool) or int(n_states) != n_states or n_states < 1:
+            raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.n_states = int(n_states)
+        self.emission = emission
+        self.dtype = np.dtype(dtype)
+        self.ctx = ctx or mx.cpu()
+        self.engine = engine
+        self.seed = seed
+        self.mask = self._checked_masks(mask)
+        n = self.n_states
+        self._A = self._masked_uniform("A", np.full((n, n), 1.0 / n))
+        self._pi = self._masked_uniform("pi", np.full(n, 1.0 / n))
+        self.initialized = False     # emission parameters set (given, loaded or fitted)
+        self.history_ = np.array([])
+        self.histories_ = []
+        self.inits_ = np.array([])
+
+    # -- parameters -----------------------------------------------------------------------------
+    A = property(lambda self: self._A.copy(), doc="(N, N) transition probabilities, float64")
+    pi = property(lambda self: self._pi.copy(), doc="(N,) initial probabilities, float64")
+
+    def set_probabilities(self, A=None, pi=None):
+        """Set A (N, N) and/or pi (N,): distributions (rows summing to 1), zero where masked."""
+        for name, value in (("A", A), ("pi", pi)):
+            if value is None:
+                continue
+            shape = self._shape(name)
+            value = np.array(value, dtype=np.float64)
+            if value.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+            if not np.isfinite(value).all() or (value < 0).any():
+                raise ValueError(f"{name} must hold finite non-negative probabilities")
+            sums = value.sum(axis=-1)
+            if not np.allclose(sums, 1.0, atol=1e-6):
+                raise ValueError(f"{name} must sum to 1 along its last axis, got sums {np.round(sums, 6)}")
+            if name in self.mask and (value[~self.mask[name]] != 0).any():
+                raise ValueError(f"{name} has non-zero probabilities where its mask holds structural zeros")
+            setattr(self, f"_{name}", value / value.sum(axis=-1, keepdims=True))
+
+    @property
+    def n_free_parameters(self):
+        """Free scalars: per row of A and pi its free entries less one, plus the emission's."""
+        total = self.emission.n_free_parameters
+        for name in CORE:
+            free = self.mask.get(name, np.ones(self._shape(name), dtype=bool))
+            total += int(free.sum()) - int(np.prod(self._shape(name)[:-1]))
+        return total
+
+    # -- data -----------------------------------------------------------------------------------
+    def _data(self, X, lengths=None):
+        """(rows (n, D) float64 checked by the emission, lengths, starts) of hmmlearn's form."""
+        rows, lengths = feature_rows(X, lengths)
+        rows = self.emission.check_data(rows)
+        return rows, lengths, np.cumsum(lengths) - lengths
+
+    def _log_emission(self, rows):
+        return np.ascontiguousarray(self.emission.log_likelihood(rows), dtype=np.float64)
+
+    def _split(self, values, lengths):
+        ends = np.cumsum(lengths)
+        return [values[e - L:e] for e, L in zip(ends.tolist(), lengths.tolist())]
+
+    # -- scoring and inference ------------------------------------------------------------------
+    def score_sequences(self, X, lengths=None):
+        """Per-sequence log-likelihoods, float64 (n_sequences,)."""
+        rows, lengths, starts = self._data(X, lengths)
+        ws = _kernel.forward_dense(self._A, self._pi, self._log_emission(rows), starts, lengths,
+                                   get_num_threads())
+        return ws.ll
+
+    def score(self, X, lengths=None):
+        """Total log-likelihood of the sequences (a float)."""
+        return float(self.score_sequences(X, lengths).sum())
+
+    def _posteriors(self, rows, lengths, starts):
+        ll, gamma, trans, start = _kernel.posteriors_dense(self._A, self._pi, self._log_emission(rows), starts,
+                                                           lengths, get_num_threads())
+        return ll, gamma, trans, start
+
+    def score_samples(self, X, lengths=None):
+        """(log-likelihood, posteriors): the total log-likelihood and predict_proba's posteriors,
+        from one forward-backward (hmmlearn's score_samples, posteriors per sequence)."""
+        rows, lengths, starts = self._data(X, lengths)
+        ll, gamma, _, _ = self._posteriors(rows, lengths, starts)
+        return float(ll.sum()), self._gamma_list(ll, gamma, lengths)
+
+    def predict_proba(self, X, lengths=None):
+        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence)."""
+        return self.score_samples(X, lengths)[1]
+
+    def _gamma_list(self, ll, gamma, lengths):
+        out = self._split(gamma, lengths)
+        for b in np.flatnonzero(ll == -np.inf):
+            out[b] = np.full_like(out[b], np.nan)       # no posterior of an impossible sequence
+        return out
+
+    def decode(self, X, lengths=None, algorithm="viterbi"):
+        """(log_prob, states): the most likely state path of each sequence.
+
+        "viterbi": log_prob is the total log-probability of the best paths
+        (ties broken as hmmlearn breaks them).  "map": each step's most
+        probable state; log_prob is then the data's log-likelihood.  states:
+        a list of int32 arrays.
+        """
+        if algorithm not in DECODERS:
+            raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
+        rows, lengths, starts = self._data(X, lengths)
+        if algorithm == "viterbi":
+            log_prob, paths = _kernel.viterbi_dense(self._A, self._pi, self._log_emission(rows), starts,
+                                                    lengths, get_num_threads())
+            return float(log_prob.sum()), self._split(paths, lengths)
+        ll, gamma, _, _ = self._posteriors(rows, lengths, starts)
+        return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in self._split(gamma, lengths)]
+
+    def predict(self, X, lengths=None):
+        """Viterbi state paths: a list of int32 arrays."""
+        return self.decode(X, lengths)[1]
+
+    def sample(self, n_sequences, length, seed=None):
+        """(X, states): lists of n_sequences arrays of ``length`` observations (length, D) and their
+        hidden states; seeded (the state paths by the C sampler, the observations by the emission)."""
+        for label, value in (("n_sequences", n_sequences), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        rng = np.random.default_rng(seed)
+        uniforms = rng.random((int(n_sequences), int(length), 2))
+        _, states = _kernel.sample(self._A, np.ones((self.n_states, 1)), self._pi, uniforms, get_num_threads())
+        X = self.emission.sample(states.ravel(), rng).reshape(int(n_sequences), int(length), -1)
+        return list(X), list(states)
+
+    def aic(self, X, lengths=None):
+        """Akaike information criterion, -2 log-likelihood + 2 k (k = n_free_parameters)."""
+        return -2 * self.score(X, lengths) + 2 * self.n_free_parameters
+
+    def bic(self, X, lengths=None):
+        """Bayesian information criterion, -2 log-likelihood + k log(observed rows)."""
+        rows, lengths, _ = self._data(X, lengths)
+        n_observed = int((~self.emission.missing_rows(rows)).sum())
+        return -2 * self.score(rows, lengths) + self.n_free_parameters * np.log(max(n_observed, 1))
+
+    # -- fitting --------------------------------------------------------------------------------
+    def fit(self, X, lengths=None, method="em", epochs=100, tol=None, n_init=1, seed=None, params=None,
+            prior=None, progress=None, callback=None, optimizer="adam", learning_rate=0.05,
+            optimizer_params=None, init="kmeans"):
+        """Fit to X (see the module docstring); returns (and keeps in history_) each epoch's objective.
+
+        method: "em" (Baum-Welch; ``epochs`` iterations, hmmlearn's order: E-step, M-step, then the
+        convergence test) or "gradient" (any MXNet optimizer on softmax logits of A and pi and the
+        emission's unconstrained parameters, full batch).  tol: stop when the objective per
+        observed row changes by less than this.  params: which parameters to learn, hmmlearn's
+        letters: 's' (pi), 't' (A) and the emission's (Gaussian: 'm' means, 'c' covariances);
+        default all.  prior: Dirichlet concentrations {"A": a, "pi": p} (as hmmop.HMM's; the
+        emission's priors are its own settings).  n_init: fits from that many starts - the
+        current parameters (or, for a model not initialised yet, the emission's data-driven
+        start, ``init``, seeded by ``seed``), then starts drawn with ``seed`` - keeping the best
+        final log-likelihood (inits_ each start's, histories_ each history).  The history
+        holds, before each update, the log-likelihood plus the log-prior of A and pi.  A
+        non-finite objective raises DivergenceError (the model keeps the last finite parameters).
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+            raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+        params = self._checked_params(params)
+        if prior is not None and set(prior) - set(CORE):
+            raise ValueError(f"prior may only name {CORE} (the emission's priors are its own settings), "
+                             f"got {sorted(prior)}")
+        prior = check_prior(prior, {n: self._shape(n) for n in CORE})
+        Monitor(epochs, 1, tol, progress=False)          # checks epochs and tol before any work
+        if method == "gradient":
+            check_learning_rate(learning_rate)
+        rows, lengths, starts = self._data(X, lengths)
+        n_observed = int((~self.emission.missing_rows(rows)).sum())
+        if n_observed == 0:
+            raise ValueError("X: no observed row to fit (every row is missing or there is none)")
+        rng = np.random.default_rng(seed)
+        best, inits, histories = None, [], []
+        for start in range(n_init):
+            if start or not self.initialized:
+                self._start(rows, rng, start, init)
+            args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
+            try:
+                if method == "em":
+                    history = self._fit_em(*args)
+                else:
+                    history = self._fit_gradient(*args, optimizer, learning_rate, optimizer_params)
+            except DivergenceError as exc:
+                self.history_ = exc.history
+                raise
+            histories.append(history)
+            if n_init == 1:
+                best = (None, history, None)
+                break
+            ll = float(_kernel.forward_dense(self._A, self._pi, self._log_emission(rows), starts, lengths,
+                                             get_num_threads()).ll.sum())
+            inits.append(ll)
+            if best is None or ll > best[0]:
+                best = (ll, history, self._snapshot())
+        self.inits_ = np.array(inits)
+        self.histories_ = histories
+        self.history_ = best[1]
+        if best[2] is not None:
+            self._restore(best[2])
+        return self.history_
+
+    def _start(self, rows, rng, start, init):
+        """Parameters of start number ``start``: the emission's data-driven start (seeded from rng);
+        A and pi uniform for the first (hmmlearn's start), flat-Dirichlet draws for the others."""
+        seed = int(rng.integers(2 ** 31 - 1))
+        self.emission.initialize(rows, seed, init=init)
+        n = self.n_states
+        if start == 0:
+            A, pi = np.full((n, n), 1.0 / n), np.full(n, 1.0 / n)
+        else:
+            A, pi = rng.dirichlet(np.ones(n), size=n), rng.dirichlet(np.ones(n))
+        self._A = self._masked_uniform("A", A)
+        self._pi = self._masked_uniform("pi", pi)
+        self.initialized = True
+
+    def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback):
+        monitor = Monitor(epochs, n_observed, tol, progress, callback, desc="hmmop EM")
+        for _ in monitor:
+            ll, gamma, trans, start = self._posteriors(rows, lengths, starts)
+            stats = self.emission.empty_stats()
+            self.emission.accumulate(stats, rows, gamma)
+            converged = monitor.report(float(ll.sum()) + log_prior({"A": self._A, "pi": self._pi}, prior))
+            if "t" in params:
+                self._A = m_step("A", trans, self._A, prior.get("A"), self.mask.get("A"))
+            if "s" in params:
+                self._pi = m_step("pi", start, self._pi, prior.get("pi"), self.mask.get("pi"))
+            emission_params = "".join(c for c in params if c not in "st")
+            if emission_params:
+                self.emission.m_step(stats, emission_params)
+            if converged:
+                break
+        return monitor.result()
+
+    def _fit_gradient(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
+                      optimizer, learning_rate, optimizer_params):
+        block = _DenseHMMBlock(self)
+        block.initialize(ctx=self.ctx)
+        block.load_from(self)
+        learned = [p for name, p in block.named_parameters().items() if block.letter(name) in params]
+        for name, p in block.named_parameters().items():
+            p.grad_req = "write" if block.letter(name) in params else "null"
+        if not learned:
+            raise ValueError(f"params {params!r} names nothing to learn")
+        trainer = gluon.Trainer({p.name: p for p in learned}, optimizer,
+                                {"learning_rate": learning_rate, **(optimizer_params or {})}, kvstore=None)
+        X, observed, lens = self._padded(rows, lengths)
+        weights = {n: mx.nd.array((a - 1) * self.mask.get(n, 1), dtype=self.dtype, ctx=self.ctx)
+                   for n, a in prior.items()}
+        block.hybridize()
+        monitor = Monitor(epochs, n_observed, tol, progress, callback,
+                          advice=f"Try a smaller learning rate (it is {learning_rate}).")
+        head = mx.nd.full((len(lengths),), -1.0 / n_observed, dtype=self.dtype, ctx=self.ctx)
+        kept = block.snapshot()
+        for _ in monitor:
+            with autograd.record():
+                ll = block(X, observed, lens)
+                if weights:
+                    ll = ll.sum() + block.log_prior(weights)
+            ll.backward(out_grad=head if not weights else mx.nd.full((1,), -1.0 / n_observed, dtype=self.dtype,
+                                                                     ctx=self.ctx))
+            value = float(ll.asnumpy().astype(np.float64).sum())
+            if not math.isfinite(value):
+                block.restore(kept)
+                block.store_into(self)
+                monitor.check(value)
+            kept = block.snapshot()
+            trainer.step(1)
+            if monitor.report(value):
+                break
+        block.store_into(self)
+        return monitor.result()
+
+    def _padded(self, rows, lengths):
+        """(X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1) 1/0, lengths) NDArrays."""
+        batch, T = len(lengths), max(1, int(lengths.max()))
+        D = rows.shape[1]
+        X = np.zeros((batch, T, D), dtype=self.dtype)
+        observed = np.zeros((batch, T, 1), dtype=self.dtype)
+        inside = np.arange(T)[None, :] < lengths[:, None]
+        missing = self.emission.missing_rows(rows)
+        X[inside] = np.where(missing[:, None], 0.0, rows)
+        observed[inside, 0] = ~missing
+        return (mx.nd.array(X, dtype=self.dtype, ctx=self.ctx), mx.nd.array(observed, dtype=self.dtype, ctx=self.ctx),
+                mx.nd.array(lengths, dtype=np.int64, ctx=self.ctx))
+
+    def _snapshot(self):
+        return self._A.copy(), self._pi.copy(), self.emission.fields()
+
+    def _restore(self, snap):
+        self._A, self._pi = snap[0].copy(), snap[1].copy()
+        restored = type(self.emission).from_fields(self.n_states, snap[2], self.emission.meta())
+        self.emission = restored
+
+    def _checked_params(self, params):
+        letters = "st" + self._emission_letters()
+        if params is None:
+            return letters
+        if not isinstance(params, str) or set(params) - set(letters):
+            raise ValueError(f"params must be a string of letters among {letters!r} "
+                             f"(s: pi, t: A, then the emission's), got {params!r}")
+        return "".join(c for c in letters if c in params)
+
+    def _emission_letters(self):
+        return getattr(self.emission, "params_letters", "mc")
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model to ``path`` (.npz, version 2; see the module docstring)."""
+        emission_fields = {f"emission_{k}": np.asarray(v, dtype=self.dtype)
+                           for k, v in self.emission.fields().items()}
+        meta = {"n_states": self.n_states, "dtype": self.dtype.name, "family": self.emission.family,
+                "emission": self.emission.meta(), "mask": list(self.mask)}
+        masks = {f"mask_{name}": value for name, value in self.mask.items()}
+        with open(path, "wb") as f:
+            np.savez(f, format=np.array(FORMAT), version=np.array(VERSION), family=np.array(self.emission.family),
+                     A=self._A.astype(self.dtype), pi=self._pi.astype(self.dtype),
+                     meta=np.array(json.dumps(meta)), **emission_fields, **masks)
+
+    @classmethod
+    def _from_fields(cls, fields, path, **kwargs):
+        """The model a version-2 file's fields describe (cls: the family's model class)."""
+        meta = json.loads(str(fields["meta"]))
+        emission_fields = {k[len("emission_"):]: np.asarray(v, dtype=np.float64)
+                           for k, v in fields.items() if k.startswith("emission_")}
+        try:
+            mask = {name: fields[f"mask_{name}"] for name in meta.get("mask", ())}
+            emission = cls.EMISSION.from_fields(meta["n_states"], emission_fields, meta["emission"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{path!r} is not a complete hmmop model file ({exc})") from None
+        model = cls._with_emission(meta["n_states"], emission, dtype=meta["dtype"], mask=mask or None, **kwargs)
+        A, pi = (np.asarray(fields[k], dtype=np.float64) for k in CORE)
+        model.set_probabilities(A=A / A.sum(axis=-1, keepdims=True), pi=pi / pi.sum())
+        model.initialized = True
+        return model
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        """Read a model written by save() (hmmop.load reads every format and family)."""
+        model = load(path, **kwargs)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _shape(self, name):
+        n = self.n_states
+        return {"A": (n, n), "pi": (n,)}[name]
+
+    def _masked_uniform(self, name, value):
+        """value restricted to the mask of ``name`` and renormalised."""
+        if name not in self.mask:
+            return np.array(value, dtype=np.float64)
+        value = np.where(self.mask[name], value, 0.0)
+        return value / value.sum(axis=-1, keepdims=True)
+
+    def _checked_masks(self, mask):
+        if mask is None:
+            return {}
+        if not isinstance(mask, dict) or set(mask) - set(CORE):
+            raise ValueError(f"mask must be a dict with keys among {CORE}, got {mask!r}")
+        out = {}
+        for name, value in mask.items():
+            if value is None:
+                continue
+            value = np.asarray(value)
+            if value.shape != self._shape(name) or value.dtype.kind not in "bui":
+                raise ValueError(f"mask['{name}'] must be a boolean array of shape {self._shape(name)}, "
+                                 f"got {value.dtype} of shape {value.shape}")
+            value = value.astype(bool)
+            empty = np.flatnonzero(~value.reshape(-1, value.shape[-1]).any(axis=-1))
+            if len(empty):
+                where = f"row {int(empty[0])} of " if value.ndim == 2 else ""
+                raise ValueError(f"mask['{name}']: {where}{name} allows no entry (all structural zeros)")
+            if not value.all():
+                out[name] = value
+        return out
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(n_states={self.n_states}, emission={self.emission!r}, "
+                f"dtype={self.dtype.name})")
+
+
+class _DenseHMMBlock(gluon.HybridBlock):
+    """Gradient training of an EmissionHMM: softmax logits of A and pi and the emission's raw
+    parameters as gluon Parameters; block(X, observed, lengths) -> ll (batch,) through
+    hmm_forward_dense.  X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1)."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.emission = model.emission
+        raw = self.emission.raw_parameters()
+        self.raw_names = tuple(raw)
+        n, dtype = model.n_states, model.dtype.name
+        shapes = {"A_logits": (n, n), "pi_logits": (n,), **{f"em_{k}": v.shape for k, v in raw.items()}}
+        self.masked = tuple(name for name in CORE if name in model.mask)
+        with self.name_scope():
+            for name, shape in shapes.items():
+                setattr(self, name, self.params.get(name, shape=shape, dtype=dtype, init=mx.init.Zero()))
+            for name in self.masked:
+                setattr(self, f"{name}_mask", self.params.get_constant(
+                    f"{name}_mask", mx.nd.array(model.mask[name], dtype=dtype)))
+        self._use_native = model.engine in ("fused", "native") and model.ctx.device_type == "cpu" \
+            and _native_dense()
+        if model.engine == "native" and not self._use_native:
+            raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
+
+    def named_parameters(self):
+        return {name: getattr(self, name) for name in ("A_logits", "pi_logits")
+                + tuple(f"em_{k}" for k in self.raw_names)}
+
+    def letter(self, name):
+        """The hmmlearn letter that learns parameter ``name``."""
+        if name == "A_logits":
+            return "t"
+        if name == "pi_logits":
+            return "s"
+        return getattr(self.emission, "raw_letters", {"means": "m"}).get(name[3:], "c")
+
+    def hybrid_forward(self, F, X, observed, lengths, **params):
+        A, pi = self.probabilities(F, params)
+        raw = {k: params[f"em_{k}"] for k in self.raw_names}
+        le = F.broadcast_mul(self.emission.log_likelihood_nd(F, X, **raw), observed)
+        if self._use_native:
+            return native.forward_dense(F, A, pi, le, lengths)
+        backend = "ndarray" if self.model.engine == "ndarray" else "auto"
+        return F.Custom(A, pi, le, lengths, op_type=DENSE_OP, backend=backend)
+
+    def probabilities(self, F, params):
+        out = []
+        for name in CORE:
+            logits = params[f"{name}_logits"]
+            out.append(_masked_softmax(F, logits, params[f"{name}_mask"]) if name in self.masked
+                       else F.softmax(logits, axis=-1))
+        return out
+
+    def log_prior(self, weights):
+        values = {name: p.data(self.model.ctx) for name, p in self._reg_params.items()}
+        probs = dict(zip(CORE, self.probabilities(mx.nd, values)))
+        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], 1e-300))) for name, w in weights.items())
+
+    def load_from(self, model):
+        """The block's parameters from the model's current ones."""
+        values = {"A_logits": model._A, "pi_logits": model._pi}
+        for name in CORE:
+            with np.errstate(divide="ignore"):
+                logits = np.log(np.maximum(values[f"{name}_logits"], _FLOOR))
+            values[f"{name}_logits"] = np.where(model.mask[name], logits, 0.0) if name in model.mask else logits
+        values.update({f"em_{k}": v for k, v in model.emission.raw_parameters().items()})
+        for name, value in values.items():
+            getattr(self, name).set_data(mx.nd.array(value, dtype=model.dtype, ctx=model.ctx))
+
+    def snapshot(self):
+        return {name: p.data(self.model.ctx).asnumpy() for name, p in self.named_parameters().items()}
+
+    def restore(self, kept):
+        for name, value in kept.items():
+            getattr(self, name).set_data(mx.nd.array(value, dtype=self.model.dtype, ctx=self.model.ctx))
+
+    def store_into(self, model):
+        """The model's parameters from the block's."""
+        values = {name: p.data(model.ctx) for name, p in self._reg_params.items()}
+        A, pi = (x.asnumpy().astype(np.float64) for x in self.probabilities(mx.nd, values))
+        model._A = A / A.sum(axis=-1, keepdims=True)
+        model._pi = pi / pi.sum()
+        model.emission.set_raw_parameters({k: self.named_parameters()[f"em_{k}"].data(model.ctx).asnumpy()
+                                           .astype(np.float64) for k in self.raw_names})
+
+
+def load(path, **kwargs):
+    """Read any hmmop model file: version 1 (hmmop.HMM, categorical) or version 2 (by family)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            fields = {k: f[k] for k in f.files}
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not an hmmop model file (not a readable .npz: {exc})") from None
+    if "format" not in fields or str(fields["format"]) != FORMAT or "version" not in fields:
+        raise ValueError(f"{path!r} is not an hmmop model file (format {FORMAT!r})")
+    version = int(fields["version"])
+    if version == 1:
+        from ..model import HMM
+        return HMM.load(path, **kwargs)
+    if version != VERSION:
+        raise ValueError(f"{path!r} has model file version {version}; this hmmop reads versions 1 and {VERSION}")
+    missing = {"family", "A", "pi", "meta"} - set(fields)
+    if missing:
+        raise ValueError(f"{path!r} is not a complete hmmop model file (no {sorted(missing)})")
+    family = str(fields["family"])
+    cls = FAMILIES.get(family)
+    if cls is None:
+        raise ValueError(f"{path!r} holds emission family {family!r}, which this hmmop does not know "
+                         f"(it knows {sorted(FAMILIES)})")
+    return cls._from_fields(fields, path, **kwargs)
+
+
+FAMILIES = {}       # family name -> model class; each family's module registers itself
