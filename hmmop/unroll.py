@@ -6,11 +6,13 @@ used (the gist broadcast it away), any number of states, a batch of rows,
 -1 padding honoured by masks, -2 (a missing observation) read from an
 all-ones emission row.  Only the gradient of an impossible sequence
 differs: autograd of log(0) gives NaN where the fused op gives zero.
+unroll_forward_dense does the same for hmm_forward_dense (log-emissions in,
+lengths for padding).
 """
 import mxnet as mx
 import numpy as np
 
-from .checks import checked_inputs
+from .checks import checked_dense_inputs, checked_inputs
 
 
 def unroll_forward(A, B, pi, obs):
@@ -47,4 +49,56 @@ def unroll_forward(A, B, pi, obs):
             c = c * mask + (1 - mask)
         alpha = f / c.reshape((-1, 1))
         ll = ll + mx.nd.log(c)
+    return ll
+
+
+def unroll_forward_dense(A, pi, log_emission, lengths):
+    """Per-sequence log-likelihood ll (batch,) of hmm_forward_dense, by the autograd unroll.
+
+    A (N, N), pi (N,), log_emission (batch, T, N) NDArrays of one float dtype
+    on one context (computed in that dtype); lengths (batch,) integers in
+    [0, T].  Each step is shifted by s = max_i(log pred_i + le_i), taken from
+    detached values (ll does not depend on the shift, so its derivative is
+    exactly zero), which keeps large scores finite.  An impossible sequence
+    gives ll = -inf (its gradient is NaN, as autograd of log 0 makes it).
+    A scaled forward, with the limits noted in hmmop/dense_ndarray.py (in
+    float32 a state is kept down to ~1e-38 of its step's total, not ~1e-308).
+    """
+    A, pi, log_emission, _, lengths_np = checked_dense_inputs(A, pi, log_emission, lengths)
+    batch, T, n = log_emission.shape
+    ctx, dtype = A.context, A.dtype
+    steps = int(lengths_np.max())
+    if steps == 0:
+        # Zeros that are still in the recorded graph (zero gradient to every input), so
+        # that ll.backward() works as for any other lengths.
+        zero = mx.nd.zeros_like(A).sum() + mx.nd.zeros_like(pi).sum()
+        return mx.nd.broadcast_add(mx.nd.zeros_like(log_emission).sum(axis=(1, 2)), zero)
+    ll = mx.nd.zeros((batch,), ctx=ctx, dtype=dtype)
+    big = float(np.finfo(dtype).max)
+    # exp(le - s) <= 1 / pred for a reachable state: below exp(cap) for any pred that is a
+    # normal number, so the cap only touches states of pred 0 (or subnormal), where it keeps
+    # pred * exp(le - s) from becoming 0 * inf = NaN.
+    cap = float(np.log(big)) - 1.0
+    valid_np = np.arange(steps)[:, None] < lengths_np[None, :]               # (steps, batch)
+    masks = mx.nd.array(valid_np, ctx=ctx, dtype=dtype)
+    le = mx.nd.transpose(log_emission.slice_axis(axis=1, begin=0, end=steps), axes=(1, 0, 2))
+    # Padding may hold anything (NaN, inf): replaced by 0, not multiplied by a mask.
+    le = mx.nd.where(mx.nd.broadcast_to(masks.expand_dims(2), le.shape), le, mx.nd.zeros_like(le))
+    alpha = None
+    for t in range(steps):
+        pred = pi.reshape((1, -1)) if t == 0 else mx.nd.dot(alpha, A)
+        emission = le[t]
+        x = mx.nd.broadcast_add(mx.nd.log(pred.detach()), emission.detach())
+        s = mx.nd.maximum(x.max(axis=1, keepdims=True), -big)          # -inf: an impossible step
+        factor = mx.nd.exp(mx.nd.minimum(mx.nd.broadcast_sub(emission, s), cap))
+        f = mx.nd.broadcast_mul(pred, factor)
+        c = f.sum(axis=1, keepdims=True)
+        alpha = mx.nd.broadcast_div(f, mx.nd.maximum(c, float(np.finfo(dtype).tiny)))
+        if not valid_np[t].all():
+            # Padded rows: c := 1 and s := 0 (s is finite), so they add 0 and pass back no
+            # gradient, even where c is 0 there (a `where` would still pass 0 * d log c = NaN).
+            mask = masks[t].reshape((batch, 1))
+            c = c * mask + (1 - mask)
+            s = s * mask
+        ll = ll + (s + mx.nd.log(c)).reshape((batch,))
     return ll
