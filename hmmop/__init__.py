@@ -27,10 +27,10 @@ from .monitor import DivergenceError
 from .op import hmm_forward
 from .threads import get_num_threads, set_num_threads
 from .trainer import Trainer
-from .unroll import unroll_forward
+from .unroll import unroll_forward, unroll_forward_dense
 
 native.load()
 
 __version__ = "0.1.0"
 __all__ = ["HMM", "GaussianHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
-           "native", "unroll_forward", "get_num_threads", "set_num_threads"]
+           "native", "unroll_forward", "unroll_forward_dense", "get_num_threads", "set_num_threads"]

@@ -18,6 +18,8 @@ Conventions shared by all components:
 """
 import numpy as np
 
+from ..data import feature_rows
+
 __all__ = ["Emission"]
 
 
@@ -39,6 +41,16 @@ class Emission:
     n_features = None
 
     # -- data ------------------------------------------------------------
+
+    def prepare(self, X, lengths=None):
+        """(rows, lengths (n_sequences,) int64): user data in hmmlearn's concatenated form, checked.
+
+        X: a list of (T_i, D) arrays, one (T, D) array, or the concatenated
+        (n, D) rows with ``lengths``; rows as check_data returns them.  A
+        family with other data (symbols) overrides it.
+        """
+        rows, lengths = feature_rows(X, lengths)
+        return self.check_data(rows), lengths
 
     def check_data(self, X, name="X"):
         """X (n, D) real -> float64 C-contiguous (a view when X already is one).

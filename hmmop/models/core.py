@@ -38,7 +38,6 @@ from mxnet import autograd, gluon
 
 from .. import _kernel, native
 from ..block import _masked_softmax
-from ..data import feature_rows
 from ..dense import OP_TYPE as DENSE_OP
 from ..dense import _native_dense
 from ..em import m_step
@@ -107,7 +106,7 @@ class EmissionHMM:
                 raise ValueError(f"{name} must sum to 1 along its last axis, got sums {np.round(sums, 6)}")
             if name in self.mask and (value[~self.mask[name]] != 0).any():
                 raise ValueError(f"{name} has non-zero probabilities where its mask holds structural zeros")
-            setattr(self, f"_{name}", value / value.sum(axis=-1, keepdims=True))
+            setattr(self, f"_{name}", value)            # as given (hmmlearn's convention), not renormalised
 
     @property
     def n_free_parameters(self):
@@ -121,8 +120,7 @@ class EmissionHMM:
     # -- data -----------------------------------------------------------------------------------
     def _data(self, X, lengths=None):
         """(rows (n, D) float64 checked by the emission, lengths, starts) of hmmlearn's form."""
-        rows, lengths = feature_rows(X, lengths)
-        rows = self.emission.check_data(rows)
+        rows, lengths = self.emission.prepare(X, lengths)
         return rows, lengths, np.cumsum(lengths) - lengths
 
     def _log_emission(self, rows):
@@ -197,8 +195,8 @@ class EmissionHMM:
         rng = np.random.default_rng(seed)
         uniforms = rng.random((int(n_sequences), int(length), 2))
         _, states = _kernel.sample(self._A, np.ones((self.n_states, 1)), self._pi, uniforms, get_num_threads())
-        X = self.emission.sample(states.ravel(), rng).reshape(int(n_sequences), int(length), -1)
-        return list(X), list(states)
+        X = self.emission.sample(states.ravel(), rng)
+        return list(X.reshape((int(n_sequences), int(length)) + X.shape[1:])), list(states)
 
     def aic(self, X, lengths=None):
         """Akaike information criterion, -2 log-likelihood + 2 k (k = n_free_parameters)."""
@@ -349,12 +347,13 @@ class EmissionHMM:
     def _padded(self, rows, lengths):
         """(X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1) 1/0, lengths) NDArrays."""
         batch, T = len(lengths), max(1, int(lengths.max()))
+        missing = self.emission.missing_rows(rows)
+        rows = rows.reshape(len(rows), -1)          # (symbols: one column)
         D = rows.shape[1]
         X = np.zeros((batch, T, D), dtype=self.dtype)
         observed = np.zeros((batch, T, 1), dtype=self.dtype)
         inside = np.arange(T)[None, :] < lengths[:, None]
-        missing = self.emission.missing_rows(rows)
-        X[inside] = np.where(missing[:, None], 0.0, rows)
+        X[inside] = np.where(missing[:, None], 0, rows)
         observed[inside, 0] = ~missing
         return (mx.nd.array(X, dtype=self.dtype, ctx=self.ctx), mx.nd.array(observed, dtype=self.dtype, ctx=self.ctx),
                 mx.nd.array(lengths, dtype=np.int64, ctx=self.ctx))
