@@ -24,7 +24,7 @@ from mxnet import autograd
 
 from .ndview import from_host
 from .op import hmm_forward
-from .priors import NAMES, log_prior
+from .priors import NAMES, log_prior, m_step  # noqa: F401 (m_step: hmmop.em.m_step, as before)
 
 
 def expected_counts(A, B, pi, obs, backend="auto", ctx=None):
@@ -52,25 +52,6 @@ def counts_of(forward, A, B, pi, ctx):
     ll.backward()
     counts = {name: v * p.grad.asnumpy() for name, v, p in zip(NAMES, values, params)}
     return ll.asnumpy().astype(np.float64), counts
-
-
-def m_step(name, counts, current, prior=None, mask=None):
-    """The MAP update of one parameter (hmmlearn's): rows of max(counts + a - 1, 0), normalised.
-
-    prior: Dirichlet concentrations a (None: maximum likelihood).  mask:
-    boolean, False where the parameter is a structural zero.  As in hmmlearn,
-    a transition or initial probability that is 0 stays 0 (a prior does not
-    revive it); an emission probability may.  A row left with nothing (a
-    state never visited, no prior) keeps its current values rather than
-    becoming all zeros.
-    """
-    x = counts if prior is None else np.maximum(prior - 1 + counts, 0)
-    if name != "B":
-        x = np.where(current == 0, 0.0, x)
-    if mask is not None:
-        x = np.where(mask, x, 0.0)
-    total = x.sum(axis=-1, keepdims=True)
-    return np.where(total > 0, x / np.where(total > 0, total, 1), current)
 
 
 def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=None, reduce=None):

@@ -6,7 +6,8 @@ transmat_prior, emissionprob_prior, startprob_prior).  Up to a constant, the
 log-prior of a parameter is sum((a - 1) * log A) over its free entries
 (structural zeros, held at 0 by a mask, are outside the simplex and do not
 count).  EM uses a - 1 as pseudo-counts (the MAP update); gradient training
-adds the log-prior to its objective.
+adds the log-prior to its objective.  m_step is that MAP update of one
+parameter, shared by every model's EM.
 """
 import numpy as np
 
@@ -56,3 +57,22 @@ def log_prior(probs, prior):
         with np.errstate(divide="ignore"):
             total += float(np.where(p > 0, (a - 1) * np.log(p), 0.0).sum())
     return total
+
+
+def m_step(name, counts, current, prior=None, mask=None):
+    """The MAP update of one parameter (hmmlearn's): rows of max(counts + a - 1, 0), normalised.
+
+    prior: Dirichlet concentrations a (None: maximum likelihood).  mask:
+    boolean, False where the parameter is a structural zero.  As in hmmlearn,
+    a transition or initial probability that is 0 stays 0 (a prior does not
+    revive it); an emission probability may.  A row left with nothing (a
+    state never visited, no prior) keeps its current values rather than
+    becoming all zeros.
+    """
+    x = counts if prior is None else np.maximum(prior - 1 + counts, 0)
+    if name != "B":
+        x = np.where(current == 0, 0.0, x)
+    if mask is not None:
+        x = np.where(mask, x, 0.0)
+    total = x.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, x / np.where(total > 0, total, 1), current)

@@ -40,9 +40,8 @@ from .. import _kernel, native
 from ..block import _masked_softmax
 from ..dense import OP_TYPE as DENSE_OP
 from ..dense import _native_dense
-from ..em import m_step
 from ..monitor import DivergenceError, Monitor
-from ..priors import check_prior, log_prior
+from ..priors import check_prior, log_prior, m_step
 from ..threads import get_num_threads
 from ..trainer import check_learning_rate
 
