@@ -5,8 +5,14 @@
     hmmop score book.hmmop.npz other.txt
     hmmop decode book.hmmop.npz other.txt --posteriors
     hmmop sample book.hmmop.npz --n 5 --length 80
+    hmmop fit walk.csv --emissions gaussian --states 3 --covariance full   # numeric rows
+    hmmop sample walk.hmmop.npz --n 5 --length 80 --out more.csv
     hmmop bench --quick
     hmmop launch -n 2 -- hmmop fit book.txt --states 2 --kvstore dist_sync
+
+Categorical models read symbol sequences (hmmop.files.read_sequences),
+Gaussian models numeric rows (hmmop.files.read_features); score, decode,
+sample and info take the model class from the model file (hmmop.load).
 
 Results go to stdout (plain lines, TSV or JSON); messages and progress to
 stderr.  A user's mistake prints one line "hmmop CMD: error: ..." and exits
@@ -25,8 +31,12 @@ import time
 import numpy as np
 
 from . import benchmarks, distributed, plots
-from .files import TOKENS, UNKNOWN, DataError, format_sequence, read_sequences, with_vocabulary
+from .emissions.gaussian import COVARIANCE_TYPES
+from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
+                    read_sequences, with_vocabulary, write_features)
 from .model import HMM
+from .models import GaussianHMM
+from .models import load as load_model
 from .monitor import DivergenceError
 
 
@@ -69,6 +79,14 @@ def fit(args):
     _check_new(out, args.force)
     if args.plot:
         _check_new(args.plot, args.force)
+    if args.emissions == "gaussian":
+        return _fit_gaussian(args, out)
+    if args.covariance is not None:
+        raise UsageError("--covariance applies to --emissions gaussian")
+    args.tokens = args.tokens or "chars"
+    args.method = args.method or "gradient"
+    args.lr = 0.1 if args.lr is None else args.lr
+    args.epochs = args.epochs or 300
     sequences, tokens, _ = read_sequences(args.data, args.tokens)
     kv, rank = None, 0
     if args.kvstore:
@@ -105,17 +123,52 @@ def fit(args):
         _say(f"training curve written to {args.plot}")
 
 
+def _fit_gaussian(args, out):
+    """fit --emissions gaussian: a GaussianHMM of numeric rows."""
+    if args.tokens is not None:
+        raise UsageError("--tokens applies to --emissions categorical (Gaussian data are numeric rows)")
+    if args.batch_size is not None or args.kvstore:
+        raise UsageError(f"{'--batch-size' if args.batch_size is not None else '--kvstore'} applies to "
+                         f"--emissions categorical (Gaussian models train on all sequences at once, here)")
+    method = args.method or "em"
+    lr = 0.05 if args.lr is None else args.lr
+    epochs = args.epochs or (100 if method == "em" else 1000)
+    covariance = args.covariance or "diag"
+    sequences, _, _ = read_features(args.data)
+    D = sequences[0].shape[1]
+    n = _observed(sequences)
+    rows = sum(len(s) for s in sequences)
+    model = GaussianHMM(args.states, D, covariance_type=covariance, seed=args.seed, dtype=args.dtype)
+    _say(f"fitting {args.states} Gaussian states ({covariance} covariances) to {len(sequences)} sequences, "
+         f"{n} observations of {D} feature{'s' * (D != 1)}{f' ({rows - n} missing)' if rows > n else ''} "
+         f"({method}{', ' + args.optimizer + ' lr ' + str(lr) if method == 'gradient' else ''}"
+         f", up to {epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''})")
+    start = time.perf_counter()
+    model.fit(sequences, method=method, epochs=epochs, tol=args.tol, n_init=args.n_init, seed=args.seed,
+              optimizer=args.optimizer, learning_rate=lr, progress=None)
+    seconds = time.perf_counter() - start
+    ll = model.score(sequences)
+    model.save(out)
+    _say(f"log-likelihood {ll / n:.6f} per observation (total {ll:.6g}) after {len(model.history_)} epochs "
+         f"in {seconds:.2f} s; model written to {out}")
+    if args.plot:
+        plots.training_curve(model.histories_, n, args.plot, title=f"{args.data}: {args.states} Gaussian states",
+                             unit="observation")
+        _say(f"training curve written to {args.plot}")
+
+
 def score(args):
     model, sequences, n = _model_and_data(args)
     lls = model.score_sequences(sequences)
     total = float(lls.sum())
+    unit = "observation" if isinstance(model, GaussianHMM) else "symbol"
     if args.json:
-        print(json.dumps({"log_likelihoods": lls.tolist(), "total": total, "symbols": n}))
+        print(json.dumps({"log_likelihoods": lls.tolist(), "total": total, f"{unit}s": n}))
     else:
         for ll in lls:
             print(repr(float(ll)))
     _say(f"total log-likelihood {total:.6g} over {len(lls)} sequences, "
-         f"{total / max(n, 1):.6f} per symbol ({n} symbols)")
+         f"{total / max(n, 1):.6f} per {unit} ({n} {unit}s)")
 
 
 def decode(args):
@@ -123,6 +176,8 @@ def decode(args):
         _check_new(args.plot, args.force)
     model, sequences, _ = _model_and_data(args)
     _, paths = model.decode(sequences)
+    if isinstance(model, GaussianHMM):
+        return _decode_gaussian(args, model, sequences, paths)
     if args.posteriors:
         gamma = model.predict_proba(sequences)
         print("\t".join(["sequence", "step", "symbol", "viterbi"]
@@ -143,17 +198,59 @@ def decode(args):
         _say(f"posteriors of sequence {k} written to {args.plot}")
 
 
+def _decode_gaussian(args, model, sequences, paths):
+    """decode's output for numeric rows: the observed values where the symbol would be."""
+    names = args.feature_names or [f"x{d}" for d in range(model.n_features)]
+    if args.posteriors:
+        gamma = model.predict_proba(sequences)
+        print("\t".join(["sequence", "step"] + names + ["viterbi"]
+                        + [f"state_{i}" for i in range(model.n_states)]))
+        for b, (seq, path, g) in enumerate(zip(sequences, paths, gamma)):
+            for t, (row, state, p) in enumerate(zip(seq, path, g)):
+                print("\t".join([str(b), str(t)] + [repr(float(v)) for v in row] + [str(state)]
+                                + [f"{x:.6g}" for x in p]))
+    else:
+        for path in paths:
+            print(" ".join(str(s) for s in path))
+    if args.plot:
+        k = args.sequence
+        if not 0 <= k < len(sequences):
+            raise UsageError(f"--sequence {k}: the data has sequences 0..{len(sequences) - 1}")
+        gamma = model.predict_proba([sequences[k]])[0]
+        plots.posteriors(gamma, paths[k], None, args.plot, title=f"{args.data}, sequence {k}",
+                         observations=sequences[k], feature_names=names)
+        _say(f"observations and posteriors of sequence {k} written to {args.plot}")
+
+
 def sample(args):
+    if args.out:
+        _check_new(args.out, args.force)
     model = _load(args.model)
-    sequences, _ = model.sample(args.n, args.length, seed=args.seed)
-    for seq in sequences:
-        print(format_sequence(seq, model.tokens or "ints"))
+    sequences, states = model.sample(args.n, args.length, seed=args.seed)
+    if isinstance(model, GaussianHMM):
+        if args.out:
+            write_features(args.out, sequences, states)
+            _say(f"{args.n} sequences of {args.length} observations written to {args.out}")
+        else:
+            sys.stdout.write(format_features(sequences, "\t"))
+        return
+    if args.out and args.out.endswith(".npz"):
+        raise UsageError("a categorical model's samples are written as text; give --out a text file name")
+    text = "".join(format_sequence(seq, model.tokens or "ints") + "\n" for seq in sequences)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        _say(f"{args.n} sequences of {args.length} symbols written to {args.out}")
+    else:
+        sys.stdout.write(text)
 
 
 def info(args):
     if args.plot:
         _check_new(args.plot, args.force)
     model = _load(args.model)
+    if isinstance(model, GaussianHMM):
+        return _info_gaussian(args, model)
     A, B, pi = model.probabilities()
     names = [_shown(s) for s in model.symbols] if model.symbols is not None else \
         [str(k) for k in range(model.n_symbols)]
@@ -167,16 +264,48 @@ def info(args):
     if model.mask:
         print(f"structural zeros\t{', '.join(model.mask)}")
     print(f"free parameters\t{model.n_free_parameters}")
-    print("initial\t" + "\t".join(f"{p:.4f}" for p in pi))
-    print("transitions\t" + "\t".join(f"to {j}" for j in range(model.n_states)))
-    for i in range(model.n_states):
-        print(f"from {i}\t" + "\t".join(f"{p:.4f}" for p in A[i]))
+    _print_transitions(pi, A)
     for i in range(model.n_states):
         top = np.argsort(-B[i], kind="stable")[:args.top]
         print(f"state {i} emits\t" + "  ".join(f"{names[k]} {B[i, k]:.3f}" for k in top))
     if args.plot:
         plots.emissions(B, names, args.plot, title=f"{args.model}: emissions")
         _say(f"emission heat map written to {args.plot}")
+
+
+def _info_gaussian(args, model):
+    """info of a Gaussian model: sizes, initial and transition probabilities, means and covariances."""
+    covars = model.covars
+    print(f"model\t{args.model}")
+    print("family\tgaussian")
+    print(f"states\t{model.n_states}")
+    print(f"features\t{model.n_features}")
+    print(f"covariance\t{model.covariance_type}")
+    print(f"dtype\t{model.dtype.name}")
+    if model.mask:
+        print(f"structural zeros\t{', '.join(model.mask)}")
+    print(f"free parameters\t{model.n_free_parameters}")
+    _print_transitions(model.pi, model.A)
+    print("feature\t" + "\t".join(f"x{d}" for d in range(model.n_features)))
+    for i in range(model.n_states):
+        print(f"state {i} mean\t" + "\t".join(f"{v:.6g}" for v in model.means[i]))
+        print(f"state {i} sd\t" + "\t".join(f"{math.sqrt(max(v, 0.0)):.6g}" for v in np.diag(covars[i])))
+        if model.covariance_type == "full":
+            for d in range(model.n_features):
+                print(f"state {i} covariance {d}\t" + "\t".join(f"{v:.6g}" for v in covars[i, d]))
+    if model.covariance_type == "tied":
+        for d in range(model.n_features):
+            print(f"tied covariance {d}\t" + "\t".join(f"{v:.6g}" for v in covars[0, d]))
+    if args.plot:
+        plots.means(model.means, covars, None, args.plot, title=f"{args.model}: Gaussian means")
+        _say(f"means heat map written to {args.plot}")
+
+
+def _print_transitions(pi, A):
+    print("initial\t" + "\t".join(f"{p:.4f}" for p in pi))
+    print("transitions\t" + "\t".join(f"to {j}" for j in range(len(pi))))
+    for i in range(len(pi)):
+        print(f"from {i}\t" + "\t".join(f"{p:.4f}" for p in A[i]))
 
 
 def launch(args):
@@ -199,25 +328,45 @@ def bench(args):
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _model_and_data(args):
-    """(model, sequences with the model's vocabulary applied, number of symbols)."""
+    """(model, sequences with the model's vocabulary applied, number of symbols); for a Gaussian
+    model (model, numeric sequences of its width, number of observed rows)."""
     model = _load(args.model)
+    args.feature_names = None
+    if isinstance(model, GaussianHMM):
+        if args.tokens is not None or args.unknown is not None:
+            raise UsageError(f"{'--tokens' if args.tokens is not None else '--unknown'} applies to categorical "
+                             f"models; {args.model} is a Gaussian model (numeric rows)")
+        sequences, names, lines = read_features(args.data)
+        check_features(sequences, lines, args.data, model.n_features)
+        args.feature_names = names
+        return model, sequences, _observed(sequences)
     tokens = args.tokens or model.tokens or "ints"
     sequences, tokens, lines = read_sequences(args.data, tokens)
     if model.symbols is not None:
         if tokens == "ints":
             raise UsageError(f"the model has a vocabulary of {model.tokens or 'tokens'}; "
                              f"read the data with --tokens chars or words")
-        sequences = with_vocabulary(sequences, lines, model.symbols, args.unknown, args.data)
+        sequences = with_vocabulary(sequences, lines, model.symbols, args.unknown or "error", args.data)
     elif tokens != "ints":
         raise UsageError("the model takes integer codes; read the data with --tokens ints")
     return model, sequences, sum(len(s) for s in sequences)
 
 
 def _load(path):
+    """The model in ``path``: an HMM (file version 1) or a GaussianHMM (version 2)."""
     try:
-        return HMM.load(path)
+        model = load_model(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such model file") from None
+    if not isinstance(model, (HMM, GaussianHMM)):
+        raise DataError(f"{path}: the command line reads categorical and Gaussian models, not a "
+                        f"{type(model).__name__}")
+    return model
+
+
+def _observed(sequences):
+    """Number of observed (not all-NaN) rows of numeric sequences."""
+    return int(sum((~np.isnan(s).all(axis=1)).sum() for s in sequences))
 
 
 def _default_out(data):
@@ -261,7 +410,9 @@ _non_negative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a f
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="hmmop", description="Discrete hidden Markov models on plain files: fit, score, decode, sample.",
+        prog="hmmop", description="Hidden Markov models on plain files: fit, score, decode, sample. Categorical "
+        "models read symbol sequences (text, one per line); Gaussian models (fit --emissions gaussian) read "
+        "numeric rows (CSV/TSV, a blank line between sequences, or .npy/.npz arrays).",
         epilog="Run 'hmmop COMMAND --help' for a command's options and an example.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -273,36 +424,51 @@ def _parser():
 
     def data_options(p):
         p.add_argument("--tokens", choices=TOKENS, default=None,
-                       help="how a line splits into symbols (default: as the model was fitted)")
-        p.add_argument("--unknown", choices=UNKNOWN, default="error",
-                       help="a token the model does not know: an error (default), skipped, or a missing "
-                            "observation")
+                       help="categorical models: how a line splits into symbols (default: as the model was "
+                            "fitted); a Gaussian model reads numeric rows")
+        p.add_argument("--unknown", choices=UNKNOWN, default=None,
+                       help="categorical models: a token the model does not know: an error (default), "
+                            "skipped, or a missing observation")
 
     def force(p):
         p.add_argument("--force", action="store_true", help="overwrite output files that exist")
 
-    p = command("fit", fit, "Fit an HMM to the sequences of a file, one per line.",
-                "hmmop fit book.txt --states 2 --plot curve.png")
-    p.add_argument("data", help="text file (one sequence per non-empty line), .npy/.npz codes, or - for stdin")
+    p = command("fit", fit, "Fit an HMM to the sequences of a file: symbols, one sequence per line "
+                "(categorical), or numeric rows, one observation per line (--emissions gaussian).",
+                "hmmop fit book.txt --states 2 --plot curve.png\n"
+                "  hmmop fit walk.csv --emissions gaussian --states 3 --covariance full")
+    p.add_argument("data", help="categorical: text file (one sequence per non-empty line) or .npy/.npz codes; "
+                                "gaussian: CSV/TSV/whitespace-separated numbers (one row per step, a blank line "
+                                "between sequences, empty/nan/NA a missing value, an optional header line of "
+                                "names, # comments), a .npy (T, D) sequence or a .npz with X (n, D) and "
+                                "optional lengths; - for stdin (text)")
     p.add_argument("--states", type=_positive_int, required=True, help="number of hidden states")
-    p.add_argument("--tokens", choices=TOKENS, default="chars",
-                   help="how a line splits into symbols: characters (default), words, or integer codes")
-    p.add_argument("--method", choices=("gradient", "em"), default="gradient",
-                   help="gradient descent on softmax logits (default) or Baum-Welch EM")
+    p.add_argument("--emissions", choices=("categorical", "gaussian"), default="categorical",
+                   help="the emission family: categorical symbols (default) or Gaussian vectors")
+    p.add_argument("--covariance", choices=COVARIANCE_TYPES, default=None,
+                   help="gaussian: the covariance type (default diag)")
+    p.add_argument("--tokens", choices=TOKENS, default=None,
+                   help="categorical: how a line splits into symbols: characters (default), words, or "
+                        "integer codes")
+    p.add_argument("--method", choices=("gradient", "em"), default=None,
+                   help="gradient descent (default for categorical) or Baum-Welch EM (default for gaussian)")
     p.add_argument("--optimizer", default="adam", help="MXNet optimizer for --method gradient (default adam)")
-    p.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate (default 0.1)")
-    p.add_argument("--epochs", type=_positive_int, default=300, help="epochs, or EM iterations (default 300)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default 0.1 categorical, 0.05 gaussian)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs, or EM iterations (default 300 categorical; gaussian 100 EM, 1000 gradient)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="sequences per step (default: all, one step per epoch)")
+                   help="categorical: sequences per step (default: all, one step per epoch)")
     p.add_argument("--n-init", type=_positive_int, default=1, help="fits from that many starts; keep the best")
     p.add_argument("--tol", type=_non_negative_float, default=1e-6,
-                   help="stop when an epoch changes the log-likelihood per symbol by less (default 1e-6)")
+                   help="stop when an epoch changes the log-likelihood per symbol (per observation) by less "
+                        "(default 1e-6)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and minibatches")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--out", help="model file to write (default: DATA's name with .hmmop.npz)")
     p.add_argument("--plot", metavar="CURVE.png", help="draw the training curve (needs matplotlib)")
     p.add_argument("--kvstore", choices=distributed.DIST_TYPES, default=None,
-                   help="train as one worker of a job started by 'hmmop launch' (each worker reads all of "
+                   help="categorical: train as one worker of a job started by 'hmmop launch' (each worker reads all of "
                         "DATA and trains on its share; rank 0 writes the model)")
     force(p)
 
@@ -318,24 +484,35 @@ def _parser():
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--posteriors", action="store_true",
-                   help="per-step state probabilities as TSV (sequence, step, symbol, viterbi, state_i...)")
-    p.add_argument("--plot", metavar="STATES.png", help="draw one sequence's posteriors and path")
+                   help="per-step state probabilities as TSV (sequence, step, symbol, viterbi, state_i...; "
+                        "for a Gaussian model the row's values, one column per feature, replace symbol)")
+    p.add_argument("--plot", metavar="STATES.png",
+                   help="draw one sequence's posteriors and path (and, for a Gaussian model, its values)")
     p.add_argument("--sequence", type=int, default=0, help="which sequence --plot draws (default 0)")
     data_options(p)
     force(p)
 
-    p = command("sample", sample, "Draw sequences from a model, written as the data would be.",
-                "hmmop sample book.hmmop.npz --n 5 --length 80 --seed 1")
+    p = command("sample", sample, "Draw sequences from a model, written as the data would be (a Gaussian "
+                "model's: numeric rows, a blank line between sequences).",
+                "hmmop sample book.hmmop.npz --n 5 --length 80 --seed 1\n"
+                "  hmmop sample walk.hmmop.npz --n 5 --length 80 --out more.npz")
     p.add_argument("model")
     p.add_argument("--n", type=_positive_int, default=5, help="number of sequences (default 5)")
-    p.add_argument("--length", type=_positive_int, default=80, help="symbols per sequence (default 80)")
+    p.add_argument("--length", type=_positive_int, default=80, help="steps per sequence (default 80)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", metavar="FILE",
+                   help="write to FILE instead of stdout; Gaussian: .npz (X, lengths, states), .csv "
+                        "(comma-separated) or any other name (tab-separated, as stdout)")
+    force(p)
 
-    p = command("info", info, "Show a model: sizes, vocabulary, transitions, each state's likeliest symbols.",
+    p = command("info", info, "Show a model: sizes, vocabulary, transitions, each state's likeliest symbols "
+                "(Gaussian: each state's means, standard deviations and, full or tied, covariances).",
                 "hmmop info book.hmmop.npz --plot emissions.png")
     p.add_argument("model")
-    p.add_argument("--top", type=_positive_int, default=8, help="symbols shown per state (default 8)")
-    p.add_argument("--plot", metavar="EMISSIONS.png", help="draw the emission matrix as a heat map")
+    p.add_argument("--top", type=_positive_int, default=8,
+                   help="categorical: symbols shown per state (default 8)")
+    p.add_argument("--plot", metavar="EMISSIONS.png",
+                   help="draw the emission matrix as a heat map (Gaussian: the means per state and feature)")
     force(p)
 
     p = command("launch", launch,

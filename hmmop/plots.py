@@ -1,4 +1,4 @@
-"""PNG plots for the hmmop command line: training curves, posteriors, emissions, benchmarks.
+"""PNG plots for the hmmop command line: training curves, posteriors, emissions, Gaussian means, benchmarks.
 
 matplotlib is optional (``pip install 'hmmop[plot]'``) and imported only when a
 plot is drawn; without it every function raises PlotUnavailable.  Figures are
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["PlotUnavailable", "training_curve", "posteriors", "emissions", "benchmark", "visible"]
+__all__ = ["PlotUnavailable", "training_curve", "posteriors", "emissions", "means", "benchmark", "visible"]
 
 DPI = 110
 WIDTH = 9.0                       # inches
@@ -76,13 +76,13 @@ def visible(token):
     return text if len(text) <= _MAX_LABEL_CHARS else text[:_MAX_LABEL_CHARS - 1] + "…"
 
 
-def training_curve(histories, n_symbols, path, title=None):
+def training_curve(histories, n_symbols, path, title=None, unit="symbol"):
     """Log-likelihood per symbol against epoch, one line per start of a fit.
 
     histories: a list of 1-D arrays (n_epochs_i,), each start's total
     log-likelihood per epoch (HMM.fit's history); divided by n_symbols (the
-    number of observed symbols) to plot.  The start with the highest final
-    value is drawn emphasised."""
+    number of observed symbols, or of observed rows with unit="observation")
+    to plot.  The start with the highest final value is drawn emphasised."""
     histories = [np.asarray(h, dtype=np.float64) for h in histories]
     if not histories or any(h.ndim != 1 for h in histories):
         raise ValueError("histories: give a non-empty list of 1-D arrays, one per start")
@@ -109,20 +109,22 @@ def training_curve(histories, n_symbols, path, title=None):
               ncol=max(1, math.ceil(len(labels) / 8)), fontsize="small")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("log-likelihood per symbol")
+    ax.set_ylabel(f"log-likelihood per {unit}")
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"Training: {len(histories)} start{'s' * (len(histories) != 1)}, "
-                          f"{n_symbols:g} symbols")
+                          f"{n_symbols:g} {unit}s")
     return _save(fig, path)
 
 
-def posteriors(gamma, states, symbols, path, title=None):
+def posteriors(gamma, states, symbols, path, title=None, observations=None, feature_names=None):
     """State posteriors of one sequence with its Viterbi path.
 
     gamma: (T, N) posteriors P(state_t = i | sequence), rows summing to 1,
     drawn stacked; states: (T,) the Viterbi path (ints in [0, N)), drawn as a
     coloured band below; symbols: T strings along the x axis (only every
-    k-th labelled when T > 80), or None for positions."""
+    k-th labelled when T > 80), or None for positions.  observations: (T, D)
+    numbers (NaN rows missing), drawn as one line per feature in a panel on
+    top (the first 8 features; feature_names label them, default x0, x1...)."""
     gamma = np.asarray(gamma, dtype=np.float64)
     states = np.asarray(states)
     if gamma.ndim != 2 or gamma.shape[0] < 1 or gamma.shape[1] < 1:
@@ -135,11 +137,36 @@ def posteriors(gamma, states, symbols, path, title=None):
     labels = [str(t) for t in range(T)] if symbols is None else [visible(s) for s in symbols]
     if len(labels) != T:
         raise ValueError(f"symbols: {len(labels)} given for {T} posteriors")
+    if observations is not None:
+        observations = np.asarray(observations, dtype=np.float64)
+        if observations.ndim == 1:
+            observations = observations[:, None]
+        if observations.ndim != 2 or observations.shape[0] != T:
+            raise ValueError(f"observations must be ({T}, D), got shape {observations.shape}")
+        names = [f"x{d}" for d in range(observations.shape[1])] if feature_names is None else list(feature_names)
+        if len(names) != observations.shape[1]:
+            raise ValueError(f"feature_names: {len(names)} given for {observations.shape[1]} features")
     _, _, _, colors = _matplotlib()
-    fig = _figure(4.8)
-    ax, band = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [6, 1]})
-    colours = _state_colours(N)
     x = np.arange(T)
+    if observations is None:
+        fig = _figure(4.8)
+        ax, band = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [6, 1]})
+    else:
+        fig = _figure(7.0)
+        top, ax, band = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [5, 5, 1]})
+        import matplotlib
+        palette = matplotlib.colormaps["Dark2"].colors     # 8 colours, not the states'
+        shown = min(observations.shape[1], len(palette))
+        for d in range(shown):
+            top.plot(x, observations[:, d], color=palette[d], linewidth=1.0, marker="." if T <= 200 else None,
+                     markersize=3, label=visible(names[d]))
+        top.set_ylabel("observation")
+        top.tick_params(labelbottom=False)
+        top.grid(True, alpha=0.3)
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0,
+                   title="feature" + (f" (first {shown} of {observations.shape[1]})" if shown <
+                                      observations.shape[1] else ""), title_fontsize="small")
+    colours = _state_colours(N)
     edges = np.arange(T + 1) - 0.5                # symbol t covers [t - 0.5, t + 0.5]
     ax.stackplot(edges, np.vstack([gamma, gamma[-1:]]).T, colors=colours, step="post", linewidth=0,
                  labels=[f"state {i}" for i in range(N)])
@@ -158,8 +185,10 @@ def posteriors(gamma, states, symbols, path, title=None):
     long_labels = max(len(label) for label in labels) > 2
     band.set_xticks(ticks, [labels[t] for t in ticks], fontsize=7 if T > 40 else 9,
                     rotation=90 if long_labels else 0, fontfamily="monospace")
-    band.set_xlabel("symbol" + (f" (one in {step} labelled)" if step > 1 else ""))
-    ax.set_title(title or f"State posteriors and Viterbi path ({T} symbols, {N} states)")
+    unit = "symbol" if observations is None else "step"
+    band.set_xlabel(unit + (f" (one in {step} labelled)" if step > 1 else ""))
+    heading = title or f"State posteriors and Viterbi path ({T} {unit}s, {N} states)"
+    (ax if observations is None else top).set_title(heading)
     return _save(fig, path)
 
 
@@ -200,6 +229,60 @@ def emissions(B, vocabulary, path, title=None, max_symbols=60):
     heading = title or f"Emission probabilities ({N} states, {M} symbols)"
     if len(keep) < M:
         heading += f"\nthe {len(keep)} most probable of {M} symbols shown"
+    ax.set_title(heading)
+    return _save(fig, path)
+
+
+def means(means, covars, feature_names, path, title=None, max_features=60):
+    """Heat map of a Gaussian model's (N, D) state means, the first max_features features.
+
+    covars: (N, D, D) covariances (or (N, D) variances).  A cell's colour is
+    the mean's distance from the average of the states' means of that
+    feature, in units of the feature's standard deviation averaged over the
+    states (so features on different scales compare); with few cells the
+    values are printed as mean ± standard deviation.  feature_names: D labels
+    (None: x0, x1...)."""
+    means = np.asarray(means, dtype=np.float64)
+    covars = np.asarray(covars, dtype=np.float64)
+    if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+        raise ValueError(f"means must be (N, D) with N, D >= 1, got shape {means.shape}")
+    N, D = means.shape
+    if covars.shape == (N, D, D):
+        variances = np.diagonal(covars, axis1=1, axis2=2)
+    elif covars.shape == (N, D):
+        variances = covars
+    else:
+        raise ValueError(f"covars must be ({N}, {D}, {D}) or ({N}, {D}), got shape {covars.shape}")
+    names = [f"x{d}" for d in range(D)] if feature_names is None else list(feature_names)
+    if len(names) != D:
+        raise ValueError(f"feature_names: {len(names)} given for {D} features")
+    if int(max_features) < 1:
+        raise ValueError(f"max_features must be positive, got {max_features!r}")
+    keep = min(D, int(max_features))
+    sd = np.sqrt(np.maximum(variances, 0.0))[:, :keep]
+    shown = means[:, :keep]
+    scale = sd.mean(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = (shown - shown.mean(axis=0)) / scale
+    limit = max(float(np.abs(z).max()), 1e-12)
+    labels = [visible(n) for n in names[:keep]]
+    fig = _figure(max(2.8, 1.6 + 0.38 * N + 0.07 * max(len(s) for s in labels)))
+    ax = fig.add_subplot()
+    image = ax.imshow(z, aspect="auto", interpolation="nearest", cmap="coolwarm", vmin=-limit, vmax=limit)
+    fig.colorbar(image, ax=ax, label="mean - average over states\n(in standard deviations)", pad=0.015,
+                 fraction=0.04)
+    ax.set_yticks(np.arange(N), [f"state {i}" for i in range(N)], fontsize=9 if N <= 20 else 6)
+    size = 9 if keep <= 30 else 7
+    rotate = 0.62 * size * max(len(s) for s in labels) + 3 > 0.75 * WIDTH * 72 / keep
+    ax.set_xticks(np.arange(keep), labels, rotation=90 if rotate else 0, fontfamily="monospace", fontsize=size)
+    ax.tick_params(length=0)
+    if keep <= 10 and N <= 16:                    # few cells: print mean ± sd
+        for (i, d), m in np.ndenumerate(shown):
+            ax.text(d, i, f"{m:.3g}\n± {sd[i, d]:.3g}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(z[i, d]) > 0.6 * limit else "black")
+    heading = title or f"Gaussian means ({N} states, {D} features)"
+    if keep < D:
+        heading += f"\nthe first {keep} of {D} features shown"
     ax.set_title(heading)
     return _save(fig, path)
 
