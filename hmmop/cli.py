@@ -59,8 +59,8 @@ def main(argv=None):
         return 0
     except UsageError as exc:
         return _fail(args, exc, 2)
-    except (DataError, DivergenceError, plots.PlotUnavailable, ValueError, OSError,
-            distributed.DistributedError) as exc:
+    except (DataError, DivergenceError, ImportError, ValueError, OSError,
+            distributed.DistributedError) as exc:       # ImportError: matplotlib, scikit-learn missing
         return _fail(args, exc, 1)
 
 
@@ -81,8 +81,9 @@ def fit(args):
         _check_new(args.plot, args.force)
     if args.emissions == "gaussian":
         return _fit_gaussian(args, out)
-    if args.covariance is not None:
-        raise UsageError("--covariance applies to --emissions gaussian")
+    if args.covariance is not None or args.init is not None:
+        raise UsageError(f"{'--covariance' if args.covariance is not None else '--init'} applies to "
+                         f"--emissions gaussian")
     args.tokens = args.tokens or "chars"
     args.method = args.method or "gradient"
     args.lr = 0.1 if args.lr is None else args.lr
@@ -145,7 +146,7 @@ def _fit_gaussian(args, out):
          f", up to {epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''})")
     start = time.perf_counter()
     model.fit(sequences, method=method, epochs=epochs, tol=args.tol, n_init=args.n_init, seed=args.seed,
-              optimizer=args.optimizer, learning_rate=lr, progress=None)
+              optimizer=args.optimizer, learning_rate=lr, progress=None, init=args.init or "kmeans")
     seconds = time.perf_counter() - start
     ll = model.score(sequences)
     model.save(out)
@@ -447,6 +448,8 @@ def _parser():
                    help="the emission family: categorical symbols (default) or Gaussian vectors")
     p.add_argument("--covariance", choices=COVARIANCE_TYPES, default=None,
                    help="gaussian: the covariance type (default diag)")
+    p.add_argument("--init", choices=("kmeans", "random"), default=None,
+                   help="gaussian: the means' start, k-means (default; needs scikit-learn) or random rows")
     p.add_argument("--tokens", choices=TOKENS, default=None,
                    help="categorical: how a line splits into symbols: characters (default), words, or "
                         "integer codes")

@@ -3,6 +3,7 @@ info and their plots against the Python API (GaussianHMM), and clear errors for 
 
 Everything runs in this process through cli.main (tests/test_cli.py's hmmop helper)."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -187,6 +188,16 @@ def test_array_files_full_covariance_and_gradient(tmp_path):
                          "--epochs", 5, "--seed", 1, "--out", tmp_path / "grad.npz")
     assert status == 0, err
     assert "(gradient, adam lr 0.05, up to 5 epochs)" in err
+
+
+def test_without_scikit_learn_kmeans_is_one_line_and_random_works(fitted, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)      # `from sklearn.cluster import ...` fails
+    status, _, err = run("fit", fitted["data"], "--emissions", "gaussian", "--states", 2, "--out", tmp_path / "k.npz")
+    assert status == 1 and "needs scikit-learn" in err and "Traceback" not in err
+    status, _, err = run("fit", fitted["data"], "--emissions", "gaussian", "--states", 2, "--init", "random",
+                         "--epochs", 5, "--seed", 0, "--out", tmp_path / "r.npz")
+    assert status == 0, err
+    assert isinstance(hmmop.load(str(tmp_path / "r.npz")), GaussianHMM)
 
 
 def test_means_plot_colours_distances_in_standard_deviations(tmp_path, monkeypatch):
