@@ -109,7 +109,7 @@ setup(
     description="Fused hidden-Markov-model forward/backward operator for Apache MXNet",
     long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=["hmmop"],
+    packages=["hmmop", "hmmop.models", "hmmop.emissions"],
     py_modules=["_hmmop_mxnet_hook"],
     cmdclass={"build_py": build_py_with_pth, "build_ext": build_ext_native},
     python_requires=">=3.8,<3.14",
@@ -119,6 +119,7 @@ setup(
     extras_require={
         "plot": ["matplotlib>=3.5"],                  # hmmop's plots and the CLI's --plot options
         "bench": ["hmmlearn==0.3.3"],                 # `hmmop bench`'s comparison columns
+        "sklearn": ["scikit-learn>=1.0"],             # the k-means start of Gaussian models (init="kmeans")
         "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["hmmop = hmmop.cli:main"]},

@@ -369,33 +369,18 @@ def hmmlearn_seed(seed):
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_kmeans_start_equals_hmmlearn(kind):
-    """GaussianHMM(seed=s).fit from scratch == hmmlearn GaussianHMM(random_state=s') with s' the int hmmop
-    draws, hmmlearn initialising means ('m', KMeans) and covars ('c') itself and A, pi set uniform (hmmop's
-    first start: hmmlearn 0.3.3 would draw them from Dirichlet(1/N) otherwise - see the xfail below)."""
+    """GaussianHMM(seed=s).fit from scratch == hmmlearn 0.3.3's GaussianHMM(random_state=s).fit: the same
+    Dirichlet(1/N) draws of pi and A from RandomState(s), the same KMeans(random_state=s) means and
+    covariance start, then the same EM."""
     seed = 11
     model = GaussianHMM(N, D, kind, seed=seed, dtype="float64")
     history = model.fit(X3, LENGTHS, epochs=4)
-    hl = hl_hmm.GaussianHMM(N, kind, random_state=hmmlearn_seed(seed), n_iter=4, tol=-np.inf, init_params="mc")
-    hl.startprob_ = np.full(N, 1.0 / N)
-    hl.transmat_ = np.full((N, N), 1.0 / N)
-    hl.fit(X3, LENGTHS)
+    hl = hl_hmm.GaussianHMM(N, kind, random_state=seed, n_iter=4, tol=-np.inf).fit(X3, LENGTHS)
     assert_same_parameters(model, hl)
     np.testing.assert_allclose(history, list(hl.monitor_.history), rtol=1e-8, atol=0)
     # fit's own seed overrides the constructor's, and gives the same as a constructor seed
     other = GaussianHMM(N, D, kind, seed=999, dtype="float64")
     np.testing.assert_array_equal(other.fit(X3, LENGTHS, epochs=4, seed=seed), history)
-
-
-@pytest.mark.xfail(strict=True, reason="hmmop's first start keeps A and pi uniform, which core._start's "
-                   "docstring calls hmmlearn's start; hmmlearn 0.3.3's _init draws them from "
-                   "RandomState(random_state).dirichlet(full(N, 1/N))")
-def test_default_start_equals_hmmlearn_0_3_3():
-    seed = 11
-    model = GaussianHMM(N, D, "diag", seed=seed, dtype="float64")
-    history = model.fit(X3, LENGTHS, epochs=2)
-    hl = hl_hmm.GaussianHMM(N, "diag", random_state=hmmlearn_seed(seed), n_iter=2, tol=-np.inf).fit(X3, LENGTHS)
-    np.testing.assert_allclose(history, list(hl.monitor_.history), rtol=1e-8, atol=0)
-    assert_same_parameters(model, hl)
 
 
 # -- 4. missing observations ------------------------------------------------------------------------
@@ -560,9 +545,6 @@ def test_gradient_divergence_keeps_last_finite_parameters():
 # state with variance exp(-1e4) gets log-density -inf, the others carry the sequence), but exp(+-1e4) is not
 # a float64 variance, so _DenseHMMBlock.store_into -> GaussianEmission.set_raw_parameters raises ValueError
 # after store_into has already replaced the model's A and pi.
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="core.py _fit_gradient: block.store_into raises ValueError (variances exp(+-1e4) "
-                   "under/overflow) instead of a DivergenceError keeping representable parameters")
 def test_gradient_to_unrepresentable_variances_is_a_divergence():
     A, pi, means, covars = start_params("diag", seed=26)
     model = GaussianHMM.from_parameters(A, pi, means, covars, dtype="float64")
@@ -570,9 +552,6 @@ def test_gradient_to_unrepresentable_variances_is_a_divergence():
         model.fit(X3, LENGTHS, method="gradient", epochs=3, learning_rate=1e4)
 
 
-@pytest.mark.xfail(strict=True, reason="core.py _DenseHMMBlock.store_into sets model._A and model._pi before "
-                   "emission.set_raw_parameters, which can raise: the failed fit leaves the trained A and pi with "
-                   "the old emission and an old history_")
 def test_failed_gradient_fit_leaves_a_consistent_model():
     A, pi, means, covars = start_params("diag", seed=26)
     model = GaussianHMM.from_parameters(A, pi, means, covars, dtype="float64")
@@ -706,9 +685,6 @@ def test_corrupted_files_raise_value_error(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS_XFAIL))
-@pytest.mark.xfail(strict=True, reason="core.py EmissionHMM._from_fields: json.loads(meta) and meta['dtype'] "
-                   "(and the dtype check of the constructor) run outside the try/except that turns a bad file "
-                   "into ValueError: JSONDecodeError without the path, AttributeError, KeyError, TypeError")
 def test_corrupted_meta_raises_clear_value_error(name, tmp_path):
     fields = _saved_fields(tmp_path)
     CORRUPTIONS_XFAIL[name](fields)
@@ -746,9 +722,6 @@ def test_n_init_keeps_the_best_start():
     assert single.inits_.size == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core.py EmissionHMM._start ignores fit's params: every start after the "
-                   "first redraws A and pi (Dirichlet) and the emission (k-means, initialize's default params='mc') "
-                   "even when those parameters are not learned, so the best start can return them changed")
 @pytest.mark.parametrize("params,seed", [("st", 0), ("mc", 2)])
 def test_n_init_keeps_the_parameters_that_are_not_learned(params, seed):
     A, pi, means, covars = start_params("diag", seed=41)

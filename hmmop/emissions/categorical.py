@@ -98,11 +98,16 @@ class CategoricalEmission(Emission):
         return np.asarray(X) == MISSING
 
     # -- estimation ------------------------------------------------------
-    def initialize(self, X, rng=None, init="random"):
-        """B's rows drawn from a flat Dirichlet (restricted to the mask) with rng (a Generator or seed);
-        the data are not needed (init: only "random", or "kmeans" taken as "random")."""
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._B = self._restricted(rng.dirichlet(np.ones(self.n_symbols), size=self.n_states))
+    def initialize(self, X, rng=None, init="random", params="e"):
+        """B's rows drawn as hmmlearn 0.3.3's CategoricalHMM draws them - RandomState(rng).rand(N, M),
+        rows normalised (restricted to the mask) - for an int rng; a Generator draws its uniforms
+        itself.  The data are not needed ("kmeans" is taken as "random").  params: "e" or ""."""
+        if "e" not in params:
+            return self
+        shape = (self.n_states, self.n_symbols)
+        u = rng.random(shape) if isinstance(rng, np.random.Generator) else np.random.RandomState(rng).rand(*shape)
+        u = self._restricted(u) if self.mask is not None else u / u.sum(axis=1, keepdims=True)
+        self._B = u
         return self
 
     def log_likelihood(self, X):

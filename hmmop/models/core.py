@@ -242,11 +242,10 @@ class EmissionHMM:
         n_observed = int((~self.emission.missing_rows(rows)).sum())
         if n_observed == 0:
             raise ValueError("X: no observed row to fit (every row is missing or there is none)")
-        rng = np.random.default_rng(seed)
         best, inits, histories = None, [], []
         for start in range(n_init):
             if start or not self.initialized:
-                self._start(rows, rng, start, init)
+                self._start(rows, seed, start, init, params)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
             try:
                 if method == "em":
@@ -272,18 +271,30 @@ class EmissionHMM:
             self._restore(best[2])
         return self.history_
 
-    def _start(self, rows, rng, start, init):
-        """Parameters of start number ``start``: the emission's data-driven start (seeded from rng);
-        A and pi uniform for the first (hmmlearn's start), flat-Dirichlet draws for the others."""
-        seed = int(rng.integers(2 ** 31 - 1))
-        self.emission.initialize(rows, seed, init=init)
-        n = self.n_states
-        if start == 0:
-            A, pi = np.full((n, n), 1.0 / n), np.full(n, 1.0 / n)
+    def _start(self, rows, seed, start, init, params):
+        """Parameters of start number ``start``, as hmmlearn 0.3.3's _init draws them from one integer
+        seed s: pi then A from RandomState(s).dirichlet(1/N each), the emission's data-driven start
+        with s (Gaussian: KMeans(random_state=s)).  s is ``seed`` itself for start 0 when it is an
+        int (so GaussianHMM(seed=s) starts where hmmlearn's GaussianHMM(random_state=s) does), else
+        drawn from it.  A model that was never initialised gets everything; later starts only what
+        ``params`` learns."""
+        if start == 0 and isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            s = int(seed)
         else:
-            A, pi = rng.dirichlet(np.ones(n), size=n), rng.dirichlet(np.ones(n))
-        self._A = self._masked_uniform("A", A)
-        self._pi = self._masked_uniform("pi", pi)
+            s = int(np.random.default_rng(None if seed is None else [int(np.random.default_rng(seed)
+                    .integers(2 ** 31 - 1)), start]).integers(2 ** 31 - 1))
+        everything = not self.initialized
+        rs = np.random.RandomState(s)
+        n = self.n_states
+        pi, A = rs.dirichlet(np.full(n, 1.0 / n)), rs.dirichlet(np.full(n, 1.0 / n), size=n)
+        if everything or "s" in params:
+            self._pi = self._masked_uniform("pi", pi)
+        if everything or "t" in params:
+            self._A = self._masked_uniform("A", A)
+        letters = self._emission_letters() if everything else \
+            "".join(c for c in self._emission_letters() if c in params)
+        if letters:
+            self.emission.initialize(rows, s, init=init, params=letters)
         self.initialized = True
 
     def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback):
@@ -333,15 +344,35 @@ class EmissionHMM:
                                                                      ctx=self.ctx))
             value = float(ll.asnumpy().astype(np.float64).sum())
             if not math.isfinite(value):
-                block.restore(kept)
-                block.store_into(self)
+                self._store_or_diverge(block, kept, monitor)
                 monitor.check(value)
             kept = block.snapshot()
             trainer.step(1)
             if monitor.report(value):
                 break
-        block.store_into(self)
+        self._store_or_diverge(block, kept, monitor, restore=False)
         return monitor.result()
+
+    def _store_or_diverge(self, block, kept, monitor, restore=True):
+        """The block's parameters into the model (restore: those of ``kept``, the last with a finite
+        objective).  Where the emission cannot hold them (e.g. variances that overflowed while the
+        objective stayed finite), the ones of ``kept`` - or, failing that, the model's own stay - and
+        DivergenceError says so."""
+        if restore:
+            block.restore(kept)
+        try:
+            block.store_into(self)
+            return
+        except ValueError as exc:
+            reason = str(exc)
+        block.restore(kept)
+        try:
+            block.store_into(self)
+        except ValueError:
+            pass
+        raise DivergenceError(f"training diverged at epoch {monitor.epoch}: the parameters left the range the "
+                              f"emission can hold ({reason}). The model keeps the last parameters it could hold. "
+                              f"{monitor.advice}".rstrip(), monitor.epoch, monitor.result())
 
     def _padded(self, rows, lengths):
         """(X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1) 1/0, lengths) NDArrays."""
@@ -393,17 +424,21 @@ class EmissionHMM:
     @classmethod
     def _from_fields(cls, fields, path, **kwargs):
         """The model a version-2 file's fields describe (cls: the family's model class)."""
-        meta = json.loads(str(fields["meta"]))
         emission_fields = {k[len("emission_"):]: np.asarray(v, dtype=np.float64)
                            for k, v in fields.items() if k.startswith("emission_")}
         try:
+            meta = json.loads(str(fields["meta"]))
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not a JSON object")
             mask = {name: fields[f"mask_{name}"] for name in meta.get("mask", ())}
             emission = cls.EMISSION.from_fields(meta["n_states"], emission_fields, meta["emission"])
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"{path!r} is not a complete hmmop model file ({exc})") from None
-        model = cls._with_emission(meta["n_states"], emission, dtype=meta["dtype"], mask=mask or None, **kwargs)
-        A, pi = (np.asarray(fields[k], dtype=np.float64) for k in CORE)
-        model.set_probabilities(A=A / A.sum(axis=-1, keepdims=True), pi=pi / pi.sum())
+            model = cls._with_emission(meta["n_states"], emission, dtype=meta["dtype"], mask=mask or None,
+                                       **kwargs)
+            A, pi = (np.asarray(fields[k], dtype=np.float64) for k in CORE)
+            model.set_probabilities(A=A / A.sum(axis=-1, keepdims=True), pi=pi / pi.sum())
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path!r} is not a complete hmmop model file ({what})") from None
         model.initialized = True
         return model
 
@@ -535,10 +570,11 @@ class _DenseHMMBlock(gluon.HybridBlock):
         """The model's parameters from the block's."""
         values = {name: p.data(model.ctx) for name, p in self._reg_params.items()}
         A, pi = (x.asnumpy().astype(np.float64) for x in self.probabilities(mx.nd, values))
-        model._A = A / A.sum(axis=-1, keepdims=True)
-        model._pi = pi / pi.sum()
+        # the emission first: it refuses (ValueError) values it cannot hold, and then nothing changed
         model.emission.set_raw_parameters({k: self.named_parameters()[f"em_{k}"].data(model.ctx).asnumpy()
                                            .astype(np.float64) for k in self.raw_names})
+        model._A = A / A.sum(axis=-1, keepdims=True)
+        model._pi = pi / pi.sum()
 
 
 def load(path, **kwargs):
