@@ -108,7 +108,14 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * leaves [2^-100, 2^100] is computed in double by the one-sequence reference
  * (hmm_dense_forward_scaled), which re-shifts a step by the largest
  * log(pred) + logE where the first shift underflows (so -INFINITY means
- * impossible, never an underflow). */
+ * impossible, never an underflow).
+ *
+ * The limit of a scaled (not log-space) recursion: a state whose forward
+ * probability falls more than ~2^-1074 (float32: 2^-149) below the step's
+ * total is held as 0.  Where A has no zeros that loses nothing (every state
+ * is fed again from the likeliest one at the next step); where a zero of A
+ * makes such a state the only way to a later, far likelier observation, ll
+ * is that of the other paths (finite, but too low). */
 
 /* A dense plan: n states; starts, lengths (batch,) not copied (they must
  * outlive the plan); size rows of logE.  NULL if out of memory. */
