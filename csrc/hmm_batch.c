@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Sequences per block.  16 rows give each row of A 16 uses per load and fill
  * a 4-row register tile four times; measured on N = 64 (AVX-512, 2 cores),
@@ -45,6 +46,7 @@ struct hmm_batch {
     int64_t nblocks;
     int64_t *step_off;       /* (nblocks + 1,) first step row of each block: its symbols before it */
     void *pred;              /* (symbols, np) of the compute dtype: per block, per step, its running rows */
+    size_t pred_bytes, scale_bytes, E_bytes;  /* the blocks big_alloc gave for pred, scale, E */
     void *scale;             /* (symbols,) */
     void *Ap, *ATp, *BTp, *pip;  /* padded copies (np, np), (np, np), (m + 1, np), (np,) */
     double *A64, *AT64, *BT64, *pi64;   /* float32 plans: double copies, unpadded */
@@ -65,6 +67,119 @@ static void *alloc64(size_t bytes)
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
         return NULL;
     return p;
+}
+
+/* The large per-symbol arrays of a plan (pred, E: 4-8 bytes x N' per symbol,
+ * tens to hundreds of MB) come from a small cache of recently freed ones.
+ * Fresh memory from the system costs a page fault (and zeroing) per 4 KB
+ * page: measured, the two 13 MB arrays of a 256 x 200, N = 64 float32 dense
+ * forward took 14 ms of its 22 ms that way, every call.  The cache holds at
+ * most HMM_CACHE_SLOTS blocks and HMM_CACHE_BYTES in all (memory that was in
+ * use a moment before); a block is reused for a request of between half its
+ * size and its size.  Fresh large blocks are 2 MB aligned and marked for
+ * transparent huge pages where the kernel offers them (fewer faults). */
+#define HMM_CACHE_SLOTS 4
+#define HMM_CACHE_MIN ((size_t)1 << 20)
+#define HMM_CACHE_BYTES ((size_t)512 << 20)
+
+static struct { void *p; size_t bytes; } big_cache[HMM_CACHE_SLOTS];
+static size_t big_cached;
+static char big_lock_flag;
+
+static void big_lock(void)
+{
+    while (__atomic_test_and_set(&big_lock_flag, __ATOMIC_ACQUIRE))
+        ;
+}
+
+static void big_unlock(void)
+{
+    __atomic_clear(&big_lock_flag, __ATOMIC_RELEASE);
+}
+
+/* A block of at least `bytes` (64-byte aligned); its size in *got. */
+static void *big_alloc(size_t bytes, size_t *got)
+{
+    if (bytes >= HMM_CACHE_MIN) {
+        void *p = NULL;
+        big_lock();
+        int best = -1;
+        for (int i = 0; i < HMM_CACHE_SLOTS; ++i)
+            if (big_cache[i].p && big_cache[i].bytes >= bytes && big_cache[i].bytes / 2 <= bytes
+                    && (best < 0 || big_cache[i].bytes < big_cache[best].bytes))
+                best = i;
+        if (best >= 0) {
+            p = big_cache[best].p;
+            *got = big_cache[best].bytes;
+            big_cached -= *got;
+            big_cache[best].p = NULL;
+        }
+        big_unlock();
+        if (p)
+            return p;
+        if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0)
+            return NULL;
+#ifdef MADV_HUGEPAGE
+        madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+        *got = bytes;
+        return p;
+    }
+    *got = bytes;
+    return alloc64(bytes);
+}
+
+/* Gives back a block from big_alloc (to the cache, or to the system). */
+static void big_free(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    if (bytes < HMM_CACHE_MIN || bytes > HMM_CACHE_BYTES) {
+        free(p);
+        return;
+    }
+    void *evicted = NULL;
+    big_lock();
+    int slot = -1;
+    for (int i = 0; i < HMM_CACHE_SLOTS && slot < 0; ++i)
+        if (!big_cache[i].p)
+            slot = i;
+    if (slot < 0) {                     /* full: replace the smallest block */
+        slot = 0;
+        for (int i = 1; i < HMM_CACHE_SLOTS; ++i)
+            if (big_cache[i].bytes < big_cache[slot].bytes)
+                slot = i;
+        evicted = big_cache[slot].p;
+        big_cached -= big_cache[slot].bytes;
+        big_cache[slot].p = NULL;
+    }
+    /* over the total: drop cached blocks, then this one */
+    for (int i = 0; i < HMM_CACHE_SLOTS && big_cached + bytes > HMM_CACHE_BYTES; ++i)
+        if (big_cache[i].p) {
+            void *q = big_cache[i].p;
+            big_cached -= big_cache[i].bytes;
+            big_cache[i].p = NULL;
+            big_unlock();
+            free(q);
+            big_lock();
+        }
+    if (big_cached + bytes <= HMM_CACHE_BYTES && !big_cache[slot].p) {
+        big_cache[slot].p = p;
+        big_cache[slot].bytes = bytes;
+        big_cached += bytes;
+        p = NULL;
+    }
+    big_unlock();
+    free(evicted);
+    free(p);
+}
+
+static int cmp_pairs_asc(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;     /* (start, end) */
+    if (x[0] != y[0])
+        return x[0] < y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : (x[1] > y[1]);
 }
 
 static int cmp_pairs_desc(const void *a, const void *b)
@@ -145,8 +260,8 @@ void hmm_batch_free(hmm_batch *h)
         return;
     free(h->order);
     free(h->step_off);
-    free(h->pred);
-    free(h->scale);
+    big_free(h->pred, h->pred_bytes);
+    big_free(h->scale, h->scale_bytes);
     free(h->Ap);
     free(h->ATp);
     free(h->BTp);
@@ -157,7 +272,7 @@ void hmm_batch_free(hmm_batch *h)
     free(h->pi64);
     free(h->ll);
     free(h->redo);
-    free(h->E);
+    big_free(h->E, h->E_bytes);
     free(h);
 }
 
@@ -363,6 +478,33 @@ int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const v
     return status;
 }
 
+/* Zeroes the rows of dlogE (size, n) that lie in no sequence.  -1 if out of memory. */
+static int zero_gaps(const hmm_batch *h, void *dlogE, size_t item)
+{
+    int64_t *pairs = malloc(sizeof(int64_t) * 2 * (h->batch ? h->batch : 1));
+    if (!pairs)
+        return -1;
+    int64_t k = 0;
+    for (int64_t b = 0; b < h->batch; ++b)
+        if (h->lengths[b] > 0) {
+            pairs[2 * k] = h->starts[b];
+            pairs[2 * k + 1] = h->starts[b] + h->lengths[b];
+            ++k;
+        }
+    qsort(pairs, k, 2 * sizeof(int64_t), cmp_pairs_asc);
+    const size_t row = item * h->n;
+    int64_t covered = 0;                /* rows before it are in a sequence or zeroed */
+    for (int64_t i = 0; i <= k; ++i) {
+        const int64_t next = i < k ? pairs[2 * i] : h->size;
+        if (next > covered)
+            memset((char *)dlogE + covered * row, 0, (size_t)(next - covered) * row);
+        if (i < k && pairs[2 * i + 1] > covered)
+            covered = pairs[2 * i + 1];
+    }
+    free(pairs);
+    return 0;
+}
+
 int hmm_batch_backward_dense(hmm_batch *h, const double *gll, const void *logE, double *dA,
                              double *dpi, void *dlogE, int num_threads)
 {
@@ -373,12 +515,12 @@ int hmm_batch_backward_dense(hmm_batch *h, const double *gll, const void *logE, 
     void *out = dlogE ? dlogE : malloc(bytes ? bytes : 1);     /* (the driver writes it anyway) */
     if (!out)
         return -1;
-    /* zero first (padding, skipped sequences), in parallel: it is as large as logE */
-    const int64_t chunks = 64;
-    #pragma omp parallel for num_threads(num_threads) schedule(static)
-    for (int64_t k = 0; k < chunks; ++k) {
-        const size_t lo = bytes / chunks * k, hi = k == chunks - 1 ? bytes : bytes / chunks * (k + 1);
-        memset((char *)out + lo, 0, hi - lo);
+    /* The driver writes every row of every sequence (0 for those without a
+     * gradient); the rows of no sequence (padding) are zeroed here. */
+    if (zero_gaps(h, out, item) != 0) {
+        if (!dlogE)
+            free(out);
+        return -1;
     }
     h->dlogE = out;
     h->logE = logE;

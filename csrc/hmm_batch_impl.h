@@ -182,21 +182,22 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
             h->BT64[(size_t)m * n + i] = 1.0;
         }
     }
-    free(h->pred);
-    free(h->scale);
-    free(h->E);
+    big_free(h->pred, h->pred_bytes);
+    big_free(h->scale, h->scale_bytes);
+    big_free(h->E, h->E_bytes);
     h->E = NULL;
-    h->pred = alloc64(sizeof(REAL) * h->step_off[h->nblocks] * h->np);
-    h->scale = alloc64(sizeof(REAL) * h->step_off[h->nblocks]);
+    h->pred = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->pred_bytes);
+    h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
     if (h->dense)       /* the emission rows exp(logE - shift), laid out as pred */
-        h->E = alloc64(sizeof(REAL) * h->step_off[h->nblocks] * h->np);
+        h->E = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->E_bytes);
     if (!h->pred || !h->scale || (h->dense && !h->E))
         return -1;
     return 0;
 }
 
 /* The emission row of a dense step into er (np, zero-padded):
- * exp(le - max(le)); returns max(le) (-inf: a row of zeros). */
+ * exp(le - max(le)); returns max(le) (-inf: a row of zeros).  Lanes past n
+ * are -inf (exp: 0). */
 static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, const REAL *restrict le,
                                                                 REAL *restrict er)
 {
@@ -206,7 +207,7 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
     for (int v = 0; v < nv; ++v) {
         VEC x;
         if ((v + 1) * VL <= n) {
-            memcpy(&x, le + v * VL, sizeof x);
+            memcpy(&x, le + v * VL, sizeof x);      /* one unaligned vector load */
         } else {
             for (int l = 0; l < VL; ++l)
                 x[l] = v * VL + l < n ? le[v * VL + l] : -(REAL)INFINITY;
@@ -215,9 +216,13 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
         const IVEC gt = x > mv;
         mv = (VEC)(((IVEC)x & gt) | ((IVEC)mv & ~gt));
     }
-    REAL mx = mv[0];
-    for (int l = 1; l < VL; ++l)
-        mx = mv[l] > mx ? mv[l] : mx;
+    /* the lanes' maximum by halving (log2 VL steps, not VL - 1) */
+    REAL lanes[VL];
+    memcpy(lanes, &mv, sizeof lanes);
+    for (int w = VL / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l)
+            lanes[l] = lanes[l + w] > lanes[l] ? lanes[l + w] : lanes[l];
+    const REAL mx = lanes[0];
     if (mx == -(REAL)INFINITY) {
         for (int v = 0; v < nv; ++v)
             ev[v] = (VEC){0};
@@ -455,6 +460,8 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
             VEC *restrict x = (VEC *)(s->X + (size_t)(kw + r) * np);
             VEC *restrict gu = (VEC *)(s->G + (size_t)(kw + r) * np);
             if (skip[r]) {
+                if (dense)          /* no gradient: its rows are 0 (a redo sequence's come later) */
+                    memset(dlogE + (h->starts[seq[r]] + t) * n, 0, sizeof(REAL) * n);
                 for (int v = 0; v < nv; ++v)
                     u[v] = (VEC){0};
                 if (t > 0)

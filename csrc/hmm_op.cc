@@ -1,15 +1,18 @@
-/* hmm_op: the stateful MXNet operator `hmm_forward`, through MXNet's extension
- * library API (include/mxnet/lib_api.h, MX_LIBRARY_VERSION 11, MXNet 1.9.x).
+/* hmm_op: the stateful MXNet operators `hmm_forward` and `hmm_forward_dense`,
+ * through MXNet's extension library API (include/mxnet/lib_api.h,
+ * MX_LIBRARY_VERSION 11, MXNet 1.9.x).
  *
  *     mx.library.load(path_to_libhmmop_op_so, verbose=False)
  *     ll = mx.nd.hmm_forward(A, B, pi, obs)        # also mx.sym / F.hmm_forward
+ *     ll = mx.nd.hmm_forward_dense(A, pi, log_emission, lengths)
  *
  * The contract is the CustomOp's (hmmop/op.py): A (N, N), B (N, M), pi (N,) of
  * one dtype, float32 or float64; obs (T,) or (batch, T) of int32, int64,
  * float32 or float64 holding symbols in [0, M), -2 for a missing observation,
  * rows padded at the end with -1; ll (batch,) - (1,) for 1-D obs - of A's
  * dtype.  Backward: the gradients of sum_b dll[b] * ll[b] with respect to A, B
- * and pi, a zero gradient for obs.
+ * and pi, a zero gradient for obs.  hmm_forward_dense's contract (the
+ * CustomOp's of hmmop/dense.py) is given where it is defined, below.
  *
  * This file only adapts MXNet's calling convention: the work is done by the C
  * batch driver (hmm_batch.h), the same code the Cython extension calls, so
@@ -19,8 +22,8 @@
  * - Gradient requests: lib_api never tells the operator what MXNet asked for
  *   (null, write, add); Backward can only overwrite its outputs.  Where MXNet
  *   asks for kAddTo (grad_req='add', or gradients summed in place in a bound
- *   graph) the result would be wrong, so hmmop only feeds this op through an
- *   identity-like op that owns the gradient (see hmmop/native.py).
+ *   graph) the result would be wrong, so hmmop only feeds either op through
+ *   an identity-like op that owns the gradient (see hmmop/native.py).
  * - Error messages: lib_api.cc keeps every message in a list that it never
  *   clears and that MXNet reads back (whole) after every call; see
  *   ErrorList below for how this library keeps that list empty.
@@ -179,15 +182,22 @@ class ErrorList {
     std::deque<std::stringstream *> retired_;
 };
 
-MXReturnValue fail(const std::string &text)
+const char kForward[] = "hmm_forward";
+const char kDense[] = "hmm_forward_dense";
+
+/* A failing call of operator op: its one message, "op: text". */
+MXReturnValue fail_in(const char *op, const std::string &text)
 {
 #ifdef HMMOP_KEEP_ERRORS     /* lib_api's own behaviour, to measure the trap it avoids */
-    MX_ERROR_MSG << "hmm_forward: " << text;
+    MX_ERROR_MSG << op << ": " << text;
 #else
-    ErrorList::get().set("hmm_forward: " + text);
+    ErrorList::get().set(op + std::string(": ") + text);
 #endif
     return MX_FAIL;
 }
+
+MXReturnValue fail(const std::string &text) { return fail_in(kForward, text); }
+MXReturnValue fail_dense(const std::string &text) { return fail_in(kDense, text); }
 
 /* ---- Names and formatting, as the Python checks write them ----------------- */
 
@@ -463,6 +473,37 @@ void store(MXTensor &dst, const double *src)
         d[i] = static_cast<R>(src[i]);
 }
 
+/* src (double) into dst, of dtype float32 or float64 (ll, the parameters' gradients). */
+void store_as(MXTensor &dst, int dtype, const double *src)
+{
+    if (dtype == mxnet::ext::kFloat32)
+        store<float>(dst, src);
+    else
+        store<double>(dst, src);
+}
+
+/* The output gradient dll (float32 or float64) as double; "" or the error. */
+std::string read_head(MXTensor &dll, size_t batch, std::vector<double> *g64)
+{
+    if (static_cast<size_t>(dll.size()) != batch)
+        return "the output gradient has " + std::to_string(dll.size()) + " elements, expected " +
+               std::to_string(batch);
+    g64->resize(batch);
+    for (size_t b = 0; b < batch; ++b)
+        (*g64)[b] = dll.dtype == mxnet::ext::kFloat32 ? dll.data<float>()[b]
+                                                       : dll.data<double>()[b];
+    return "";
+}
+
+/* The zero gradient of an integer-valued input (obs, lengths), where asked for. */
+void zero_grad(MXTensor &g)
+{
+    if (!g.data_ptr)
+        return;
+    const bool four = g.dtype == mxnet::ext::kInt32 || g.dtype == mxnet::ext::kFloat32;
+    std::memset(g.data_ptr, 0, static_cast<size_t>(g.size()) * (four ? 4 : 8));
+}
+
 class HMMForwardOp : public CustomStatefulOp {
  public:
     ~HMMForwardOp() override { hmm_batch_free(plan_); }
@@ -529,10 +570,7 @@ class HMMForwardOp : public CustomStatefulOp {
         if (ll.size() != batch)
             return fail("ll has " + std::to_string(ll.size()) + " elements, expected " +
                         std::to_string(batch));
-        if (dtype_ == mxnet::ext::kFloat32)
-            store<float>(ll, ll64_.data());
-        else
-            store<double>(ll, ll64_.data());
+        store_as(ll, dtype_, ll64_.data());
         return MX_SUCCESS;
     }
 
@@ -544,15 +582,9 @@ class HMMForwardOp : public CustomStatefulOp {
         ErrorList::get().sweep();
         if (!plan_)
             return fail("backward without a successful forward");
-        MXTensor &dll = (*inputs)[0];
-        const size_t batch = ll64_.size();
-        if (static_cast<size_t>(dll.size()) != batch)
-            return fail("the output gradient has " + std::to_string(dll.size()) +
-                        " elements, expected " + std::to_string(batch));
-        g64_.resize(batch);
-        for (size_t b = 0; b < batch; ++b)
-            g64_[b] = dll.dtype == mxnet::ext::kFloat32 ? dll.data<float>()[b]
-                                                         : dll.data<double>()[b];
+        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
+        if (!err.empty())
+            return fail(err);
         const size_t n = n_, m = m_;
         grads_.assign(n * n + n * m + n, 0.0);
         double *dA = grads_.data(), *dB = dA + n * n, *dpi = dB + n * m;
@@ -560,19 +592,10 @@ class HMMForwardOp : public CustomStatefulOp {
             return fail("no memory for the backward pass");
         const double *src[3] = {dA, dB, dpi};
         for (int i = 0; i < 3; ++i) {
-            if (!(*outputs)[i].data_ptr)       /* not asked for (grad_req 'null'), no buffer */
-                continue;
-            if (dtype_ == mxnet::ext::kFloat32)
-                store<float>((*outputs)[i], src[i]);
-            else
-                store<double>((*outputs)[i], src[i]);
+            if ((*outputs)[i].data_ptr)        /* none where not asked for (grad_req 'null') */
+                store_as((*outputs)[i], dtype_, src[i]);
         }
-        MXTensor &dobs = (*outputs)[3];
-        if (dobs.data_ptr)
-            std::memset(dobs.data_ptr, 0, static_cast<size_t>(dobs.size()) *
-                                          (dobs.dtype == mxnet::ext::kInt32 ||
-                                                   dobs.dtype == mxnet::ext::kFloat32
-                                               ? 4 : 8));
+        zero_grad((*outputs)[3]);
         return MX_SUCCESS;
     }
 
@@ -595,6 +618,271 @@ MXReturnValue create_state(const std::unordered_map<std::string, std::string> &a
     return MX_SUCCESS;
 }
 
+/* ---- hmm_forward_dense ------------------------------------------------------
+ *
+ * A (N, N), pi (N,), log_emission (batch, T, N) of one dtype, float32 or
+ * float64; lengths (batch,) of int32, int64, float32 or float64 holding
+ * integers in [0, T]; ll (batch,) of A's dtype.  Sequence b is the first
+ * lengths[b] rows of log_emission[b] (starts[b] = b * T in the driver's
+ * terms).  Backward: dA, dpi, dlog_emission (the posteriors times dll, 0 in
+ * the padding), a zero gradient for lengths.  The messages are those of
+ * hmmop.checks' check_dense_* and prepare_lengths. */
+
+MXReturnValue infer_type_dense(const std::unordered_map<std::string, std::string> &attrs,
+                               std::vector<int> *in, std::vector<int> *out)
+{
+    ErrorList::get().sweep();
+    std::vector<int> &t = *in;
+    /* As the CustomOp: unknown float dtypes from the first known one, else float32;
+     * lengths int64. */
+    int param = -1;
+    for (int i = 0; i < 3 && param < 0; ++i)
+        if (t[i] >= 0)
+            param = t[i];
+    if (param < 0)
+        param = 0;
+    for (int i = 0; i < 3; ++i)
+        if (t[i] < 0)
+            t[i] = param;
+    if (t[3] < 0)
+        t[3] = mxnet::ext::kInt64;
+    static const char *names[3] = {"A", "pi", "log_emission"};
+    for (int i = 0; i < 3; ++i)
+        if (t[i] != 0 && t[i] != 1)
+            return fail_dense(std::string(names[i]) + " has dtype " + dtype_name(t[i]) +
+                              "; A, pi and log_emission must be float32 or float64");
+    if (t[0] != t[1] || t[0] != t[2])
+        return fail_dense(std::string("A, pi and log_emission must share one dtype, got A: ") +
+                          dtype_name(t[0]) + ", pi: " + dtype_name(t[1]) +
+                          ", log_emission: " + dtype_name(t[2]));
+    if (t[3] != 0 && t[3] != 1 && t[3] != 4 && t[3] != 6)
+        return fail_dense(std::string("lengths has dtype ") + dtype_name(t[3]) +
+                          "; expected int32, int64, float32 or float64 holding integer lengths");
+    (*out)[0] = t[0];
+    return MX_SUCCESS;
+}
+
+/* As hmm_forward's: checks what is known, fills in N (from A, else pi, else
+ * log_emission's last axis) and batch (from log_emission, else lengths).  The
+ * checks come in hmmop.checks.check_dense_shapes' order, with its messages. */
+MXReturnValue infer_shape_dense(const std::unordered_map<std::string, std::string> &attrs,
+                                std::vector<std::vector<unsigned>> *in,
+                                std::vector<std::vector<unsigned>> *out)
+{
+    ErrorList::get().sweep();
+    std::vector<unsigned> &A = (*in)[0], &pi = (*in)[1], &le = (*in)[2], &len = (*in)[3];
+    for (auto *s : {&A, &pi, &le, &len})
+        for (unsigned &d : *s)
+            if (!known(d))
+                d = kUnknown;
+    if (!A.empty() && (A.size() != 2 || (known(A[0]) && known(A[1]) && A[0] != A[1])))
+        return fail_dense("A must be a square (N, N) transition matrix, got shape " +
+                          shape_str(A));
+    unsigned n = kUnknown;
+    if (A.size() == 2)
+        n = known(A[0]) ? A[0] : A[1];
+    if (!known(n) && pi.size() == 1)
+        n = pi[0];
+    if (!known(n) && le.size() == 3)
+        n = le[2];
+    const std::string N = std::to_string(n);
+    if (!pi.empty() && (pi.size() != 1 || (known(n) && known(pi[0]) && pi[0] != n)))
+        return fail_dense("pi must have shape (N,)" + (known(n) ? " = (" + N + ",)" : "") +
+                          ", got shape " + shape_str(pi));
+    if (!le.empty() && (le.size() != 3 || (known(n) && known(le[2]) && le[2] != n)))
+        return fail_dense("log_emission must have shape (batch, T, N)" +
+                          (known(n) ? " = (batch, T, " + N + ")" : "") +
+                          " with one column per state of A, got shape " + shape_str(le));
+    if (known(n)) {
+        A = {n, n};
+        pi = {n};
+        if (le.empty())
+            le = {kUnknown, kUnknown, n};
+        else
+            le[2] = n;
+    }
+    const unsigned batch = le.size() == 3 && known(le[0]) ? le[0]
+                           : len.size() == 1             ? len[0]
+                                                         : kUnknown;
+    if (!len.empty() && (len.size() != 1 || (known(batch) && known(len[0]) && len[0] != batch)))
+        return fail_dense("lengths must have shape (batch,)" +
+                          (known(batch) ? " = (" + std::to_string(batch) + ",)" : "") +
+                          ", one length per sequence of log_emission, got shape " +
+                          shape_str(len));
+    if (known(batch)) {
+        len = {batch};
+        if (le.size() == 3)
+            le[0] = batch;
+    }
+    (*out)[0] = {batch};
+    return MX_SUCCESS;
+}
+
+/* lengths (batch,) as int64, checked as hmmop.checks.prepare_lengths does: first
+ * that every float length is an integer, then that each is in [0, T].  "" or the
+ * error, naming the first bad lengths[b]. */
+template <typename L>
+std::string prepare_lengths(const L *src, int64_t batch, int64_t T, std::vector<int64_t> *out)
+{
+    const bool is_float = !std::numeric_limits<L>::is_integer;
+    out->resize(static_cast<size_t>(batch));
+    if (is_float)
+        for (int64_t b = 0; b < batch; ++b)
+            if (!std::isfinite(src[b]) || src[b] != std::floor(src[b]))
+                return "lengths[" + std::to_string(b) + "] = " + float_repr(src[b]) +
+                       " is not an integer";
+    for (int64_t b = 0; b < batch; ++b) {
+        const double v = static_cast<double>(src[b]);
+        const bool inside = is_float ? (0 <= v && v <= static_cast<double>(T))
+                                     : (0 <= src[b] && static_cast<int64_t>(src[b]) <= T);
+        if (!inside) {
+            /* printed as the int64 it is (floats: whole numbers here) */
+            const bool fits = !is_float || std::fabs(v) < 9.2e18;
+            const std::string value = fits ? std::to_string(static_cast<long long>(src[b]))
+                                           : float_repr(src[b]);
+            return "lengths[" + std::to_string(b) + "] = " + value + " is outside [0, T] = [0, " +
+                   std::to_string(T) + "] (T: the steps of log_emission)";
+        }
+        (*out)[b] = static_cast<int64_t>(src[b]);
+    }
+    return "";
+}
+
+class HMMForwardDenseOp : public CustomStatefulOp {
+ public:
+    ~HMMForwardDenseOp() override { hmm_batch_free(plan_); }
+
+    MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                          const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        hmm_batch_free(plan_);
+        plan_ = nullptr;
+        MXTensor &A = (*inputs)[0], &pi = (*inputs)[1], &le = (*inputs)[2], &len = (*inputs)[3];
+        MXTensor &ll = (*outputs)[0];
+        if (A.shape.size() != 2 || pi.shape.size() != 1 || le.shape.size() != 3 ||
+            len.shape.size() != 1)
+            return fail_dense("inputs of unexpected ranks: A " + shape_str(A.shape) + ", pi " +
+                              shape_str(pi.shape) + ", log_emission " + shape_str(le.shape) +
+                              ", lengths " + shape_str(len.shape));
+        const int64_t n = A.shape[0], batch = le.shape[0], T = le.shape[1];
+        if (n < 1 || A.shape[1] != n || pi.shape[0] != n || le.shape[2] != n)
+            return fail_dense("A (N, N), pi (N,), log_emission (batch, T, N) with N >= 1 "
+                              "expected, got A " + shape_str(A.shape) + ", pi " +
+                              shape_str(pi.shape) + ", log_emission " + shape_str(le.shape));
+        if (batch < 1 || T < 1)
+            return fail_dense("log_emission must hold at least one sequence and one time step, "
+                              "got shape " + shape_str(le.shape) +
+                              " (give empty sequences length 0 instead)");
+        if (len.shape[0] != batch)
+            return fail_dense("lengths must have shape (batch,) = (" + std::to_string(batch) +
+                              ",), one length per sequence of log_emission, got shape " +
+                              shape_str(len.shape));
+        if (n > 0x7fffffff)
+            return fail_dense("too many states");
+        std::string err;
+        switch (len.dtype) {
+        case mxnet::ext::kInt32:
+            err = prepare_lengths(len.data<int32_t>(), batch, T, &lengths_);
+            break;
+        case mxnet::ext::kInt64:
+            err = prepare_lengths(len.data<int64_t>(), batch, T, &lengths_);
+            break;
+        case mxnet::ext::kFloat32:
+            err = prepare_lengths(len.data<float>(), batch, T, &lengths_);
+            break;
+        case mxnet::ext::kFloat64:
+            err = prepare_lengths(len.data<double>(), batch, T, &lengths_);
+            break;
+        default:
+            return fail_dense(std::string("lengths has dtype ") + dtype_name(len.dtype) +
+                              "; expected int32, int64, float32 or float64 holding integer "
+                              "lengths");
+        }
+        if (!err.empty())
+            return fail_dense(err);
+        if (A.dtype != pi.dtype || A.dtype != le.dtype || A.dtype != ll.dtype ||
+            (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
+            return fail_dense("A, pi, log_emission and ll must share one dtype, float32 or "
+                              "float64");
+        if (ll.size() != batch)
+            return fail_dense("ll has " + std::to_string(ll.size()) + " elements, expected " +
+                              std::to_string(batch));
+        dtype_ = A.dtype;
+        n_ = static_cast<int>(n);
+        size_ = batch * T;
+        starts_.resize(static_cast<size_t>(batch));
+        for (int64_t b = 0; b < batch; ++b)
+            starts_[b] = b * T;
+        plan_ = hmm_batch_new_dense(n_, batch, size_, starts_.data(), lengths_.data(),
+                                    dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64);
+        if (!plan_)
+            return fail_dense("no memory for the batch plan");
+        ll64_.assign(static_cast<size_t>(batch), 0.0);
+        if (hmm_batch_forward_dense(plan_, A.data_ptr, pi.data_ptr, le.data_ptr, ll64_.data(),
+                                    std::max(1, num_threads())) != 0)
+            return fail_dense("no memory for the forward pass");
+        store_as(ll, dtype_, ll64_.data());
+        return MX_SUCCESS;
+    }
+
+    /* inputs: dll, A, pi, log_emission, lengths, ll; outputs: dA, dpi,
+     * dlog_emission, dlengths, always overwritten (lib_api passes no request). */
+    MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                           const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        if (!plan_)
+            return fail_dense("backward without a successful forward");
+        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
+        if (!err.empty())
+            return fail_dense(err);
+        /* The driver reads log_emission again (the forward's input, which MXNet keeps for
+         * the backward of an extension op) and writes dlog_emission in the plan's dtype
+         * straight into MXNet's buffer. */
+        MXTensor &le = (*inputs)[3], &dle = (*outputs)[2];
+        for (MXTensor *t : {&le, &dle})
+            if (t->data_ptr && (t->dtype != dtype_ || t->size() != size_ * n_))
+                return fail_dense(std::string(t == &le ? "log_emission" : "its gradient") +
+                                  " has dtype " + dtype_name(t->dtype) + " and " +
+                                  std::to_string(t->size()) + " elements in the backward, "
+                                  "expected " + dtype_name(dtype_) + " and " +
+                                  std::to_string(size_ * n_));
+        if (!le.data_ptr)
+            return fail_dense("backward without log_emission");
+        const size_t n = n_;
+        grads_.assign(n * n + n, 0.0);
+        double *dA = grads_.data(), *dpi = dA + n * n;
+        if (hmm_batch_backward_dense(plan_, g64_.data(), le.data_ptr, dA, dpi, dle.data_ptr,
+                                     std::max(1, num_threads())) != 0)
+            return fail_dense("no memory for the backward pass");
+        const double *src[2] = {dA, dpi};
+        for (int i = 0; i < 2; ++i)
+            if ((*outputs)[i].data_ptr)        /* none where not asked for (grad_req 'null') */
+                store_as((*outputs)[i], dtype_, src[i]);
+        zero_grad((*outputs)[3]);
+        return MX_SUCCESS;
+    }
+
+ private:
+    hmm_batch *plan_ = nullptr;
+    int n_ = 0;
+    int dtype_ = 0;
+    int64_t size_ = 0;                       /* rows of log_emission: batch * T */
+    std::vector<int64_t> starts_, lengths_;  /* read by plan_ until it is freed */
+    std::vector<double> ll64_, g64_, grads_;
+};
+
+MXReturnValue create_state_dense(const std::unordered_map<std::string, std::string> &attrs,
+                                 const MXContext &ctx,
+                                 const std::vector<std::vector<unsigned int>> &in_shapes,
+                                 const std::vector<int> in_types, CustomStatefulOp **op)
+{
+    ErrorList::get().sweep();
+    *op = CustomStatefulOp::create<HMMForwardDenseOp>();
+    return MX_SUCCESS;
+}
+
 }  // namespace
 
 REGISTER_OP(hmm_forward)
@@ -602,6 +890,12 @@ REGISTER_OP(hmm_forward)
     .setInferType(infer_type)
     .setInferShape(infer_shape)
     .setCreateOpState(create_state, "cpu");
+
+REGISTER_OP(hmm_forward_dense)
+    .setParseAttrs(parse_attrs)         /* 4 inputs, 1 output, no attributes: as hmm_forward */
+    .setInferType(infer_type_dense)
+    .setInferShape(infer_shape_dense)
+    .setCreateOpState(create_state_dense, "cpu");
 
 /* For tests: how many messages lib_api's list holds now; the thread count a
  * call would use now. */
