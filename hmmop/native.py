@@ -1,13 +1,16 @@
-"""The native ``hmm_forward``: hmmop/libhmmop_op.so, loaded into MXNet.
+"""The native ``hmm_forward`` and ``hmm_forward_dense``: hmmop/libhmmop_op.so, loaded into MXNet.
 
     from hmmop import native
     if native.load():                            # once per process; quiet
         ll = mx.nd.hmm_forward(A, B, pi, obs)    # also mx.sym / F.hmm_forward
+        ll = mx.nd.hmm_forward_dense(A, pi, log_emission, lengths)
 
-The library (csrc/hmm_op.cc) registers a stateful operator through MXNet's
-extension library API with the contract of the CustomOp (hmmop/op.py) and the
-same C batch driver, so the results are bit-identical; it runs on CPU contexts
-and skips the CustomOp's Python callbacks.
+The library (csrc/hmm_op.cc) registers two stateful operators through MXNet's
+extension library API, each with the contract of its CustomOp (hmmop/op.py,
+hmmop/dense.py) and the same C batch driver, so the results are bit-identical;
+they run on CPU contexts and skip the CustomOps' Python callbacks.  load()
+requires both (OP_NAMES); hmmop feeds them through ``forward`` and
+``forward_dense`` (below).
 
 What MXNet's extension API cannot do, and how hmmop copes (see also
 hmmop.op.hmm_forward's backend="native"):
@@ -19,7 +22,8 @@ hmmop.op.hmm_forward's backend="native"):
   wrong.  ``forward`` puts an ``identity`` between each parameter and the op
   (and ``BlockGrad`` before obs) where that can happen (``guard``, ``guard_nd``):
   the op's gradients then go to a buffer of their own, always written, and
-  identity's backward honours the request.
+  identity's backward honours the request.  ``forward_dense`` does the same for
+  A, pi, log_emission and lengths (``guard_dense``, ``guard_dense_nd``).
 - Errors: lib_api.cc keeps every error message in a list it never clears and
   that MXNet reads back after each call; the library keeps it empty itself
   (``error_count()`` says how many it holds; 0 in steady state).  hmmop's
@@ -44,6 +48,8 @@ from . import threads
 
 LIBRARY = "libhmmop_op.so"
 OP_NAME = "hmm_forward"
+DENSE_OP_NAME = "hmm_forward_dense"
+OP_NAMES = (OP_NAME, DENSE_OP_NAME)       # the library registers both; load() requires both
 
 _lock = threading.Lock()
 _loaded = None          # None: not tried yet; then True or False
@@ -56,20 +62,28 @@ def library_path():
 
 
 def _registered():
-    """Whether MXNet already has an operator named hmm_forward (a library loaded before)."""
+    """Which of OP_NAMES MXNet already has (a library loaded before), as a set."""
     size = mx.base.mx_uint()
     names = ctypes.POINTER(ctypes.c_char_p)()
     mx.base.check_call(mx.base._LIB.MXListAllOpNames(ctypes.byref(size), ctypes.byref(names)))
-    return any(names[i] == OP_NAME.encode() for i in range(size.value))
+    wanted = {name.encode(): name for name in OP_NAMES}
+    return {wanted[names[i]] for i in range(size.value) if names[i] in wanted}
+
+
+def _missing(registered):
+    return ", ".join(repr(name) for name in OP_NAMES if name not in registered)
 
 
 def load():
     """Load the library into MXNet once per process; return whether the native op is there.
 
     Quiet; if the library is missing or fails to load, warns once with the
-    reason, and hmmop keeps running on the CustomOp.  An operator hmm_forward
-    that is already registered (the library loaded by hand, e.g. to run an
-    exported model) is taken as is: loading a library twice fails in MXNet.
+    reason, and hmmop keeps running on the CustomOps.  Operators hmm_forward
+    and hmm_forward_dense that are already registered (the library loaded by
+    hand, e.g. to run an exported model) are taken as they are: loading a
+    library twice fails in MXNet.  Only one of them registered (an older
+    library loaded by hand) counts as not available: the missing one cannot
+    be added.
     """
     global _loaded, _reason
     with _lock:
@@ -77,15 +91,22 @@ def load():
             return _loaded
         path = library_path()
         try:
-            if _registered():
+            before = _registered()
+            if len(before) == len(OP_NAMES):
                 _loaded = True
+                threads.on_change(_push_threads)        # reaches it where loaded from library_path()
+                _push_threads(threads._override)
                 return True
+            if before:
+                raise OSError(f"a library loaded before registered {', '.join(map(repr, sorted(before)))} "
+                              f"but not {_missing(before)} (an older libhmmop_op.so?)")
             if not os.path.isfile(path):
                 raise OSError(f"{path} does not exist (hmmop was built without mxnet's lib_api; "
                               f"rebuild with mxnet installed)")
             mx.library.load(path, verbose=False)
-            if not _registered():
-                raise OSError(f"{path} loaded but registered no operator {OP_NAME!r}")
+            after = _registered()
+            if len(after) < len(OP_NAMES):
+                raise OSError(f"{path} loaded but registered no operator {_missing(after)}")
             _loaded = True
             threads.on_change(_push_threads)
             _push_threads(threads._override)
@@ -99,6 +120,12 @@ def load():
 
 def available():
     """Whether the native operator is loaded (tries to load it the first time)."""
+    return load()
+
+
+def dense_available():
+    """Whether the native hmm_forward_dense is loaded: the same as available(), since load()
+    requires both operators."""
     return load()
 
 
@@ -167,3 +194,26 @@ def forward(F, A, B, pi, obs):
     if mx.autograd.is_recording():
         return op(*guard_nd(A, B, pi, obs))
     return op(A, B, pi, obs)
+
+
+def guard_dense(F, A, pi, log_emission, lengths):
+    """guard for hmm_forward_dense's inputs in a graph: identity on A, pi and log_emission,
+    BlockGrad on lengths (every input, for the reason given in guard)."""
+    return F.identity(A), F.identity(pi), F.identity(log_emission), F.BlockGrad(lengths)
+
+
+def guard_dense_nd(A, pi, log_emission, lengths):
+    """guard_nd for hmm_forward_dense's inputs: only leaves with a gradient attached."""
+    params = [mx.nd.identity(x) if x.grad is not None else x for x in (A, pi, log_emission)]
+    return params + [mx.nd.BlockGrad(lengths) if lengths.grad is not None else lengths]
+
+
+def forward_dense(F, A, pi, log_emission, lengths):
+    """ll = the native hmm_forward_dense on guarded inputs (F: mx.nd, under autograd or not,
+    or mx.sym).  lengths: an NDArray (or Symbol), not a list."""
+    op = getattr(F, DENSE_OP_NAME)
+    if F is mx.sym:
+        return op(*guard_dense(F, A, pi, log_emission, lengths))
+    if mx.autograd.is_recording():
+        return op(*guard_dense_nd(A, pi, log_emission, lengths))
+    return op(A, pi, log_emission, lengths)
