@@ -484,8 +484,11 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                     const VEC rw = w[v] * ic;
                     u[v] = e[v] * rw;
                     const VEC gm = p[v] * u[v] * gf;
-                    const int k = n - v * VL < VL ? n - v * VL : VL;
-                    memcpy(dst + v * VL, &gm, sizeof(REAL) * k);
+                    if ((v + 1) * VL <= n)
+                        memcpy(dst + v * VL, &gm, sizeof gm);      /* one unaligned vector store */
+                    else
+                        for (int l = 0; v * VL + l < n; ++l)
+                            dst[v * VL + l] = gm[l];
                 }
             } else {
                 const int32_t o = h->obs[seq[r] * T + t];
