@@ -709,21 +709,27 @@ def viterbi_dense(A, pi, const double[:, ::1] logE, starts, lengths, int num_thr
     return log_prob, paths
 
 
-def posteriors_dense(A, pi, logE, starts, lengths, int num_threads):
+def posteriors_dense(A, pi, logE, starts, lengths, int num_threads, gamma=None):
     """(ll (batch,), gamma (size, n), trans (n, n), start (n,)), all float64, on log-emissions.
 
     One forward-backward of the batch driver in double with gll = 1: gamma
     the state posteriors (0 outside the sequences, and for impossible ones,
     whose ll is -inf), trans = A * dll/dA and start = pi * dll/dpi the
     expected transition and initial counts summed over the sequences (the
-    E-step).  A, pi non-negative; logE (size, n).
+    E-step).  A, pi non-negative; logE (size, n).  gamma: None, or a float64
+    C-contiguous (size, n) array to write the posteriors into (an EM loop
+    passes the same one each iteration: fresh memory of that size costs a
+    page fault per 4 KB).
     """
     A64 = np.ascontiguousarray(A, dtype=np.float64)
     pi64 = np.ascontiguousarray(pi, dtype=np.float64)
     logE = np.ascontiguousarray(logE, dtype=np.float64)
     n = A64.shape[0]
     ws = forward_dense(A64, pi64, logE, starts, lengths, num_threads)
-    gamma = np.empty_like(logE)
+    if gamma is None:
+        gamma = np.empty_like(logE)
+    elif gamma.shape != logE.shape or gamma.dtype != np.float64 or not gamma.flags.c_contiguous:
+        raise ValueError(f"posteriors_dense: gamma must be a C-contiguous float64 array of shape {logE.shape}")
     dA = np.empty((n, n), dtype=np.float64)
     dpi = np.empty(n, dtype=np.float64)
     backward_dense(ws, np.ones(len(ws.ll), dtype=np.float64), logE, dA, dpi, gamma, 1, 1, 1, num_threads)

@@ -96,8 +96,9 @@ class Emission:
         """Set the parameters from data X (n, D) (missing rows excluded); rng: numpy Generator or int seed."""
         raise NotImplementedError(f"{type(self).__name__} must supply initialize")
 
-    def log_likelihood(self, X):
-        """float64 (n, N): log p(x_t | state i); 0 on missing rows."""
+    def log_likelihood(self, X, out=None):
+        """float64 (n, N): log p(x_t | state i); 0 on missing rows.  out: None or a C-contiguous
+        float64 (n, N) array to write into (an EM loop reuses one)."""
         raise NotImplementedError(f"{type(self).__name__} must supply log_likelihood")
 
     def empty_stats(self):

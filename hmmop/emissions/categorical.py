@@ -110,12 +110,12 @@ class CategoricalEmission(Emission):
         self._B = u
         return self
 
-    def log_likelihood(self, X):
+    def log_likelihood(self, X, out=None):
         """float64 (n, N): log B[i, x_t]; 0 on missing steps (-inf for a symbol a state cannot emit)."""
         rows = np.asarray(X)
         with np.errstate(divide="ignore"):
             table = np.vstack([np.log(self._B.T), np.zeros((1, self.n_states))])     # row M: missing
-        return table[np.where(rows == MISSING, self.n_symbols, rows)]
+        return np.take(table, np.where(rows == MISSING, self.n_symbols, rows), axis=0, out=out)
 
     def empty_stats(self):
         """{"obs": (N, M)}: expected emission counts (hmmlearn's stats['obs'])."""

@@ -44,6 +44,15 @@ def _block_rows(width):
     return max(256, _BLOCK_ELEMENTS // max(int(width), 1))
 
 
+def _output(out, shape):
+    """out if it is a C-contiguous float64 array of ``shape``, a new one for None; else ValueError."""
+    if out is None:
+        return np.empty(shape)
+    if out.shape != shape or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float64 array of shape {shape}")
+    return out
+
+
 def _as_rng(rng):
     """A numpy Generator or RandomState from a Generator, RandomState, int seed or None."""
     if isinstance(rng, (np.random.Generator, np.random.RandomState)):
@@ -304,15 +313,16 @@ class GaussianEmission(Emission):
         """
         return self._means.mean(axis=0)
 
-    def log_likelihood(self, X):
+    def log_likelihood(self, X, out=None):
         """float64 (n, N): log N(x_t; means[i], Sigma_i); 0 on missing (all-NaN) rows.
 
         X (n, D) should have passed ``check_data``; a row with some but not
         all NaN, or an infinite value, raises ValueError naming the row.
+        out: None or a C-contiguous float64 (n, N) array to write into.
         """
         X = self._rows(X)
         n, N, D = len(X), self.n_states, self.n_features
-        out = np.empty((n, N))
+        out = _output(out, (n, N))
         if n == 0:
             return out
         kind = self.covariance_type

@@ -122,8 +122,8 @@ class EmissionHMM:
         rows, lengths = self.emission.prepare(X, lengths)
         return rows, lengths, np.cumsum(lengths) - lengths
 
-    def _log_emission(self, rows):
-        return np.ascontiguousarray(self.emission.log_likelihood(rows), dtype=np.float64)
+    def _log_emission(self, rows, out=None):
+        return np.ascontiguousarray(self.emission.log_likelihood(rows, out=out), dtype=np.float64)
 
     def _split(self, values, lengths):
         ends = np.cumsum(lengths)
@@ -141,10 +141,12 @@ class EmissionHMM:
         """Total log-likelihood of the sequences (a float)."""
         return float(self.score_sequences(X, lengths).sum())
 
-    def _posteriors(self, rows, lengths, starts):
-        ll, gamma, trans, start = _kernel.posteriors_dense(self._A, self._pi, self._log_emission(rows), starts,
-                                                           lengths, get_num_threads())
-        return ll, gamma, trans, start
+    def _posteriors(self, rows, lengths, starts, buffers=None):
+        """(ll, gamma, trans, start) of one forward-backward; buffers: None or two (n, N) float64 arrays
+        for the log-emissions and the posteriors (an EM loop reuses them)."""
+        le_out, gamma_out = buffers if buffers is not None else (None, None)
+        return _kernel.posteriors_dense(self._A, self._pi, self._log_emission(rows, out=le_out), starts,
+                                        lengths, get_num_threads(), gamma=gamma_out)
 
     def score_samples(self, X, lengths=None):
         """(log-likelihood, posteriors): the total log-likelihood and predict_proba's posteriors,
@@ -299,8 +301,9 @@ class EmissionHMM:
 
     def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback):
         monitor = Monitor(epochs, n_observed, tol, progress, callback, desc="hmmop EM")
+        buffers = tuple(np.empty((len(rows), self.n_states)) for _ in range(2))
         for _ in monitor:
-            ll, gamma, trans, start = self._posteriors(rows, lengths, starts)
+            ll, gamma, trans, start = self._posteriors(rows, lengths, starts, buffers)
             stats = self.emission.empty_stats()
             self.emission.accumulate(stats, rows, gamma)
             converged = monitor.report(float(ll.sum()) + log_prior({"A": self._A, "pi": self._pi}, prior))
