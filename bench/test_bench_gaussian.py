@@ -72,7 +72,7 @@ from hmmop.benchmarks import peak_gflops
 from hmmop.data import feature_rows
 from hmmop.em import m_step
 from hmmop.emissions import GaussianEmission
-from hmmop.threads import get_num_threads
+from hmmop.ops.threads import get_num_threads
 
 TABLE, PARTS_TABLE = "gaussian", "gaussian_parts"
 TABLES[TABLE] = ("one EM iteration of a Gaussian HMM, hmmop vs hmmlearn 0.3.3; targets hmmlearn/hmmop "

@@ -117,7 +117,7 @@ def describe_machine():
         usable = cores
     omp = os.environ.get("OMP_NUM_THREADS")
     return (f"CPU: {_cpu_model()}, {cores} cores ({usable} usable), hmmop kernel threads: "
-            f"{hmmop.threads.get_num_threads()} (OMP_NUM_THREADS {'=' + omp if omp else 'unset'})\n"
+            f"{hmmop.ops.threads.get_num_threads()} (OMP_NUM_THREADS {'=' + omp if omp else 'unset'})\n"
             f"Python {platform.python_version()}, hmmop {hmmop.__version__}, mxnet {mx.__version__}, "
             f"numpy {np.__version__}, hmmlearn {_version('hmmlearn')}")
 

@@ -36,7 +36,7 @@ from .block import NAMES, HMMBlock
 from .data import encode, encode_flat, encode_padded, pad
 from .em import fit_em
 from .monitor import DivergenceError, Monitor
-from .ndview import from_host
+from .ops.ndview import from_host
 from .priors import check_prior
 from .trainer import Trainer, check_learning_rate
 

@@ -15,7 +15,7 @@ from . import distributed
 from .block import NAMES
 from .data import pad
 from .monitor import Monitor
-from .ndview import from_host, view
+from .ops.ndview import from_host, view
 
 _TINY = 1e-300
 

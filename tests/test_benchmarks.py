@@ -83,7 +83,7 @@ def test_describe_machine_names_cpu_cores_threads_and_versions():
             models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     assert f"CPU: {models[0] if models else platform.processor()}," in text
     assert f"{os.cpu_count()} cores" in text
-    assert f"kernel threads: {hmmop.threads.get_num_threads()}" in text
+    assert f"kernel threads: {hmmop.ops.threads.get_num_threads()}" in text
     for name, version in (("Python", platform.python_version()), ("hmmop", hmmop.__version__),
                           ("mxnet", mx.__version__), ("numpy", np.__version__),
                           ("hmmlearn", hmmlearn.__version__)):

@@ -36,13 +36,14 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from .. import _kernel, native
+from .. import _kernel
 from ..block import _masked_softmax
-from ..dense import OP_TYPE as DENSE_OP
-from ..dense import _native_dense
+from ..ops import native
+from ..ops.dense import OP_TYPE as DENSE_OP
+from ..ops.dense import _native_dense
 from ..monitor import DivergenceError, Monitor
 from ..priors import check_prior, log_prior, m_step
-from ..threads import get_num_threads
+from ..ops.threads import get_num_threads
 from ..trainer import check_learning_rate
 
 FORMAT, VERSION = "hmmop.HMM", 2

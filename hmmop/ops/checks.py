@@ -7,7 +7,7 @@ This module sits below op.py (op imports checks, never the reverse).
 import mxnet as mx
 import numpy as np
 
-from . import _kernel
+from .. import _kernel
 from .ndview import from_host
 
 PARAM_DTYPES = (np.float32, np.float64)

@@ -1,0 +1,85 @@
+"""hmmop's layout: the module paths from before the subpackages still work, the public names are there.
+
+Every old path (hmmop.op, hmmop.native, ...) gives the module at its new home - the same object, so
+that its state exists once - through ``import``, ``from hmmop import ...`` and as an attribute of
+hmmop, in this process and in a fresh one.
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hmmop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# old path -> new home
+OLD_PATHS = {
+    "hmmop.op": "hmmop.ops.categorical",
+    "hmmop.dense": "hmmop.ops.dense",
+    "hmmop.native": "hmmop.ops.native",
+    "hmmop.ndarray_path": "hmmop.ops.ndarray_path",
+    "hmmop.dense_ndarray": "hmmop.ops.dense_ndarray",
+    "hmmop.unroll": "hmmop.ops.unroll",
+    "hmmop.checks": "hmmop.ops.checks",
+    "hmmop.ndview": "hmmop.ops.ndview",
+    "hmmop.threads": "hmmop.ops.threads",
+}
+
+
+@pytest.mark.parametrize("old,new", sorted(OLD_PATHS.items()))
+def test_an_old_path_is_the_module_at_its_new_home(old, new):
+    module = importlib.import_module(new)
+    assert module.__name__ == new
+    assert importlib.import_module(old) is module and sys.modules[old] is module
+    name = old.rpartition(".")[2]
+    assert getattr(hmmop, name) is module
+    scope = {}
+    exec(f"from hmmop import {name} as m", scope)
+    assert scope["m"] is module
+
+
+def test_the_old_paths_are_these_alone():
+    assert {f"hmmop.{old}" for old in hmmop._old_paths.MOVED} == set(OLD_PATHS)
+    assert importlib.util.find_spec("hmmop.no_such_module") is None
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("hmmop.no_such_module")
+    with pytest.raises(AttributeError, match="no_such_name"):
+        hmmop.no_such_name
+
+
+def test_old_paths_in_a_fresh_process():
+    """Each old path imported first thing in a new process (no other hmmop module imported yet), and
+    module state shared: set_num_threads through one path is seen through the other."""
+    code = "\n".join([
+        "import sys",
+        *(f"import {old}" for old in OLD_PATHS),
+        *(f"import {new}; assert sys.modules[{old!r}] is sys.modules[{new!r}], {old!r}"
+          for old, new in OLD_PATHS.items()),
+        "from hmmop.threads import set_num_threads",
+        "set_num_threads(3)",
+        "import hmmop.ops.threads",
+        "assert hmmop.ops.threads._override == 3 and hmmop.get_num_threads() == 3",
+        "import hmmop.native",
+        "assert hmmop.native.load() is hmmop.ops.native._loaded",
+        "print('ok')",
+    ])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=180)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
+def test_the_public_names_are_there():
+    for name in hmmop.__all__:
+        assert getattr(hmmop, name) is not None, name
+    from hmmop import models
+    from hmmop.ops import categorical, dense, native, threads, unroll
+    assert hmmop.hmm_forward is categorical.hmm_forward
+    assert hmmop.hmm_forward_dense is dense.hmm_forward_dense
+    assert hmmop.GaussianHMM is models.GaussianHMM
+    assert hmmop.native is native
+    assert hmmop.get_num_threads is threads.get_num_threads and hmmop.set_num_threads is threads.set_num_threads
+    assert hmmop.unroll_forward is unroll.unroll_forward and hmmop.unroll_forward_dense is unroll.unroll_forward_dense
