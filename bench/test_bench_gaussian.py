@@ -42,7 +42,7 @@ makes, each timed alone on the data of the one before it:
 - "forward-backward": _kernel.posteriors_dense(A, pi, log_emission, starts, lengths, threads): ll,
   gamma (n, N), expected transition and initial counts, in double;
 - "accumulate + m_step": emission.empty_stats + accumulate(stats, rows, gamma) + m_step(stats, "mc")
-  on a fresh copy of the emission (made in the setup), and hmmop.em.m_step for A and pi;
+  on a fresh copy of the emission (made in the setup), and hmmop.fit.em.m_step for A and pi;
 - "whole": the "hmmop float64" iteration again (recorded by that test).
 Checked: the parts run in turn from the start end with the parameters and log-likelihood of
 hmmlearn's iteration (to 1e-6), so they time the same work as the whole.
@@ -70,7 +70,7 @@ from benchutil import RESULTS, TABLES
 from hmmop import GaussianHMM, _kernel
 from hmmop.benchmarks import peak_gflops
 from hmmop.data import feature_rows
-from hmmop.em import m_step
+from hmmop.fit.em import m_step
 from hmmop.emissions import GaussianEmission
 from hmmop.ops.threads import get_num_threads
 

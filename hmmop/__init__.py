@@ -18,16 +18,17 @@ import _hmmop_mxnet_hook
 
 _hmmop_mxnet_hook.restore_numpy_names()     # before mxnet is first imported (numpy >= 1.24)
 
-from . import em, inference  # noqa: E402
+from .fit import em  # noqa: E402
+from . import inference
 from .ops import native
-from .block import HMMBlock
+from .nn.hmm_block import HMMBlock
 from .ops.dense import hmm_forward_dense
 from .model import HMM
 from .models import EmissionHMM, GaussianHMM, load
-from .monitor import DivergenceError
+from .fit.monitor import DivergenceError
 from .ops.categorical import hmm_forward
 from .ops.threads import get_num_threads, set_num_threads
-from .trainer import Trainer
+from .fit.trainer import Trainer
 from .ops.unroll import unroll_forward, unroll_forward_dense
 from . import _old_paths
 

@@ -31,6 +31,12 @@ MOVED = {
     "checks": "ops.checks",
     "ndview": "ops.ndview",
     "threads": "ops.threads",
+    "block": "nn.hmm_block",
+    "trainer": "fit.trainer",
+    "em": "fit.em",
+    "monitor": "fit.monitor",
+    "priors": "fit.priors",
+    "distributed": "fit.distributed",
 }
 
 

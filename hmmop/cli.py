@@ -30,14 +30,15 @@ import time
 
 import numpy as np
 
-from . import benchmarks, distributed, plots
+from . import benchmarks, plots
 from .emissions.gaussian import COVARIANCE_TYPES
 from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
                     read_sequences, with_vocabulary, write_features)
+from .fit import distributed
+from .fit.monitor import DivergenceError
 from .model import HMM
 from .models import GaussianHMM
 from .models import load as load_model
-from .monitor import DivergenceError
 
 
 class UsageError(Exception):

@@ -31,14 +31,15 @@ import os
 import mxnet as mx
 import numpy as np
 
-from . import distributed, inference
-from .block import NAMES, HMMBlock
+from . import inference
 from .data import encode, encode_flat, encode_padded, pad
-from .em import fit_em
-from .monitor import DivergenceError, Monitor
+from .fit import distributed
+from .fit.em import fit_em
+from .fit.monitor import DivergenceError, Monitor
+from .fit.priors import check_prior
+from .fit.trainer import Trainer, check_learning_rate
+from .nn.hmm_block import NAMES, HMMBlock
 from .ops.ndview import from_host
-from .priors import check_prior
-from .trainer import Trainer, check_learning_rate
 
 FORMAT, VERSION = "hmmop.HMM", 1
 # Probabilities below this become this before their log is taken for the

@@ -26,6 +26,12 @@ OLD_PATHS = {
     "hmmop.checks": "hmmop.ops.checks",
     "hmmop.ndview": "hmmop.ops.ndview",
     "hmmop.threads": "hmmop.ops.threads",
+    "hmmop.block": "hmmop.nn.hmm_block",
+    "hmmop.trainer": "hmmop.fit.trainer",
+    "hmmop.em": "hmmop.fit.em",
+    "hmmop.monitor": "hmmop.fit.monitor",
+    "hmmop.priors": "hmmop.fit.priors",
+    "hmmop.distributed": "hmmop.fit.distributed",
 }
 
 
@@ -76,7 +82,11 @@ def test_the_public_names_are_there():
     for name in hmmop.__all__:
         assert getattr(hmmop, name) is not None, name
     from hmmop import models
+    from hmmop.fit import em, monitor, trainer
+    from hmmop.nn import hmm_block
     from hmmop.ops import categorical, dense, native, threads, unroll
+    assert hmmop.HMMBlock is hmm_block.HMMBlock and hmmop.Trainer is trainer.Trainer
+    assert hmmop.DivergenceError is monitor.DivergenceError and hmmop.em is em
     assert hmmop.hmm_forward is categorical.hmm_forward
     assert hmmop.hmm_forward_dense is dense.hmm_forward_dense
     assert hmmop.GaussianHMM is models.GaussianHMM

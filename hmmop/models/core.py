@@ -37,14 +37,14 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from .. import _kernel
-from ..block import _masked_softmax
+from ..fit.monitor import DivergenceError, Monitor
+from ..fit.priors import check_prior, log_prior, m_step
+from ..fit.trainer import check_learning_rate
+from ..nn.hmm_block import _masked_softmax
 from ..ops import native
 from ..ops.dense import OP_TYPE as DENSE_OP
 from ..ops.dense import _native_dense
-from ..monitor import DivergenceError, Monitor
-from ..priors import check_prior, log_prior, m_step
 from ..ops.threads import get_num_threads
-from ..trainer import check_learning_rate
 
 FORMAT, VERSION = "hmmop.HMM", 2
 CORE = ("A", "pi")
