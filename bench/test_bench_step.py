@@ -18,7 +18,7 @@ from mxnet import gluon
 
 import hmmop
 from benchutil import TABLES
-from hmmop.benchmarks import training_step
+from hmmop.cli.benchmarks import training_step
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
                   ["native", "native-hybrid", "customop", "customop-hybrid", "ndarray", "unroll", "floor"],

@@ -23,7 +23,7 @@ from . import inference
 from .ops import native
 from .nn.hmm_block import HMMBlock
 from .ops.dense import hmm_forward_dense
-from .model import HMM
+from .models.hmm import HMM
 from .models import EmissionHMM, GaussianHMM, load
 from .fit.monitor import DivergenceError
 from .ops.categorical import hmm_forward

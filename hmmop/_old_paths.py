@@ -37,7 +37,13 @@ MOVED = {
     "monitor": "fit.monitor",
     "priors": "fit.priors",
     "distributed": "fit.distributed",
+    "model": "models.hmm",
+    "files": "cli.files",
+    "plots": "cli.plots",
+    "benchmarks": "cli.benchmarks",
 }
+# hmmop.cli, once a module, is now a package: hmmop.cli.main (the console script's entry point) is
+# there as before; the rest of the old module is hmmop.cli.commands.
 
 
 def new_home(name):

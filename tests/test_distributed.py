@@ -16,7 +16,7 @@ import pytest
 
 from hmmop import HMM
 from hmmop.fit import distributed
-from hmmop.files import read_sequences
+from hmmop.cli.files import read_sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRADIENT = dict(method="gradient", optimizer="sgd", learning_rate=2.0, epochs=40, progress=False)

@@ -4,8 +4,10 @@ Every old path (hmmop.op, hmmop.native, ...) gives the module at its new home - 
 that its state exists once - through ``import``, ``from hmmop import ...`` and as an attribute of
 hmmop, in this process and in a fresh one.
 """
+import ast
 import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 
@@ -32,6 +34,10 @@ OLD_PATHS = {
     "hmmop.monitor": "hmmop.fit.monitor",
     "hmmop.priors": "hmmop.fit.priors",
     "hmmop.distributed": "hmmop.fit.distributed",
+    "hmmop.model": "hmmop.models.hmm",
+    "hmmop.files": "hmmop.cli.files",
+    "hmmop.plots": "hmmop.cli.plots",
+    "hmmop.benchmarks": "hmmop.cli.benchmarks",
 }
 
 
@@ -82,9 +88,11 @@ def test_the_public_names_are_there():
     for name in hmmop.__all__:
         assert getattr(hmmop, name) is not None, name
     from hmmop import models
+    from hmmop.cli import commands
     from hmmop.fit import em, monitor, trainer
     from hmmop.nn import hmm_block
     from hmmop.ops import categorical, dense, native, threads, unroll
+    assert hmmop.HMM is models.hmm.HMM and hmmop.EmissionHMM is models.EmissionHMM and hmmop.load is models.load
     assert hmmop.HMMBlock is hmm_block.HMMBlock and hmmop.Trainer is trainer.Trainer
     assert hmmop.DivergenceError is monitor.DivergenceError and hmmop.em is em
     assert hmmop.hmm_forward is categorical.hmm_forward
@@ -93,3 +101,17 @@ def test_the_public_names_are_there():
     assert hmmop.native is native
     assert hmmop.get_num_threads is threads.get_num_threads and hmmop.set_num_threads is threads.set_num_threads
     assert hmmop.unroll_forward is unroll.unroll_forward and hmmop.unroll_forward_dense is unroll.unroll_forward_dense
+    # the console script (setup.py: hmmop = hmmop.cli:main) and python -m hmmop
+    assert pkgutil.resolve_name("hmmop.cli:main") is commands.main
+    assert "hmmop = hmmop.cli:main" in open(os.path.join(ROOT, "setup.py")).read()
+
+
+def test_setup_lists_every_package():
+    """A regular install takes only the packages setup.py names: every folder of hmmop must be there."""
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    listed = next(ast.literal_eval(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                  for k in node.keywords if k.arg == "packages")
+    top = os.path.dirname(hmmop.__file__)
+    found = {os.path.relpath(d, os.path.dirname(top)).replace(os.sep, ".")
+             for d, _, files in os.walk(top) if "__init__.py" in files}
+    assert sorted(listed) == sorted(found)

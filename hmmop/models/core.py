@@ -594,7 +594,7 @@ def load(path, **kwargs):
         raise ValueError(f"{path!r} is not an hmmop model file (format {FORMAT!r})")
     version = int(fields["version"])
     if version == 1:
-        from ..model import HMM
+        from .hmm import HMM
         return HMM.load(path, **kwargs)
     if version != VERSION:
         raise ValueError(f"{path!r} has model file version {version}; this hmmop reads versions 1 and {VERSION}")

@@ -2,7 +2,7 @@
 
 Every check raises ValueError (wrong shape or value) or TypeError (wrong
 dtype) with a message that names the input, what it is and what was expected.
-This module sits below op.py (op imports checks, never the reverse).
+This module sits below categorical.py (categorical imports checks, never the reverse).
 """
 import mxnet as mx
 import numpy as np
