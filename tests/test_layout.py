@@ -1,8 +1,12 @@
-"""hmmop's layout: the module paths from before the subpackages still work, the public names are there.
+"""hmmop's layout: imports point down, the module paths from before the subpackages still work, the
+public names are there.
 
-Every old path (hmmop.op, hmmop.native, ...) gives the module at its new home - the same object, so
-that its state exists once - through ``import``, ``from hmmop import ...`` and as an attribute of
-hmmop, in this process and in a fresh one.
+Floors (FLOORS, bottom first): a module imports from its own room or from rooms on lower floors,
+never from its floor's other rooms or from above - read from the source (every import statement,
+those inside functions too), so that an import that climbs fails here.  Every old path (hmmop.op,
+hmmop.native, ...) gives the module at its new home - the same object, so that its state exists
+once - through ``import``, ``from hmmop import ...`` and as an attribute of hmmop, in this process
+and in a fresh one.
 """
 import ast
 import importlib
@@ -16,6 +20,22 @@ import pytest
 import hmmop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# bottom first: the rooms of each floor (a room: a subpackage, or a module of hmmop's top level)
+FLOORS = [
+    {"hmmop._kernel", "hmmop.data"},
+    {"hmmop.ops"},
+    {"hmmop.inference", "hmmop.gist"},
+    {"hmmop.nn"},
+    {"hmmop.fit"},
+    {"hmmop.emissions"},
+    {"hmmop.models"},
+    {"hmmop._old_paths"},               # the old paths' table: it names modules, imports none
+    {"hmmop"},                          # the public face (hmmop/__init__.py)
+    {"hmmop.cli"},
+    {"hmmop.__main__"},
+]
+FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
 
 # old path -> new home
 OLD_PATHS = {
@@ -115,3 +135,55 @@ def test_setup_lists_every_package():
     found = {os.path.relpath(d, os.path.dirname(top)).replace(os.sep, ".")
              for d, _, files in os.walk(top) if "__init__.py" in files}
     assert sorted(listed) == sorted(found)
+
+
+
+def room(module):
+    """hmmop.ops.dense -> hmmop.ops; hmmop.inference -> hmmop.inference; hmmop -> hmmop."""
+    return ".".join(module.split(".")[:2])
+
+
+def is_module(top, name):
+    """Whether hmmop.X.Y (``name``) is a module or package of the source tree at ``top`` (the kernel: its .pyx)."""
+    path = os.path.join(top, *name.split(".")[1:])
+    return any(os.path.isfile(p) for p in (path + ".py", path + ".pyx", os.path.join(path, "__init__.py")))
+
+
+def imports(top, path, module, is_package):
+    """(line, imported module) of every hmmop import in a source file, relative ones resolved;
+    ``from P import name`` counts as importing P.name where that is a module, else P (so an old path
+    through the package, ``from .. import native``, counts as importing the public face)."""
+    base = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parent = base.rsplit(".", node.level - 1)[0] if node.level else ""
+            package = ".".join(p for p in (parent, node.module) if p)
+            targets = [f"{package}.{alias.name}" if is_module(top, f"{package}.{alias.name}") else package
+                       for alias in node.names]
+        else:
+            continue
+        yield from ((node.lineno, t) for t in targets if t == "hmmop" or t.startswith("hmmop."))
+
+
+def test_imports_point_down():
+    top = os.path.dirname(hmmop.__file__)
+    climbs, seen = [], set()
+    for folder, _, files in os.walk(top):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            parts = os.path.relpath(path, os.path.dirname(top))[:-3].split(os.sep)
+            is_package = parts[-1] == "__init__"
+            module = ".".join(parts[:-1] if is_package else parts)
+            here = room(module)
+            assert here in FLOOR, f"{module}: its room {here} is on no floor of FLOORS"
+            seen.add(here)
+            for line, target in imports(top, path, module, is_package):
+                there = room(target)
+                assert there in FLOOR, f"{module}:{line} imports {target}, on no floor of FLOORS"
+                if there != here and FLOOR[there] >= FLOOR[here]:
+                    climbs.append(f"{os.path.relpath(path, top)}:{line}: {here} (floor {FLOOR[here]}) "
+                                  f"imports {target} (floor {FLOOR[there]})")
+    assert not climbs, "imports that do not point down:\n" + "\n".join(climbs)
+    assert seen | {"hmmop._kernel"} == set(FLOOR), "FLOORS names a room that holds no module"
