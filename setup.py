@@ -109,7 +109,7 @@ setup(
     description="Fused hidden-Markov-model forward/backward operator for Apache MXNet",
     long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=["hmmop", "hmmop.models", "hmmop.emissions"],
+    packages=["hmmop", "hmmop.ops", "hmmop.nn", "hmmop.fit", "hmmop.emissions", "hmmop.models", "hmmop.cli"],
     py_modules=["_hmmop_mxnet_hook"],
     cmdclass={"build_py": build_py_with_pth, "build_ext": build_ext_native},
     python_requires=">=3.8,<3.14",

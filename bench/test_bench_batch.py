@@ -20,7 +20,7 @@ log-likelihoods and the three gradients match the sequential ones: to 1e-4 relat
 
 At the end: the "batch" table of medians (sequential, batched, their ratio), then achieved GFLOP/s
 per cell - 6 N^2 flops per symbol (forward 2 N^2, backward 4 N^2) times the workload's symbols, over
-the median - and its fraction of hmmop.benchmarks.peak_gflops(dtype, threads), whose description
+the median - and its fraction of hmmop.cli.benchmarks.peak_gflops(dtype, threads), whose description
 is printed below. The fraction is of the workload dtype's
 peak for both columns, though "sequential" computes in double.
 
@@ -36,7 +36,7 @@ import pytest
 import hmmop
 from benchutil import RESULTS, TABLES
 from hmmop import _kernel
-from hmmop.benchmarks import peak_gflops
+from hmmop.cli.benchmarks import peak_gflops
 
 TABLE = "batch"
 TABLES[TABLE] = ("log-likelihood + gradient (forward + backward), batch driver vs per-sequence kernel: median",

@@ -14,7 +14,7 @@ target: the dense operator's log-likelihood + gradient within 1.3x of the catego
 - op rows: the same float32 workload through the MXNet operators under autograd:
   hmmop.hmm_forward(A, B, pi, obs) against hmmop.hmm_forward_dense(A, pi, log_emission, lengths)
   (default value checks on), gradients attached to A, B / log_emission and pi; record, backward,
-  wait for the gradients. The dense side runs backend="native" where hmmop.native offers it, else
+  wait for the gradients. The dense side runs backend="native" where hmmop.ops.native offers it, else
   backend="cython" (the CustomOp), and the row's name says which.
 
 The float32 1-thread and float64 driver rows are @pytest.mark.slow (make test runs the target row

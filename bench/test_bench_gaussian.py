@@ -43,13 +43,13 @@ makes, each timed alone on the data of the one before it:
 - "forward-backward": _kernel.posteriors_dense(A, pi, log_emission, starts, lengths, threads): ll,
   gamma (n, N), expected transition and initial counts, in double;
 - "accumulate + m_step": emission.empty_stats + accumulate(stats, rows, gamma) + m_step(stats, "mc")
-  on a fresh copy of the emission (made in the setup), and hmmop.em.m_step for A and pi;
+  on a fresh copy of the emission (made in the setup), and hmmop.fit.em.m_step for A and pi;
 - "whole": the "hmmop float64" iteration again (recorded by that test).
 Checked: the parts run in turn from the start end with the parameters and log-likelihood of
 hmmlearn's iteration (to 1e-6), so they time the same work as the whole.
 
 At the end, an arithmetic floor per workload and each part's GFLOP/s against
-hmmop.benchmarks.peak_gflops("float64", threads): flops per frame log-emission 4ND (diag: x @ (D, N)
+hmmop.cli.benchmarks.peak_gflops("float64", threads): flops per frame log-emission 4ND (diag: x @ (D, N)
 and x^2 @ (D, N)) or 2ND^2 + 2ND (full: the whitened x for every state, squared and summed),
 statistics 4ND (diag: gamma^T x, gamma^T x^2) or 2ND^2 + 2ND (full: gamma^T x and the N outer
 products), forward-backward 6N^2 (as bench/test_bench_batch.py counts it; its exps are not
@@ -69,11 +69,11 @@ from hmmlearn import hmm
 
 from benchutil import RESULTS, TABLES
 from hmmop import GaussianHMM, _kernel
-from hmmop.benchmarks import peak_gflops
+from hmmop.cli.benchmarks import peak_gflops
 from hmmop.data import feature_rows
-from hmmop.em import m_step
 from hmmop.emissions import GaussianEmission
-from hmmop.threads import get_num_threads
+from hmmop.fit.em import m_step
+from hmmop.ops.threads import get_num_threads
 
 TABLE, PARTS_TABLE = "gaussian", "gaussian_parts"
 TABLES[TABLE] = ("one EM iteration of a Gaussian HMM, hmmop vs hmmlearn 0.3.3; targets hmmlearn/hmmop "

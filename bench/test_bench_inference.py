@@ -4,7 +4,7 @@ Data: 500 sequences, lengths uniform in 20..200 (seeded), sampled with
 hmmop.inference.sample from a known float64 model (seeded: A = (I + Dirichlet(1)
 rows) / 2, B rows Dirichlet(0.5), pi Dirichlet(1)), for N=4, M=3 and N=16, M=32.
 All hmmop models are float64.  Both libraries run with their defaults (hmmop's
-kernel: hmmop.threads.get_num_threads() OpenMP threads; hmmlearn: one thread).
+kernel: hmmop.ops.threads.get_num_threads() OpenMP threads; hmmlearn: one thread).
 
 - "inference" table, hmmop vs hmmlearn on the same data and parameters:
   * one EM iteration from a random start (rows Dirichlet(1), seeded):

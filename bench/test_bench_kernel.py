@@ -10,7 +10,7 @@ from hmmlearn import _hmmc
 
 from benchutil import TABLES
 from hmmop import _kernel
-from hmmop.benchmarks import kernel_data
+from hmmop.cli.benchmarks import kernel_data
 
 TABLES["kernel"] = ("kernel, one sequence, one thread: median per time step",
                     ["hmmop", "hmmlearn"], ("hmmlearn", "hmmop", "hmmlearn/hmmop"))

@@ -1,6 +1,6 @@
 """One training step (softmax -> ll -> backward -> SGD update) on each way to compute ll:
 the native operator through hmmop.hmm_forward (the default on a CPU, "native") and inside a
-hybridized gluon block as the trainer runs it ("native-hybrid"; graphs get hmmop.native.guard's
+hybridized gluon block as the trainer runs it ("native-hybrid"; graphs get hmmop.ops.native.guard's
 identity ops in front), the Python CustomOp on its Cython kernel ("customop", "customop-hybrid"),
 the CustomOp forced onto its NDArray path ("ndarray", the GPU route, here on the CPU), the autograd
 unroll ("unroll"), and a floor: the same step with two builtin ops of the same inputs,
@@ -18,7 +18,7 @@ from mxnet import gluon
 
 import hmmop
 from benchutil import TABLES
-from hmmop.benchmarks import training_step
+from hmmop.cli.benchmarks import training_step
 
 TABLES["step"] = ("training step, N=4, M=3: median per step",
                   ["native", "native-hybrid", "customop", "customop-hybrid", "ndarray", "unroll", "floor"],

@@ -3,7 +3,7 @@
     python examples/distributed_throughput.py [--workers 2] [--sequences 2000] [--length 500]
 
 Fits 8 states / 20 symbols on random data, full batch, Adam: first as --workers workers of a job
-started by hmmop.distributed.launch (one kernel thread each), then in this process (with the
+started by hmmop.fit.distributed.launch (one kernel thread each), then in this process (with the
 kernel's default threads, then one thread), printing the time per epoch, the symbols per second
 and the cost of one sum through the servers (push + pull of the gradients, waited for).
 """
@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 import hmmop
-from hmmop import HMM, distributed
+from hmmop import HMM
+from hmmop.fit import distributed
 
 
 def data(n, length):

@@ -18,18 +18,28 @@ import _hmmop_mxnet_hook
 
 _hmmop_mxnet_hook.restore_numpy_names()     # before mxnet is first imported (numpy >= 1.24)
 
-from . import em, inference, native  # noqa: E402
-from .block import HMMBlock
-from .dense import hmm_forward_dense
-from .model import HMM
+from .fit import em  # noqa: E402
+from . import inference
+from .ops import native
+from .nn.hmm_block import HMMBlock
+from .ops.dense import hmm_forward_dense
+from .models.hmm import HMM
 from .models import EmissionHMM, GaussianHMM, load
-from .monitor import DivergenceError
-from .op import hmm_forward
-from .threads import get_num_threads, set_num_threads
-from .trainer import Trainer
-from .unroll import unroll_forward, unroll_forward_dense
+from .fit.monitor import DivergenceError
+from .ops.categorical import hmm_forward
+from .ops.threads import get_num_threads, set_num_threads
+from .fit.trainer import Trainer
+from .ops.unroll import unroll_forward, unroll_forward_dense
+from . import _old_paths
 
 native.load()
+_old_paths.install()            # import hmmop.op, hmmop.trainer, ...: the paths from before the subpackages
+
+
+def __getattr__(name):
+    """hmmop.op, hmmop.trainer, ...: an old module path as an attribute of the package, as before."""
+    return _old_paths.attribute(name)
+
 
 __version__ = "0.1.0"
 __all__ = ["HMM", "GaussianHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",

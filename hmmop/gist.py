@@ -11,7 +11,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from .op import hmm_forward
+from .ops.categorical import hmm_forward
 
 # The gist's initial values (used as logits, as the gist does).  B is stored
 # states x symbols, the transpose of the gist's layout.

@@ -17,9 +17,10 @@ import re
 
 import numpy as np
 
-from . import _kernel, checks
+from . import _kernel
 from .data import concatenated
-from .threads import get_num_threads
+from .ops import checks
+from .ops.threads import get_num_threads
 
 
 def viterbi(A, B, pi, obs, lengths=None, num_threads=None):

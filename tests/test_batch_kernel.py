@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop import _kernel, checks
+from hmmop import _kernel
+from hmmop.ops import checks
 from reference import grads_of, hmmlearn_score, params, random_model, random_padded, under_thread_counts
 
 MISSING, PAD = -2, -1

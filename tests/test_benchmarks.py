@@ -1,4 +1,4 @@
-"""hmmop.benchmarks (the runner behind `hmmop bench`): formatting, the machine's
+"""hmmop.cli.benchmarks (the runner behind `hmmop bench`): formatting, the machine's
 description, and each benchmark on tiny sizes - its table, its times, and that its
 cross-check between the two sides catches a side that computes something else."""
 import io
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop import benchmarks
+from hmmop.cli import benchmarks
 
 
 def check_table(table, columns, labels, ratio):
@@ -83,7 +83,7 @@ def test_describe_machine_names_cpu_cores_threads_and_versions():
             models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     assert f"CPU: {models[0] if models else platform.processor()}," in text
     assert f"{os.cpu_count()} cores" in text
-    assert f"kernel threads: {hmmop.threads.get_num_threads()}" in text
+    assert f"kernel threads: {hmmop.ops.threads.get_num_threads()}" in text
     for name, version in (("Python", platform.python_version()), ("hmmop", hmmop.__version__),
                           ("mxnet", mx.__version__), ("numpy", np.__version__),
                           ("hmmlearn", hmmlearn.__version__)):
@@ -212,7 +212,7 @@ def test_main_prints_machine_tables_and_plots(monkeypatch, tmp_path):
 
     drawn = []
     monkeypatch.setattr(benchmarks, "run", fake_run)
-    monkeypatch.setitem(sys.modules, "hmmop.plots",
+    monkeypatch.setitem(sys.modules, "hmmop.cli.plots",
                         types.SimpleNamespace(benchmark=lambda tables, path: drawn.append((tables, path))))
     out, err = io.StringIO(), io.StringIO()
     path = str(tmp_path / "bench.png")
@@ -224,7 +224,7 @@ def test_main_prints_machine_tables_and_plots(monkeypatch, tmp_path):
 
 def test_main_without_plot_does_not_import_plots(monkeypatch):
     monkeypatch.setattr(benchmarks, "run", lambda quick, progress: HAND_MADE)
-    monkeypatch.setitem(sys.modules, "hmmop.plots", None)    # importing it would raise
+    monkeypatch.setitem(sys.modules, "hmmop.cli.plots", None)    # importing it would raise
     out = io.StringIO()
     benchmarks.main(out=out, err=io.StringIO())
     assert out.getvalue().endswith(benchmarks.format_tables(HAND_MADE))
@@ -234,7 +234,7 @@ def test_peak_gflops_is_the_product_of_its_stated_factors():
     """peak = cores x GHz x lanes x 2 x FMA units, as the description states them; float32 has twice
     float64's lanes; one thread is one core's share."""
     import re
-    from hmmop.benchmarks import peak_gflops
+    from hmmop.cli.benchmarks import peak_gflops
     p32, text = peak_gflops("float32")
     if p32 is None:
         pytest.skip(text)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from hmmop import HMM
-from hmmop.files import read_sequences, with_vocabulary
+from hmmop.cli.files import read_sequences, with_vocabulary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

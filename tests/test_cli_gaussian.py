@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop import GaussianHMM, plots
-from hmmop.files import DataError, format_features, read_features, write_features
+from hmmop import GaussianHMM
+from hmmop.cli import plots
+from hmmop.cli.files import DataError, format_features, read_features, write_features
 
 from test_cli import hmmop as run, png_size
 
@@ -226,11 +227,12 @@ def test_categorical_stays_the_default(tmp_path):
 
 def test_help_names_the_new_options(capsys):
     from hmmop import cli
+    from hmmop.cli import commands
     with pytest.raises(SystemExit):
         cli.main(["fit", "--help"])
     out = capsys.readouterr().out
     assert "--emissions {categorical,gaussian}" in out and "--covariance" in out and "hmmop fit walk.csv" in out
-    assert "Gaussian" in cli._parser().format_help()
+    assert "Gaussian" in commands._parser().format_help()
 
 
 @pytest.mark.parametrize("name,text,message", [

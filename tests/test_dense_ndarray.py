@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from hmmop.dense_ndarray import NDArrayForwardDense
-from hmmop.unroll import unroll_forward_dense
+from hmmop.ops.dense_ndarray import NDArrayForwardDense
+from hmmop.ops.unroll import unroll_forward_dense
 from reference import random_model, random_padded
 
 F64 = np.float64

@@ -722,7 +722,7 @@ def test_raw_custom_refuses_unknown_backend(capfd):
 # -- the NDArray backend ---------------------------------------------------------------------
 @pytest.mark.parametrize("door", sorted(DOORS))
 def test_ndarray_backend_agrees_with_cython(door):
-    pytest.importorskip("hmmop.dense_ndarray")
+    pytest.importorskip("hmmop.ops.dense_ndarray")
     rng = np.random.default_rng(51)
     A, pi, le, lengths, head = random_problem(rng, 4, 12, [12, 7, 0, 12, 3, 1], p_neg_inf=0.15)
     le[3, 1:5] *= 5e3                                    # a row at large scale

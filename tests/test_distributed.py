@@ -14,8 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from hmmop import HMM, distributed
-from hmmop.files import read_sequences
+from hmmop import HMM
+from hmmop.fit import distributed
+from hmmop.cli.files import read_sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRADIENT = dict(method="gradient", optimizer="sgd", learning_rate=2.0, epochs=40, progress=False)
@@ -27,7 +28,8 @@ EM = dict(method="em", epochs=30, progress=False)
 WORKER = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from hmmop import HMM, distributed
+    from hmmop import HMM
+    from hmmop.fit import distributed
     data, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     seqs = [[int(x) for x in line.split()] for line in open(data)]
     kv = distributed.kvstore()
@@ -55,7 +57,8 @@ WORKER = textwrap.dedent("""
 LONG = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from hmmop import HMM, distributed
+    from hmmop import HMM
+    from hmmop.fit import distributed
     out = sys.argv[1]
     kv = distributed.kvstore()
     with open(f"{out}-pid-{kv.rank}", "w") as f:
@@ -230,7 +233,8 @@ def test_a_killed_worker_stops_the_job(tmp_path):
 FAILING = textwrap.dedent("""
     import sys
     import numpy as np
-    from hmmop import HMM, distributed
+    from hmmop import HMM
+    from hmmop.fit import distributed
     kv = distributed.kvstore()
     def fail(epoch, value):
         if kv.rank == 1 and epoch == 20:
@@ -340,7 +344,8 @@ AFTER_A_FIT = textwrap.dedent("""
     import socket, sys
     import numpy as np
     import hmmop
-    from hmmop import HMM, distributed
+    from hmmop import HMM
+    from hmmop.fit import distributed
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, 20, size=300) for _ in range(100)]
     HMM(8, 20, seed=0).fit(seqs, epochs=3, optimizer="adam", learning_rate=0.05, progress=False)
@@ -355,7 +360,7 @@ AFTER_A_FIT = textwrap.dedent("""
         real = distributed.free_port
         distributed.free_port = lambda host="127.0.0.1": next(ports, None) or real(host)
         sys.exit(distributed.launch(1, 1, [sys.executable, "-c",
-                                           "from hmmop import distributed; distributed.kvstore()"], timeout=60))
+                                           "from hmmop.fit import distributed; distributed.kvstore()"], timeout=60))
 """)
 
 

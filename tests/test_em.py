@@ -8,7 +8,7 @@ import pytest
 
 import hmmop
 from hmmop import HMM
-from hmmop import em
+from hmmop.fit import em
 from reference import hmmlearn_model as oracle, random_model
 
 TIGHT = dict(rtol=1e-8, atol=1e-12)

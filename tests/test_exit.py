@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import mxnet as mx
 from hmmop import HMM
-from hmmop.ndview import from_host
+from hmmop.ops.ndview import from_host
 model = HMM(2, 3, seed=0)                                            # writes its parameters from NumPy
 target = mx.nd.zeros((3, 3))
 from_host(np.ones((3, 3)), np.float32, mx.cpu()).copyto(target)   # released on an engine thread, at exit

@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import hmmop  # noqa: F401  (before mxnet: hmmop's import hook)
-import hmmop.threads
+import hmmop.ops.threads
 from hmmop import GaussianHMM
 
 TYPES = ["spherical", "diag", "full", "tied"]
@@ -38,7 +38,7 @@ def one_thread():
     """Single-threaded BLAS (scipy, hmmlearn, KMeans) and kernel: the data are tiny, so threads only cost
     (the results do not depend on the thread count: sequences are independent)."""
     from threadpoolctl import threadpool_limits
-    previous = hmmop.threads._override
+    previous = hmmop.ops.threads._override
     with threadpool_limits(1):
         hmmop.set_num_threads(1)
         try:

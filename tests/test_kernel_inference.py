@@ -12,7 +12,7 @@ import pytest
 
 import hmmop
 from hmmop import _kernel
-from hmmop.threads import get_num_threads
+from hmmop.ops.threads import get_num_threads
 from reference import hmmlearn_model, marginal_ll, numeric_grad, random_model, random_padded, under_thread_counts
 
 MISSING, PAD = -2, -1

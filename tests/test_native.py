@@ -14,7 +14,7 @@ import pytest
 from mxnet import gluon
 
 import hmmop
-from hmmop import native
+from hmmop.ops import native
 from reference import params, random_model, random_padded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +119,7 @@ def test_set_num_threads_reaches_the_native_op(monkeypatch):
 
 def test_default_threads_match_hmmop_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    code = "import hmmop; from hmmop import native; print(native.num_threads(), hmmop.get_num_threads())"
+    code = "import hmmop; from hmmop.ops import native; print(native.num_threads(), hmmop.get_num_threads())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -143,7 +143,7 @@ def test_infer_shape_full_and_partial():
     assert args == [(3, 3), (3, 4), (3,), (0, 7)] and out == [(0,)]
     args, out, _ = s.infer_shape_partial(A=(0, 0), B=(2, 0), pi=(0,), obs=(6, 0))
     assert args[:3] == [(2, 2), (2, 0), (2,)] and out == [(6,)]
-    # unknown ranks, as far as MXNet's adapter copes with them (see hmmop.native)
+    # unknown ranks, as far as MXNet's adapter copes with them (see hmmop.ops.native)
     args, out, _ = s.infer_shape_partial(B=(3, 4), obs=(5, 7))
     assert args == [(3, 3), (3, 4), (3,), (5, 7)] and out == [(5,)]
 
@@ -317,7 +317,7 @@ def imperative_grad(fn, leaf, req, fan_out, passes):
 @pytest.mark.parametrize("req,passes", [("write", 1), ("add", 2)])
 @pytest.mark.parametrize("fan_out", [0, 3, 8, 20])
 def test_wrapper_imperative_any_request_and_fan_out(leaf, req, passes, fan_out):
-    """Imperatively the wrapper guards only leaves with a gradient (hmmop.native.guard_nd)."""
+    """Imperatively the wrapper guards only leaves with a gradient (hmmop.ops.native.guard_nd)."""
     expected = imperative_grad(custom, leaf, req, fan_out, passes)
     np.testing.assert_array_equal(imperative_grad(wrapped, leaf, req, fan_out, passes), expected)
 
@@ -397,7 +397,7 @@ def test_loads_once_quietly():
     """import hmmop loads the library, without a word; loading again is a no-op."""
     out = script("""
         import hmmop, mxnet as mx
-        from hmmop import native
+        from hmmop.ops import native
         assert hasattr(mx.nd, "hmm_forward")
         assert native.load() and native.load() and native.available()
         assert hmmop.hmm_forward(mx.nd.ones((1, 1)), mx.nd.ones((1, 1)), mx.nd.ones(1), [0, 0],
@@ -422,7 +422,7 @@ def test_loaded_by_hand_first_is_taken_as_is(tmp_path):
         import mxnet as mx
         mx.library.load({copies[0]!r}, verbose=False)
         import hmmop
-        from hmmop import native
+        from hmmop.ops import native
         assert native.load() and native.available()
         mx.library.load({copies[1]!r}, verbose=False)     # the second load: accepted
         print("second load accepted")
@@ -446,7 +446,7 @@ def test_missing_library_warns_once_and_falls_back(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
     out = script(f"""
         import mxnet as mx, hmmop
-        from hmmop import native
+        from hmmop.ops import native
         assert hmmop.__file__.startswith({str(tmp_path)!r}), hmmop.__file__
         assert not native.load() and not native.available() and not native.load()
         assert not hasattr(mx.nd, "hmm_forward")

@@ -1,6 +1,6 @@
 """The native hmm_forward_dense (hmmop/libhmmop_op.so) against independent oracles: brute-force
 enumeration of the state paths in float64 NumPy (ll, the posteriors that are the log-emission
-gradient), float64 finite differences (dA, dpi); and against the CustomOp of hmmop/dense.py bit
+gradient), float64 finite differences (dA, dpi); and against the CustomOp of hmmop/ops/dense.py bit
 for bit, in bound graphs, under every gradient request, for any thread count, in its errors."""
 import functools
 import itertools
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop import checks, native
+from hmmop.ops import checks, native
 
 LENGTH_DTYPES = [np.int32, np.int64, np.float32, np.float64]
 NAMES = ("A", "pi", "log_emission", "lengths")
@@ -108,11 +108,11 @@ def custom(A, pi, le, lengths):
 
 
 def require_custom_op():
-    """The CustomOp lives in hmmop/dense.py, written alongside; skip where it is not there yet."""
+    """The CustomOp lives in hmmop/ops/dense.py, written alongside; skip where it is not there yet."""
     try:
-        import hmmop.dense  # noqa: F401  (registers op_type hmm_forward_dense)
+        import hmmop.ops.dense  # noqa: F401  (registers op_type hmm_forward_dense)
     except ImportError as e:
-        pytest.skip(f"hmmop.dense (the CustomOp hmm_forward_dense) is not importable: {e}")
+        pytest.skip(f"hmmop.ops.dense (the CustomOp hmm_forward_dense) is not importable: {e}")
 
 
 def run(fn, A, pi, le, lengths, head, dtype, grad_req="write", passes=1, lengths_dtype=np.int32):
@@ -381,7 +381,7 @@ def test_errors_name_the_input(make, message):
         mx.nd.hmm_forward_dense(A, pi, le, lengths).asnumpy()
     assert "hmm_forward_dense: " + message in str(err.value)
     assert str(err.value).count("hmm_forward_dense: ") == 1
-    # the Python checks (hmmop.checks, the wrapper's) say the same
+    # the Python checks (hmmop.ops.checks, the wrapper's) say the same
     with pytest.raises((ValueError, TypeError)) as err:
         checks.checked_dense_inputs(A, pi, le, lengths)
     assert message in str(err.value)

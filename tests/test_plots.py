@@ -1,4 +1,4 @@
-"""hmmop.plots: each plot is a real PNG of a sensible size with the right contents, matplotlib is
+"""hmmop.cli.plots: each plot is a real PNG of a sensible size with the right contents, matplotlib is
 imported only when drawing, and its absence gives PlotUnavailable with the install hint."""
 import importlib
 import importlib.util
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from hmmop import plots
+from hmmop.cli import plots
 
 needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
                                       reason="matplotlib is not installed (pip install 'hmmop[plot]')")
@@ -194,9 +194,9 @@ def test_bad_input_is_refused_before_drawing(tmp_path, call, message):
 
 def test_without_matplotlib_plots_raise_the_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)     # `import matplotlib` now fails
-    monkeypatch.setattr(hmmop, "plots", plots)               # restored after the re-import below
-    monkeypatch.delitem(sys.modules, "hmmop.plots")
-    fresh = importlib.import_module("hmmop.plots")           # importing needs no matplotlib
+    monkeypatch.setattr(hmmop.cli, "plots", plots)               # restored after the re-import below
+    monkeypatch.delitem(sys.modules, "hmmop.cli.plots")
+    fresh = importlib.import_module("hmmop.cli.plots")           # importing needs no matplotlib
     assert fresh is not plots
     rng = np.random.default_rng(6)
     gamma, states = random_posteriors(rng, 5, 2)

@@ -14,7 +14,7 @@ tokens with a vocabulary ``symbols``; None or -2 for a missing one).
 import numpy as np
 
 from ..data import MISSING, encode_flat
-from ..priors import m_step
+from ..fit.priors import m_step
 from .base import Emission
 
 _FLOOR = 1e-30

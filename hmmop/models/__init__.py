@@ -1,6 +1,6 @@
 """HMM models: one core (initial and transition probabilities, the fit loops, inference, files)
 and one emission component per family (hmmop.emissions).  hmmop.HMM, the categorical model,
-lives in hmmop.model."""
+lives in hmmop.models.hmm."""
 from .core import EmissionHMM, load
 from .gaussian import GaussianHMM
 

@@ -36,14 +36,15 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from .. import _kernel, native
-from ..block import _masked_softmax
-from ..dense import OP_TYPE as DENSE_OP
-from ..dense import _native_dense
-from ..monitor import DivergenceError, Monitor
-from ..priors import check_prior, log_prior, m_step
-from ..threads import get_num_threads
-from ..trainer import check_learning_rate
+from .. import _kernel
+from ..fit.monitor import DivergenceError, Monitor
+from ..fit.priors import check_prior, log_prior, m_step
+from ..fit.trainer import check_learning_rate
+from ..nn.hmm_block import _masked_softmax
+from ..ops import native
+from ..ops.dense import OP_TYPE as DENSE_OP
+from ..ops.dense import _native_dense
+from ..ops.threads import get_num_threads
 
 FORMAT, VERSION = "hmmop.HMM", 2
 CORE = ("A", "pi")
@@ -593,7 +594,7 @@ def load(path, **kwargs):
         raise ValueError(f"{path!r} is not an hmmop model file (format {FORMAT!r})")
     version = int(fields["version"])
     if version == 1:
-        from ..model import HMM
+        from .hmm import HMM
         return HMM.load(path, **kwargs)
     if version != VERSION:
         raise ValueError(f"{path!r} has model file version {version}; this hmmop reads versions 1 and {VERSION}")

@@ -11,11 +11,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from ..data import pad
+from ..nn.hmm_block import NAMES
+from ..ops.ndview import from_host, view
 from . import distributed
-from .block import NAMES
-from .data import pad
 from .monitor import Monitor
-from .ndview import from_host, view
 
 _TINY = 1e-300
 

@@ -22,8 +22,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from .ndview import from_host
-from .op import hmm_forward
+from ..ops.categorical import hmm_forward
+from ..ops.ndview import from_host
 from .priors import NAMES, log_prior, m_step  # noqa: F401 (m_step: hmmop.em.m_step, as before)
 
 

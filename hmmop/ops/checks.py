@@ -2,12 +2,12 @@
 
 Every check raises ValueError (wrong shape or value) or TypeError (wrong
 dtype) with a message that names the input, what it is and what was expected.
-This module sits below op.py (op imports checks, never the reverse).
+This module sits below categorical.py (categorical imports checks, never the reverse).
 """
 import mxnet as mx
 import numpy as np
 
-from . import _kernel
+from .. import _kernel
 from .ndview import from_host
 
 PARAM_DTYPES = (np.float32, np.float64)

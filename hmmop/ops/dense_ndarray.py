@@ -1,6 +1,6 @@
 """The NDArray path of hmm_forward_dense: forward and hand-derived backward as
 MXNet NDArray operations on the inputs' context (any context, the GPU route
-included), computed in float64 like hmmop/ndarray_path.py and vectorised over
+included), computed in float64 like hmmop/ops/ndarray_path.py and vectorised over
 the batch: one loop over time steps, whole-array operations around it.
 
 Derivation.  Per step t and row b, with pred_1 = pi and pred_t = alpha_{t-1} A:

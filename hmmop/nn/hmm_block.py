@@ -31,9 +31,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from . import native
-from .op import OP_TYPE
-from .unroll import unroll_forward
+from ..ops import native
+from ..ops.categorical import OP_TYPE
+from ..ops.unroll import unroll_forward
 
 ENGINES = ("fused", "native", "custom", "ndarray", "unroll")
 NAMES = ("A", "B", "pi")

@@ -1,7 +1,7 @@
 """How many OpenMP threads the CPU kernel uses for a batch of sequences."""
 import os
 
-from . import _kernel
+from .. import _kernel
 
 _override = None
 _listeners = []     # called after set_num_threads (the native operator's loader registers one)

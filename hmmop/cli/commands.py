@@ -10,8 +10,8 @@
     hmmop bench --quick
     hmmop launch -n 2 -- hmmop fit book.txt --states 2 --kvstore dist_sync
 
-Categorical models read symbol sequences (hmmop.files.read_sequences),
-Gaussian models numeric rows (hmmop.files.read_features); score, decode,
+Categorical models read symbol sequences (hmmop.cli.files.read_sequences),
+Gaussian models numeric rows (hmmop.cli.files.read_features); score, decode,
 sample and info take the model class from the model file (hmmop.load).
 
 Results go to stdout (plain lines, TSV or JSON); messages and progress to
@@ -30,14 +30,15 @@ import time
 
 import numpy as np
 
-from . import benchmarks, distributed, plots
-from .emissions.gaussian import COVARIANCE_TYPES
+from ..emissions.gaussian import COVARIANCE_TYPES
+from ..fit import distributed
+from ..fit.monitor import DivergenceError
+from ..models import GaussianHMM
+from ..models import load as load_model
+from ..models.hmm import HMM
+from . import benchmarks, plots
 from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
                     read_sequences, with_vocabulary, write_features)
-from .model import HMM
-from .models import GaussianHMM
-from .models import load as load_model
-from .monitor import DivergenceError
 
 
 class UsageError(Exception):

@@ -23,15 +23,16 @@ is the state posteriors P(s_t = i | obs) (0 past the length); lengths gets 0.
 Attribute backend: 'auto' (the Cython kernel on a CPU context, the NDArray
 path on any other), 'cython' (CPU only) or 'ndarray' (any context).  This
 module only adapts MXNet's contract; the C batch driver (csrc/hmm_batch.h,
-through hmmop._kernel) and hmmop.dense_ndarray do the work.
+through hmmop._kernel) and hmmop.ops.dense_ndarray do the work.
 """
 import mxnet as mx
 import numpy as np
 from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
-from . import _kernel, checks, native
+from .. import _kernel
+from . import checks, native
 from .ndview import view
-from .op import BACKENDS, WRAPPER_BACKENDS, _is_symbol
+from .categorical import BACKENDS, WRAPPER_BACKENDS, _is_symbol
 from .threads import get_num_threads
 
 OP_TYPE = "hmm_forward_dense"
@@ -156,7 +157,7 @@ def hmm_forward_dense(A, pi, log_emission, lengths, backend="auto", check_values
 
     backend: 'auto' (the native operator on a CPU context where it is loaded,
     else the CustomOp's 'auto'; symbols: the CustomOp), 'native' (CPU only,
-    through hmmop.native.forward_dense, so that no gradient request can make it
+    through hmmop.ops.native.forward_dense, so that no gradient request can make it
     wrong), 'cython' or 'ndarray' (the CustomOp on that backend).
     check_values: also check that log_emission holds no NaN or +inf inside a
     sequence (one pass over it on the host; False skips it).  Bad input

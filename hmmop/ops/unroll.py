@@ -61,7 +61,7 @@ def unroll_forward_dense(A, pi, log_emission, lengths):
     detached values (ll does not depend on the shift, so its derivative is
     exactly zero), which keeps large scores finite.  An impossible sequence
     gives ll = -inf (its gradient is NaN, as autograd of log 0 makes it).
-    A scaled forward, with the limits noted in hmmop/dense_ndarray.py (in
+    A scaled forward, with the limits noted in hmmop/ops/dense_ndarray.py (in
     float32 a state is kept down to ~1e-38 of its step's total, not ~1e-308).
     """
     A, pi, log_emission, _, lengths_np = checked_dense_inputs(A, pi, log_emission, lengths)

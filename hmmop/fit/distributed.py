@@ -7,7 +7,7 @@ import mxnet: with DMLC_ROLE=scheduler or server, ``import mxnet`` runs that rol
 loop (mxnet/kvstore/kvstore_server.py) and exits when the workers are done.  The
 workers run the user's command, e.g. ``hmmop fit data.txt --kvstore dist_sync``.
 
-    from hmmop import distributed
+    from hmmop.fit import distributed
     kv = distributed.kvstore()                    # this worker's dist_sync store (one per process)
     mine = distributed.shard(lengths, kv.rank, kv.num_workers)
     total = distributed.allreduce_sum(kv, [local_symbols], integers=True)[0]

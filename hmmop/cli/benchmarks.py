@@ -18,7 +18,7 @@ hmmlearn is optional: without it its columns are None and the titles say so.
 
 A table is a dict {"title": str, "columns": [str, ...], "rows": [(label,
 {column: seconds or None}), ...], "ratio": (numerator, denominator, label) or
-None}; format_tables prints a list of them, hmmop.plots.benchmark draws them.
+None}; format_tables prints a list of them, hmmop.cli.plots.benchmark draws them.
 """
 import os
 import platform
@@ -117,7 +117,7 @@ def describe_machine():
         usable = cores
     omp = os.environ.get("OMP_NUM_THREADS")
     return (f"CPU: {_cpu_model()}, {cores} cores ({usable} usable), hmmop kernel threads: "
-            f"{hmmop.threads.get_num_threads()} (OMP_NUM_THREADS {'=' + omp if omp else 'unset'})\n"
+            f"{hmmop.ops.threads.get_num_threads()} (OMP_NUM_THREADS {'=' + omp if omp else 'unset'})\n"
             f"Python {platform.python_version()}, hmmop {hmmop.__version__}, mxnet {mx.__version__}, "
             f"numpy {np.__version__}, hmmlearn {_version('hmmlearn')}")
 
@@ -179,7 +179,7 @@ def kernel_data(n, T, m=KERNEL_M, seed=0):
 
 def kernel_table(ns=KERNEL_NS, T=20_000, repeats=11, budget=3.0, progress=None):
     """Kernel alone, one thread, one sequence of T symbols (M=8): median seconds per time step."""
-    from . import _kernel
+    from .. import _kernel
     lib = _hmmlearn()
     rows = []
     for n in ns:
@@ -222,7 +222,7 @@ def em_problem(n, m, n_sequences, seed=0):
     """(start (A0, B0, pi0), seqs): n_sequences sequences of 20..200 symbols sampled from a
     known seeded model (A = (I + Dirichlet(1) rows) / 2, B rows Dirichlet(0.5)), and a random
     start (Dirichlet(1) rows)."""
-    from . import inference
+    from .. import inference
     rng = np.random.default_rng([seed, n, m])
     A = 0.5 * np.eye(n) + 0.5 * rng.dirichlet(np.ones(n), n)
     B = rng.dirichlet(np.full(m, 0.5), n)
@@ -237,7 +237,7 @@ def em_problem(n, m, n_sequences, seed=0):
 def em_table(sizes=EM_SIZES, n_sequences=500, repeats=11, budget=5.0, progress=None):
     """One EM iteration from the same start, hmmop vs hmmlearn, for each (N, M): median seconds.
     Raises MismatchError unless both end with the same parameters (to 1e-10)."""
-    from . import HMM
+    from .. import HMM
     lib = _hmmlearn()
     rows = []
     for n, m in sizes:

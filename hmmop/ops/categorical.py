@@ -17,20 +17,21 @@ NDArray path on any other), 'cython' (CPU only) or 'ndarray' (any context).
 
 This module only adapts MXNet's contract: zero-copy views of the NDArray
 buffers go to the Cython kernel (hmmop._kernel), or the NDArrays go to the
-NDArray path (hmmop.ndarray_path); those do all the work.
+NDArray path (hmmop.ops.ndarray_path); those do all the work.
 """
 import mxnet as mx
 import numpy as np
 from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
-from . import _kernel, checks, native
+from .. import _kernel
+from . import checks, native
 from .ndarray_path import NDArrayForward
 from .ndview import view
 from .threads import get_num_threads
 
 OP_TYPE = "hmm_forward"
 BACKENDS = ("auto", "cython", "ndarray")
-# The checked wrapper also offers the native operator (hmmop/native.py), CPU only.
+# The checked wrapper also offers the native operator (hmmop/ops/native.py), CPU only.
 WRAPPER_BACKENDS = BACKENDS + ("native",)
 
 
@@ -147,8 +148,8 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     backend: 'auto' (default: the native operator on a CPU context where it is
     loaded, else the CustomOp's 'auto'; for symbols, whose context is not
     known yet, the CustomOp), 'native' (the operator of hmmop/libhmmop_op.so,
-    hmmop.native; CPU only; a RuntimeError naming the reason where it could
-    not be loaded), fed through hmmop.native.forward so that no gradient
+    hmmop.ops.native; CPU only; a RuntimeError naming the reason where it could
+    not be loaded), fed through hmmop.ops.native.forward so that no gradient
     request can make it wrong, or 'cython' / 'ndarray': the CustomOp on that
     backend.
 

@@ -6,14 +6,14 @@
         ll = mx.nd.hmm_forward_dense(A, pi, log_emission, lengths)
 
 The library (csrc/hmm_op.cc) registers two stateful operators through MXNet's
-extension library API, each with the contract of its CustomOp (hmmop/op.py,
-hmmop/dense.py) and the same C batch driver, so the results are bit-identical;
+extension library API, each with the contract of its CustomOp (hmmop/ops/categorical.py,
+hmmop/ops/dense.py) and the same C batch driver, so the results are bit-identical;
 they run on CPU contexts and skip the CustomOps' Python callbacks.  load()
 requires both (OP_NAMES); hmmop feeds them through ``forward`` and
 ``forward_dense`` (below).
 
 What MXNet's extension API cannot do, and how hmmop copes (see also
-hmmop.op.hmm_forward's backend="native"):
+hmmop.ops.categorical.hmm_forward's backend="native"):
 
 - Gradient requests: the operator never learns what MXNet asked for and always
   overwrites its input gradients.  Where MXNet asks to add (grad_req='add'
@@ -57,8 +57,9 @@ _reason = None
 
 
 def library_path():
-    """Absolute path of hmmop's operator library (whether or not it exists)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY)
+    """Absolute path of hmmop's operator library (whether or not it exists): hmmop/libhmmop_op.so,
+    in the package directory (where setup.py builds it), one above this module's."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), LIBRARY)
 
 
 def _registered():

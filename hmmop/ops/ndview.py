@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.base import _LIB
 
-from . import _kernel
+from .. import _kernel
 
 _kernel.bind_get_data(ctypes.cast(_LIB.MXNDArrayGetData, ctypes.c_void_p).value)
 

@@ -8,8 +8,8 @@
     model.save("model.npz"); HMM.load("model.npz")
 
 The algorithms live elsewhere as free functions - inference.py (Viterbi,
-posteriors, sampling), em.py (Baum-Welch), trainer.py (gradient descent),
-priors.py - and this class only holds the parameters and delegates.
+posteriors, sampling), fit/em.py (Baum-Welch), fit/trainer.py (gradient descent),
+fit/priors.py - and this class only holds the parameters and delegates.
 
 A (N, N) row-stochastic transitions, B (N, M) emissions (states x symbols,
 like hmmlearn's emissionprob_), pi (N,) initial probabilities.
@@ -31,14 +31,15 @@ import os
 import mxnet as mx
 import numpy as np
 
-from . import distributed, inference
-from .block import NAMES, HMMBlock
-from .data import encode, encode_flat, encode_padded, pad
-from .em import fit_em
-from .monitor import DivergenceError, Monitor
-from .ndview import from_host
-from .priors import check_prior
-from .trainer import Trainer, check_learning_rate
+from .. import inference
+from ..data import encode, encode_flat, encode_padded, pad
+from ..fit import distributed
+from ..fit.em import fit_em
+from ..fit.monitor import DivergenceError, Monitor
+from ..fit.priors import check_prior
+from ..fit.trainer import Trainer, check_learning_rate
+from ..nn.hmm_block import NAMES, HMMBlock
+from ..ops.ndview import from_host
 
 FORMAT, VERSION = "hmmop.HMM", 1
 # Probabilities below this become this before their log is taken for the
@@ -167,19 +168,19 @@ class HMM:
         """Fit to ``sequences`` (see data.encode; ``lengths`` for hmmlearn's (X, lengths) form).
 
         method: "gradient" (the gist's softmax-logit descent with any MXNet
-        optimizer, see Trainer) or "em" (Baum-Welch, em.py; ``epochs`` is the
+        optimizer, see Trainer) or "em" (Baum-Welch, fit/em.py; ``epochs`` is the
         number of iterations; optimizer settings unused).  n_init: fits from
         that many starts - the current parameters, then random ones drawn with
         ``seed`` - keeping the one with the best final log-likelihood (inits_
         holds each start's; it stays empty for n_init=1; histories_ each
         start's history).  prior: Dirichlet
-        concentrations {"A": a, "B": b, "pi": p} (priors.py).  Returns (and
+        concentrations {"A": a, "B": b, "pi": p} (fit/priors.py).  Returns (and
         keeps in history_) each epoch's log-likelihood - plus the log-prior,
         if any - before that epoch's update.  A non-finite objective raises
         DivergenceError, the model keeping the last finite parameters.
 
         kvstore: None, or "dist_sync" to train as one worker of a data-parallel
-        job started by ``hmmop launch`` (distributed.py; docs/distributed.md).
+        job started by ``hmmop launch`` (fit/distributed.py; docs/distributed.md).
         Every worker passes the same sequences and takes its share of them
         (shard=True: by rank, balanced by symbol count; shard=False: the
         sequences given are already this worker's part).  The workers start from

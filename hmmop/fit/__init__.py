@@ -1,0 +1,12 @@
+"""How hmmop's parameters are learned, whatever the model.
+
+- ``trainer``: ``Trainer``, the gradient training loop of a block (minibatches, optimizers, kvstores);
+- ``em``: Baum-Welch from the operator's gradients (``expected_counts``, ``m_step``, ``fit_em``);
+- ``monitor``: what every fit shares (epoch loop, history, tol, bar, ``DivergenceError``);
+- ``priors``: Dirichlet priors and their MAP update ``m_step``;
+- ``distributed``: data-parallel training over MXNet's ``dist_sync`` kvstore and the ``hmmop launch``
+  watchdog.
+
+Below: hmmop.nn, hmmop.ops, hmmop.data.  Nothing here imports from hmmop.emissions, hmmop.models or
+hmmop.cli.
+"""

@@ -1,0 +1,7 @@
+"""hmmop's gluon blocks on the operators of hmmop.ops.
+
+- ``hmm_block``: ``HMMBlock``, an HMM's parameters (softmax-parameterised, with masks for structural
+  zeros) and its log-likelihood through ``hmm_forward`` (or another engine), hybridizable.
+
+Below: hmmop.ops.  Nothing here imports from hmmop.fit, hmmop.emissions, hmmop.models or hmmop.cli.
+"""
