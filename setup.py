@@ -120,7 +120,7 @@ setup(
         "plot": ["matplotlib>=3.5"],                  # hmmop's plots and the CLI's --plot options
         "bench": ["hmmlearn==0.3.3"],                 # `hmmop bench`'s comparison columns
         "sklearn": ["scikit-learn>=1.0"],             # the k-means start of Gaussian models (init="kmeans")
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3", "matplotlib>=3.5"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3", "matplotlib>=3.5", "threadpoolctl>=3"],
     },
     entry_points={"console_scripts": ["hmmop = hmmop.cli:main"]},
     ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}) + ([native] if native else []),
