@@ -338,7 +338,20 @@ static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
         double *d = calloc((size_t)n * n + n + (size_t)len * n, sizeof(double));
         const double ll = dense_forward_double(h, b, &mem);
         const int status = mem && work && d ? 0 : -1;
-        if (status == 0 && ll != -INFINITY) {
+        if (status == 0 && ll != ll) {         /* NaN in the log-emissions: NaN gradients */
+            for (int i = 0; i < n; ++i) {
+                for (int j = 0; j < n; ++j)
+                    acc[(size_t)i * h->np + j] += NAN;
+                acc[(size_t)h->np * h->np + h->np + i] += NAN;     /* dpi (after 1 row of BT) */
+            }
+            const size_t first = (size_t)h->starts[b] * n, count = (size_t)len * n;
+            for (size_t k = 0; k < count; ++k) {
+                if (h->dtype == HMM_FLOAT32)
+                    ((float *)h->dlogE)[first + k] = NAN;
+                else
+                    ((double *)h->dlogE)[first + k] = NAN;
+            }
+        } else if (status == 0 && ll != -INFINITY) {
             double *dA = d, *dpi = d + (size_t)n * n, *gamma = dpi + n;
             hmm_dense_backward_scaled(n, len, h->AT64, mem, mem + (size_t)len * n,
                                       mem + (size_t)2 * len * n, g, dA, dpi, gamma, work);

@@ -204,6 +204,7 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
     const int nv = np / VL;
     VEC *restrict ev = (VEC *)er;
     VEC mv = (VEC){0} - (REAL)INFINITY;
+    IVEC nan = {0};
     for (int v = 0; v < nv; ++v) {
         VEC x;
         if ((v + 1) * VL <= n) {
@@ -215,6 +216,15 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
         ev[v] = x;
         const IVEC gt = x > mv;
         mv = (VEC)(((IVEC)x & gt) | ((IVEC)mv & ~gt));
+        nan |= x != x;
+    }
+    int any_nan = 0;
+    for (int l = 0; l < VL; ++l)
+        any_nan |= nan[l] != 0;
+    if (any_nan) {                      /* NaN in, NaN out: the caller sends the row to the reference */
+        for (int v = 0; v < nv; ++v)
+            ev[v] = (VEC){0};
+        return (REAL)NAN;
     }
     /* the lanes' maximum by halving (log2 VL steps, not VL - 1) */
     REAL lanes[VL];
@@ -282,7 +292,10 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
             const VEC *restrict e;
             if (dense) {
                 REAL *er = Eb + (off + r) * np;
-                shift[r] += FN(dense_row)(n, np, logE + (h->starts[seq[r]] + t) * n, er);
+                const REAL m = FN(dense_row)(n, np, logE + (h->starts[seq[r]] + t) * n, er);
+                shift[r] += m;
+                if (m != m)
+                    dead[r] = 1;                    /* NaN: the reference says so (ll NaN) */
                 e = (const VEC *)er;
             } else {
                 e = (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t] * np);

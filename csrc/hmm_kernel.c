@@ -112,8 +112,11 @@ double hmm_dense_forward_scaled(int n, int len, const double *restrict A,
             vecmat(n, alpha, A, p);
         }
         double s = -INFINITY;
-        for (int j = 0; j < n; ++j)
+        for (int j = 0; j < n; ++j) {
+            if (le[j] != le[j])
+                return NAN;                         /* NaN in, NaN out (E, pred unwritten) */
             s = le[j] > s ? le[j] : s;
+        }
         if (s == -INFINITY)
             return -INFINITY;                       /* no state can emit it */
         double c = 0.0;

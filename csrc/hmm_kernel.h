@@ -111,7 +111,7 @@ void hmm_sample(int n, int m, int len, const double *cumA, const double *cumB,
  * and log P = sum_t (log c_t + s_t), -INFINITY only for a sequence of
  * probability exactly 0 (never from an underflow).  pred (len, n) and alpha
  * (n) as for hmm_forward_scaled (pred_stride n).  A, pi: any non-negative
- * values. */
+ * values.  A NaN in logE returns NaN at once (the later rows unwritten). */
 double hmm_dense_forward_scaled(int n, int len, const double *A, const double *pi,
                                 const double *logE, double *E, double *pred,
                                 double *scale, double *alpha);

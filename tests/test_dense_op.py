@@ -733,3 +733,32 @@ def test_ndarray_backend_agrees_with_cython(door):
     assert cython[0][4] == ndarray[0][4] == -np.inf
     for name, c, n in zip(("ll", "dA", "dpi", "dle"), cython, ndarray):
         np.testing.assert_allclose(n, c, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["cython", "native"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_nan_in_a_sequence_gives_nan_out_and_leaves_the_others_alone(backend, dtype):
+    """Unchecked (check_values=False, the raw operators): a NaN inside a sequence gives that sequence
+    ll = NaN and NaN gradients (A, pi, its log_emission rows), never a silent -inf or finite number; a NaN
+    in the padding is ignored, and the other sequences keep the values they have without the NaN one."""
+    rng = np.random.default_rng(5)
+    A, pi = rng.random((3, 3)), rng.random(3)
+    le = rng.normal(size=(3, 4, 3))
+    lengths = [4, 3, 2]
+    clean = le.copy()
+    le[0, 2, 1] = np.nan                    # inside sequence 0
+    le[1, 3, 0] = np.nan                    # in sequence 1's padding
+    got = []
+    for values in (le, clean):
+        a, p, x = (mx.nd.array(v, dtype=dtype) for v in (A, pi, values))
+        for v in (a, p, x):
+            v.attach_grad()
+        with mx.autograd.record():
+            ll = hmmop.hmm_forward_dense(a, p, x, lengths, backend=backend, check_values=False)
+        ll.backward()
+        got.append([v.asnumpy() for v in (ll, a.grad, p.grad, x.grad)])
+    (ll, dA, dpi, dle), (ll_clean, _, _, dle_clean) = got
+    assert np.isnan(ll[0]) and np.isnan(dA).all() and np.isnan(dpi).all()
+    assert np.isnan(dle[0, :4]).all()
+    np.testing.assert_array_equal(ll[1:], ll_clean[1:])
+    np.testing.assert_array_equal(dle[1:], dle_clean[1:])

@@ -160,7 +160,8 @@ def hmm_forward_dense(A, pi, log_emission, lengths, backend="auto", check_values
     through hmmop.ops.native.forward_dense, so that no gradient request can make it
     wrong), 'cython' or 'ndarray' (the CustomOp on that backend).
     check_values: also check that log_emission holds no NaN or +inf inside a
-    sequence (one pass over it on the host; False skips it).  Bad input
+    sequence (one pass over it on the host, which waits for log_emission;
+    False skips it: a NaN then gives that sequence ll = NaN and NaN gradients).  Bad input
     raises ValueError/TypeError naming it before MXNet sees it.
     """
     if backend not in WRAPPER_BACKENDS:
