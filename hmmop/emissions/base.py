@@ -71,6 +71,10 @@ class Emission:
         if arr.shape[1] != D:
             raise ValueError(f"{name} has {arr.shape[1]} features per row but the model has {D}")
         arr = np.ascontiguousarray(arr, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()           # one pass, no temporary: finite unless some value is not (or overflow)
+        if np.isfinite(total):
+            return arr
         finite = np.isfinite(arr)
         if not finite.all():
             bad_rows = ~finite.all(axis=1) & ~np.isnan(arr).all(axis=1)
@@ -86,9 +90,12 @@ class Emission:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"X must be a 2-D array; got shape {X.shape}")
-        if X.shape[1] == 0:
-            return np.zeros(len(X), dtype=bool)
-        return np.isnan(X).all(axis=1)
+        out = np.zeros(len(X), dtype=bool)
+        if X.shape[1] == 0 or len(X) == 0:
+            return out
+        candidates = np.flatnonzero(np.isnan(X[:, 0]))       # a missing row is NaN in column 0 too
+        out[candidates] = np.isnan(X[candidates]).all(axis=1)
+        return out
 
     # -- estimation ------------------------------------------------------
 
