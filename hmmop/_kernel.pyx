@@ -734,3 +734,46 @@ def posteriors_dense(A, pi, logE, starts, lengths, int num_threads, gamma=None):
     dpi = np.empty(n, dtype=np.float64)
     backward_dense(ws, np.ones(len(ws.ll), dtype=np.float64), logE, dA, dpi, gamma, 1, 1, 1, num_threads)
     return ws.ll, gamma, A64 * dA, pi64 * dpi
+
+
+# -- the diagonal Gaussian family's passes over the data (csrc/hmm_gauss.h) -------------------
+cdef extern from "hmm_gauss.h" nogil:
+    void hmm_gauss_diag_loglik(int64_t n, int D, int N, const double *X, const double *c,
+                               const double *mc, const double *hp, const double *cst, double *out,
+                               int num_threads)
+    int hmm_gauss_diag_stats(int64_t n, int D, int N, const double *X, const double *gamma,
+                             double *post, double *obs, double *obs2, int num_threads)
+
+
+def gauss_diag_loglik(const double[:, ::1] X, const double[::1] c, const double[:, ::1] mc,
+                      const double[:, ::1] hp, const double[::1] cst, double[:, ::1] out, int num_threads):
+    """out[t, i] = cst[i] - sum_d hp[i, d] ((X[t, d] - c[d]) - mc[i, d])^2 for X (n, D), mc and hp
+    (N, D), cst (N,), out (n, N), all float64 (a missing row, NaN, gives NaN)."""
+    cdef int64_t n = X.shape[0]
+    cdef int D = X.shape[1], N = mc.shape[0]
+    if (c.shape[0] != D or mc.shape[1] != D or hp.shape[0] != N or hp.shape[1] != D or cst.shape[0] != N
+            or out.shape[0] != n or out.shape[1] != N):
+        raise ValueError("gauss_diag_loglik: X (n, D), c (D,), mc and hp (N, D), cst (N,), out (n, N) do not fit")
+    if n == 0:
+        return
+    with nogil:
+        hmm_gauss_diag_loglik(n, D, N, &X[0, 0], &c[0], &mc[0, 0], &hp[0, 0], &cst[0], &out[0, 0],
+                              max(1, num_threads))
+
+
+def gauss_diag_stats(const double[:, ::1] X, const double[:, ::1] gamma, double[::1] post, double[:, ::1] obs,
+                     double[:, ::1] obs2, int num_threads):
+    """post (N,), obs (N, D), obs2 (N, D) += the sums over the observed rows of X (n, D) of gamma[t, i],
+    gamma[t, i] X[t], gamma[t, i] X[t]**2 (gamma (n, N)); rows with X[t, 0] NaN are skipped."""
+    cdef int64_t n = X.shape[0]
+    cdef int D = X.shape[1], N = gamma.shape[1], status
+    if (gamma.shape[0] != n or post.shape[0] != N or obs.shape[0] != N or obs.shape[1] != D
+            or obs2.shape[0] != N or obs2.shape[1] != D):
+        raise ValueError("gauss_diag_stats: X (n, D), gamma (n, N), post (N,), obs and obs2 (N, D) do not fit")
+    if n == 0:
+        return
+    with nogil:
+        status = hmm_gauss_diag_stats(n, D, N, &X[0, 0], &gamma[0, 0], &post[0], &obs[0, 0], &obs2[0, 0],
+                                      max(1, num_threads))
+    if status != 0:
+        raise MemoryError("gauss_diag_stats: out of memory")

@@ -23,6 +23,8 @@ import numbers
 
 import numpy as np
 
+from .. import _kernel
+from ..ops.threads import get_num_threads
 from .base import Emission
 
 __all__ = ["GaussianEmission", "COVARIANCE_TYPES"]
@@ -331,27 +333,13 @@ class GaussianEmission(Emission):
         # NaN (missing) rows give NaN products, sorted out below
         with np.errstate(invalid="ignore", over="ignore"):
             if kind in ("diag", "spherical"):
+                # one pass in C (csrc/hmm_gauss.c): -0.5 sum_d ((x - c)_d - mc_id)^2 / var_id + constants
                 var = np.maximum(self._covars, np.finfo(float).tiny)   # hmmlearn's guard against log(0)
-                if kind == "spherical":
-                    prec = 1.0 / var                                     # (N,)
-                    B = (mc * prec[:, None]).T.copy()                    # (D, N)
-                    half_prec = -0.5 * prec
-                    const = -0.5 * (D * _LOG_2PI + D * np.log(var) + prec * (mc * mc).sum(axis=1))
-                else:
-                    prec = 1.0 / var                                     # (N, D)
-                    A = (-0.5 * prec).T.copy()
-                    B = (mc * prec).T.copy()
-                    const = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1) + (mc * mc * prec).sum(axis=1))
-                step = _block_rows(D)
-                for s in range(0, n, step):
-                    x = X[s:s + step] - c
-                    o = out[s:s + step]
-                    np.dot(x, B, out=o)
-                    if kind == "diag":
-                        o += (x * x) @ A
-                    else:
-                        o += np.einsum("ij,ij->i", x, x)[:, None] * half_prec
-                    o += const
+                var = np.broadcast_to(var[:, None], (N, D)) if kind == "spherical" else var
+                half_prec = np.ascontiguousarray(0.5 / var)
+                const = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1))
+                _kernel.gauss_diag_loglik(X, np.ascontiguousarray(c), np.ascontiguousarray(mc), half_prec,
+                                          np.ascontiguousarray(const), out, get_num_threads())
             elif kind == "full":
                 _, U, half_logdet = self._factors()
                 # z_i = U_i (x - m_i) for all states at once: (x - c) @ W - b, W (D, N*D) holds the U_i^T
@@ -421,21 +409,25 @@ class GaussianEmission(Emission):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.shape != (len(X), N):
             raise ValueError(f"gamma must have shape ({len(X)}, {N}) for X of {len(X)} rows; got {gamma.shape}")
-        mask = self._observed_mask(X)
-        if mask is not None:
+        mask = self._observed_mask(X)           # (also refuses rows that are NaN only in part)
+        kind = self.covariance_type
+        if mask is not None and kind not in ("spherical", "diag"):
             X, gamma = X[mask], gamma[mask]
         n = len(X)
         with np.errstate(invalid="ignore", over="ignore"):        # bad rows are reported below
-            post = gamma.sum(axis=0)
-            obs = gamma.T @ X
-            kind = self.covariance_type
             if kind in ("spherical", "diag"):
-                second = np.zeros((N, D))
-                step = _block_rows(D)
-                for s in range(0, n, step):
-                    x = X[s:s + step]
-                    second += gamma[s:s + step].T @ (x * x)
+                # one pass in C (csrc/hmm_gauss.c) over the observed rows (it skips the missing ones), all
+                # three sums; NumPy took a BLAS product and a temporary as large as X for each
+                post, obs, second = np.zeros(N), np.zeros((N, D)), np.zeros((N, D))
+                _kernel.gauss_diag_stats(np.ascontiguousarray(X), np.ascontiguousarray(gamma), post, obs, second,
+                                         get_num_threads())
                 key = "obs**2"
+                mask = None             # X was not subset: the check below indexes it directly
+            else:
+                post = gamma.sum(axis=0)
+                obs = gamma.T @ X
+            if kind in ("spherical", "diag"):
+                pass                    # (done above)
             elif kind == "full":
                 # (N*D, D) block k of rows = sum_t gamma[t, k] x_t x_t^T, one product per block of rows
                 flat = np.zeros((N * D, D))
@@ -452,7 +444,7 @@ class GaussianEmission(Emission):
                 key = "obs*obs.T"
         for name, value in (("post", post), ("obs", obs), (key, second)):
             if not np.isfinite(value).all():
-                bad = ~np.isfinite(X).all(axis=1)                         # (missing rows are gone already)
+                bad = ~np.isfinite(X).all(axis=1) & ~np.isnan(X).all(axis=1)     # not the missing rows
                 if bad.any():
                     t = int(np.flatnonzero(mask)[np.argmax(bad)]) if mask is not None else int(np.argmax(bad))
                     raise ValueError(f"X[{t}] has non-finite values but is not a whole NaN row "
