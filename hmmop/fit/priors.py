@@ -76,3 +76,35 @@ def m_step(name, counts, current, prior=None, mask=None):
         x = np.where(mask, x, 0.0)
     total = x.sum(axis=-1, keepdims=True)
     return np.where(total > 0, x / np.where(total > 0, total, 1), current)
+
+
+def check_masks(mask, shapes, fixed=()):
+    """Validate structural-zero masks; return {name: bool array} of those with a False (others: none).
+
+    mask: None or {name: boolean array of the parameter's shape} (None values skipped);
+    shapes: {name: shape} of the parameters a mask may be given for; fixed: names held as given
+    (they take no mask).  Each row must allow an entry.  ValueError naming the mask otherwise.
+    """
+    if mask is None:
+        return {}
+    if not isinstance(mask, dict) or set(mask) - set(shapes):
+        raise ValueError(f"mask must be a dict with keys among {tuple(shapes)}, got {mask!r}")
+    out = {}
+    for name, value in mask.items():
+        if value is None:
+            continue
+        if name in fixed:
+            raise ValueError(f"mask['{name}']: {name} is fixed (used as given), so it takes no mask")
+        value = np.asarray(value)
+        if value.shape != tuple(shapes[name]) or value.dtype.kind not in "bui":
+            raise ValueError(f"mask['{name}'] must be a boolean array of shape {tuple(shapes[name])}, "
+                             f"got {value.dtype} of shape {value.shape}")
+        value = value.astype(bool)
+        empty = np.flatnonzero(~value.reshape(-1, value.shape[-1]).any(axis=-1))
+        if len(empty):
+            where = f"row {int(empty[0])} of " if value.ndim == 2 else ""
+            raise ValueError(f"mask['{name}']: {where}{name} allows no entry (all structural zeros); "
+                             f"each row needs a non-zero probability")
+        if not value.all():
+            out[name] = value
+    return out

@@ -38,7 +38,7 @@ from mxnet import autograd, gluon
 
 from .. import _kernel
 from ..fit.monitor import DivergenceError, Monitor
-from ..fit.priors import check_prior, log_prior, m_step
+from ..fit.priors import check_masks, check_prior, log_prior, m_step
 from ..fit.trainer import check_learning_rate
 from ..nn.hmm_block import _masked_softmax
 from ..ops import native
@@ -467,26 +467,7 @@ class EmissionHMM:
         return value / value.sum(axis=-1, keepdims=True)
 
     def _checked_masks(self, mask):
-        if mask is None:
-            return {}
-        if not isinstance(mask, dict) or set(mask) - set(CORE):
-            raise ValueError(f"mask must be a dict with keys among {CORE}, got {mask!r}")
-        out = {}
-        for name, value in mask.items():
-            if value is None:
-                continue
-            value = np.asarray(value)
-            if value.shape != self._shape(name) or value.dtype.kind not in "bui":
-                raise ValueError(f"mask['{name}'] must be a boolean array of shape {self._shape(name)}, "
-                                 f"got {value.dtype} of shape {value.shape}")
-            value = value.astype(bool)
-            empty = np.flatnonzero(~value.reshape(-1, value.shape[-1]).any(axis=-1))
-            if len(empty):
-                where = f"row {int(empty[0])} of " if value.ndim == 2 else ""
-                raise ValueError(f"mask['{name}']: {where}{name} allows no entry (all structural zeros)")
-            if not value.all():
-                out[name] = value
-        return out
+        return check_masks(mask, {name: self._shape(name) for name in CORE})
 
     def __repr__(self):
         return (f"{type(self).__name__}(n_states={self.n_states}, emission={self.emission!r}, "

@@ -36,7 +36,7 @@ from ..data import encode, encode_flat, encode_padded, pad
 from ..fit import distributed
 from ..fit.em import fit_em
 from ..fit.monitor import DivergenceError, Monitor
-from ..fit.priors import check_prior
+from ..fit.priors import check_masks, check_prior
 from ..fit.trainer import Trainer, check_learning_rate
 from ..nn.hmm_block import NAMES, HMMBlock
 from ..ops.ndview import from_host
@@ -437,29 +437,7 @@ class HMM:
 
     def _checked_masks(self, mask, fixed):
         """{name: bool array} of the learned parameters whose mask has a False (others: none)."""
-        if mask is None:
-            return {}
-        if not isinstance(mask, dict) or set(mask) - set(NAMES):
-            raise ValueError(f"mask must be a dict with keys among {NAMES}, got {mask!r}")
-        out = {}
-        for name, value in mask.items():
-            if value is None:
-                continue
-            if name in fixed:
-                raise ValueError(f"mask['{name}']: {name} is fixed (used as given), so it takes no mask")
-            value = np.asarray(value)
-            if value.shape != self._shape(name) or value.dtype.kind not in "bui":
-                raise ValueError(f"mask['{name}'] must be a boolean array of shape {self._shape(name)}, "
-                                 f"got {value.dtype} of shape {value.shape}")
-            value = value.astype(bool)
-            empty = np.flatnonzero(~value.reshape(-1, value.shape[-1]).any(axis=-1))
-            if len(empty):
-                where = f"row {int(empty[0])} of " if value.ndim == 2 else ""
-                raise ValueError(f"mask['{name}']: {where}{name} allows no entry (all structural zeros); "
-                                 f"each row needs a non-zero probability")
-            if not value.all():
-                out[name] = value
-        return out
+        return check_masks(mask, {name: self._shape(name) for name in NAMES}, fixed)
 
     def _checked(self, name, value, distribution):
         value = np.asarray(value, dtype=np.float64)

@@ -68,18 +68,20 @@ class HMMForward(mx.operator.CustomOp):
             dobs[...] = 0
 
 
-class HMMForwardNDArray(mx.operator.CustomOp):
-    """Runs as NDArray operations on the inputs' context (the GPU route)."""
+class StatefulNDArrayOp(mx.operator.CustomOp):
+    """The NDArray route of an HMM operator (the GPU route): the forward builds a state from the
+    inputs (``state(in_data)``: an object with ``ll`` and ``backward(gll)`` -> the gradients of the
+    first three inputs); the fourth input (symbols or lengths) gets a zero gradient."""
 
     def __init__(self):
         super().__init__()
         self._state = None
 
+    def state(self, in_data):
+        raise NotImplementedError
+
     def forward(self, is_train, req, in_data, out_data, aux):
-        A, B, pi, obs = in_data
-        # One copy of the symbols to the host: checks, and where padding is.
-        _, lengths = checks.prepare_obs(obs.asnumpy(), B.shape[1])
-        self._state = NDArrayForward(A, B, pi, obs, lengths)
+        self._state = self.state(in_data)
         self.assign(out_data[0], req[0], self._state.ll.astype(out_data[0].dtype, copy=False))
 
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
@@ -88,6 +90,16 @@ class HMMForwardNDArray(mx.operator.CustomOp):
             self.assign(in_grad[i], req[i], g.astype(in_grad[i].dtype, copy=False))
         if req[3] in ("write", "inplace"):
             in_grad[3][:] = 0
+
+
+class HMMForwardNDArray(StatefulNDArrayOp):
+    """Runs as NDArray operations on the inputs' context (the GPU route)."""
+
+    def state(self, in_data):
+        A, B, pi, obs = in_data
+        # One copy of the symbols to the host: checks, and where padding is.
+        _, lengths = checks.prepare_obs(obs.asnumpy(), B.shape[1])
+        return NDArrayForward(A, B, pi, obs, lengths)
 
 
 @mx.operator.register(OP_TYPE)

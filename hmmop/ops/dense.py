@@ -32,7 +32,8 @@ from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 from .. import _kernel
 from . import checks, native
 from .ndview import view
-from .categorical import BACKENDS, WRAPPER_BACKENDS, _is_symbol
+from .categorical import BACKENDS, WRAPPER_BACKENDS, StatefulNDArrayOp, _is_symbol
+from .dense_ndarray import NDArrayForwardDense
 from .threads import get_num_threads
 
 OP_TYPE = "hmm_forward_dense"
@@ -73,26 +74,12 @@ class HMMForwardDense(mx.operator.CustomOp):
             dlengths[...] = 0
 
 
-class HMMForwardDenseNDArray(mx.operator.CustomOp):
+class HMMForwardDenseNDArray(StatefulNDArrayOp):
     """Runs as NDArray operations on the inputs' context (the GPU route)."""
 
-    def __init__(self):
-        super().__init__()
-        self._state = None
-
-    def forward(self, is_train, req, in_data, out_data, aux):
-        from .dense_ndarray import NDArrayForwardDense
+    def state(self, in_data):
         A, pi, le, lengths = in_data
-        lengths = checks.prepare_lengths(lengths.asnumpy(), le.shape[1])
-        self._state = NDArrayForwardDense(A, pi, le, lengths)
-        self.assign(out_data[0], req[0], self._state.ll.astype(out_data[0].dtype, copy=False))
-
-    def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
-        grads = self._state.backward(out_grad[0])
-        for i, g in enumerate(grads):
-            self.assign(in_grad[i], req[i], g.astype(in_grad[i].dtype, copy=False))
-        if req[3] in ("write", "inplace"):
-            in_grad[3][:] = 0
+        return NDArrayForwardDense(A, pi, le, checks.prepare_lengths(lengths.asnumpy(), le.shape[1]))
 
 
 @mx.operator.register(OP_TYPE)
