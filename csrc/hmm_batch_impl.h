@@ -292,7 +292,8 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
             const VEC *restrict e;
             if (dense) {
                 REAL *er = Eb + (off + r) * np;
-                const REAL m = FN(dense_row)(n, np, logE + (h->starts[seq[r]] + t) * n, er);
+                const REAL *le = logE + (h->starts[seq[r]] + t) * n;
+                const REAL m = FN(dense_row)(n, np, le, er);
                 shift[r] += m;
                 if (m != m)
                     dead[r] = 1;                    /* NaN: the reference says so (ll NaN) */
@@ -492,6 +493,12 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                 /* g * gamma_t = g * pred_t * E_t * r_t, written in the plan's dtype */
                 const VEC *restrict e = (const VEC *)(Et + (size_t)r * np);
                 REAL *restrict dst = dlogE + (h->starts[seq[r]] + t) * n;
+                /* the rows of a block write as many streams through dlogE, backwards,
+                 * which the hardware prefetcher does not follow: ask for step t - 8 (a
+                 * prefetch outside the array is harmless).  Measured at N=10, float64:
+                 * backward 87 -> 56 ms; the same in the forward's reads cost at N=64. */
+                __builtin_prefetch(dst - 8 * n, 1);
+                __builtin_prefetch(dst - 7 * n - 1, 1);
                 const REAL gf = (REAL)gr;
                 for (int v = 0; v < nv; ++v) {
                     const VEC rw = w[v] * ic;
