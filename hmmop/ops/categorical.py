@@ -102,9 +102,14 @@ class HMMForwardNDArray(StatefulNDArrayOp):
         return NDArrayForward(A, B, pi, obs, lengths)
 
 
-@mx.operator.register(OP_TYPE)
-class HMMForwardProp(mx.operator.CustomOpProp):
-    """Shapes, dtypes and dependencies of hmm_forward; attribute backend (see module doc)."""
+class HMMOpProp(mx.operator.CustomOpProp):
+    """What the props of hmm_forward and hmm_forward_dense share: attribute backend ('auto',
+    'cython', 'ndarray'), one output ll (batch,) of the parameters' dtype, the choice of the
+    CustomOp by context.  A subclass names its op (OP_NAME), its inputs (ARGUMENTS: three float
+    inputs, then an index-like one whose dtype defaults to INDEX_DTYPE), its CPU and NDArray
+    CustomOps, and checks its shapes (batch_of) and dtypes (dtype_of)."""
+
+    OP_NAME = ARGUMENTS = INDEX_DTYPE = CPU_OP = NDARRAY_OP = None
 
     def __init__(self, backend="auto"):
         # Never raise here: an exception in a CustomOpProp constructor crashes
@@ -113,29 +118,22 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         self.backend = backend
 
     def list_arguments(self):
-        return ["A", "B", "pi", "obs"]
+        return list(self.ARGUMENTS)
 
     def list_outputs(self):
         return ["ll"]
 
     def infer_shape(self, in_shape):
         if self.backend not in BACKENDS:
-            raise ValueError(f"hmm_forward: backend must be one of {BACKENDS}, got {self.backend!r}")
-        _, _, batch, _ = checks.check_shapes(*in_shape)
-        return in_shape, [(batch,)], []
+            raise ValueError(f"{self.OP_NAME}: backend must be one of {BACKENDS}, got {self.backend!r}")
+        return in_shape, [(self.batch_of(in_shape),)], []
 
     def infer_type(self, in_type):
         known = [t for t in in_type[:3] if t is not None]
         param = known[0] if known else np.float32
         in_type = [param if t is None else t for t in in_type[:3]] + \
-                  [np.float32 if in_type[3] is None else in_type[3]]
-        dtype = checks.check_dtypes(*in_type)
-        return in_type, [dtype.type], []
-
-    def declare_backward_dependency(self, out_grad, in_data, out_data):
-        # Both backends keep what they need from the forward (in arrays of
-        # their own), so MXNet may free or reuse the inputs and ll.
-        return list(out_grad)
+                  [self.INDEX_DTYPE if in_type[3] is None else in_type[3]]
+        return in_type, [self.dtype_of(in_type).type], []
 
     def create_operator(self, ctx, in_shapes, in_dtypes):
         on_cpu = ctx.device_type == "cpu"
@@ -143,11 +141,30 @@ class HMMForwardProp(mx.operator.CustomOpProp):
         if backend == "auto":
             backend = "cython" if on_cpu else "ndarray"
         if backend == "ndarray":
-            return HMMForwardNDArray()
+            return self.NDARRAY_OP()
         if not on_cpu:
-            raise ValueError(f"hmm_forward: backend 'cython' runs on the CPU only, but the inputs "
+            raise ValueError(f"{self.OP_NAME}: backend 'cython' runs on the CPU only, but the inputs "
                              f"are on {ctx}; use backend='auto' or 'ndarray' there")
-        return HMMForward(in_shapes, in_dtypes)
+        return self.CPU_OP(in_shapes, in_dtypes)
+
+
+@mx.operator.register(OP_TYPE)
+class HMMForwardProp(HMMOpProp):
+    """Shapes, dtypes and dependencies of hmm_forward; attribute backend (see module doc)."""
+
+    OP_NAME, ARGUMENTS, INDEX_DTYPE = OP_TYPE, ("A", "B", "pi", "obs"), np.float32
+    CPU_OP, NDARRAY_OP = HMMForward, HMMForwardNDArray
+
+    def batch_of(self, in_shape):
+        return checks.check_shapes(*in_shape)[2]
+
+    def dtype_of(self, in_type):
+        return checks.check_dtypes(*in_type)
+
+    def declare_backward_dependency(self, out_grad, in_data, out_data):
+        # Both backends keep what they need from the forward (in arrays of
+        # their own), so MXNet may free or reuse the inputs and ll.
+        return list(out_grad)
 
 
 def _is_symbol(x):

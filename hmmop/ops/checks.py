@@ -48,19 +48,28 @@ def check_shapes(A_shape, B_shape, pi_shape, obs_shape):
     return n, m, batch, T
 
 
-def check_dtypes(A_dtype, B_dtype, pi_dtype, obs_dtype):
-    """Validate dtypes; return the parameters' common dtype (float32 or float64)."""
-    named = {"A": np.dtype(A_dtype), "B": np.dtype(B_dtype), "pi": np.dtype(pi_dtype)}
+def _float_inputs_dtype(named, index, index_dtype, holding):
+    """The common dtype of the float inputs ``named`` ({name: dtype}, float32 or float64), after
+    checking them and the index-like input ``index`` (int32, int64 or floats holding integers)."""
+    named = {name: np.dtype(dt) for name, dt in named.items()}
+    names = list(named)
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
     for name, dt in named.items():
         if dt not in PARAM_DTYPES:
-            raise TypeError(f"{name} has dtype {dt}; A, B and pi must be float32 or float64")
+            raise TypeError(f"{name} has dtype {dt}; {listed} must be float32 or float64")
     if len(set(named.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in named.items())
-        raise TypeError(f"A, B and pi must share one dtype, got {listing}")
-    if np.dtype(obs_dtype) not in OBS_DTYPES:
-        raise TypeError(f"obs has dtype {np.dtype(obs_dtype)}; expected int32, int64, "
-                        f"float32 or float64 holding integer symbols")
-    return named["A"]
+        raise TypeError(f"{listed} must share one dtype, got {listing}")
+    if np.dtype(index_dtype) not in OBS_DTYPES:
+        raise TypeError(f"{index} has dtype {np.dtype(index_dtype)}; expected int32, int64, "
+                        f"float32 or float64 holding {holding}")
+    return named[names[0]]
+
+
+def check_dtypes(A_dtype, B_dtype, pi_dtype, obs_dtype):
+    """Validate dtypes; return the parameters' common dtype (float32 or float64)."""
+    return _float_inputs_dtype({"A": A_dtype, "B": B_dtype, "pi": pi_dtype}, "obs", obs_dtype,
+                               "integer symbols")
 
 
 def prepare_obs(obs, n_symbols):
@@ -77,6 +86,31 @@ def prepare_obs(obs, n_symbols):
     return _kernel.prepare_obs(obs.reshape(-1, obs.shape[-1]) if obs.ndim == 1 else obs, n_symbols)
 
 
+def _one_context(named):
+    """The context of the NDArrays ``named`` ({name: value}, the first one naming the context),
+    after checking that they are NDArrays on one context (TypeError / ValueError naming them)."""
+    for name, x in named.items():
+        if not isinstance(x, mx.nd.NDArray):
+            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
+    names = list(named)
+    first, ctx = names[0], named[names[0]].context
+    for name in names[1:]:
+        if named[name].context != ctx:
+            listed = ", ".join(names[:-1]) + " and " + names[-1]
+            raise ValueError(f"{name} is on {named[name].context} but {first} is on {ctx}; "
+                             f"{listed} must share one context")
+    return ctx
+
+
+def _on_host(x):
+    """An index-like input (symbols, lengths) as a NumPy array: an NDArray copied, other integer
+    dtypes (bool, uint8, int16, ...) widened to int64."""
+    if isinstance(x, mx.nd.NDArray):
+        return x.asnumpy()
+    x = np.asarray(x)
+    return x.astype(np.int64) if x.dtype.kind in "iub" and x.dtype not in OBS_DTYPES else x
+
+
 def checked_inputs(A, B, pi, obs):
     """Validate NDArray inputs of hmm_forward and the like.
 
@@ -84,20 +118,8 @@ def checked_inputs(A, B, pi, obs):
     list of symbols (-1 padding, -2 missing).  Returns (A, B, pi, obs NDArray
     on A's context, obs NumPy as given).
     """
-    for name, x in (("A", A), ("B", B), ("pi", pi)):
-        if not isinstance(x, mx.nd.NDArray):
-            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
-    ctx = A.context
-    for name, x in (("B", B), ("pi", pi)):
-        if x.context != ctx:
-            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
-                             f"A, B and pi must share one context")
-    if isinstance(obs, mx.nd.NDArray):
-        obs_np = obs.asnumpy()
-    else:
-        obs_np = np.asarray(obs)
-        if obs_np.dtype.kind in "iub" and obs_np.dtype not in OBS_DTYPES:
-            obs_np = obs_np.astype(np.int64)
+    ctx = _one_context({"A": A, "B": B, "pi": pi})
+    obs_np = _on_host(obs)
     check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
     _, m, _, _ = check_shapes(A.shape, B.shape, pi.shape, obs_np.shape)
     prepare_obs(obs_np, m)
@@ -109,7 +131,6 @@ def checked_inputs(A, B, pi, obs):
 
 
 # -- hmm_forward_dense ------------------------------------------------------------------------
-LENGTH_DTYPES = OBS_DTYPES
 
 
 def check_dense_shapes(A_shape, pi_shape, le_shape, lengths_shape):
@@ -141,17 +162,8 @@ def check_dense_shapes(A_shape, pi_shape, le_shape, lengths_shape):
 
 def check_dense_dtypes(A_dtype, pi_dtype, le_dtype, lengths_dtype):
     """Validate hmm_forward_dense's dtypes; return the common dtype of A, pi and log_emission."""
-    named = {"A": np.dtype(A_dtype), "pi": np.dtype(pi_dtype), "log_emission": np.dtype(le_dtype)}
-    for name, dt in named.items():
-        if dt not in PARAM_DTYPES:
-            raise TypeError(f"{name} has dtype {dt}; A, pi and log_emission must be float32 or float64")
-    if len(set(named.values())) > 1:
-        listing = ", ".join(f"{k}: {v}" for k, v in named.items())
-        raise TypeError(f"A, pi and log_emission must share one dtype, got {listing}")
-    if np.dtype(lengths_dtype) not in LENGTH_DTYPES:
-        raise TypeError(f"lengths has dtype {np.dtype(lengths_dtype)}; expected int32, int64, "
-                        f"float32 or float64 holding integer lengths")
-    return named["A"]
+    return _float_inputs_dtype({"A": A_dtype, "pi": pi_dtype, "log_emission": le_dtype}, "lengths",
+                               lengths_dtype, "integer lengths")
 
 
 def prepare_lengths(lengths, T):
@@ -194,20 +206,8 @@ def checked_dense_inputs(A, pi, log_emission, lengths, check_values=True):
     array or list of integers.  Returns (A, pi, log_emission, lengths NDArray
     on A's context, lengths NumPy int64).
     """
-    for name, x in (("A", A), ("pi", pi), ("log_emission", log_emission)):
-        if not isinstance(x, mx.nd.NDArray):
-            raise TypeError(f"{name} must be an mxnet NDArray, got {type(x).__name__}")
-    ctx = A.context
-    for name, x in (("pi", pi), ("log_emission", log_emission)):
-        if x.context != ctx:
-            raise ValueError(f"{name} is on {x.context} but A is on {ctx}; "
-                             f"A, pi and log_emission must share one context")
-    if isinstance(lengths, mx.nd.NDArray):
-        lengths_np = lengths.asnumpy()
-    else:
-        lengths_np = np.asarray(lengths)
-        if lengths_np.dtype.kind in "iub" and lengths_np.dtype not in LENGTH_DTYPES:
-            lengths_np = lengths_np.astype(np.int64)
+    ctx = _one_context({"A": A, "pi": pi, "log_emission": log_emission})
+    lengths_np = _on_host(lengths)
     check_dense_dtypes(A.dtype, pi.dtype, log_emission.dtype, lengths_np.dtype)
     _, _, T = check_dense_shapes(A.shape, pi.shape, log_emission.shape, lengths_np.shape)
     lengths64 = prepare_lengths(lengths_np, T)

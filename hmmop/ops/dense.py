@@ -32,7 +32,7 @@ from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 from .. import _kernel
 from . import checks, native
 from .ndview import view
-from .categorical import BACKENDS, WRAPPER_BACKENDS, StatefulNDArrayOp, _is_symbol
+from .categorical import WRAPPER_BACKENDS, HMMOpProp, StatefulNDArrayOp, _is_symbol
 from .dense_ndarray import NDArrayForwardDense
 from .threads import get_num_threads
 
@@ -83,50 +83,22 @@ class HMMForwardDenseNDArray(StatefulNDArrayOp):
 
 
 @mx.operator.register(OP_TYPE)
-class HMMForwardDenseProp(mx.operator.CustomOpProp):
+class HMMForwardDenseProp(HMMOpProp):
     """Shapes, dtypes and dependencies of hmm_forward_dense; attribute backend."""
 
-    def __init__(self, backend="auto"):
-        # Never raise here (MXNet 1.9 segfaults): checked in infer_shape.
-        super().__init__(need_top_grad=True)
-        self.backend = backend
+    OP_NAME, ARGUMENTS, INDEX_DTYPE = OP_TYPE, ("A", "pi", "log_emission", "lengths"), np.int64
+    CPU_OP, NDARRAY_OP = HMMForwardDense, HMMForwardDenseNDArray
 
-    def list_arguments(self):
-        return ["A", "pi", "log_emission", "lengths"]
+    def batch_of(self, in_shape):
+        return checks.check_dense_shapes(*in_shape)[1]
 
-    def list_outputs(self):
-        return ["ll"]
-
-    def infer_shape(self, in_shape):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"hmm_forward_dense: backend must be one of {BACKENDS}, got {self.backend!r}")
-        _, batch, _ = checks.check_dense_shapes(*in_shape)
-        return in_shape, [(batch,)], []
-
-    def infer_type(self, in_type):
-        known = [t for t in in_type[:3] if t is not None]
-        param = known[0] if known else np.float32
-        in_type = [param if t is None else t for t in in_type[:3]] + \
-                  [np.int64 if in_type[3] is None else in_type[3]]
-        dtype = checks.check_dense_dtypes(*in_type)
-        return in_type, [dtype.type], []
+    def dtype_of(self, in_type):
+        return checks.check_dense_dtypes(*in_type)
 
     def declare_backward_dependency(self, out_grad, in_data, out_data):
         # The Cython backend reads log_emission again in the backward (sequences
         # recomputed in double); the NDArray path keeps copies of its own.
         return list(out_grad) + [in_data[2]]
-
-    def create_operator(self, ctx, in_shapes, in_dtypes):
-        on_cpu = ctx.device_type == "cpu"
-        backend = self.backend
-        if backend == "auto":
-            backend = "cython" if on_cpu else "ndarray"
-        if backend == "ndarray":
-            return HMMForwardDenseNDArray()
-        if not on_cpu:
-            raise ValueError(f"hmm_forward_dense: backend 'cython' runs on the CPU only, but the inputs "
-                             f"are on {ctx}; use backend='auto' or 'ndarray' there")
-        return HMMForwardDense(in_shapes, in_dtypes)
 
 
 def _native_dense():
