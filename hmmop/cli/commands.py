@@ -178,15 +178,22 @@ def decode(args):
         _check_new(args.plot, args.force)
     model, sequences, _ = _model_and_data(args)
     _, paths = model.decode(sequences)
-    if isinstance(model, GaussianHMM):
-        return _decode_gaussian(args, model, sequences, paths)
+    if isinstance(model, GaussianHMM):      # numeric rows: the observed values where the symbol would be
+        names = args.feature_names or [f"x{d}" for d in range(model.n_features)]
+        columns, cells = names, lambda obs: [repr(float(v)) for v in obs]
+        what = "observations and posteriors"
+        plot_options = lambda k: dict(tokens=None, observations=sequences[k], feature_names=names)
+    else:
+        columns, cells = ["symbol"], lambda tok: [_shown(tok)]
+        what = "posteriors"
+        plot_options = lambda k: dict(tokens=[_shown(t) for t in sequences[k]])
     if args.posteriors:
         gamma = model.predict_proba(sequences)
-        print("\t".join(["sequence", "step", "symbol", "viterbi"]
+        print("\t".join(["sequence", "step"] + columns + ["viterbi"]
                         + [f"state_{i}" for i in range(model.n_states)]))
         for b, (seq, path, g) in enumerate(zip(sequences, paths, gamma)):
-            for t, (tok, state, row) in enumerate(zip(seq, path, g)):
-                print("\t".join([str(b), str(t), _shown(tok), str(state)] + [f"{p:.6g}" for p in row]))
+            for t, (obs, state, row) in enumerate(zip(seq, path, g)):
+                print("\t".join([str(b), str(t)] + cells(obs) + [str(state)] + [f"{p:.6g}" for p in row]))
     else:
         for path in paths:
             print(" ".join(str(s) for s in path))
@@ -195,33 +202,10 @@ def decode(args):
         if not 0 <= k < len(sequences):
             raise UsageError(f"--sequence {k}: the data has sequences 0..{len(sequences) - 1}")
         gamma = model.predict_proba([sequences[k]])[0]
-        plots.posteriors(gamma, paths[k], [_shown(t) for t in sequences[k]], args.plot,
-                         title=f"{args.data}, sequence {k}")
-        _say(f"posteriors of sequence {k} written to {args.plot}")
-
-
-def _decode_gaussian(args, model, sequences, paths):
-    """decode's output for numeric rows: the observed values where the symbol would be."""
-    names = args.feature_names or [f"x{d}" for d in range(model.n_features)]
-    if args.posteriors:
-        gamma = model.predict_proba(sequences)
-        print("\t".join(["sequence", "step"] + names + ["viterbi"]
-                        + [f"state_{i}" for i in range(model.n_states)]))
-        for b, (seq, path, g) in enumerate(zip(sequences, paths, gamma)):
-            for t, (row, state, p) in enumerate(zip(seq, path, g)):
-                print("\t".join([str(b), str(t)] + [repr(float(v)) for v in row] + [str(state)]
-                                + [f"{x:.6g}" for x in p]))
-    else:
-        for path in paths:
-            print(" ".join(str(s) for s in path))
-    if args.plot:
-        k = args.sequence
-        if not 0 <= k < len(sequences):
-            raise UsageError(f"--sequence {k}: the data has sequences 0..{len(sequences) - 1}")
-        gamma = model.predict_proba([sequences[k]])[0]
-        plots.posteriors(gamma, paths[k], None, args.plot, title=f"{args.data}, sequence {k}",
-                         observations=sequences[k], feature_names=names)
-        _say(f"observations and posteriors of sequence {k} written to {args.plot}")
+        options = plot_options(k)
+        plots.posteriors(gamma, paths[k], options.pop("tokens"), args.plot, title=f"{args.data}, sequence {k}",
+                         **options)
+        _say(f"{what} of sequence {k} written to {args.plot}")
 
 
 def sample(args):
