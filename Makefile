@@ -1,16 +1,17 @@
-# Two commands do all set-up on a fresh machine:
+# Two commands do all set-up on a fresh machine (Linux, python3 3.8-3.13 with venv, gcc, make):
 #   make demo   - build and install hmmop into .venv, then run examples/gist.py
 #   make test   - the same set-up, then the test suite
-#   make test-pythons - the test suite on Python 3.11 and on 3.12 (found with pyenv), each in a venv (what CI runs)
-# and `make bench` runs the benchmarks.
+# What CI (.ci/run) adds: `make lint` (ruff) and `make test-pythons` (the suite on Python 3.11 and on 3.12,
+# found with pyenv, each in its own venv).  `make bench` runs the benchmarks.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+LINTED := hmmop tests bench examples
 
 # The newest Python 3.12 that pyenv has (for test-pythons); empty without pyenv or 3.12.
 PY312 := $(shell pyenv prefix "$$(pyenv latest 3.12 2>/dev/null)" 2>/dev/null)
 
-.PHONY: demo test test-pythons bench clean
+.PHONY: demo test lint test-pythons bench clean
 
 # An editable install leaves out the start-up hook that a regular one puts beside the packages (it lets
 # mxnet import on numpy >= 1.24 even before hmmop; see _hmmop_mxnet_hook.py): copied there by hand.
@@ -26,6 +27,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests bench --benchmark-disable -m "not slow"
+
+# ruff (from the test extra) with pyproject.toml's [tool.ruff] settings: pyflakes and pycodestyle errors.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(LINTED)
 
 # The test suite on Python 3.11 (numpy 1.23, .venv) and on 3.12 (numpy 1.26, .venv-3.12), one after the
 # other: both build the extension into the source tree (different file names, but one Cython output).

@@ -1,5 +1,6 @@
-"""Build of hmmop: a Cython extension over the C kernel in csrc/, with OpenMP, and
-the native MXNet operator library hmmop/libhmmop_op.so over the same kernel.
+"""Build of hmmop's compiled parts (the metadata is in pyproject.toml): a Cython extension over the C
+kernel in csrc/, with OpenMP, and the native MXNet operator library hmmop/libhmmop_op.so over the same
+kernel.
 
 Compiler flags: -O3 -fopenmp, plus HMMOP_ARCH_FLAGS (default "-march=native",
 since the package is compiled where it is installed; set it to "" or e.g.
@@ -103,26 +104,9 @@ class build_ext_native(build_ext):
 
 native = native_extension()
 
+# The metadata (name, version, dependencies, extras, the `hmmop` script, the packages) is in
+# pyproject.toml's [project] table; setup.py adds only what a table cannot say: the two compiled parts.
 setup(
-    name="hmmop",
-    version="0.1.0",
-    description="Fused hidden-Markov-model forward/backward operator for Apache MXNet",
-    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
-    long_description_content_type="text/markdown",
-    packages=["hmmop", "hmmop.ops", "hmmop.nn", "hmmop.fit", "hmmop.emissions", "hmmop.models", "hmmop.cli"],
-    py_modules=["_hmmop_mxnet_hook"],
     cmdclass={"build_py": build_py_with_pth, "build_ext": build_ext_native},
-    python_requires=">=3.8,<3.14",
-    # numpy < 2: MXNet 1.9.1 declares it (and uses names numpy 2 removed); numpy 1.24-1.26 lack only
-    # np.bool, which _hmmop_mxnet_hook restores.  setuptools provides distutils, gone from 3.12 on.
-    install_requires=["mxnet==1.9.1", "numpy>=1.21,<2", "tqdm>=4.60", "setuptools; python_version >= '3.12'"],
-    extras_require={
-        "plot": ["matplotlib>=3.5"],                  # hmmop's plots and the CLI's --plot options
-        "bench": ["hmmlearn==0.3.3"],                 # `hmmop bench`'s comparison columns
-        "sklearn": ["scikit-learn>=1.0"],             # the k-means start of Gaussian models (init="kmeans")
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hmmlearn==0.3.3", "matplotlib>=3.5", "threadpoolctl>=3"],
-    },
-    entry_points={"console_scripts": ["hmmop = hmmop.cli:main"]},
     ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}) + ([native] if native else []),
-    zip_safe=False,
 )
