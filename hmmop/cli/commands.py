@@ -36,6 +36,7 @@ from ..fit.monitor import DivergenceError
 from ..models import GaussianHMM
 from ..models import load as load_model
 from ..models.hmm import HMM
+from ..ops.checks import check_sizes
 from . import benchmarks, plots
 from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
                     read_sequences, with_vocabulary, write_features)
@@ -80,6 +81,7 @@ def fit(args):
     _check_new(out, args.force)
     if args.plot:
         _check_new(args.plot, args.force)
+        plots.check_available()             # before the fit, not after it
     if args.emissions == "gaussian":
         return _fit_gaussian(args, out)
     if args.covariance is not None or args.init is not None:
@@ -102,6 +104,8 @@ def fit(args):
         symbols = sorted({tok for seq in sequences for tok in seq})
         n_symbols = len(symbols)
     n = sum(len(s) for s in sequences)
+    N = args.states
+    _check_size(args, {"A": (N, N), "B": (N, n_symbols), "pi": (N,)}, f"{n_symbols} distinct symbols")
     model = HMM(args.states, n_symbols, symbols=symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
     workers = f", {kv.num_workers} workers ({args.kvstore})" if kv is not None else ""
     if rank == 0:
@@ -140,6 +144,10 @@ def _fit_gaussian(args, out):
     D = sequences[0].shape[1]
     n = _observed(sequences)
     rows = sum(len(s) for s in sequences)
+    N = args.states
+    covars = {"spherical": (N,), "diag": (N, D), "full": (N, D, D), "tied": (D, D)}[covariance]
+    _check_size(args, {"A": (N, N), "pi": (N,), "means": (N, D), "covars": covars},
+                f"{D} feature{'s' * (D != 1)}, {covariance} covariances")
     model = GaussianHMM(args.states, D, covariance_type=covariance, seed=args.seed, dtype=args.dtype)
     _say(f"fitting {args.states} Gaussian states ({covariance} covariances) to {len(sequences)} sequences, "
          f"{n} observations of {D} feature{'s' * (D != 1)}{f' ({rows - n} missing)' if rows > n else ''} "
@@ -176,17 +184,22 @@ def score(args):
 def decode(args):
     if args.plot:
         _check_new(args.plot, args.force)
+        plots.check_available()
     model, sequences, _ = _model_and_data(args)
     _, paths = model.decode(sequences)
     if isinstance(model, GaussianHMM):      # numeric rows: the observed values where the symbol would be
         names = args.feature_names or [f"x{d}" for d in range(model.n_features)]
         columns, cells = names, lambda obs: [repr(float(v)) for v in obs]
         what = "observations and posteriors"
-        plot_options = lambda k: dict(tokens=None, observations=sequences[k], feature_names=names)
+
+        def plot_options(k):
+            return dict(tokens=None, observations=sequences[k], feature_names=names)
     else:
         columns, cells = ["symbol"], lambda tok: [_shown(tok)]
         what = "posteriors"
-        plot_options = lambda k: dict(tokens=[_shown(t) for t in sequences[k]])
+
+        def plot_options(k):
+            return dict(tokens=[_shown(t) for t in sequences[k]])
     if args.posteriors:
         gamma = model.predict_proba(sequences)
         print("\t".join(["sequence", "step"] + columns + ["viterbi"]
@@ -234,6 +247,7 @@ def sample(args):
 def info(args):
     if args.plot:
         _check_new(args.plot, args.force)
+        plots.check_available()
     model = _load(args.model)
     if isinstance(model, GaussianHMM):
         return _info_gaussian(args, model)
@@ -309,6 +323,7 @@ def launch(args):
 def bench(args):
     if args.plot:
         _check_new(args.plot, args.force)
+        plots.check_available()
     benchmarks.main(quick=args.quick, plot=args.plot, out=sys.stdout, err=sys.stderr)
 
 
@@ -348,6 +363,14 @@ def _load(path):
         raise DataError(f"{path}: the command line reads categorical and Gaussian models, not a "
                         f"{type(model).__name__}")
     return model
+
+
+def _check_size(args, shapes, data):
+    """A usage error naming --states when the model's parameters (``shapes``) cannot be allocated."""
+    try:
+        check_sizes(shapes, args.dtype)
+    except ValueError as exc:
+        raise UsageError(f"--states {args.states} with {data}: {exc}") from None
 
 
 def _observed(sequences):

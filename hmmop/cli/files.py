@@ -136,7 +136,7 @@ def read_features(path):
         sequences.append(np.array(rows, dtype=np.float64))
     if not sequences:
         raise DataError(f"{_name(path)}: no sequence in it (the file is empty or only blank lines"
-                        f"{', comments' if any(l.lstrip().startswith('#') for l in lines) else ''}"
+                        f"{', comments' if any(line.lstrip().startswith('#') for line in lines) else ''}"
                         f"{' and a header' if names else ''})")
     return sequences, names, starts
 

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-__all__ = ["PlotUnavailable", "training_curve", "posteriors", "emissions", "means", "benchmark", "visible"]
+__all__ = ["PlotUnavailable", "check_available", "training_curve", "posteriors", "emissions", "means", "benchmark",
+           "visible"]
 
 DPI = 110
 WIDTH = 9.0                       # inches
@@ -38,6 +39,12 @@ def _matplotlib():
         raise PlotUnavailable(_HINT if missing else f"{_HINT} (matplotlib failed to import: {exc})") from exc
     del matplotlib
     return Figure, FigureCanvasAgg, ticker, colors
+
+
+def check_available():
+    """PlotUnavailable (with the install hint) now, where matplotlib is missing: the command line calls it
+    before any work whose result a plot would draw."""
+    _matplotlib()
 
 
 def _figure(height):
@@ -102,7 +109,8 @@ def training_curve(histories, n_symbols, path, title=None, unit="symbol"):
     if best is not None:                          # last, so that it is drawn on top
         h = histories[best] / n_symbols
         ax.plot(np.arange(1, len(h) + 1), h, color=colours[best], linewidth=2.6, zorder=3,
-                marker="o" if len(h) == 1 else None, label=f"start {best} ({'best, ' * (len(histories) > 1)}final {h[-1]:.4f})")
+                marker="o" if len(h) == 1 else None,
+                label=f"start {best} ({'best, ' * (len(histories) > 1)}final {h[-1]:.4f})")
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda k: int(labels[k].split()[1]))
     ax.legend([handles[k] for k in order], [labels[k] for k in order], loc="lower right",

@@ -3,7 +3,10 @@
 Every check raises ValueError (wrong shape or value) or TypeError (wrong
 dtype) with a message that names the input, what it is and what was expected.
 This module sits below categorical.py (categorical imports checks, never the reverse).
+``check_sizes`` is the models' check that their parameters can be allocated at all.
 """
+import os
+
 import mxnet as mx
 import numpy as np
 
@@ -218,3 +221,74 @@ def checked_dense_inputs(A, pi, log_emission, lengths, check_values=True):
     elif lengths.context != ctx:
         lengths = lengths.as_in_context(ctx)
     return A, pi, log_emission, lengths, lengths64
+
+
+# -- sizes that cannot be allocated ------------------------------------------------------------
+
+# MXNet 1.9.1's wheels are built without large-tensor support (USE_INT64_TENSOR_SIZE): an NDArray must have
+# fewer than 2^31 - 1 entries (its check is `Size() < (1 << 31) - 1`), whatever its dtype.
+MAX_ENTRIES = 2**31 - 2
+
+
+def physical_memory():
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * page_size if pages > 0 and page_size > 0 else None
+
+
+def _bytes(n):
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _listed(names):
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def check_sizes(shapes, dtype, memory=None):
+    """ValueError, before anything is allocated, when parameters of these shapes cannot be held.
+
+    shapes: {name: shape} of the arrays a model is about to make, e.g. {"A": (N, N), "pi": (N,)};
+    dtype: their dtype (float32, float64).  Refused, with one line naming the parameter, its shape,
+    entries and bytes and the limit: a parameter of 2^31 - 1 entries or more (MAX_ENTRIES: MXNet 1.9.1
+    without large-tensor support cannot make such an NDArray, and gradient training makes one of every
+    parameter), or all of them together larger than ``memory`` (default: this machine's memory,
+    physical_memory()).  Shapes whose dimensions are not all positive integers, and a dtype that is not
+    one, are left to the caller's own checks (this one only ever refuses sizes).
+    """
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        return
+    sizes = {}
+    for name, shape in shapes.items():
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            continue
+        if any(isinstance(d, bool) or d != int(d) or int(d) < 1 for d in shape):
+            continue
+        sizes[name] = (dims, int(np.prod(dims, dtype=object)))       # exact, no int64 overflow
+    type_name = np.dtype(dtype).name
+    for name, (dims, entries) in sizes.items():
+        if entries > MAX_ENTRIES:
+            raise ValueError(
+                f"{name} of shape {dims} would have {entries:,} entries ({_bytes(entries * itemsize)} in "
+                f"{type_name}): MXNet 1.9.1 (built without large-tensor support) holds at most "
+                f"{MAX_ENTRIES:,} (2^31 - 2) entries in one array")
+    memory = physical_memory() if memory is None else memory
+    total = sum(entries for _, entries in sizes.values()) * itemsize
+    if memory is not None and total > memory:
+        largest = max(sizes, key=lambda k: sizes[k][1])
+        dims, entries = sizes[largest]
+        if len(sizes) == 1:
+            what, alone = f"{largest} of shape {dims} ({entries:,} entries)", ""
+        else:
+            what, alone = _listed(list(sizes)), f" ({largest} of shape {dims} alone {_bytes(entries * itemsize)})"
+        raise ValueError(f"{what} would take {_bytes(total)} in {type_name}{alone}: more than the "
+                         f"{_bytes(memory)} of memory this machine has")
