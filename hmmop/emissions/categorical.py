@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import MISSING, encode_flat
 from ..fit.priors import m_step
+from ..ops.checks import check_sizes
 from .base import Emission
 
 _FLOOR = 1e-30
@@ -34,6 +35,7 @@ class CategoricalEmission(Emission):
     params_letters = "e"            # hmmlearn's letter for emissionprob_
 
     def __init__(self, n_states, n_symbols, emission_prior=None, mask=None, symbols=None):
+        check_sizes({"B": (n_states, n_symbols)}, np.float64)      # before any allocation
         for name, value in (("n_states", n_states), ("n_symbols", n_symbols)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

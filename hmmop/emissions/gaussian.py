@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from .. import _kernel
+from ..ops.checks import check_sizes
 from ..ops.threads import get_num_threads
 from .base import Emission
 
@@ -104,6 +105,9 @@ class GaussianEmission(Emission):
 
     def __init__(self, n_states, n_features, covariance_type="diag", min_covar=1e-3,
                  means_prior=0, means_weight=0, covars_prior=1e-2, covars_weight=1):
+        N, D, kind = n_states, n_features, covariance_type          # sizes, before any allocation
+        check_sizes({"means": (N, D), "covars": (N, D, D) if kind == "full" else (D, D) if kind == "tied" else
+                     (N,) if kind == "spherical" else (N, D)}, np.float64)
         for name, value in (("n_states", n_states), ("n_features", n_features)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")

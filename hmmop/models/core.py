@@ -42,6 +42,7 @@ from ..fit.priors import check_masks, check_prior, log_prior, m_step
 from ..fit.trainer import check_learning_rate
 from ..nn.hmm_block import _masked_softmax
 from ..ops import native
+from ..ops.checks import check_sizes
 from ..ops.dense import OP_TYPE as DENSE_OP
 from ..ops.dense import _native_dense
 from ..ops.threads import get_num_threads
@@ -65,6 +66,7 @@ class EmissionHMM:
     """
 
     def __init__(self, n_states, emission, seed=None, dtype="float32", ctx=None, mask=None, engine="fused"):
+        check_sizes({"A": (n_states, n_states), "pi": (n_states,)}, dtype)      # before any allocation
         if isinstance(n_states, bool) or int(n_states) != n_states or n_states < 1:
             raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):
