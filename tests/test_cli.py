@@ -233,3 +233,26 @@ def test_bench_quick_prints_its_tables(tmp_path):
     assert status == 0, err
     assert "unroll" in out and "hmmlearn" in out and "x" in out
     assert png_size(plot)[0] > 300
+
+
+def test_plot_without_matplotlib_fails_before_the_work(tmp_path, fitted, monkeypatch):
+    """--plot without matplotlib: one line with the install hint, before fitting (or decoding), and no
+    model written; matplotlib is made unimportable as on a machine without it."""
+    from hmmop import GaussianHMM
+    monkeypatch.setitem(sys.modules, "matplotlib", None)          # `import matplotlib` now fails
+    hint = "plots need matplotlib: pip install 'hmmop[plot]'"
+    numbers = tmp_path / "walk.csv"
+    numbers.write_text("1,2\n3,4\n5,6\n\n7,8\n9,10\n", encoding="utf-8")
+    with mock.patch.object(HMM, "fit", side_effect=AssertionError("fitted")) as hmm_fit, \
+            mock.patch.object(GaussianHMM, "fit", side_effect=AssertionError("fitted")) as gaussian_fit, \
+            mock.patch.object(HMM, "decode", side_effect=AssertionError("decoded")) as decode:
+        for args in (["fit", README, "--states", 2], ["fit", numbers, "--emissions", "gaussian", "--states", 2]):
+            status, out, err = hmmop(*args, "--plot", tmp_path / "curve.png", "--out", tmp_path / "m.npz")
+            assert status == 1 and out == ""
+            assert err == f"hmmop fit: error: {hint}\n"
+        status, out, err = hmmop("decode", fitted["model"], README, "--plot", tmp_path / "states.png")
+        assert status == 1 and out == "" and err == f"hmmop decode: error: {hint}\n"
+        status, out, err = hmmop("info", fitted["model"], "--plot", tmp_path / "emissions.png")
+        assert status == 1 and out == "" and err == f"hmmop info: error: {hint}\n"
+    assert not hmm_fit.called and not gaussian_fit.called and not decode.called
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.csv"]
