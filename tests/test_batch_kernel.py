@@ -276,7 +276,8 @@ def test_thread_count_bitwise_identical(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [5, 17])
 def test_sequence_scores_same_alone_or_in_any_batch(n, dtype):
-    """Each sequence's ll inside batches (shuffled, other companions, wider padding) equals its ll alone, bit for bit."""
+    """Each sequence's ll inside batches (shuffled, other companions, wider padding) equals its ll alone, bit for
+    bit."""
     rng = np.random.default_rng(400 + n)
     m = 4
     A, B, pi = f32(*random_model(rng, n, m))
@@ -340,7 +341,8 @@ def impossible_batch(rng, A, B, pi):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_impossible_rows_inside_a_block(dtype):
-    """Impossible rows give -inf and zero gradient; the other rows' ll equal their ll alone, gradients equal the batch without them."""
+    """Impossible rows give -inf and zero gradient; the other rows' ll equal their ll alone, gradients equal the
+    batch without them."""
     rng = np.random.default_rng(500)
     A, B, pi = impossible_model(rng)
     obs, bad = impossible_batch(rng, A, B, pi)
@@ -363,7 +365,8 @@ def test_impossible_rows_inside_a_block(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_weight_rows_contribute_no_gradient(dtype):
-    """(ll * w).sum() with w = 0 on some finite rows (and on an impossible row): gradients equal the batch without them."""
+    """(ll * w).sum() with w = 0 on some finite rows (and on an impossible row): gradients equal the batch without
+    them."""
     rng = np.random.default_rng(501)
     A, B, pi = impossible_model(rng)
     obs, bad = impossible_batch(rng, A, B, pi)
@@ -493,7 +496,8 @@ def test_float32_huge_probabilities_do_not_overflow():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_parameters_give_nan_without_error(dtype):
-    """A NaN parameter gives NaN for the rows that use it (no exception), the other rows their value, and a backward runs."""
+    """A NaN parameter gives NaN for the rows that use it (no exception), the other rows their value, and a
+    backward runs."""
     A, B, pi = f32(*random_model(np.random.default_rng(605), 3, 2))
     A[1, 2] = np.nan
     obs = [[0, 1, 1, 0], [1, -1, -1, -1], [-1, -1, -1, -1]]

@@ -326,8 +326,8 @@ def test_bound_graph_with_fan_out_is_right():
     op would overwrite; forward_dense's guard gives the sum."""
     A, pi, le, lengths, head = add_case()
     once = run(guarded, A, pi, le, lengths, np.ones(len(lengths)), np.float64)
-    a, p, e, l = (mx.sym.var(name) for name in NAMES)
-    out = mx.sym.sum(native.forward_dense(mx.sym, a, p, e, l))
+    a, p, e, n = (mx.sym.var(name) for name in NAMES)
+    out = mx.sym.sum(native.forward_dense(mx.sym, a, p, e, n))
     for k in range(8):
         out = out + mx.sym.sum(a * (k + 1.0))
     ex = bind(out, A, pi, le, lengths, np.float64, "write")

@@ -146,7 +146,8 @@ def test_vocabulary_scores_and_round_trip(tmp_path):
     with np.load(path, allow_pickle=False) as f:      # loads without pickle
         meta = json.loads(str(f["meta"]))
         assert str(f["format"]) == "hmmop.HMM" and int(f["version"]) == 1
-    assert meta == {"n_states": 3, "n_symbols": 4, "dtype": "float64", "symbols": words, "fixed": [], "mask": [], "tokens": None}
+    assert meta == {"n_states": 3, "n_symbols": 4, "dtype": "float64", "symbols": words, "fixed": [], "mask": [],
+                    "tokens": None}
     loaded = HMM.load(path)
     assert loaded.symbols == words and loaded.dtype == np.float64
     for a, b in zip(loaded.probabilities(), model.probabilities()):
