@@ -116,6 +116,12 @@ class _SymbolIndexError(ValueError, IndexError):
     """A symbol outside [0, n_features): hmmlearn raises IndexError when scoring it, ValueError in fit."""
 
 
+class _CovarianceTypeError(ValueError, KeyError):
+    """An unknown covariance_type in fit: hmmlearn's fit raises KeyError (a dict lookup), its checks ValueError."""
+
+    __str__ = ValueError.__str__        # (KeyError's would quote the message)
+
+
 def _normalized(x, current=None):
     """Rows of x divided by their sums; an all-zero row keeps ``current``'s (hmmlearn would give zeros)."""
     total = x.sum(axis=-1, keepdims=True)
@@ -557,7 +563,8 @@ class GaussianHMM(_BaseHMM):
         D = X.shape[1]
         if fit:
             if self.covariance_type not in COVARIANCE_TYPES:
-                raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}")
+                raise _CovarianceTypeError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, "
+                                           f"got {self.covariance_type!r}")
             if hasattr(self, "n_features") and self.n_features != D:
                 raise ValueError(f"Unexpected number of dimensions, got {D} but expected {self.n_features}")
             self.n_features = D
