@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check $(LINTED)
 
-# The test suite on Python 3.11 (numpy 1.23, .venv) and on 3.12 (numpy 1.26, .venv-3.12), one after the
+# The test suite on Python 3.11 (.venv) and on 3.12 (.venv-3.12), one after the
 # other: both build the extension into the source tree (different file names, but one Cython output).
 test-pythons:
 	$(MAKE) test

@@ -5,7 +5,7 @@
 TREE: a checkout of hmmop with its extension built in place (e.g. an older commit in a git
 worktree), imported instead of the installed one; ENGINE: HMM's engine (default "fused").
 Prints the best of 5 runs after one warm-up, in milliseconds.  Run it alternately on two
-trees to compare them on the same machine (README, "whole training runs").
+trees to compare them on the same machine (docs/benchmarks.md, "whole training runs").
 """
 import os
 import sys

@@ -5,7 +5,7 @@
 TREE: a checkout of hmmop with its extension built in place (e.g. an older commit in a git
 worktree), imported instead of the installed one.  For each N (default 4 16 64): 256 sequences
 of 200 symbols (M=8), float32 and float64, the best of 15 runs after a warm-up, in ms.  Run it
-alternately on two trees to compare them on the same machine (README, "hmm_forward's speed").
+alternately on two trees to compare them on the same machine (docs/benchmarks.md, "hmm_forward's speed").
 """
 import os
 import sys
