@@ -63,11 +63,15 @@ from sklearn.utils.validation import check_is_fitted
 from . import _kernel
 from .data import MISSING
 from .emissions import CategoricalEmission, GaussianEmission
+from .emissions.gmm import GMMEmission
+from .emissions.multinomial import MultinomialEmission
+from .emissions.poisson import PoissonEmission
+from .models import gmm as _gmm_models, multinomial as _multinomial_models, poisson as _poisson_models  # noqa: F401
 from .models.core import FAMILIES, EmissionHMM
 from .models.core import load as _load_core
 from .ops.threads import get_num_threads
 
-__all__ = ["CategoricalHMM", "GaussianHMM", "ConvergenceMonitor", "load"]
+__all__ = ["CategoricalHMM", "GaussianHMM", "GMMHMM", "MultinomialHMM", "PoissonHMM", "ConvergenceMonitor", "load"]
 
 _log = logging.getLogger(__name__)
 DECODER_ALGORITHMS = frozenset(("viterbi", "map"))
@@ -369,13 +373,16 @@ class _BaseHMM(BaseEstimator):
         estimator's parameters; read it back with hmmop.hmmlearn.load (hmmop.load gives hmmop's model)."""
         check_is_fitted(self, "startprob_")
         self._check()
-        self._core().save(path)
+        self._core(self._file_emission()).save(path)
         with np.load(path, allow_pickle=False) as f:
             fields = {k: f[k] for k in f.files}
         params = {k: _jsonable(v) for k, v in self.get_params().items() if k != "random_state"}
         params["class"] = type(self).__name__
         with open(path, "wb") as f:
             np.savez(f, **fields, **{_PARAMS_KEY: np.array(json.dumps(params))})
+
+    def _file_emission(self):
+        return self._emission()
 
     @classmethod
     def load(cls, path):
@@ -625,6 +632,316 @@ class GaussianHMM(_BaseHMM):
         return self._state_stream(n, rs, currstate, lambda s, r: r.multivariate_normal(means[s], covars[s]))
 
 
+class _CountsHMM(_BaseHMM):
+    """Rows of D features (counts or reals) whose D is set by fit (hmmlearn's BaseHMM rule)."""
+
+    def _prepare_X(self, X, fit):
+        X = self._as_2d(X)
+        D = X.shape[1]
+        if fit:
+            if hasattr(self, "n_features") and self.n_features is not None and self.n_features != D:
+                raise ValueError(f"Unexpected number of dimensions, got {D} but expected {self.n_features}")
+            self.n_features = D
+        elif D != self.n_features:
+            raise ValueError(f"X has {D} features, but the model has {self.n_features}")
+        return X
+
+
+class PoissonHMM(_CountsHMM):
+    """Hidden Markov model with Poisson emissions (hmmlearn.hmm.PoissonHMM's API on hmmop).
+
+    X is (n_samples, n_features) counts; a row of NaN is a missing observation.
+    Attributes: startprob_, transmat_, lambdas_ (n_components, n_features), n_features, monitor_.
+    """
+
+    _EMISSION_LETTERS = "l"
+    _mutates_random_state = True
+
+    def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, lambdas_prior=0.0,
+                 lambdas_weight=0.0, algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2, verbose=False,
+                 params="stl", init_params="stl", implementation="log", *, dtype="float64"):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.lambdas_prior = lambdas_prior
+        self.lambdas_weight = lambdas_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.dtype = dtype
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+
+    def _emission(self, blank=False):
+        em = PoissonEmission(self.n_components, self.n_features, lambdas_prior=self.lambdas_prior,
+                             lambdas_weight=self.lambdas_weight)
+        if not blank:
+            em.lambdas = self.lambdas_
+        return em
+
+    def _init_emission(self, X, rows):
+        if self._needs_init("l", "lambdas_"):
+            # hmmlearn's gamma start from the moments of all counts (here: of the observed rows)
+            self.lambdas_ = self._emission(blank=True).initialize(rows, self.random_state).lambdas
+
+    def _check_emission(self):
+        self.lambdas_ = np.atleast_2d(self.lambdas_)
+        n_features = getattr(self, "n_features", self.lambdas_.shape[1])
+        if self.lambdas_.shape != (self.n_components, n_features):
+            raise ValueError("lambdas_ must have shape (n_components, n_features)")
+        self.n_features = n_features
+
+    def _store(self, core):
+        self._store_core(core)
+        self._load_emission(core.emission, self._dtype())
+
+    def _load_emission(self, em, dtype):
+        self.n_features = em.n_features
+        self.lambdas_ = em.lambdas.astype(dtype)
+
+    def _n_fit_scalars_per_param(self):
+        nc, nf = self.n_components, self.n_features
+        return {"s": nc - 1, "t": nc * (nc - 1), "l": nc * nf}
+
+    def _sample_states(self, n, rs, currstate):
+        lambdas = self.lambdas_
+        return self._state_stream(n, rs, currstate, lambda s, r: r.poisson(lambdas[s]))
+
+
+class MultinomialHMM(_CountsHMM):
+    """Hidden Markov model with multinomial emissions (hmmlearn.hmm.MultinomialHMM's API on hmmop).
+
+    X is (n_samples, n_features) counts of n_trials draws each; a row of NaN is a missing observation.
+    Attributes: startprob_, transmat_, emissionprob_ (n_components, n_features), n_features, n_trials,
+    monitor_.  (hmmlearn's constructor also logs a note on its 0.2.8 API change; not repeated here.)
+    """
+
+    _EMISSION_LETTERS = "e"
+    _mutates_random_state = True
+
+    def __init__(self, n_components=1, n_trials=None, startprob_prior=1.0, transmat_prior=1.0,
+                 algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2, verbose=False, params="ste",
+                 init_params="ste", implementation="log", *, dtype="float64"):
+        self.n_components = n_components
+        self.n_trials = n_trials
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.dtype = dtype
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+
+    def _prepare_X(self, X, fit):
+        X = super()._prepare_X(X, fit)
+        if fit:
+            with np.errstate(invalid="ignore"):
+                observed = X[~np.isnan(X).all(axis=1)] if X.dtype.kind == "f" else X
+                if (observed.dtype.kind == "f" and (observed != np.floor(observed)).any()) or \
+                        (observed.size and observed.min() < 0):
+                    raise ValueError("Symbol counts should be nonnegative integers")
+            totals = observed.sum(axis=1)
+            if self.n_trials is None:
+                self.n_trials = totals.astype(np.int64)            # hmmlearn keeps every row's total
+            elif not (totals == self.n_trials).all():
+                raise ValueError("Total count for each sample should add up to the number of trials")
+        return X
+
+    def _single_trials(self):
+        values = np.unique(np.asarray(self.n_trials))
+        return int(values[0]) if len(values) == 1 else None
+
+    def _emission(self, blank=False):
+        em = MultinomialEmission(self.n_components, self.n_features, n_trials=None)
+        if not blank:
+            em.emissionprob = self.emissionprob_
+        return em
+
+    def _init_emission(self, X, rows):
+        if "e" in self.init_params:         # (hmmlearn: no "is set" test, no warning, for this class)
+            u = self.random_state.rand(self.n_components, self.n_features)
+            self.emissionprob_ = u / u.sum(axis=1, keepdims=True)
+
+    def _check_emission(self):
+        self.emissionprob_ = np.atleast_2d(self.emissionprob_)
+        n_features = getattr(self, "n_features", self.emissionprob_.shape[1])
+        if self.emissionprob_.shape != (self.n_components, n_features):
+            raise ValueError("emissionprob_ must have shape (n_components, n_features)")
+        self.n_features = n_features
+        if self.n_trials is None:
+            raise ValueError("n_trials must be set")
+
+    def _store(self, core):
+        self._store_core(core)
+        self._load_emission(core.emission, self._dtype())
+
+    def _load_emission(self, em, dtype):
+        self.n_features = em.n_features
+        self.emissionprob_ = em.emissionprob.astype(dtype)
+        if em.n_trials is not None:
+            self.n_trials = em.n_trials
+
+    def _n_fit_scalars_per_param(self):
+        nc, nf = self.n_components, self.n_features
+        return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
+
+    def _sample_states(self, n, rs, currstate):
+        from scipy.stats import multinomial
+        trials = self._single_trials()
+        if trials is None:
+            raise ValueError("For sampling, a single n_trials must be given")
+        B = self.emissionprob_
+        return self._state_stream(n, rs, currstate, lambda s, r: multinomial.rvs(n=trials, p=B[s], random_state=r))
+
+    def _file_emission(self):
+        em = self._emission()
+        em.n_trials = self._single_trials()
+        return em
+
+    def save(self, path):
+        """As _BaseHMM.save; a per-row n_trials (fit's, for n_trials=None) is kept only if all are equal."""
+        trials = self.n_trials
+        self.n_trials = self._single_trials()
+        try:
+            super().save(path)
+        finally:
+            self.n_trials = trials
+
+
+class GMMHMM(_CountsHMM):
+    """Hidden Markov model with Gaussian-mixture emissions (hmmlearn.hmm.GMMHMM's API on hmmop).
+
+    X is (n_samples, n_features) real; a row of NaN is a missing observation.
+    Attributes: startprob_, transmat_, weights_ (N, n_mix), means_ (N, n_mix, D), covars_ (spherical
+    (N, n_mix), diag (N, n_mix, D), full (N, n_mix, D, D), tied (N, D, D)), n_features, monitor_.
+    """
+
+    _EMISSION_LETTERS = "wmc"
+
+    def __init__(self, n_components=1, n_mix=1, min_covar=1e-3, startprob_prior=1.0, transmat_prior=1.0,
+                 weights_prior=1.0, means_prior=0.0, means_weight=0.0, covars_prior=None, covars_weight=None,
+                 algorithm="viterbi", covariance_type="diag", random_state=None, n_iter=10, tol=1e-2,
+                 verbose=False, params="stmcw", init_params="stmcw", implementation="log", *, dtype="float64"):
+        self.n_components = n_components
+        self.n_mix = n_mix
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.weights_prior = weights_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.covariance_type = covariance_type
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.dtype = dtype
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+
+    def _prepare_X(self, X, fit):
+        if fit and self.covariance_type not in COVARIANCE_TYPES:
+            raise _CovarianceTypeError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, "
+                                       f"got {self.covariance_type!r}")
+        return super()._prepare_X(X, fit)
+
+    def _emission(self, blank=False):
+        em = GMMEmission(self.n_components, self.n_features, n_mix=self.n_mix,
+                         covariance_type=self.covariance_type, min_covar=self.min_covar,
+                         weights_prior=self.weights_prior, means_prior=self.means_prior,
+                         means_weight=self.means_weight, covars_prior=self.covars_prior,
+                         covars_weight=self.covars_weight)
+        if not blank:
+            em._weights = np.array(self.weights_, dtype=np.float64)
+            em.means = self.means_
+            em.set_covars(self.covars_)
+        return em
+
+    def _init_emission(self, X, rows):
+        letters = "".join(c for c, name in (("w", "weights_"), ("m", "means_"), ("c", "covars_"))
+                          if self._needs_init(c, name))
+        if not letters:
+            return
+        em = self._emission(blank=True).initialize(rows, self.random_state, params=letters)
+        self._load_emission(em, np.float64, letters)
+
+    def _check_emission(self):
+        if not hasattr(self, "n_features") or self.n_features is None:
+            self.n_features = np.shape(self.means_)[2]
+        nc, nf, nm = self.n_components, self.n_features, self.n_mix
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}")
+        self.weights_ = np.array(self.weights_)
+        if self.weights_.shape != (nc, nm):
+            raise ValueError(f"weights_ must have shape (n_components, n_mix), actual shape: {self.weights_.shape}")
+        self._check_sum_1("weights_", self.weights_)
+        self.means_ = np.array(self.means_)
+        if self.means_.shape != (nc, nm, nf):
+            raise ValueError(f"means_ must have shape (n_components, n_mix, n_features), actual shape: "
+                             f"{self.means_.shape}")
+        self.covars_ = np.array(self.covars_)
+        needed = {"spherical": (nc, nm), "tied": (nc, nf, nf), "diag": (nc, nm, nf),
+                  "full": (nc, nm, nf, nf)}[self.covariance_type]
+        if self.covars_.shape != needed:
+            raise ValueError(f"{self.covariance_type!r} mixture covars must have shape {needed}, actual shape: "
+                             f"{self.covars_.shape}")
+        if self.covariance_type in ("spherical", "diag"):
+            if np.any(self.covars_ < 0):
+                raise ValueError(f"{self.covariance_type!r} mixture covars must be non-negative")
+        else:
+            for i, cv in enumerate(self.covars_.reshape(-1, nf, nf)):
+                if not np.allclose(cv, cv.T) or linalg.eigvalsh(cv).min() < 0:
+                    raise ValueError(f"Covariance of state #{i} is not symmetric positive definite")
+
+    def _store(self, core):
+        self._store_core(core)
+        self._load_emission(core.emission, self._dtype())
+
+    def _load_emission(self, em, dtype, letters="wmc"):
+        self.n_features = em.n_features
+        if "w" in letters:
+            self.weights_ = em.weights.astype(dtype)
+        if "m" in letters:
+            self.means_ = em.means.astype(dtype)
+        if "c" in letters:
+            self.covars_ = em.covars.astype(dtype)
+
+    def _n_fit_scalars_per_param(self):
+        nc, nf, nm = self.n_components, self.n_features, self.n_mix
+        return {"s": nc - 1, "t": nc * (nc - 1), "m": nc * nm * nf,
+                "c": {"spherical": nc * nm, "diag": nc * nm * nf, "full": nc * nm * nf * (nf + 1) // 2,
+                      "tied": nc * nf * (nf + 1) // 2}[self.covariance_type],
+                "w": nm - 1}         # (hmmlearn's count: n_mix - 1, not n_components * (n_mix - 1))
+
+    def _sample_states(self, n, rs, currstate):
+        weights, means, covars, kind = self.weights_, self.means_, self.covars_, self.covariance_type
+        nf = self.n_features
+
+        def draw(state, r):
+            k = r.choice(self.n_mix, p=weights[state])
+            c = covars[state] if kind == "tied" else covars[state, k]
+            if kind == "spherical":
+                c = c * np.eye(nf)
+            elif kind == "diag":
+                c = np.diag(c)
+            return r.multivariate_normal(means[state, k], c)
+        return self._state_stream(n, rs, currstate, draw)
+
+
 def _validate_covars(covars, covariance_type, n_components):
     """hmmlearn's checks of an assigned covars_ (ValueError)."""
     if covariance_type == "spherical":
@@ -667,8 +984,9 @@ class _CategoricalCore(EmissionHMM):
 
 FAMILIES.setdefault(CategoricalEmission.family, _CategoricalCore)
 
-_CLASSES = {"CategoricalHMM": CategoricalHMM, "GaussianHMM": GaussianHMM}
-_BY_FAMILY = {"categorical": CategoricalHMM, "gaussian": GaussianHMM}
+_BY_FAMILY = {"categorical": CategoricalHMM, "gaussian": GaussianHMM, "gmm": GMMHMM, "multinomial": MultinomialHMM,
+              "poisson": PoissonHMM}
+_CLASSES = {cls.__name__: cls for cls in _BY_FAMILY.values()}
 
 
 def load(path):
