@@ -121,16 +121,24 @@ def test_the_public_names_are_there():
     assert hmmop.native is native
     assert hmmop.get_num_threads is threads.get_num_threads and hmmop.set_num_threads is threads.set_num_threads
     assert hmmop.unroll_forward is unroll.unroll_forward and hmmop.unroll_forward_dense is unroll.unroll_forward_dense
-    # the console script (setup.py: hmmop = hmmop.cli:main) and python -m hmmop
+    # the console script (pyproject.toml: hmmop = "hmmop.cli:main") and python -m hmmop
     assert pkgutil.resolve_name("hmmop.cli:main") is commands.main
-    assert "hmmop = hmmop.cli:main" in open(os.path.join(ROOT, "setup.py")).read()
+    assert pyproject()["project"]["scripts"] == {"hmmop": "hmmop.cli:main"}
+
+
+def pyproject():
+    """pyproject.toml, parsed (tomllib from Python 3.11 on, else tomli where it is installed)."""
+    try:
+        import tomllib
+    except ImportError:
+        tomllib = pytest.importorskip("tomli")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
 
 
 def test_setup_lists_every_package():
-    """A regular install takes only the packages setup.py names: every folder of hmmop must be there."""
-    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
-    listed = next(ast.literal_eval(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
-                  for k in node.keywords if k.arg == "packages")
+    """A regular install takes only the packages pyproject.toml names: every folder of hmmop must be there."""
+    listed = pyproject()["tool"]["setuptools"]["packages"]
     top = os.path.dirname(hmmop.__file__)
     found = {os.path.relpath(d, os.path.dirname(top)).replace(os.sep, ".")
              for d, _, files in os.walk(top) if "__init__.py" in files}
