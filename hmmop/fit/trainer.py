@@ -1,9 +1,22 @@
-"""Trainer: the seed gist's training loop as a library.
+"""Trainer: the seed gist's training loop as a library, for every model family.
 
-Minimises the negative log-likelihood of an HMMBlock by gradient descent on
-its logits with any MXNet optimizer (default: plain SGD, learning rate 1e-2,
-as in the gist), over full batches or shuffled minibatches of -1 padded
-variable-length sequences.
+Minimises the negative log-likelihood of a model's gluon block by gradient
+descent with any MXNet optimizer (default: plain SGD, learning rate 1e-2, as
+in the gist), over full batches or shuffled minibatches of variable-length
+sequences, on one process or as one worker of a kvstore job.
+
+The block is any gluon block that follows this protocol (HMMBlock for
+categorical HMMs; the core's dense block, hmmop.models.core, for the other
+families):
+  block.learnable(learn) -> tuple: the checked names to learn
+  block.trainable(learn) -> [Parameter]: those names' gluon Parameters, their
+      grad_req set ("write" for learned, "null" for the others)
+  block.state() -> [Parameter]: every parameter a worker takes from rank 0
+  block.inputs(rows, chosen, ctx) -> tuple of NDArrays: the batch of
+      sequences rows[i] for i in chosen (all for None) as block(*inputs) takes
+      it; block.empty_inputs(ctx): a batch with no data (ll 0, gradient 0)
+  block(*inputs) -> ll (batch,); block.log_prior(weights, ctx) -> NDArray
+      (1,): sum over names of w * log(max(p, tiny)), weights {name: NDArray}
 """
 import math
 
@@ -11,13 +24,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from ..data import pad
-from ..nn.hmm_block import NAMES
-from ..ops.ndview import from_host, view
+from ..ops.ndview import view
 from . import distributed
 from .monitor import Monitor
-
-_TINY = 1e-300
 
 
 def check_learning_rate(learning_rate):
@@ -28,10 +37,11 @@ def check_learning_rate(learning_rate):
 
 
 class Trainer:
-    """Gradient-descent training of ``block`` (an HMMBlock).
+    """Gradient-descent training of ``block`` (an HMMBlock, or a block with its protocol above).
 
-    learn: which of 'A', 'B', 'pi' to update (default: every one the block
-    does not hold fixed); the others are frozen.  normalize=True divides the
+    learn: which parameters to update by name (HMMBlock: 'A', 'B', 'pi';
+    default: every one the block does not hold fixed); the others are
+    frozen.  normalize=True divides the
     loss by the number of symbols in each batch, so that one learning rate
     suits any amount of data; normalize=False is the gist's summed loss.
     prior: {name: (a - 1) weights as float64 arrays of the parameter's shape}
@@ -59,20 +69,11 @@ class Trainer:
         self.normalize = bool(normalize)
         self.ctx = ctx or mx.cpu()
         self.learning_rate = learning_rate
-        params = {}
-        self._learned = []
-        for name in NAMES:
-            if name in block.fixed:
-                continue
-            p = getattr(block, block.param_name(name))
-            p.grad_req = "write" if name in learn else "null"
-            if name in learn:
-                params[p.name] = p
-                self._learned.append(p)
+        self._learned = block.trainable(learn)
         opt_params = {"learning_rate": learning_rate, **(optimizer_params or {})}
-        self.gluon_trainer = gluon.Trainer(params, optimizer, opt_params, kvstore=None)
-        dtype = block.values(self.ctx)[block.param_name(NAMES[0])].dtype
-        self._prior = {name: mx.nd.array(w, dtype=dtype, ctx=self.ctx) for name, w in (prior or {}).items()}
+        self.gluon_trainer = gluon.Trainer({p.name: p for p in self._learned}, optimizer, opt_params, kvstore=None)
+        self.dtype = self._learned[0].dtype
+        self._prior = {name: mx.nd.array(w, dtype=self.dtype, ctx=self.ctx) for name, w in (prior or {}).items()}
         self.kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
         # Plain SGD (the gist's, and the default) is applied here as the one fused
         # operator gluon's SGD runs (multi_sgd_update: the same learning rate, no
@@ -82,27 +83,29 @@ class Trainer:
         self._plain_sgd = isinstance(optimizer, str) and optimizer.lower() == "sgd" \
             and set(opt_params) == {"learning_rate"} and self.kv is None
         if self.kv is not None:
-            distributed.broadcast(self.kv, [getattr(block, block.param_name(n)).data(self.ctx) for n in NAMES])
+            distributed.broadcast(self.kv, [p.data(self.ctx) for p in block.state()])
             self._stat = mx.nd.zeros(2, dtype="float32", ctx=self.ctx)
             self._sum = distributed.Allreduce(self.kv, [p.grad(self.ctx) for p in self._learned] + [self._stat])
 
     def step(self, obs, n_symbols, prior_share=1.0):
-        """One update on obs (batch, T) int32 NDArray; returns the batch's objective as a
+        """One update on a batch: obs, the block's input (HMMBlock: (batch, T) int32 NDArray), or
+        a tuple of its inputs (block.inputs); returns the batch's objective as a
         float (waiting for the step): its summed ll, plus prior_share times the
         log-prior when there is a prior.  With a kvstore: the objective summed over
         the workers (obs None: a step with no data, for a worker that has fewer
         minibatches than another)."""
         if self.kv is not None:
             return float(self._dist_step(obs, n_symbols, prior_share).asscalar())
+        inputs = obs if isinstance(obs, tuple) else (obs,)
         # The loss is -objective (/ n_symbols): its head gradient, rather than more
         # operators in the step (MXNet's per-operator cost is most of a small step).
         # Without a prior the per-sequence ll (batch,) is the head itself (each with
         # the same gradient) and the host sums them: no sum operator either.
         scale = n_symbols if self.normalize else 1
         with autograd.record():
-            ll = self.block(obs)
+            ll = self.block(*inputs)
             if self._prior:
-                ll = ll.sum() + prior_share * self._log_prior()
+                ll = ll.sum() + prior_share * self.block.log_prior(self._prior, self.ctx)
         ll.backward(out_grad=self._head_gradient(scale, ll.shape[0]))
         if self._plain_sgd:
             weights = [p.data(self.ctx) for p in self._learned]
@@ -122,17 +125,17 @@ class Trainer:
         if (n, size) not in cache:
             if len(cache) > 64:
                 cache.clear()
-            dtype = self.block.values(self.ctx)[self.block.param_name(NAMES[0])].dtype
-            cache[n, size] = mx.nd.full((size,), -1.0 / n, dtype=dtype, ctx=self.ctx)
+            cache[n, size] = mx.nd.full((size,), -1.0 / n, dtype=self.dtype, ctx=self.ctx)
         return cache[n, size]
 
     def _dist_step(self, obs, count, prior_share):
-        if obs is None:             # no data: a sequence of padding, ll 0, gradient 0
-            obs, prior_share = mx.nd.full((1, 1), -1, dtype="int32", ctx=self.ctx), 0.0
+        if obs is None:             # no data: a batch of padding, ll 0, gradient 0
+            obs, prior_share = self.block.empty_inputs(self.ctx), 0.0
+        inputs = obs if isinstance(obs, tuple) else (obs,)
         with autograd.record():
-            objective = self.block(obs).sum()
+            objective = self.block(*inputs).sum()
             if self._prior:
-                objective = objective + prior_share * self._log_prior()
+                objective = objective + prior_share * self.block.log_prior(self._prior, self.ctx)
             loss = -objective
         loss.backward()
         self._stat[0] = objective.astype("float32")
@@ -143,17 +146,12 @@ class Trainer:
         self.gluon_trainer.step(max(total, 1.0) if self.normalize else 1)
         return self._stat[0]
 
-    def _log_prior(self):
-        values = self.block.values(self.ctx)
-        probs = dict(zip(NAMES, self.block.probabilities(mx.nd, values)))
-        # max(p, tiny): a probability that underflowed to 0 gives a large finite
-        # term rather than -inf; structural zeros have weight 0 (see priors.py).
-        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], _TINY)))
-                   for name, w in self._prior.items())
-
     def fit(self, rows, epochs=1000, batch_size=None, tol=None, seed=None, progress=None,
-            callback=None):
-        """Train on encoded sequences (a list of int32 arrays, see data.encode).
+            callback=None, counts=None):
+        """Train on encoded sequences (HMMBlock: a list of int32 arrays, see data.encode; any
+        block: a list of what its ``inputs`` takes).  counts: the observations each
+        sequence holds (default: its length), what tol, normalize and the prior's
+        shares count.
 
         An epoch is one pass over the data: one step with batch_size=None (the
         gist's loop), else one step per shuffled minibatch.  Stops early when
@@ -169,25 +167,26 @@ class Trainer:
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         rng = np.random.default_rng(seed)
-        total_symbols = local_symbols = sum(len(r) for r in rows)
+        counts = [len(r) for r in rows] if counts is None else [int(c) for c in counts]
+        total_symbols = local_symbols = sum(counts)
         n_steps = None
         if self.kv is not None:
             # This worker's rows are its part of the data: the totals are sums over the workers,
             # and every worker takes as many steps per epoch as the one with most minibatches.
             mine = 1 if batch_size is None else -(-len(rows) // batch_size)
-            counts = distributed.allreduce_sum(
+            totals = distributed.allreduce_sum(
                 self.kv, [local_symbols] + [mine if w == self.kv.rank else 0 for w in range(self.kv.num_workers)],
                 integers=True)
-            total_symbols, n_steps = counts[0], max(counts[1:])
+            total_symbols, n_steps = totals[0], max(totals[1:])
         monitor = Monitor(epochs, total_symbols, tol, progress, callback,
                           advice=f"Try a smaller learning rate (it is {self.learning_rate}).")
         full = None
         if batch_size is None or (batch_size >= len(rows) and self.kv is None):
-            full = [(from_host(pad(rows), np.int32, self.ctx) if rows else None, local_symbols)]
-        snapshots = _Snapshots([p.data(self.ctx) for p in self._learned])
+            full = [(self.block.inputs(rows, None, self.ctx) if rows else None, local_symbols)]
+        self._snapshots = snapshots = _Snapshots([p.data(self.ctx) for p in self._learned])
         for epoch in monitor:
             total = 0.0
-            for obs, count in full or self._minibatches(rows, batch_size, rng, n_steps):
+            for obs, count in full or self._minibatches(rows, counts, batch_size, rng, n_steps):
                 snapshots.take()
                 value = self.step(obs, count if self.kv is not None else max(count, 1),
                                   count / max(total_symbols, 1))
@@ -199,15 +198,19 @@ class Trainer:
                 break
         return monitor.result()
 
-    def _minibatches(self, rows, batch_size, rng, n_steps=None):
+    def restore_last(self):
+        """Put back the learned parameters as they were before the last step of fit."""
+        self._snapshots.restore(1)
+
+    def _minibatches(self, rows, counts, batch_size, rng, n_steps=None):
         """Shuffled minibatches; then (None, 0) steps up to n_steps (a worker with less data)."""
         order = rng.permutation(len(rows))
         steps = 0
         for start in range(0, len(rows), batch_size):
             chosen = order[start:start + batch_size]
-            count = sum(len(rows[i]) for i in chosen)
+            count = sum(counts[i] for i in chosen)
             steps += 1
-            yield from_host(pad(rows, chosen), np.int32, self.ctx), count
+            yield self.block.inputs(rows, chosen, self.ctx), count
         for _ in range(steps, n_steps or 0):
             yield None, 0
 
@@ -240,9 +243,13 @@ class _Snapshots:
 
     def restore_previous(self):
         """Put back the parameters as they were before the previous step."""
+        self.restore(0)
+
+    def restore(self, which):
+        """Put back the parameters as they were before the previous step (0) or this one (1)."""
         if self.on_cpu:
             mx.nd.waitall()             # nothing may still read or write them (a rare path)
-        for a, keep in zip(self.arrays, self.kept[0]):
+        for a, keep in zip(self.arrays, self.kept[which]):
             if self.on_cpu:
                 np.copyto(view(a, keep.shape, keep.dtype), keep)
             else:

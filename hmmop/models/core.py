@@ -34,12 +34,13 @@ import os
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import gluon
 
 from .. import _kernel
 from ..fit.monitor import DivergenceError, Monitor
 from ..fit.priors import check_masks, check_prior, log_prior, m_step
-from ..fit.trainer import check_learning_rate
+from ..fit import distributed
+from ..fit.trainer import Trainer, check_learning_rate
 from ..nn.hmm_block import _masked_softmax
 from ..ops import native
 from ..ops.checks import check_sizes
@@ -215,12 +216,15 @@ class EmissionHMM:
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X, lengths=None, method="em", epochs=100, tol=None, n_init=1, seed=None, params=None,
             prior=None, progress=None, callback=None, optimizer="adam", learning_rate=0.05,
-            optimizer_params=None, init="kmeans"):
+            optimizer_params=None, init="kmeans", batch_size=None, normalize=True, hybridize=True,
+            kvstore=None, shard=True):
         """Fit to X (see the module docstring); returns (and keeps in history_) each epoch's objective.
 
         method: "em" (Baum-Welch; ``epochs`` iterations, hmmlearn's order: E-step, M-step, then the
         convergence test) or "gradient" (any MXNet optimizer on softmax logits of A and pi and the
-        emission's unconstrained parameters, full batch).  tol: stop when the objective per
+        emission's unconstrained parameters, hmmop.Trainer's loop: full batch, or shuffled
+        minibatches of ``batch_size`` sequences drawn with ``seed``; normalize: the loss per
+        observed row of each batch, else summed).  tol: stop when the objective per
         observed row changes by less than this.  params: which parameters to learn, hmmlearn's
         letters: 's' (pi), 't' (A) and the emission's (Gaussian: 'm' means, 'c' covariances);
         default all.  prior: Dirichlet concentrations {"A": a, "pi": p} (as hmmop.HMM's; the
@@ -230,23 +234,41 @@ class EmissionHMM:
         final log-likelihood (inits_ each start's, histories_ each history).  The history
         holds, before each update, the log-likelihood plus the log-prior of A and pi.  A
         non-finite objective raises DivergenceError (the model keeps the last finite parameters).
+
+        kvstore: None, or "dist_sync" (or such a KVStore) to train as one worker of a
+        data-parallel job started by ``hmmop launch`` (gradient training; see
+        docs/distributed.md and hmmop.HMM.fit): every worker passes the same data and takes
+        its share of the sequences (shard=True) or passes its own part (shard=False).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
             raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
         params = self._checked_params(params)
-        if prior is not None and set(prior) - set(CORE):
-            raise ValueError(f"prior may only name {CORE} (the emission's priors are its own settings), "
-                             f"got {sorted(prior)}")
-        prior = check_prior(prior, {n: self._shape(n) for n in CORE})
+        if isinstance(prior, dict) and set(prior) - set(self._prior_names()):
+            raise ValueError(f"prior may only name {self._prior_names()} (the emission's priors are its own "
+                             f"settings), got {sorted(prior)}")
+        prior = check_prior(prior, {n: self._shape(n) for n in self._prior_names() if n not in self._held()})
         Monitor(epochs, 1, tol, progress=False)          # checks epochs and tol before any work
         if method == "gradient":
             check_learning_rate(learning_rate)
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
+        if kv is not None and method == "em" and not self._distributed_em:
+            raise ValueError(f"{type(self).__name__}: kvstore works with method='gradient' (EM over a "
+                             f"kvstore is hmmop.HMM's)")
         rows, lengths, starts = self._data(X, lengths)
+        if kv is not None:
+            rows, lengths, starts = self._my_share(kv, rows, lengths, shard)
         n_observed = int((~self.emission.missing_rows(rows)).sum())
+        if kv is not None:
+            n_observed = distributed.allreduce_sum(kv, [n_observed], integers=True)[0]
         if n_observed == 0:
             raise ValueError("X: no observed row to fit (every row is missing or there is none)")
+        gradient = {"optimizer": optimizer, "learning_rate": learning_rate, "optimizer_params": optimizer_params,
+                    "batch_size": batch_size, "normalize": normalize, "hybridize": hybridize, "seed": seed}
         best, inits, histories = None, [], []
         for start in range(n_init):
             if start or not self.initialized:
@@ -254,9 +276,9 @@ class EmissionHMM:
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
             try:
                 if method == "em":
-                    history = self._fit_em(*args)
+                    history = self._fit_em(*args) if kv is None else self._fit_em_distributed(*args, kv)
                 else:
-                    history = self._fit_gradient(*args, optimizer, learning_rate, optimizer_params)
+                    history = self._fit_gradient(*args, kv=kv, **gradient)
             except DivergenceError as exc:
                 self.history_ = exc.history
                 raise
@@ -264,8 +286,9 @@ class EmissionHMM:
             if n_init == 1:
                 best = (None, history, None)
                 break
-            ll = float(_kernel.forward_dense(self._A, self._pi, self._log_emission(rows), starts, lengths,
-                                             get_num_threads()).ll.sum())
+            ll = self.score(rows, lengths) if len(lengths) else 0.0
+            if kv is not None:
+                ll = distributed.allreduce_sum(kv, [ll])[0]
             inits.append(ll)
             if best is None or ll > best[0]:
                 best = (ll, history, self._snapshot())
@@ -303,96 +326,198 @@ class EmissionHMM:
         self.initialized = True
 
     def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback):
-        monitor = Monitor(epochs, n_observed, tol, progress, callback, desc="hmmop EM")
+        """fit's EM: em_iterations with the Monitor's rules (tol per observed row, |change| < tol).  With
+        no progress bar shown and no callback the loop runs whole (in C where em_iterations can);
+        otherwise em_iterations reports each iteration to the Monitor (bar, callback)."""
+        import sys
+        tol = None if tol is None else tol * max(int(n_observed), 1)
+        if callback is None and not (sys.stderr.isatty() if progress is None else progress):
+            return self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, tol_rule="abs")[0]
+        monitor = Monitor(epochs, n_observed, None, progress, callback, desc="hmmop EM")
+        epochs_left = iter(monitor)
+
+        def report(epoch, value):
+            next(epochs_left)           # the bar's step and monitor.epoch
+            monitor.report(value)       # history, bar, callback (the stop test is em_iterations')
+
+        try:
+            self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, callback=report, tol_rule="abs")
+        finally:
+            epochs_left.close()
+        return monitor.result()
+
+    def em_iterations(self, rows, lengths, starts, n_iter, tol=None, params=None, prior=None, objective="map",
+                      callback=None, tol_rule="increase"):
+        """Up to n_iter EM iterations from the current parameters: (history float64 (k,), converged bool).
+
+        rows, lengths, starts: the data as _data gives them (rows checked by the emission; lengths
+        and starts (n_sequences,) int64).  hmmlearn's order: E-step, M-step of the letters in
+        params (default all; "s" pi, "t" A, then the emission's), then the test: stop after the
+        first iteration with history[-1] - history[-2] < tol (an absolute tol, hmmlearn's rule;
+        tol_rule="abs": |history[-1] - history[-2]| < tol; tol None: never early).  prior:
+        Dirichlet concentrations {"A": a, "pi": p} (the emission's M-step uses its own prior).
+        objective: "map" (history_'s: log-likelihood + log-prior of the parameters in prior) or
+        "loglik" (hmmlearn's monitor_.history).  history[i]: the objective at E-step i, before
+        that iteration's update.  callback(i, value) after each E-step.  The whole loop runs in
+        C where the emission offers one (fused_em: CategoricalEmission), without a callback, on a
+        CPU model; otherwise in Python.  A non-finite objective raises DivergenceError; the model
+        keeps the parameters that gave it (those of the last M-step).
+        """
+        if objective not in ("map", "loglik"):
+            raise ValueError(f"objective must be 'map' or 'loglik', got {objective!r}")
+        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+        if tol_rule not in ("increase", "abs"):
+            raise ValueError(f"tol_rule must be 'increase' or 'abs', got {tol_rule!r}")
+        params = self._checked_params(params)
+        prior = check_prior(prior, {n: self._shape(n) for n in self._prior_names()}) if prior else {}
+        in_objective = tuple(prior) if objective == "map" else ()
+        emission_params = "".join(c for c in params if c not in "st")
+        fused = getattr(self.emission, "fused_em", None)
+        if fused is not None and callback is None and self.ctx.device_type == "cpu" and \
+                ("B" not in prior or np.array_equal(prior["B"], getattr(self.emission, "emission_prior", None))):
+            A, pi = self._A.copy(), self._pi.copy()
+            learn = [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params]
+            learn += ["B"] if emission_params else []
+            history, stop, last = fused(A, pi, rows, lengths, starts, int(n_iter), learn,
+                                        {n: prior[n] for n in CORE if n in prior},
+                                        {n: self.mask[n] for n in CORE if n in self.mask},
+                                        in_objective, None if tol is None else float(tol), tol_rule,
+                                        get_num_threads())
+            self._A, self._pi = A, pi
+            if stop == "non-finite":
+                self._em_diverged(last, history)
+            return history, stop == "converged"
+        history, converged = [], False
         buffers = tuple(np.empty((len(rows), self.n_states)) for _ in range(2))
-        for _ in monitor:
+        for i in range(int(n_iter)):
             ll, gamma, trans, start = self._posteriors(rows, lengths, starts, buffers)
-            stats = self.emission.empty_stats()
-            self.emission.accumulate(stats, rows, gamma)
-            converged = monitor.report(float(ll.sum()) + log_prior({"A": self._A, "pi": self._pi}, prior))
+            value = float(ll.sum())
+            if in_objective:
+                probs = {"A": self._A, "pi": self._pi}
+                if "B" in prior:
+                    probs["B"] = self.emission.B
+                value += log_prior(probs, prior)
+            if not math.isfinite(value):
+                self._em_diverged(value, history)
+            history.append(value)
+            if callback is not None:
+                callback(i, value)
+            if emission_params:
+                stats = self.emission.empty_stats()
+                self.emission.accumulate(stats, rows, gamma)
             if "t" in params:
                 self._A = m_step("A", trans, self._A, prior.get("A"), self.mask.get("A"))
             if "s" in params:
                 self._pi = m_step("pi", start, self._pi, prior.get("pi"), self.mask.get("pi"))
-            emission_params = "".join(c for c in params if c not in "st")
             if emission_params:
                 self.emission.m_step(stats, emission_params)
-            if converged:
-                break
-        return monitor.result()
+            if tol is not None and i > 0:
+                delta = history[-1] - history[-2]
+                if (abs(delta) if tol_rule == "abs" else delta) < tol:
+                    converged = True
+                    break
+        return np.array(history, dtype=np.float64), converged
+
+    @staticmethod
+    def _em_diverged(value, history):
+        """Raise the Monitor's DivergenceError for a non-finite objective after ``history``."""
+        monitor = Monitor(max(len(history), 1), 1, progress=False)
+        for v in history:
+            monitor.check(v)
+        monitor.history, monitor.epoch = [float(v) for v in history], len(history)
+        monitor.check(value)
 
     def _fit_gradient(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
-                      optimizer, learning_rate, optimizer_params):
+                      kv=None, optimizer="adam", learning_rate=0.05, optimizer_params=None, batch_size=None,
+                      normalize=True, hybridize=True, seed=None):
+        """Gradient training of the block _gradient_block gives, on hmmop.Trainer's loop; the block's
+        parameters go back into the model after (also after a divergence: the last finite ones)."""
+        block = self._gradient_block()
+        weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
+        trainer = Trainer(block, optimizer, learning_rate, optimizer_params, learn=block.learn_names(params),
+                          normalize=normalize, ctx=self.ctx, prior=weights, kvstore=kv)
+        if hybridize:
+            block.hybridize()
+        if callback is not None:
+            user_callback = callback
+
+            def callback(epoch, value):           # the model shows the parameters of the epoch
+                self._store_block(block, trainer, epoch, during=True)
+                user_callback(epoch, value)
+        sequences = self._split(rows, lengths)
+        counts = [len(r) - int(m.sum()) for r, m in zip(sequences, self._split(self.emission.missing_rows(rows),
+                                                                                lengths))]
+        try:
+            history = trainer.fit(sequences, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
+                                  progress=progress, callback=callback, counts=counts)
+        except DivergenceError:
+            self._store_block(block, trainer, len(self.history_))
+            raise
+        self._store_block(block, trainer, len(history), history)
+        return history
+
+    def _gradient_block(self):
+        """The gluon block gradient training runs (hmmop.Trainer's protocol), holding the model's
+        current parameters: the dense operator on the emission's log-likelihoods."""
         block = _DenseHMMBlock(self)
         block.initialize(ctx=self.ctx)
         block.load_from(self)
-        learned = [p for name, p in block.named_parameters().items() if block.letter(name) in params]
-        for name, p in block.named_parameters().items():
-            p.grad_req = "write" if block.letter(name) in params else "null"
-        if not learned:
-            raise ValueError(f"params {params!r} names nothing to learn")
-        trainer = gluon.Trainer({p.name: p for p in learned}, optimizer,
-                                {"learning_rate": learning_rate, **(optimizer_params or {})}, kvstore=None)
-        X, observed, lens = self._padded(rows, lengths)
-        weights = {n: mx.nd.array((a - 1) * self.mask.get(n, 1), dtype=self.dtype, ctx=self.ctx)
-                   for n, a in prior.items()}
-        block.hybridize()
-        monitor = Monitor(epochs, n_observed, tol, progress, callback,
-                          advice=f"Try a smaller learning rate (it is {learning_rate}).")
-        head = mx.nd.full((len(lengths),), -1.0 / n_observed, dtype=self.dtype, ctx=self.ctx)
-        kept = block.snapshot()
-        for _ in monitor:
-            with autograd.record():
-                ll = block(X, observed, lens)
-                if weights:
-                    ll = ll.sum() + block.log_prior(weights)
-            ll.backward(out_grad=head if not weights else mx.nd.full((1,), -1.0 / n_observed, dtype=self.dtype,
-                                                                     ctx=self.ctx))
-            value = float(ll.asnumpy().astype(np.float64).sum())
-            if not math.isfinite(value):
-                self._store_or_diverge(block, kept, monitor)
-                monitor.check(value)
-            kept = block.snapshot()
-            trainer.step(1)
-            if monitor.report(value):
-                break
-        self._store_or_diverge(block, kept, monitor, restore=False)
-        return monitor.result()
+        return block
 
-    def _store_or_diverge(self, block, kept, monitor, restore=True):
-        """The block's parameters into the model (restore: those of ``kept``, the last with a finite
-        objective).  Where the emission cannot hold them (e.g. variances that overflowed while the
-        objective stayed finite), the ones of ``kept`` - or, failing that, the model's own stay - and
-        DivergenceError says so."""
-        if restore:
-            block.restore(kept)
+    def _store_block(self, block, trainer, epoch, history=None, during=False):
+        """The block's parameters into the model.  Where the emission cannot hold them (e.g. variances
+        that overflowed while the objective stayed finite), those before the last step - or, failing
+        that, the model's own stay - and DivergenceError says so (during: a look during training,
+        for a callback; nothing is raised or restored then)."""
         try:
             block.store_into(self)
             return
         except ValueError as exc:
+            if during:
+                return
             reason = str(exc)
-        block.restore(kept)
+        trainer.restore_last()
         try:
             block.store_into(self)
         except ValueError:
             pass
-        raise DivergenceError(f"training diverged at epoch {monitor.epoch}: the parameters left the range the "
+        history = np.array([]) if history is None else history[:-1]
+        raise DivergenceError(f"training diverged at epoch {max(epoch - 1, 0)}: the parameters left the range the "
                               f"emission can hold ({reason}). The model keeps the last parameters it could hold. "
-                              f"{monitor.advice}".rstrip(), monitor.epoch, monitor.result())
+                              f"Try a smaller learning rate (it is {trainer.learning_rate}).", max(epoch - 1, 0),
+                              history)
 
-    def _padded(self, rows, lengths):
-        """(X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1) 1/0, lengths) NDArrays."""
-        batch, T = len(lengths), max(1, int(lengths.max()))
-        missing = self.emission.missing_rows(rows)
-        rows = rows.reshape(len(rows), -1)          # (symbols: one column)
-        D = rows.shape[1]
-        X = np.zeros((batch, T, D), dtype=self.dtype)
-        observed = np.zeros((batch, T, 1), dtype=self.dtype)
-        inside = np.arange(T)[None, :] < lengths[:, None]
-        X[inside] = np.where(missing[:, None], 0, rows)
-        observed[inside, 0] = ~missing
-        return (mx.nd.array(X, dtype=self.dtype, ctx=self.ctx), mx.nd.array(observed, dtype=self.dtype, ctx=self.ctx),
-                mx.nd.array(lengths, dtype=np.int64, ctx=self.ctx))
+    def _my_share(self, kv, rows, lengths, shard):
+        """(rows, lengths, starts) of this worker: its shard of the sequences (shard=True, checking that
+        every worker has the same data) or all of them (shard=False: the caller split the data)."""
+        if shard:
+            n = len(rows)
+            total = distributed.allreduce_sum(kv, [n, len(lengths)], integers=True)
+            if total != [n * kv.num_workers, len(lengths) * kv.num_workers]:
+                raise distributed.DistributedError(
+                    f"worker {kv.rank}: the workers were given different data ({len(lengths)} sequences, {n} "
+                    f"observations here; {total[1]} sequences, {total[0]} observations over {kv.num_workers} "
+                    f"workers); with shard=True every worker passes all of it")
+            mine = distributed.shard(lengths.tolist(), kv.rank, kv.num_workers)
+            sequences = self._split(rows, lengths)
+            parts = [sequences[i] for i in mine]
+            rows = np.concatenate(parts) if parts else rows[:0]
+            lengths = lengths[mine]
+        return rows, lengths, np.cumsum(lengths) - lengths
+
+    _distributed_em = False
+
+    def _fit_em_distributed(self, *args):
+        raise NotImplementedError
+
+    def _prior_names(self):
+        """The names fit's ``prior`` may hold: A and pi (a family with Dirichlet emissions may add)."""
+        return CORE
+
+    def _held(self):
+        """The names held fixed (never learned, no prior): none in the core (hmmop.HMM has ``fixed``)."""
+        return ()
 
     def _snapshot(self):
         return self._A.copy(), self._pi.copy(), self.emission.fields()
@@ -513,6 +638,50 @@ class _DenseHMMBlock(gluon.HybridBlock):
             return "s"
         return getattr(self.emission, "raw_letters", {"means": "m"}).get(name[3:], "c")
 
+    # -- what hmmop.Trainer asks of a block (see fit/trainer.py) ----------------------------------
+    def learn_names(self, params):
+        """The names of the parameters that hmmlearn's letters ``params`` learn."""
+        return tuple(name for name in self.named_parameters() if self.letter(name) in params)
+
+    def learnable(self, learn):
+        if not learn:
+            raise ValueError("params names nothing to learn")
+        return tuple(learn)
+
+    def trainable(self, learn):
+        out = []
+        for name, p in self.named_parameters().items():
+            p.grad_req = "write" if name in learn else "null"
+            if name in learn:
+                out.append(p)
+        return out
+
+    def state(self):
+        return list(self.named_parameters().values())
+
+    def inputs(self, rows, chosen, ctx):
+        """(X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1) 1/0, lengths (batch,))
+        NDArrays of the sequences rows[i] (each (T_i, D), or (T_i,) symbols) for i in chosen (None: all)."""
+        rows = rows if chosen is None else [rows[i] for i in chosen]
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        flat = np.concatenate(rows) if rows else np.zeros((0, self.emission.n_features or 1))
+        missing = self.emission.missing_rows(flat)
+        flat = flat.reshape(len(flat), -1)          # (symbols: one column)
+        batch, T, D = len(rows), max(1, int(lengths.max(initial=0))), flat.shape[1]
+        dtype = self.model.dtype
+        X = np.zeros((batch, T, D), dtype=dtype)
+        observed = np.zeros((batch, T, 1), dtype=dtype)
+        inside = np.arange(T)[None, :] < lengths[:, None]
+        X[inside] = np.where(missing[:, None], 0, flat)
+        observed[inside, 0] = ~missing
+        return (mx.nd.array(X, dtype=dtype, ctx=ctx), mx.nd.array(observed, dtype=dtype, ctx=ctx),
+                mx.nd.array(lengths, dtype=np.int64, ctx=ctx))
+
+    def empty_inputs(self, ctx):
+        D, dtype = self.emission.n_features or 1, self.model.dtype
+        return (mx.nd.zeros((1, 1, D), dtype=dtype, ctx=ctx), mx.nd.zeros((1, 1, 1), dtype=dtype, ctx=ctx),
+                mx.nd.zeros((1,), dtype=np.int64, ctx=ctx))
+
     def hybrid_forward(self, F, X, observed, lengths, **params):
         A, pi = self.probabilities(F, params)
         raw = {k: params[f"em_{k}"] for k in self.raw_names}
@@ -530,8 +699,8 @@ class _DenseHMMBlock(gluon.HybridBlock):
                        else F.softmax(logits, axis=-1))
         return out
 
-    def log_prior(self, weights):
-        values = {name: p.data(self.model.ctx) for name, p in self._reg_params.items()}
+    def log_prior(self, weights, ctx):
+        values = {name: p.data(ctx) for name, p in self._reg_params.items()}
         probs = dict(zip(CORE, self.probabilities(mx.nd, values)))
         return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], 1e-300))) for name, w in weights.items())
 

@@ -7,9 +7,17 @@
     log_prob, states = model.decode(sequences)            # Viterbi; predict, predict_proba, sample
     model.save("model.npz"); HMM.load("model.npz")
 
-The algorithms live elsewhere as free functions - inference.py (Viterbi,
-posteriors, sampling), fit/em.py (Baum-Welch), fit/trainer.py (gradient descent),
-fit/priors.py - and this class only holds the parameters and delegates.
+HMM is the model core (hmmop.models.core.EmissionHMM: A, pi, the fit loops -
+EM, gradient descent on hmmop.Trainer with minibatches and kvstore, n_init,
+tol, divergence - files and model choice) with a categorical emission
+component (hmmop.emissions.CategoricalEmission: B, its M-step and prior).
+What is categorical here: the gluon block it trains (HMMBlock on
+hmm_forward, which gathers from B rather than reading dense log-emissions),
+inference on the categorical kernels (inference.py), the seed gist's
+defaults (gradient descent, plain SGD), ``fixed`` parameters, and its file
+format (version 1).  The parameters live in NumPy (float64) in the core and
+the component; the block's logits are written from them before gradient
+training (unless it already holds them) and read back after.
 
 A (N, N) row-stochastic transitions, B (N, M) emissions (states x symbols,
 like hmmlearn's emissionprob_), pi (N,) initial probabilities.
@@ -31,15 +39,19 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .. import inference
-from ..data import encode, encode_flat, encode_padded, pad
+from .. import _kernel, inference
+from ..data import encode_flat, encode_padded, pad
+from ..emissions.categorical import CategoricalEmission
 from ..fit import distributed
 from ..fit.em import fit_em
-from ..fit.monitor import DivergenceError, Monitor
-from ..fit.priors import check_masks, check_prior
-from ..fit.trainer import Trainer, check_learning_rate
+from ..fit.monitor import Monitor
+from ..fit.priors import check_masks
 from ..nn.hmm_block import NAMES, HMMBlock
+from ..ops import checks
 from ..ops.ndview import from_host
+from ..ops.threads import get_num_threads
+from .core import ENGINES as CORE_ENGINES
+from .core import EmissionHMM
 
 FORMAT, VERSION = "hmmop.HMM", 1
 # Probabilities below this become this before their log is taken for the
@@ -47,10 +59,11 @@ FORMAT, VERSION = "hmmop.HMM", 1
 _FLOOR = 1e-30
 METHODS = ("gradient", "em")
 DECODERS = ("viterbi", "map")
+_LETTERS = {"pi": "s", "A": "t", "B": "e"}        # hmmlearn's letter of each parameter
 
 
-class HMM:
-    """A discrete HMM whose A, B and pi live in an HMMBlock as softmax logits.
+class HMM(EmissionHMM):
+    """A discrete HMM: the model core with a categorical emission component.
 
     n_states, n_symbols: N >= 1, M >= 1 (M may be left out when ``symbols``,
     the vocabulary of tokens, is given).  Random initialisation draws each
@@ -60,8 +73,10 @@ class HMM:
     parameters; False marks a structural zero, a probability that stays
     exactly 0 in every method.  tokens: a label of how the data's text
     splits into symbols ("chars", "words", "ints": the command line's), kept
-    in model files.
+    in model files.  ``block`` is the HMMBlock gradient training runs.
     """
+
+    _distributed_em = True
 
     def __init__(self, n_states, n_symbols=None, symbols=None, seed=None, dtype="float32",
                  engine="fused", fixed=(), mask=None, ctx=None, tokens=None):
@@ -83,16 +98,20 @@ class HMM:
         self.n_states, self.n_symbols = int(n_states), int(n_symbols)
         self.symbols = symbols
         self.tokens = tokens        # how text maps to symbols ("chars", "words", "ints"; the CLI's), kept in files
-        self.dtype = np.dtype(dtype)
-        self.ctx = ctx or mx.cpu()
-        self.history_ = np.array([])
-        self.inits_ = np.array([])
-        self.histories_ = []
-        self.mask = self._checked_masks(mask, fixed)
+        masks = self._checked_masks(mask, fixed)
+        emission = CategoricalEmission(self.n_states, self.n_symbols, mask=masks.get("B"), symbols=symbols)
+        EmissionHMM.__init__(self, self.n_states, emission, seed=seed, dtype=dtype, ctx=ctx,
+                             mask={n: masks[n] for n in ("A", "pi") if n in masks},
+                             engine=engine if engine in CORE_ENGINES else "fused")
+        self.mask = masks
         self.block = HMMBlock(self.n_states, self.n_symbols, engine=engine, dtype=self.dtype.name,
                               fixed=fixed, mask=self.mask)
         self.block.initialize(ctx=self.ctx)
+        self._in_block = False          # whether the block's parameters are the model's
         self.set_probabilities(**self._random_probabilities(np.random.default_rng(seed)))
+        self.initialized = True
+
+    fixed = property(lambda self: self.block.fixed, doc="names of the parameters held as given")
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -129,36 +148,36 @@ class HMM:
         for name, value in (("A", A), ("B", B), ("pi", pi)):
             if value is None:
                 continue
-            value = self._checked(name, value, distribution=name not in self.block.fixed)
-            if name not in self.block.fixed:
-                with np.errstate(divide="ignore"):
-                    value = np.log(np.maximum(value, _FLOOR))
-                if name in self.mask:
-                    value = np.where(self.mask[name], value, 0.0)   # masked logits: never read, never move
-            self._write(name, value)
+            value = self._checked(name, value, distribution=name not in self.fixed)
+            self._store(name, value)
+        self._in_block = False
 
     def set_logits(self, A=None, B=None, pi=None):
         """Set any of the learned A, B, pi from softmax logits."""
+        given = {}
         for name, value in (("A", A), ("B", B), ("pi", pi)):
             if value is None:
                 continue
-            if name in self.block.fixed:
+            if name in self.fixed:
                 raise ValueError(f"{name} is fixed: set it with set_probabilities")
             value = np.asarray(value, dtype=np.float64)
             if value.shape != self._shape(name) or not np.isfinite(value).all():
                 raise ValueError(f"{name} logits must be finite with shape {self._shape(name)}, "
                                  f"got shape {value.shape}")
+            given[name] = value
+        self._to_block()
+        for name, value in given.items():
             self._write(name, value)
+        self._from_block(given)
 
     # -- the probabilities ----------------------------------------------------------------------
     def probabilities(self):
         """(A, B, pi) as float64 NumPy arrays."""
-        return tuple(x.asnumpy().astype(np.float64)
-                     for x in self.block.probabilities(mx.nd, self.block.values(self.ctx)))
+        return self._A.copy(), self.emission._B.copy(), self._pi.copy()
 
-    A = property(lambda self: self.probabilities()[0], doc="(N, N) transition probabilities")
-    B = property(lambda self: self.probabilities()[1], doc="(N, M) emission probabilities")
-    pi = property(lambda self: self.probabilities()[2], doc="(N,) initial probabilities")
+    A = property(lambda self: self._A.copy(), doc="(N, N) transition probabilities, float64")
+    B = property(lambda self: self.emission._B.copy(), doc="(N, M) emission probabilities, float64")
+    pi = property(lambda self: self._pi.copy(), doc="(N,) initial probabilities, float64")
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, sequences, lengths=None, method="gradient", epochs=1000, optimizer="sgd",
@@ -168,8 +187,9 @@ class HMM:
         """Fit to ``sequences`` (see data.encode; ``lengths`` for hmmlearn's (X, lengths) form).
 
         method: "gradient" (the gist's softmax-logit descent with any MXNet
-        optimizer, see Trainer) or "em" (Baum-Welch, fit/em.py; ``epochs`` is the
-        number of iterations; optimizer settings unused).  n_init: fits from
+        optimizer, see Trainer) or "em" (Baum-Welch; ``epochs`` is the
+        number of iterations; optimizer settings unused).  learn: which of 'A',
+        'B', 'pi' to learn (default: every one not fixed).  n_init: fits from
         that many starts - the current parameters, then random ones drawn with
         ``seed`` - keeping the one with the best final log-likelihood (inits_
         holds each start's; it stays empty for n_init=1; histories_ each
@@ -193,100 +213,76 @@ class HMM:
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
-            raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
-        rows = encode(sequences, self.n_symbols, self.symbols, lengths)
-        kv = None
-        if kvstore is not None:
-            kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
-            rows = self._my_share(kv, rows, shard)
         learn = self.block.learnable(learn)
-        prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.block.fixed})
-        Monitor(epochs, 1, tol, progress=False)        # checks epochs and tol before any work
-        if method == "gradient":
-            check_learning_rate(learning_rate)
+        params = "".join(_LETTERS[n] for n in ("pi", "A", "B") if n in learn)
+        prior_B = None if not isinstance(prior, dict) else prior.get("B")
         # The random starts' stream: with HMM(seed=s) and fit(seed=s), default_rng(s)
         # would draw start 1 equal to the model's own initialisation.
-        rng = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
-        best, inits, histories = None, [], []
-        for start in range(n_init):
-            if start:
-                self.set_probabilities(**{n: p for n, p in self._random_probabilities(rng).items()
-                                          if n not in self.block.fixed})
+        self._starts = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
+        kept = self.emission.emission_prior
+        if prior_B is not None and "B" not in self.fixed:
             try:
-                if method == "gradient":
-                    history = self._fit_gradient(rows, epochs, optimizer, learning_rate, optimizer_params,
-                                                 batch_size, learn, normalize, tol, seed, progress,
-                                                 callback, hybridize, prior, kv)
-                else:
-                    history = self._fit_em(rows, epochs, learn, tol, progress, callback, prior, kv)
-            except DivergenceError as exc:
-                self.history_ = exc.history
-                raise
-            histories.append(history)
-            if n_init == 1:                # nothing to compare: no extra pass over the data
-                best = (None, history, None)
-                break
-            score = self._score_padded(pad(rows)).sum() if rows else 0.0
-            inits.append(score if kv is None else distributed.allreduce_sum(kv, [score])[0])
-            if best is None or inits[-1] > best[0]:
-                best = (inits[-1], history, [x.copy() for x in self.probabilities()])
-        self.inits_ = np.array(inits)
-        self.histories_ = histories
-        self.history_ = best[1]
-        if n_init > 1:
-            self.set_probabilities(**{n: p for n, p in zip(NAMES, best[2]) if n not in self.block.fixed})
-        return self.history_
+                self.emission.emission_prior = np.broadcast_to(np.asarray(prior_B, dtype=np.float64),
+                                                               self._shape("B")).copy()
+            except ValueError:
+                pass                    # the core's check of the prior says what is wrong
+        try:
+            return EmissionHMM.fit(self, sequences, lengths, method=method, epochs=epochs, tol=tol,
+                                   n_init=n_init, seed=seed, params=params, prior=prior, progress=progress,
+                                   callback=callback, optimizer=optimizer, learning_rate=learning_rate,
+                                   optimizer_params=optimizer_params, batch_size=batch_size,
+                                   normalize=normalize, hybridize=hybridize and self.block.engine != "unroll",
+                                   kvstore=kvstore, shard=shard)
+        finally:
+            self.emission.emission_prior = kept
 
-    def _fit_gradient(self, rows, epochs, optimizer, learning_rate, optimizer_params, batch_size, learn,
-                      normalize, tol, seed, progress, callback, hybridize, prior, kv=None):
-        # The log-prior's weights a - 1, zero at structural zeros.
-        weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
-        trainer = Trainer(self.block, optimizer, learning_rate, optimizer_params, learn=learn,
-                          normalize=normalize, ctx=self.ctx, prior=weights, kvstore=kv)
-        if hybridize and self.block.engine != "unroll":
-            self.block.hybridize()
-        return trainer.fit(rows, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
-                           progress=progress, callback=callback)
+    def _prior_names(self):
+        return NAMES
 
-    def _fit_em(self, rows, epochs, learn, tol, progress, callback, prior, kv=None):
-        obs = from_host(pad(rows) if rows else np.full((1, 1), -1), np.int32, self.ctx)
-        n_symbols = sum(len(r) for r in rows)
-        reduce = None
-        if kv is not None:
-            n_symbols = distributed.allreduce_sum(kv, [n_symbols], integers=True)[0]
-            self._broadcast(kv)
-            reduce = _CountSum(kv, self._shape)
+    def _held(self):
+        return self.fixed
+
+    def _start(self, rows, seed, start, init, params):
+        """Start number ``start`` > 0 of n_init: flat-Dirichlet rows from the fit's stream."""
+        draws = self._random_probabilities(self._starts)
+        self.set_probabilities(**{n: p for n, p in draws.items() if n not in self.fixed})
+
+    def _snapshot(self):
+        return self.probabilities()
+
+    def _restore(self, snap):
+        for name, value in zip(NAMES, snap):
+            self._store(name, value)
+        self._in_block = False
+
+    def _gradient_block(self):
+        self._to_block()
+        return self.block
+
+    def _store_block(self, block, trainer, epoch, history=None, during=False):
+        self._from_block(trainer.learn)
+
+    def _fit_em_distributed(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress,
+                            callback, kv):
+        """EM as one worker of a kvstore job: the expected counts and log-likelihoods summed over the
+        workers each iteration (through the operator, fit/em.py), rank 0's parameters to start."""
+        sequences = self._split(rows, lengths)
+        obs = from_host(pad(sequences) if sequences else np.full((1, 1), -1), np.int32, self.ctx)
+        n_symbols = distributed.allreduce_sum(kv, [len(rows)], integers=True)[0]
+        self._to_block()
+        distributed.broadcast(kv, [p.data(self.ctx) for p in self.block.state()])
+        self._from_block(NAMES)
+        learn = tuple(n for n in NAMES if _LETTERS[n] in params)
         monitor = Monitor(epochs, n_symbols, tol, progress, callback, desc="hmmop EM")
-        params = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
+        result = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
                         dict(zip(NAMES, self.probabilities())), monitor, learn=learn, prior=prior,
-                        masks=self.mask, ctx=self.ctx, reduce=reduce)
-        self.set_probabilities(**{n: params[n] for n in learn})
+                        masks=self.mask, ctx=self.ctx, reduce=_CountSum(kv, self._shape))
+        for name in learn:
+            self._store(name, result[name])
+        self._in_block = False
         return monitor.result()
 
-    def _my_share(self, kv, rows, shard):
-        """This worker's rows: its shard of ``rows`` (shard=True, checking that every worker has
-        the same data) or all of them (shard=False: the caller split the data)."""
-        if not shard:
-            return rows
-        n = sum(len(r) for r in rows)
-        total = distributed.allreduce_sum(kv, [n, len(rows)], integers=True)
-        if total != [n * kv.num_workers, len(rows) * kv.num_workers]:
-            raise distributed.DistributedError(
-                f"worker {kv.rank}: the workers were given different data ({len(rows)} sequences, {n} symbols "
-                f"here; {total[1]} sequences, {total[0]} symbols over {kv.num_workers} workers); with "
-                f"shard=True every worker passes all of it")
-        return [rows[i] for i in distributed.shard([len(r) for r in rows], kv.rank, kv.num_workers)]
-
-    def _broadcast(self, kv):
-        """Every worker takes rank 0's parameters."""
-        distributed.broadcast(kv, [self._param(n).data(self.ctx) for n in NAMES])
-
     # -- scoring and inference ------------------------------------------------------------------
-    def score(self, sequences, lengths=None):
-        """Total log-likelihood of the sequences (a float, hmmlearn's convention)."""
-        return float(self.score_sequences(sequences, lengths).sum())
-
     def score_sequences(self, sequences, lengths=None):
         """Per-sequence log-likelihoods, float64 array (number of sequences,)."""
         return self._score_padded(self._padded(sequences, lengths))
@@ -341,14 +337,10 @@ class HMM:
         (fixed parameters and structural zeros do not count)."""
         total = 0
         for name in NAMES:
-            if name not in self.block.fixed:
+            if name not in self.fixed:
                 free = self.mask.get(name, np.ones(self._shape(name), dtype=bool))
                 total += int(free.sum()) - int(np.prod(self._shape(name)[:-1]))
         return total
-
-    def aic(self, sequences, lengths=None):
-        """Akaike information criterion, -2 log-likelihood + 2 k (k = n_free_parameters)."""
-        return -2 * self.score(sequences, lengths) + 2 * self.n_free_parameters
 
     def bic(self, sequences, lengths=None):
         """Bayesian information criterion, -2 log-likelihood + k log(observed symbols)."""
@@ -357,8 +349,10 @@ class HMM:
         return -2 * float(self._score_padded(obs).sum()) + self.n_free_parameters * np.log(n_observed)
 
     def _score_padded(self, obs):
-        obs = from_host(obs, np.int32, self.ctx)
-        return self.block(obs).asnumpy().astype(np.float64)
+        """ll (batch,) float64 of padded symbols (batch, T), by the categorical batch driver."""
+        obs32, lengths = checks.prepare_obs(np.asarray(obs), self.n_symbols)
+        A, B, pi = (np.ascontiguousarray(x) for x in self.probabilities())
+        return _kernel.forward(A, B, pi, obs32, lengths, get_num_threads()).ll
 
     def _padded(self, sequences, lengths):
         return encode_padded(sequences, self.n_symbols, self.symbols, lengths)
@@ -370,7 +364,7 @@ class HMM:
             raise TypeError("only str or int symbols can be saved")
         A, B, pi = (x.astype(self.dtype) for x in self.probabilities())
         meta = {"n_states": self.n_states, "n_symbols": self.n_symbols, "dtype": self.dtype.name,
-                "symbols": self.symbols, "fixed": list(self.block.fixed), "mask": list(self.mask),
+                "symbols": self.symbols, "fixed": list(self.fixed), "mask": list(self.mask),
                 "tokens": self.tokens}
         masks = {f"mask_{name}": value for name, value in self.mask.items()}
         with open(path, "wb") as f:
@@ -404,6 +398,36 @@ class HMM:
                                       tokens=meta.get("tokens"))
 
     # -- helpers --------------------------------------------------------------------------------
+    def _store(self, name, value):
+        """The model's own copy of parameter ``name`` (float64 NumPy)."""
+        value = np.array(value, dtype=np.float64)
+        if name == "B":
+            self.emission._B = value
+        else:
+            setattr(self, f"_{name}", value)
+
+    def _to_block(self):
+        """Write the model's parameters into the block (learned ones as logits), unless it holds them."""
+        if self._in_block:
+            return
+        for name, value in zip(NAMES, self.probabilities()):
+            if name not in self.fixed:
+                with np.errstate(divide="ignore"):
+                    value = np.log(np.maximum(value, _FLOOR))
+                if name in self.mask:
+                    value = np.where(self.mask[name], value, 0.0)   # masked logits: never read, never move
+            self._write(name, value)
+        self._in_block = True
+
+    def _from_block(self, names):
+        """The model's parameters ``names`` from the block's (after training, or new logits); the
+        others keep their values (the block holds them to rounding)."""
+        values = self.block.probabilities(mx.nd, self.block.values(self.ctx))
+        for name, value in zip(NAMES, values):
+            if name in names:
+                self._store(name, value.asnumpy())
+        self._in_block = True
+
     def _param(self, name):
         return getattr(self.block, self.block.param_name(name))
 
@@ -411,13 +435,13 @@ class HMM:
         """Copy ``value`` (NumPy) into parameter ``name``'s storage.
 
         A copy into param.data() rather than gluon's set_data, whose indexing
-        machinery costs ~0.1 ms a call (a tenth of an EM iteration at N=4).
-        The same thing here: the block lives on one context and no kvstore
-        holds a copy of it - also in distributed training, where the servers
-        only sum gradients and each worker keeps and updates its own copy (the
-        workers agree by starting from rank 0's values, broadcast when a fit
-        starts).  set_data would be wrong there besides: with a gluon Trainer
-        that updates on a dist kvstore, it resets the store, which raises.
+        machinery costs ~0.1 ms a call.  The same thing here: the block lives
+        on one context and no kvstore holds a copy of it - also in distributed
+        training, where the servers only sum gradients and each worker keeps
+        and updates its own copy (the workers agree by starting from rank 0's
+        values, broadcast when a fit starts).  set_data would be wrong there
+        besides: with a gluon Trainer that updates on a dist kvstore, it
+        resets the store, which raises.
         """
         from_host(value, self.dtype, self.ctx).copyto(self._param(name).data(self.ctx))
 
@@ -435,7 +459,7 @@ class HMM:
             draws[name] = value / value.sum(axis=-1, keepdims=True)
         return draws
 
-    def _checked_masks(self, mask, fixed):
+    def _checked_masks(self, mask, fixed=()):
         """{name: bool array} of the learned parameters whose mask has a False (others: none)."""
         return check_masks(mask, {name: self._shape(name) for name in NAMES}, fixed)
 
@@ -455,7 +479,7 @@ class HMM:
 
     def __repr__(self):
         return (f"HMM(n_states={self.n_states}, n_symbols={self.n_symbols}, dtype={self.dtype.name}, "
-                f"engine={self.block.engine!r}, fixed={self.block.fixed}, masked={tuple(self.mask)})")
+                f"engine={self.block.engine!r}, fixed={self.fixed}, masked={tuple(self.mask)})")
 
 
 class _CountSum:

@@ -31,12 +31,17 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from ..data import pad
 from ..ops import native
 from ..ops.categorical import OP_TYPE
+from ..ops.ndview import from_host
 from ..ops.unroll import unroll_forward
 
 ENGINES = ("fused", "native", "custom", "ndarray", "unroll")
 NAMES = ("A", "B", "pi")
+# A probability that underflowed to 0 gives a large finite log-prior term rather than -inf
+# (structural zeros have weight 0, see fit/priors.py).
+_TINY = 1e-300
 
 
 class HMMBlock(gluon.HybridBlock):
@@ -122,6 +127,43 @@ class HMMBlock(gluon.HybridBlock):
         if not learn:
             raise ValueError("learn names no parameter: there is nothing to train")
         return tuple(n for n in NAMES if n in learn)
+
+    # -- what hmmop.Trainer asks of a block (see fit/trainer.py) ----------------------------------
+    def learn_names(self, params):
+        """The names that hmmlearn's letters ``params`` learn ('s' pi, 't' A, 'e' B)."""
+        return tuple(n for n, letter in zip(NAMES, "tes") if letter in params)
+
+    def trainable(self, learn):
+        """[Parameter] of the names in ``learn`` (checked), with grad_req set: "write" for
+        them, "null" for the other learned parameters (fixed ones have "null" always)."""
+        learn = self.learnable(learn)
+        out = []
+        for name in NAMES:
+            if name in self.fixed:
+                continue
+            p = getattr(self, self.param_name(name))
+            p.grad_req = "write" if name in learn else "null"
+            if name in learn:
+                out.append(p)
+        return out
+
+    def state(self):
+        """[Parameter] of A, B, pi: what a worker of a distributed job takes from rank 0."""
+        return [getattr(self, self.param_name(n)) for n in NAMES]
+
+    def inputs(self, rows, chosen, ctx):
+        """(obs,): rows[i] for i in chosen (every row for None) as (batch, T) int32, -1 padded."""
+        return (from_host(pad(rows, chosen), np.int32, ctx),)
+
+    def empty_inputs(self, ctx):
+        """(obs,) of one sequence of padding: ll 0, gradient 0."""
+        return (mx.nd.full((1, 1), -1, dtype="int32", ctx=ctx),)
+
+    def log_prior(self, weights, ctx):
+        """sum over names of sum(w * log(max(p, 1e-300))): the Dirichlet log-prior (up to a
+        constant) of weights {name: NDArray of a - 1}."""
+        probs = dict(zip(NAMES, self.probabilities(mx.nd, self.values(ctx))))
+        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], _TINY))) for name, w in weights.items())
 
     def hybrid_forward(self, F, obs, **params):
         """ll (batch,) of obs (batch, T) symbols (-1 padding, -2 missing)."""
