@@ -736,44 +736,97 @@ def posteriors_dense(A, pi, logE, starts, lengths, int num_threads, gamma=None):
     return ws.ll, gamma, A64 * dA, pi64 * dpi
 
 
-# -- the diagonal Gaussian family's passes over the data (csrc/hmm_gauss.h) -------------------
+# -- the Gaussian family's passes over the data (csrc/hmm_gauss.h) ----------------------------
 cdef extern from "hmm_gauss.h" nogil:
-    void hmm_gauss_diag_loglik(int64_t n, int D, int N, const double *X, const double *c,
-                               const double *mc, const double *hp, const double *cst, double *out,
-                               int num_threads)
-    int hmm_gauss_diag_stats(int64_t n, int D, int N, const double *X, const double *gamma,
-                             double *post, double *obs, double *obs2, int num_threads)
+    int HMM_GAUSS_DIAG, HMM_GAUSS_FULL, HMM_GAUSS_TIED, HMM_GAUSS_ENOMEM
+    int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, const double *c,
+                             const double *P, const double *a, const double *b, const double *cst,
+                             double *out, int num_threads)
+    int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, const double *gamma,
+                            double *post, double *obs, double *second, int num_threads)
+    int64_t hmm_gauss_scan(int64_t n, int D, const double *X, int check_all, int64_t *n_missing,
+                           unsigned char *missing, int num_threads)
+
+_GAUSS_KINDS = {"diag": HMM_GAUSS_DIAG, "full": HMM_GAUSS_FULL, "tied": HMM_GAUSS_TIED}
 
 
-def gauss_diag_loglik(const double[:, ::1] X, const double[::1] c, const double[:, ::1] mc,
-                      const double[:, ::1] hp, const double[::1] cst, double[:, ::1] out, int num_threads):
-    """out[t, i] = cst[i] - sum_d hp[i, d] ((X[t, d] - c[d]) - mc[i, d])^2 for X (n, D), mc and hp
-    (N, D), cst (N,), out (n, N), all float64 (a missing row, NaN, gives NaN)."""
+def gauss_loglik(kind, const double[:, ::1] X, const double[::1] c, P, a, const double[:, ::1] b,
+                 const double[::1] cst, double[:, ::1] out, int num_threads):
+    """Log-densities out (n, N) of the rows of X (n, D) (csrc/hmm_gauss.h's hmm_gauss_loglik).
+
+    kind "diag": a, b (N, D), P None; "full": P (N, D, D), b (N, D), a None; "tied": P (D, D),
+    a, b (N, D).  c (D,), cst (N,).  All float64, C-contiguous.  Missing rows get 0.  Returns -1,
+    or the first row that is neither finite nor wholly NaN; MemoryError without scratch memory.
+    """
+    cdef int k = _GAUSS_KINDS[kind]
     cdef int64_t n = X.shape[0]
-    cdef int D = X.shape[1], N = mc.shape[0]
-    if (c.shape[0] != D or mc.shape[1] != D or hp.shape[0] != N or hp.shape[1] != D or cst.shape[0] != N
-            or out.shape[0] != n or out.shape[1] != N):
-        raise ValueError("gauss_diag_loglik: X (n, D), c (D,), mc and hp (N, D), cst (N,), out (n, N) do not fit")
+    cdef int D = X.shape[1], N = b.shape[0]
+    cdef const double[::1] Pv, av
+    cdef const double *pP = NULL
+    cdef const double *pa = NULL
+    cdef int64_t status
+    if (c.shape[0] != D or b.shape[1] != D or cst.shape[0] != N or out.shape[0] != n or out.shape[1] != N):
+        raise ValueError("gauss_loglik: X (n, D), c (D,), b (N, D), cst (N,), out (n, N) do not fit")
+    if k != HMM_GAUSS_DIAG:
+        Pv = np.ascontiguousarray(P, dtype=np.float64).reshape(-1)
+        if Pv.shape[0] != (N * D * D if k == HMM_GAUSS_FULL else D * D):
+            raise ValueError("gauss_loglik: P must be (N, D, D) for full, (D, D) for tied")
+        pP = &Pv[0]
+    if k != HMM_GAUSS_FULL:
+        av = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+        if av.shape[0] != N * D:
+            raise ValueError("gauss_loglik: a must be (N, D)")
+        pa = &av[0]
     if n == 0:
-        return
+        return -1
     with nogil:
-        hmm_gauss_diag_loglik(n, D, N, &X[0, 0], &c[0], &mc[0, 0], &hp[0, 0], &cst[0], &out[0, 0],
-                              max(1, num_threads))
+        status = hmm_gauss_loglik(k, n, D, N, &X[0, 0], &c[0], pP, pa, &b[0, 0], &cst[0], &out[0, 0],
+                                  max(1, num_threads))
+    if status == HMM_GAUSS_ENOMEM:
+        raise MemoryError("gauss_loglik: out of memory")
+    return status
 
 
-def gauss_diag_stats(const double[:, ::1] X, const double[:, ::1] gamma, double[::1] post, double[:, ::1] obs,
-                     double[:, ::1] obs2, int num_threads):
-    """post (N,), obs (N, D), obs2 (N, D) += the sums over the observed rows of X (n, D) of gamma[t, i],
-    gamma[t, i] X[t], gamma[t, i] X[t]**2 (gamma (n, N)); rows with X[t, 0] NaN are skipped."""
+def gauss_stats(kind, const double[:, ::1] X, const double[:, ::1] gamma, double[::1] post, double[:, ::1] obs,
+                second, int num_threads):
+    """post (N,), obs (N, D), second += the E-step sums of the observed rows of X (n, D) with gamma (n, N)
+    (csrc/hmm_gauss.h's hmm_gauss_stats): second (N, D) for "diag", (N, D, D) "full", (D, D) "tied",
+    float64 C-contiguous.  Returns -1, or the first row whose column 0 is NaN but not the whole row
+    (nothing added then); MemoryError without scratch memory."""
+    cdef int k = _GAUSS_KINDS[kind]
     cdef int64_t n = X.shape[0]
-    cdef int D = X.shape[1], N = gamma.shape[1], status
+    cdef int D = X.shape[1], N = gamma.shape[1]
+    cdef double[::1] sv = second.reshape(-1)
+    cdef int64_t status
+    expected = N * D if k == HMM_GAUSS_DIAG else N * D * D if k == HMM_GAUSS_FULL else D * D
     if (gamma.shape[0] != n or post.shape[0] != N or obs.shape[0] != N or obs.shape[1] != D
-            or obs2.shape[0] != N or obs2.shape[1] != D):
-        raise ValueError("gauss_diag_stats: X (n, D), gamma (n, N), post (N,), obs and obs2 (N, D) do not fit")
+            or sv.shape[0] != expected or not np.shares_memory(second, np.asarray(sv))):
+        raise ValueError("gauss_stats: X (n, D), gamma (n, N), post (N,), obs (N, D), second do not fit")
     if n == 0:
-        return
+        return -1
     with nogil:
-        status = hmm_gauss_diag_stats(n, D, N, &X[0, 0], &gamma[0, 0], &post[0], &obs[0, 0], &obs2[0, 0],
-                                      max(1, num_threads))
-    if status != 0:
-        raise MemoryError("gauss_diag_stats: out of memory")
+        status = hmm_gauss_stats(k, n, D, N, &X[0, 0], &gamma[0, 0], &post[0], &obs[0, 0], &sv[0],
+                                 max(1, num_threads))
+    if status == HMM_GAUSS_ENOMEM:
+        raise MemoryError("gauss_stats: out of memory")
+    return status
+
+
+def gauss_scan(const double[:, ::1] X, bint check_all, int num_threads, missing=None):
+    """(first bad row or -1, number of missing rows) of X (n, D) float64 (csrc/hmm_gauss.h's
+    hmm_gauss_scan); missing: None or a bool (n,) array set True on the wholly NaN rows."""
+    cdef int64_t n = X.shape[0], count = 0, bad
+    cdef int D = X.shape[1]
+    cdef unsigned char[::1] m
+    cdef unsigned char *pm = NULL
+    if missing is not None:
+        if missing.dtype != np.bool_ or missing.shape != (n,):
+            raise ValueError("gauss_scan: missing must be a bool (n,) array")
+        m = missing.view(np.uint8)
+        if n:
+            pm = &m[0]
+    if n == 0 or D == 0:
+        return -1, 0
+    with nogil:
+        bad = hmm_gauss_scan(n, D, &X[0, 0], check_all, &count, pm, max(1, num_threads))
+    return bad, count

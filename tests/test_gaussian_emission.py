@@ -8,9 +8,9 @@ import pytest
 from hmmlearn.hmm import GaussianHMM
 from scipy.stats import multivariate_normal
 
-import hmmop  # noqa: F401  (before mxnet: hmmop's import hook)
-import hmmop.emissions.gaussian as gaussian_module
+import hmmop  # (before mxnet: hmmop's import hook)
 import mxnet as mx
+from hmmop import _kernel
 from hmmop.emissions import COVARIANCE_TYPES, Emission, GaussianEmission
 
 TYPES = ["spherical", "diag", "full", "tied"]
@@ -102,23 +102,27 @@ def test_log_likelihood_matches_scipy(kind):
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_log_likelihood_blocks_and_missing_rows(kind, monkeypatch):
-    monkeypatch.setattr(gaussian_module, "_BLOCK_ELEMENTS", 1)      # 256-row blocks: several of them
+def test_log_likelihood_blocks_and_missing_rows(kind):
+    """Blocks of 8 and 16 rows in C (the vector widths; 1000 = 62 * 16 + 8 leaves a short block)."""
     rng = np.random.default_rng(20 + TYPES.index(kind))
     em, hl = pair(rng, kind)
     X = rng.normal(size=(1000, 4))
     expected = hl._compute_log_likelihood(X)
-    gone = [0, 255, 256, 511, 999]
+    gone = [0, 7, 8, 15, 16, 511, 999]
     X[gone] = np.nan
     expected[gone] = 0.0
     got = em.log_likelihood(X)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
     assert np.all(got[gone] == 0.0)
-    X[7, 2] = np.nan                                                  # part of a row: not a missing row
-    with pytest.raises(ValueError, match=r"X\[7\]"):
+    X[9, 2] = np.nan                                                  # part of a row: not a missing row
+    with pytest.raises(ValueError, match=r"X\[9\]"):
         em.log_likelihood(X)
-    X[7] = [0.0, np.inf, 0.0, 0.0]
-    with pytest.raises(ValueError, match=r"X\[7\]"):
+    X[9] = [0.0, np.inf, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"X\[9\]"):
+        em.log_likelihood(X)
+    X[9] = 0.0
+    X[997, 0] = np.nan                                                # NaN in column 0 only, in the last block
+    with pytest.raises(ValueError, match=r"X\[997\]"):
         em.log_likelihood(X)
     assert em.log_likelihood(np.empty((0, 4))).shape == (0, 3)
 
@@ -234,19 +238,20 @@ def test_per_state_prior_weights_match_hmmlearn_state_by_state(kind):
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_statistics_add_up_and_skip_missing_rows(kind, monkeypatch):
-    monkeypatch.setattr(gaussian_module, "_BLOCK_ELEMENTS", 1)
+def test_statistics_add_up_and_skip_missing_rows(kind):
+    """Over several chunks of the C sums (4096 rows each here) and a short last one."""
     rng = np.random.default_rng(70 + TYPES.index(kind))
     em, _ = pair(rng, kind)
-    X = rng.normal(size=(700, 4))
-    gamma = rng.dirichlet(np.ones(3), size=700)
+    n = 9000
+    X = rng.normal(size=(n, 4))
+    gamma = rng.dirichlet(np.ones(3), size=n)
     whole = em.empty_stats()
     em.accumulate(whole, X, gamma)
     parts = em.empty_stats()
     em.accumulate(parts, X[:300], gamma[:300])
     em.accumulate(parts, X[300:], gamma[300:])
-    gone = np.zeros(700, bool)
-    gone[[3, 299, 300, 650]] = True
+    gone = np.zeros(n, bool)
+    gone[[3, 299, 300, 650, 4095, 4096, 8999]] = True
     Xm = X.copy()
     Xm[gone] = np.nan
     kept, with_missing = em.empty_stats(), em.empty_stats()
@@ -536,32 +541,151 @@ def test_bad_parameters_raise_clear_errors():
         em.log_likelihood(np.zeros((4, 3)))
 
 
-@pytest.mark.parametrize("kind", ["diag", "spherical"])
-def test_diagonal_passes_do_not_depend_on_the_thread_count(kind):
-    """The C passes of the diagonal family (csrc/hmm_gauss.c): log-densities and E-step sums over more rows
-    than one chunk are the same bits on 1, 2 and 3 threads, and the sums equal NumPy's to 1e-12."""
-    import hmmop
-    rng = np.random.default_rng(90)
-    em, _ = pair(rng, kind)
-    X = rng.normal(size=(5000, 4))
-    X[[7, 4100]] = np.nan                           # missing rows: skipped by the sums
-    gamma = rng.dirichlet(np.ones(3), size=5000)
-    results = []
+def with_threads(threads, fn):
+    """fn() run on hmmop.set_num_threads(threads), the setting restored after."""
     previous = hmmop.ops.threads._override
     try:
-        for threads in (1, 2, 3):
-            hmmop.set_num_threads(threads)
-            stats = em.empty_stats()
-            em.accumulate(stats, X, gamma)
-            results.append((em.log_likelihood(X), stats))
+        hmmop.set_num_threads(threads)
+        return fn()
     finally:
         hmmop.set_num_threads(previous)
+
+
+def numpy_sums(kind, X, gamma):
+    """The E-step sums of the observed rows in NumPy float64: (post, obs, second)."""
+    seen = ~np.isnan(X).all(axis=1)
+    X, gamma = X[seen], gamma[seen]
+    if kind in ("spherical", "diag"):
+        second = gamma.T @ X ** 2
+    elif kind == "full":
+        second = np.einsum("ti,tj,tk->ijk", gamma, X, X)
+    else:
+        second = np.einsum("t,tj,tk->jk", gamma.sum(axis=1), X, X)
+    return gamma.sum(axis=0), gamma.T @ X, second
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_passes_do_not_depend_on_the_thread_count(kind):
+    """The C passes (csrc/hmm_gauss.c): log-densities and E-step sums over several chunks of rows are the
+    same bits on 1, 2 and 3 threads, and the sums equal NumPy's to 1e-12."""
+    rng = np.random.default_rng(90 + TYPES.index(kind))
+    em, _ = pair(rng, kind)
+    X = rng.normal(size=(9001, 4))
+    X[[7, 4100, 9000]] = np.nan                     # missing rows: skipped by the sums
+    gamma = rng.dirichlet(np.ones(3), size=9001)
+
+    def run():
+        stats = em.empty_stats()
+        em.accumulate(stats, X, gamma)
+        return em.log_likelihood(X), stats
+
+    results = [with_threads(threads, run) for threads in (1, 2, 3)]
     for ll, stats in results[1:]:
         np.testing.assert_array_equal(ll, results[0][0])
         for key in stats:
             np.testing.assert_array_equal(stats[key], results[0][1][key])
-    seen = ~np.isnan(X).all(axis=1)
     stats = results[0][1]
-    np.testing.assert_allclose(stats["post"], gamma[seen].sum(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(stats["obs"], gamma[seen].T @ X[seen], rtol=1e-12)
-    np.testing.assert_allclose(stats["obs**2"], gamma[seen].T @ X[seen] ** 2, rtol=1e-12)
+    for key, expected in zip(stats, numpy_sums(kind, X, gamma)):
+        # (off-diagonal sums cancel: 1e-12 of the largest entry, absolute)
+        np.testing.assert_allclose(stats[key], expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+# -- the C passes against NumPy float64 (hmmop._kernel.gauss_*) ----------------
+
+def loglik_inputs(rng, kind, N, D):
+    """Random (c, P, a, b, cst) for gauss_loglik; P's upper triangle is garbage (it must not be read)."""
+    c = rng.normal(size=D)
+    a = -rng.uniform(0.1, 2.0, size=(N, D))
+    b = rng.normal(size=(N, D))
+    cst = rng.normal(size=N)
+    P = None
+    if kind != "diag":
+        P = rng.normal(size=(N, D, D) if kind == "full" else (D, D))
+        P[..., np.triu_indices(D, 1)[0], np.triu_indices(D, 1)[1]] = 1e300
+    return c, P, (None if kind == "full" else a), b, cst
+
+
+def numpy_loglik(kind, X, c, P, a, b, cst):
+    """hmm_gauss.h's formulas, row by row in NumPy float64, without expanding the squares."""
+    y = X - c
+    if kind == "diag":
+        return cst + (y ** 2) @ a.T + y @ b.T
+    L = np.tril(P)
+    if kind == "full":
+        z = np.einsum("ijk,tk->tij", L, y) - b               # (n, N, D)
+        return cst - 0.5 * (z ** 2).sum(axis=2)
+    z = y @ L.T                                               # (n, D)
+    return cst + (z ** 2) @ a.T + z @ b.T
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "tied"])
+@pytest.mark.parametrize("N, D", [(1, 1), (3, 5), (10, 8), (13, 17), (25, 3)])
+def test_c_loglik_matches_numpy(kind, N, D):
+    """Every state-group size (13 = 7 + 6, 25 = 3 groups), D below, at and above a vector, a short block."""
+    rng = np.random.default_rng(N * 100 + D + ["diag", "full", "tied"].index(kind))
+    n = 16 * 7 + 5
+    X = rng.normal(size=(n, D))
+    args = loglik_inputs(rng, kind, N, D)
+    out = np.full((n, N), 7.0)
+    assert _kernel.gauss_loglik(kind, X, *args, out, 2) == -1
+    np.testing.assert_allclose(out, numpy_loglik(kind, X, *args), rtol=1e-12, atol=1e-12)
+    gone = [0, 8, 15, 16, n - 1]
+    X[gone] = np.nan
+    X[3, D - 1] = np.inf                                      # an infinite value, then a NaN in column 0 only
+    X[40, 0] = np.nan
+    if D > 1:
+        X[40, 1:] = 0.0
+    out = np.full((n, N), 7.0)
+    first_bad = _kernel.gauss_loglik(kind, X, *args, out, 3)
+    if D == 1:                                                 # (with one feature, row 40 is a missing row)
+        assert first_bad == 3
+    else:
+        assert first_bad == 3
+        X[3] = 0.0
+        assert _kernel.gauss_loglik(kind, X, *args, out, 1) == 40
+        X[40] = np.nan
+    X[3] = 0.0
+    out = np.full((n, N), 7.0)
+    assert _kernel.gauss_loglik(kind, X, *args, out, 2) == -1
+    assert np.all(out[gone] == 0.0)
+    seen = ~np.isnan(X).all(axis=1)
+    np.testing.assert_allclose(out[seen], numpy_loglik(kind, X[seen], *args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "tied"])
+@pytest.mark.parametrize("N, D", [(1, 1), (3, 5), (13, 17)])
+def test_c_stats_match_numpy(kind, N, D):
+    """The sums over several chunks (at least 4096 rows each), added to what the outputs hold."""
+    rng = np.random.default_rng(N * 100 + D + 7)
+    n = 8200
+    X = rng.normal(size=(n, D))
+    X[[5, 4095, 4096, n - 1]] = np.nan
+    gamma = rng.dirichlet(np.ones(N), size=n)
+    shape = {"diag": (N, D), "full": (N, D, D), "tied": (D, D)}[kind]
+    post, obs, second = np.ones(N), np.ones((N, D)), np.ones(shape)
+    assert _kernel.gauss_stats(kind, X, gamma, post, obs, second, 2) == -1
+    for got, expected in zip((post, obs, second), numpy_sums("diag" if kind == "diag" else kind, X, gamma)):
+        np.testing.assert_allclose(got, expected + 1.0, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    if D > 1:
+        X[6000, 0] = np.nan                                    # NaN in column 0 only: reported, nothing added
+        before = post.copy()
+        assert _kernel.gauss_stats(kind, X, gamma, post, obs, second, 2) == 6000
+        np.testing.assert_array_equal(post, before)
+        X[6000, 0] = 0.0
+        X[6000, D - 1] = np.inf                                # elsewhere: non-finite sums, for the caller
+        _kernel.gauss_stats(kind, X, gamma, post, obs, second, 2)
+        assert not np.isfinite(second).all()
+
+
+def test_c_scan():
+    X = np.random.default_rng(3).normal(size=(1000, 5))
+    missing = np.ones(1000, dtype=bool)
+    assert _kernel.gauss_scan(X, True, 2, missing) == (-1, 0)
+    assert not missing.any()
+    X[[3, 600]] = np.nan
+    X[700, 2] = np.inf
+    X[800, 0] = np.nan
+    assert _kernel.gauss_scan(X, True, 2, missing) == (700, 2)
+    np.testing.assert_array_equal(np.flatnonzero(missing), [3, 600])
+    assert _kernel.gauss_scan(X, False, 1) == (800, 2)             # column 0 only: row 700 is not read
+    assert _kernel.gauss_scan(np.empty((0, 5)), True, 2) == (-1, 0)

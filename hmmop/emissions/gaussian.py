@@ -12,11 +12,11 @@ full       (N, D, D)              _covars[i]
 tied       (D, D)                 _covars (shared by all states)
 =========  =====================  ==========================================
 
-The log-densities use BLAS products over blocks of rows (no Python loop over
-rows), the E-step statistics are products with the posteriors, and the
-M-step is hmmlearn's, priors included.  NumPy only: scikit-learn is imported
-by ``initialize(init="kmeans")`` alone and MXNet by ``log_likelihood_nd``
-alone.
+The log-densities and the E-step sums are one pass over the data each in C
+(csrc/hmm_gauss.c, threads and wide SIMD; this module prepares their small
+per-state arrays from the Cholesky factors), and the M-step is hmmlearn's,
+priors included.  NumPy otherwise: scikit-learn is imported by
+``initialize(init="kmeans")`` alone and MXNet by ``log_likelihood_nd`` alone.
 """
 import math
 import numbers
@@ -33,18 +33,9 @@ __all__ = ["GaussianEmission", "COVARIANCE_TYPES"]
 COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 
 _LOG_2PI = math.log(2 * math.pi)
-# Rows per block in the log-likelihood and statistics products: the block's
-# temporaries (x - c, its square, the (rows, N*D) products of the full type)
-# stay in cache, instead of allocating arrays as large as X.
-_BLOCK_ELEMENTS = 1 << 17
 # hmmlearn's fallback for a covariance that fails its Cholesky factorisation
 # (after an M-step): factor Sigma + 1e-7 I instead.
 _CHOLESKY_JITTER = 1e-7
-
-
-def _block_rows(width):
-    """Rows per block for temporaries of ``width`` values a row."""
-    return max(256, _BLOCK_ELEMENTS // max(int(width), 1))
 
 
 def _output(out, shape):
@@ -319,6 +310,32 @@ class GaussianEmission(Emission):
         """
         return self._means.mean(axis=0)
 
+    def _kernel_kind(self):
+        return "diag" if self.covariance_type in ("spherical", "diag") else self.covariance_type
+
+    def _loglik_plan(self):
+        """(c, P, a, b, cst) for _kernel.gauss_loglik (csrc/hmm_gauss.h), float64 C-contiguous.
+
+        All on y = x - c (c: the mean of the means): diag and spherical
+        a = -1/(2 var), b = (m - c)/var and the constant; full P = L_i^-1,
+        b = P (m_i - c); tied P = L^-1, a = -1/2, b = P (m_i - c).
+        """
+        N, D, kind = self.n_states, self.n_features, self.covariance_type
+        c = self._center()
+        mc = self._means - c
+        if kind in ("spherical", "diag"):
+            var = np.maximum(self._covars, np.finfo(float).tiny)      # hmmlearn's guard against log(0)
+            var = np.broadcast_to(var[:, None], (N, D)) if kind == "spherical" else var
+            b = mc / var
+            cst = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1) + (mc * b).sum(axis=1))
+            return c, None, -0.5 / var, b, cst
+        _, U, half_logdet = self._factors()
+        if kind == "full":
+            return c, U, None, np.einsum("nij,nj->ni", U, mc), -0.5 * D * _LOG_2PI - half_logdet
+        V = mc @ U.T                                                     # (N, D): U (m_i - c)
+        cst = -0.5 * (D * _LOG_2PI + (V * V).sum(axis=1)) - half_logdet
+        return c, U, np.full((N, D), -0.5), V, cst
+
     def log_likelihood(self, X, out=None):
         """float64 (n, N): log N(x_t; means[i], Sigma_i); 0 on missing (all-NaN) rows.
 
@@ -327,62 +344,14 @@ class GaussianEmission(Emission):
         out: None or a C-contiguous float64 (n, N) array to write into.
         """
         X = self._rows(X)
-        n, N, D = len(X), self.n_states, self.n_features
-        out = _output(out, (n, N))
+        n = len(X)
+        out = _output(out, (n, self.n_states))
         if n == 0:
             return out
-        kind = self.covariance_type
-        c = self._center()
-        mc = self._means - c
-        # NaN (missing) rows give NaN products, sorted out below
-        with np.errstate(invalid="ignore", over="ignore"):
-            if kind in ("diag", "spherical"):
-                # one pass in C (csrc/hmm_gauss.c): -0.5 sum_d ((x - c)_d - mc_id)^2 / var_id + constants
-                var = np.maximum(self._covars, np.finfo(float).tiny)   # hmmlearn's guard against log(0)
-                var = np.broadcast_to(var[:, None], (N, D)) if kind == "spherical" else var
-                half_prec = np.ascontiguousarray(0.5 / var)
-                const = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1))
-                _kernel.gauss_diag_loglik(X, np.ascontiguousarray(c), np.ascontiguousarray(mc), half_prec,
-                                          np.ascontiguousarray(const), out, get_num_threads())
-            elif kind == "full":
-                _, U, half_logdet = self._factors()
-                # z_i = U_i (x - m_i) for all states at once: (x - c) @ W - b, W (D, N*D) holds the U_i^T
-                # side by side; the squares are summed per state by a product with the block indicator S.
-                W = U.transpose(2, 0, 1).reshape(D, N * D)
-                b = np.einsum("nij,nj->ni", U, mc).ravel()
-                S = np.repeat(np.eye(N), D, axis=0)                      # (N*D, N)
-                const = -0.5 * D * _LOG_2PI - half_logdet
-                step = _block_rows(N * D)
-                for s in range(0, n, step):
-                    z = (X[s:s + step] - c) @ W
-                    z -= b
-                    z *= z
-                    o = out[s:s + step]
-                    np.dot(z, S, out=o)
-                    o *= -0.5
-                    o += const
-            else:                                                        # tied: one transform for all states
-                _, U, half_logdet = self._factors()
-                V = mc @ U.T                                             # (N, D): U (m_i - c)
-                const = -0.5 * (D * _LOG_2PI + (V * V).sum(axis=1)) - half_logdet
-                step = _block_rows(D)
-                for s in range(0, n, step):
-                    z = (X[s:s + step] - c) @ U.T
-                    o = out[s:s + step]
-                    np.dot(z, V.T, out=o)
-                    o -= 0.5 * np.einsum("ij,ij->i", z, z)[:, None]
-                    o += const
-        # A missing row is NaN in every product; find such rows through column 0.
-        bad = ~np.isfinite(out[:, 0])
-        if bad.any():
-            idx = np.flatnonzero(bad)
-            rows = X[idx]
-            missing = np.isnan(rows).all(axis=1)
-            out[idx[missing]] = 0.0
-            invalid = ~missing & ~np.isfinite(rows).all(axis=1)
-            if invalid.any():
-                raise ValueError(f"X[{int(idx[invalid][0])}] has non-finite values but is not a whole NaN row "
-                                 f"(a missing observation); check it with check_data")
+        bad = _kernel.gauss_loglik(self._kernel_kind(), X, *self._loglik_plan(), out, get_num_threads())
+        if bad >= 0:
+            raise ValueError(f"X[{bad}] has non-finite values but is not a whole NaN row "
+                             f"(a missing observation); check it with check_data")
         return out
 
     # -- EM --------------------------------------------------------------
@@ -413,45 +382,22 @@ class GaussianEmission(Emission):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.shape != (len(X), N):
             raise ValueError(f"gamma must have shape ({len(X)}, {N}) for X of {len(X)} rows; got {gamma.shape}")
-        mask = self._observed_mask(X)           # (also refuses rows that are NaN only in part)
         kind = self.covariance_type
-        if mask is not None and kind not in ("spherical", "diag"):
-            X, gamma = X[mask], gamma[mask]
-        n = len(X)
-        with np.errstate(invalid="ignore", over="ignore"):        # bad rows are reported below
-            if kind in ("spherical", "diag"):
-                # one pass in C (csrc/hmm_gauss.c) over the observed rows (it skips the missing ones), all
-                # three sums; NumPy took a BLAS product and a temporary as large as X for each
-                post, obs, second = np.zeros(N), np.zeros((N, D)), np.zeros((N, D))
-                _kernel.gauss_diag_stats(np.ascontiguousarray(X), np.ascontiguousarray(gamma), post, obs, second,
-                                         get_num_threads())
-                key = "obs**2"
-                mask = None             # X was not subset: the check below indexes it directly
-            else:
-                post = gamma.sum(axis=0)
-                obs = gamma.T @ X
-            if kind in ("spherical", "diag"):
-                pass                    # (done above)
-            elif kind == "full":
-                # (N*D, D) block k of rows = sum_t gamma[t, k] x_t x_t^T, one product per block of rows
-                flat = np.zeros((N * D, D))
-                step = _block_rows(N * D)
-                for s in range(0, n, step):
-                    x = X[s:s + step]
-                    gx = (gamma[s:s + step, :, None] * x[:, None, :]).reshape(len(x), N * D)
-                    flat += gx.T @ x
-                second = flat.reshape(N, D, D)
-                key = "obs*obs.T"
-            else:
-                w = gamma.sum(axis=1)
-                second = (X * w[:, None]).T @ X
-                key = "obs*obs.T"
+        post, obs = np.zeros(N), np.zeros((N, D))
+        key, second = ("obs**2", np.zeros((N, D))) if kind in ("spherical", "diag") else \
+            ("obs*obs.T", np.zeros((D, D) if kind == "tied" else (N, D, D)))
+        # one pass in C over X and gamma (csrc/hmm_gauss.c), all three sums, the missing rows skipped
+        bad = _kernel.gauss_stats(self._kernel_kind(), np.ascontiguousarray(X), np.ascontiguousarray(gamma), post,
+                                  obs, second, get_num_threads())
+        if bad >= 0:
+            raise ValueError(f"X[{bad}] is NaN in some but not all columns; check it with check_data "
+                             f"(only a whole NaN row is a missing observation)")
         for name, value in (("post", post), ("obs", obs), (key, second)):
             if not np.isfinite(value).all():
-                bad = ~np.isfinite(X).all(axis=1) & ~np.isnan(X).all(axis=1)     # not the missing rows
-                if bad.any():
-                    t = int(np.flatnonzero(mask)[np.argmax(bad)]) if mask is not None else int(np.argmax(bad))
-                    raise ValueError(f"X[{t}] has non-finite values but is not a whole NaN row "
+                with np.errstate(invalid="ignore"):
+                    rows = ~np.isfinite(X).all(axis=1) & ~np.isnan(X).all(axis=1)     # not the missing rows
+                if rows.any():
+                    raise ValueError(f"X[{int(np.argmax(rows))}] has non-finite values but is not a whole NaN row "
                                      f"(a missing observation); check it with check_data")
                 raise ValueError(f"non-finite E-step statistics ({name}): gamma must be finite")
         stats["post"] += post
