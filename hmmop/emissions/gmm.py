@@ -16,8 +16,8 @@ full       (N, K, D, D)    covars[i, k]
 tied       (N, D, D)       covars[i] (shared by the K components)
 =========  ==============  ======================================
 
-The N*K component log-densities of a block of rows come from one C pass
-(diag, spherical: csrc/hmm_gauss.c) or a few BLAS products (full, tied), the
+The N*K component log-densities of a block of rows are a few BLAS products
+on the rows centred on the mean of the means (no Python loop over rows), the
 state log-densities are a log-sum-exp over the K components, and the E-step
 statistics - which need each component's responsibility within its state -
 are recomputed in ``accumulate`` from the stored parameters and summed with
@@ -31,8 +31,6 @@ import numbers
 
 import numpy as np
 
-from .. import _kernel
-from ..ops.threads import get_num_threads
 from .base import Emission
 from .gaussian import GaussianEmission
 from .poisson import check_size, check_states, jsonable, numpy_rng, output
@@ -285,11 +283,12 @@ class GMMEmission(Emission):
             log_w = np.log(self._weights).reshape(S)
         plan = {"c": c, "mc": mc}
         if kind in ("diag", "spherical"):
+            # -1/2 sum_d (y_d - mc_sd)^2 / var_sd = sum_d (a_sd y_d^2 + b_sd y_d) - 1/2 sum_d mc_sd^2 / var_sd
             var = np.maximum(self._covars, np.finfo(float).tiny).reshape(S, -1)     # hmmlearn's guard
             var = np.broadcast_to(var, (S, D))
-            plan["hp"] = np.ascontiguousarray(0.5 / var)
-            plan["cst"] = np.ascontiguousarray(-0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1)) + log_w)
-            plan["mc"] = np.ascontiguousarray(mc)
+            plan["a"] = (-0.5 / var).T                                      # (D, S)
+            plan["b"] = (mc / var).T                                        # (D, S)
+            plan["cst"] = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1) + (mc * mc / var).sum(axis=1)) + log_w
         elif kind == "full":
             _, U, half_logdet = self._factors()
             U = U.reshape(S, D, D)
@@ -309,24 +308,26 @@ class GMMEmission(Emission):
             plan["cst"] = (-0.5 * (D * _LOG_2PI + (V * V).sum(axis=-1)) - half_logdet[:, None]).reshape(S) + log_w
         return plan
 
-    def _components(self, plan, X, out):
-        """out (b, S) = log weights[s] + log N(x; means[s], Sigma_s) for the rows of X (b, D) (NaN rows: NaN)."""
+    def _components(self, plan, xc, out):
+        """out (b, S) = log weights[s] + log N(x; means[s], Sigma_s) for the centred rows xc = X - c (b, D)
+        (NaN rows give NaN)."""
         kind, K = self.covariance_type, self.n_mix
         with np.errstate(invalid="ignore", over="ignore"):
             if kind in ("diag", "spherical"):
-                _kernel.gauss_diag_loglik(X, plan["c"], plan["mc"], plan["hp"], plan["cst"], out, get_num_threads())
-                return out
-            Z = (X - plan["c"]) @ plan["W"]
-            if kind == "full":
-                Z -= plan["b"]
-                Z *= Z
-                np.dot(Z, plan["ind"], out=out)
-                out *= -0.5
+                np.dot(xc * xc, plan["a"], out=out)
+                out += xc @ plan["b"]
             else:
-                np.dot(Z, plan["V"], out=out)
-                Z *= Z
-                zz = Z @ plan["ind"]                                       # (b, N): |U_i (x - c)|^2
-                out -= 0.5 * np.repeat(zz, K, axis=1)
+                Z = xc @ plan["W"]
+                if kind == "full":
+                    Z -= plan["b"]
+                    Z *= Z
+                    np.dot(Z, plan["ind"], out=out)
+                    out *= -0.5
+                else:
+                    np.dot(Z, plan["V"], out=out)
+                    Z *= Z
+                    zz = Z @ plan["ind"]                                   # (b, N): |U_i (x - c)|^2
+                    out -= 0.5 * np.repeat(zz, K, axis=1)
             out += plan["cst"]
         return out
 
@@ -367,12 +368,12 @@ class GMMEmission(Emission):
         if n == 0:
             return out
         plan = self._plan()
-        step = _block_rows(S * (self.n_features + 2))
+        step = _block_rows(S * (self.n_features + 2) if self.covariance_type == "full" else S + 2 * self.n_features)
         comp = np.empty((min(step, n), S))
         for s in range(0, n, step):
             xb = X[s:s + step]
             cb = comp[:len(xb)]
-            self._components(plan, xb, cb)
+            self._components(plan, xb - plan["c"], cb)
             with np.errstate(invalid="ignore"):
                 self._logsumexp(cb, out[s:s + step])
         bad = np.isnan(out[:, 0])
@@ -419,25 +420,21 @@ class GMMEmission(Emission):
         plan = self._plan()
         c, mc = plan["c"], plan["mc"]
         s0, s1 = np.zeros(S), np.zeros((S, D))
-        s2 = {"spherical": np.zeros((S, D)), "diag": np.zeros((S, D)), "full": np.zeros((S * D, D)),
-              "tied": np.zeros((N * D, D))}[kind]
-        width = S * (D + 3) if kind in ("spherical", "diag") else S * (2 * D + 3)
-        step = _block_rows(width)
+        s2 = np.zeros({"spherical": (S, D), "diag": (S, D), "full": (S * D, D), "tied": (N * D, D)}[kind])
+        step = _block_rows(S * (2 * D + 3) if kind == "full" else 3 * S + 2 * D)
         comp = np.empty((min(step, n), S))
         ll = np.empty((min(step, n), N))
         for s in range(0, n, step):
-            xb, gb = X[s:s + step], gamma[s:s + step]
-            b = len(xb)
-            self._components(plan, xb, comp[:b])
+            xc, gb = X[s:s + step] - c, gamma[s:s + step]
+            b = len(xc)
+            self._components(plan, xc, comp[:b])
             resp = self._logsumexp(comp[:b], ll[:b], keep=True)
             resp.reshape(b, N, K)[...] *= gb[:, :, None]                   # r_tik, (b, S)
-            xc = xb - c
-            if kind in ("spherical", "diag"):
-                _kernel.gauss_diag_stats(xc, np.ascontiguousarray(resp), s0, s1, s2, get_num_threads())
-                continue
             s0 += resp.sum(axis=0)
             s1 += resp.T @ xc
-            if kind == "full":
+            if kind in ("spherical", "diag"):
+                s2 += resp.T @ (xc * xc)
+            elif kind == "full":
                 s2 += (resp[:, :, None] * xc[:, None, :]).reshape(b, S * D).T @ xc
             else:
                 g = resp.reshape(b, N, K).sum(axis=2)
