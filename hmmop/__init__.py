@@ -24,7 +24,7 @@ from .ops import native
 from .nn.hmm_block import HMMBlock
 from .ops.dense import hmm_forward_dense
 from .models.hmm import HMM
-from .models import EmissionHMM, GaussianHMM, load
+from .models import GMMHMM, EmissionHMM, GaussianHMM, MultinomialHMM, PoissonHMM, load
 from .fit.monitor import DivergenceError
 from .ops.categorical import hmm_forward
 from .ops.threads import get_num_threads, set_num_threads
@@ -42,5 +42,5 @@ def __getattr__(name):
 
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "GaussianHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
+__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
            "native", "unroll_forward", "unroll_forward_dense", "get_num_threads", "set_num_threads"]

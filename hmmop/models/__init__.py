@@ -3,5 +3,8 @@ and one emission component per family (hmmop.emissions).  hmmop.HMM, the categor
 lives in hmmop.models.hmm."""
 from .core import EmissionHMM, load
 from .gaussian import GaussianHMM
+from .gmm import GMMHMM
+from .multinomial import MultinomialHMM
+from .poisson import PoissonHMM
 
-__all__ = ["EmissionHMM", "GaussianHMM", "load"]
+__all__ = ["EmissionHMM", "GaussianHMM", "GMMHMM", "MultinomialHMM", "PoissonHMM", "load"]
