@@ -42,5 +42,6 @@ def __getattr__(name):
 
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense",
-           "native", "unroll_forward", "unroll_forward_dense", "get_num_threads", "set_num_threads"]
+__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "HMMBlock",
+           "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense", "native",
+           "unroll_forward", "unroll_forward_dense", "get_num_threads", "set_num_threads"]
