@@ -639,7 +639,9 @@ class GMMEmission(Emission):
                                         "covars_prior", "covars_weight") if k in meta}
         em = cls(n_states, meta["n_features"], meta["n_mix"], meta["covariance_type"], **options)
         w = np.asarray(fields["weights"], dtype=np.float64)
-        em.weights = w / w.sum(axis=1, keepdims=True) if w.ndim == 2 else w
+        if w.ndim == 2 and not np.allclose(w.sum(axis=1), 1.0, rtol=0, atol=1e-12):
+            w = w / w.sum(axis=1, keepdims=True)        # (a float32 file's rows)
+        em.weights = w
         em.means = fields["means"]
         em.set_covars(fields["covars"])
         return em

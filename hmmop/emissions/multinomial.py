@@ -213,7 +213,7 @@ class MultinomialEmission(Emission):
         em = cls(n_states, meta["n_features"], n_trials=meta.get("n_trials"),
                  emissionprob_prior=meta.get("emissionprob_prior", 1.0))
         B = np.asarray(fields["emissionprob"], dtype=np.float64)
-        if B.ndim == 2:
+        if B.ndim == 2 and not np.allclose(B.sum(axis=1), 1.0, rtol=0, atol=1e-12):
             B = B / B.sum(axis=1, keepdims=True)        # (a float32 file's rows)
         em.emissionprob = B
         return em
