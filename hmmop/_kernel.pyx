@@ -830,3 +830,120 @@ def gauss_scan(const double[:, ::1] X, bint check_all, int num_threads, missing=
     with nogil:
         bad = hmm_gauss_scan(n, D, &X[0, 0], check_all, &count, pm, max(1, num_threads))
     return bad, count
+
+
+# -- whole EM loops of a categorical HMM (csrc/hmm_em.h) -------------------------------------
+cdef extern from "hmm_em.h" nogil:
+    int HMM_EM_TOL_NONE, HMM_EM_TOL_INCREASE, HMM_EM_TOL_ABS
+    int HMM_EM_CONVERGED, HMM_EM_NONFINITE
+    int HMM_EM_ENOMEM, HMM_EM_EBADSYMBOL, HMM_EM_ELAYOUT
+    ctypedef struct hmm_em_options:
+        int learn
+        const double *prior_A
+        const double *prior_B
+        const double *prior_pi
+        const unsigned char *mask_A
+        const unsigned char *mask_B
+        const unsigned char *mask_pi
+        int objective_prior
+        int tol_rule
+        double tol
+    ctypedef struct hmm_em_result:
+        int iterations
+        int stop
+        double last
+        int64_t bad
+    int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t *rows,
+                           const int64_t *starts, const int64_t *lengths, double *A, double *B, double *pi,
+                           const hmm_em_options *opt, int n_iter, double *history, hmm_em_result *res,
+                           int num_threads)
+
+_EM_BITS = {"A": 1, "B": 2, "pi": 4}        # hmm_em.h's HMM_EM_A, HMM_EM_B, HMM_EM_PI
+
+
+cdef const double *_em_prior(dict prior, name, shape, list keep) except? NULL:
+    if prior is None or prior.get(name) is None:
+        return NULL
+    a = np.ascontiguousarray(np.broadcast_to(np.asarray(prior[name], dtype=np.float64), shape))
+    keep.append(a)
+    cdef const double[::1] v = a.reshape(-1)
+    return &v[0]
+
+
+cdef const unsigned char *_em_mask(dict mask, name, shape, list keep) except? NULL:
+    if mask is None or mask.get(name) is None:
+        return NULL
+    value = np.asarray(mask[name])
+    if value.shape != shape:
+        raise ValueError(f"em_categorical: mask[{name!r}] must have shape {shape}, got {value.shape}")
+    a = np.ascontiguousarray(value, dtype=bool).view(np.uint8)
+    keep.append(a)
+    cdef const unsigned char[::1] v = a.reshape(-1)
+    return &v[0]
+
+
+def em_categorical(double[:, ::1] A, double[:, ::1] B, double[::1] pi, const int32_t[::1] rows, starts,
+                   lengths, int n_iter, learn=("A", "B", "pi"), dict prior=None, dict mask=None,
+                   objective_prior=(), tol=None, tol_rule="increase", int num_threads=1):
+    """Up to n_iter EM iterations of a categorical HMM, the whole loop in C (csrc/hmm_em.h).
+
+    A (N, N), B (N, M), pi (N,) float64 C-contiguous: the start, updated in
+    place.  rows (size,) int32: symbols in [0, M) or -2 (missing), sequence b
+    at rows[starts[b]:starts[b] + lengths[b]].  learn: the names among "A",
+    "B", "pi" the M-step updates; prior: None or {name: Dirichlet
+    concentrations (broadcast to the parameter's shape)}; mask: None or
+    {name: bool of the parameter's shape, False at a structural zero};
+    objective_prior: the names whose log-prior sum((a - 1) log p) the objective
+    adds to the log-likelihood.  tol: None (never stop early) or a number;
+    tol_rule "increase" stops after the first iteration k with h[k] - h[k-1] <
+    tol (hmmlearn's), "abs" with |h[k] - h[k-1]| < tol.  Returns (history
+    (k,) float64: the objective at each E-step, stop: "ran out", "converged"
+    or "non-finite", last: the non-finite objective of E-step k (the
+    parameters are then those that gave it), else None).  ValueError for a
+    symbol outside [0, M) and not -2, or a sequence outside rows.
+    """
+    cdef int n = A.shape[0], m = B.shape[1]
+    if A.shape[1] != n or B.shape[0] != n or pi.shape[0] != n or m < 1:
+        raise ValueError("em_categorical: A (N, N), B (N, M), pi (N,) do not fit")
+    if n_iter < 0:
+        raise ValueError(f"em_categorical: n_iter must be >= 0, got {n_iter}")
+    if tol_rule not in ("increase", "abs"):
+        raise ValueError(f"em_categorical: tol_rule must be 'increase' or 'abs', got {tol_rule!r}")
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if starts.ndim != 1 or starts.shape != lengths.shape:
+        raise ValueError("em_categorical: starts and lengths must be (batch,) arrays of one shape")
+    cdef const int64_t[::1] st = starts, L = lengths
+    cdef hmm_em_options opt
+    cdef list keep = []
+    shapes = {"A": (n, n), "B": (n, m), "pi": (n,)}
+    opt.learn = sum(_EM_BITS[name] for name in learn)
+    opt.objective_prior = sum(_EM_BITS[name] for name in objective_prior)
+    opt.prior_A = _em_prior(prior, "A", shapes["A"], keep)
+    opt.prior_B = _em_prior(prior, "B", shapes["B"], keep)
+    opt.prior_pi = _em_prior(prior, "pi", shapes["pi"], keep)
+    opt.mask_A = _em_mask(mask, "A", shapes["A"], keep)
+    opt.mask_B = _em_mask(mask, "B", shapes["B"], keep)
+    opt.mask_pi = _em_mask(mask, "pi", shapes["pi"], keep)
+    opt.tol_rule = HMM_EM_TOL_NONE if tol is None else (HMM_EM_TOL_INCREASE if tol_rule == "increase"
+                                                        else HMM_EM_TOL_ABS)
+    opt.tol = 0.0 if tol is None else float(tol)
+    history = np.empty(max(n_iter, 1), dtype=np.float64)
+    cdef double[::1] h = history
+    cdef hmm_em_result res
+    cdef int64_t batch = st.shape[0], size = rows.shape[0]
+    cdef int status
+    with nogil:
+        status = hmm_em_categorical(n, m, batch, size, &rows[0] if size else NULL, &st[0] if batch else NULL,
+                                    &L[0] if batch else NULL, &A[0, 0], &B[0, 0], &pi[0], &opt, n_iter, &h[0],
+                                    &res, max(1, num_threads))
+    if status == HMM_EM_EBADSYMBOL:
+        raise ValueError(f"rows[{res.bad}] = {rows[res.bad]} is not a symbol in [0, {m}) or -2 (missing)")
+    if status == HMM_EM_ELAYOUT:
+        raise ValueError(f"em_categorical: sequence {res.bad} (start {starts[res.bad]}, length "
+                         f"{lengths[res.bad]}) is not inside rows ({size} rows)")
+    if status != 0:
+        raise MemoryError("em_categorical: out of memory")
+    stop = ("converged" if res.stop == HMM_EM_CONVERGED else "non-finite" if res.stop == HMM_EM_NONFINITE
+            else "ran out")
+    return history[:res.iterations], stop, (res.last if res.stop == HMM_EM_NONFINITE else None)

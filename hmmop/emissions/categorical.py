@@ -13,6 +13,7 @@ tokens with a vocabulary ``symbols``; None or -2 for a missing one).
 """
 import numpy as np
 
+from .. import _kernel
 from ..data import MISSING, encode_flat
 from ..fit.priors import m_step
 from ..ops.checks import check_sizes
@@ -134,6 +135,20 @@ class CategoricalEmission(Emission):
         """hmmlearn's M-step for emissionprob_: rows of max(counts + prior - 1, 0), normalised."""
         if "e" in params:
             self._B = m_step("B", stats["obs"], self._B, self.emission_prior, self.mask)
+
+    def fused_em(self, A, pi, rows, lengths, starts, n_iter, learn, prior, mask, objective_prior, tol, tol_rule,
+                 num_threads):
+        """The whole EM loop of a core holding this emission, in C (_kernel.em_categorical): A (N, N),
+        pi (N,) float64 updated in place, B (with this emission's prior and mask) kept here.  learn,
+        objective_prior: names among "A", "B", "pi"; prior, mask: {name: array} for A and pi.
+        Returns em_categorical's (history, stop, last)."""
+        B = self._B.copy()
+        rows = np.ascontiguousarray(rows, dtype=np.int32)
+        result = _kernel.em_categorical(A, B, pi, rows, starts, lengths, n_iter, learn,
+                                        {**prior, "B": self.emission_prior}, {**mask, "B": self.mask},
+                                        objective_prior, tol, tol_rule, num_threads)
+        self._B = B
+        return result
 
     def sample(self, states, rng=None):
         """int32 (len(states),): one symbol per state index, by inverse CDF."""

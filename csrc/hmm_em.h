@@ -1,0 +1,91 @@
+/* hmm_em: whole Baum-Welch (EM) loops of a categorical HMM on the batch driver.
+ *
+ * One call runs up to n_iter EM iterations in hmmlearn's order - E-step,
+ * M-step of the learned parameters, then the convergence test - with no
+ * per-iteration work outside C.  The E-step is one forward and one backward
+ * of hmm_batch (float64 plans); the backward's gradients are the expected
+ * counts: trans = A * dll/dA, emit = B * dll/dB, start = pi * dll/dpi (a
+ * missing step's emission is 1, no entry of B, so it adds no count).
+ *
+ * The M-step of a parameter P (A, B or pi; rows are distributions) is the
+ * MAP update with Dirichlet concentrations a (hmmlearn's convention):
+ * row of x = max(counts + a - 1, 0) (counts alone without a prior), x = 0
+ * where P's mask says structural zero and, for A and pi, where P is 0 now
+ * (a transition or start that is 0 stays 0); the row is x / sum(x), or kept
+ * as it is when that sum is 0.
+ *
+ * Plain C; no knowledge of Python or MXNet.
+ */
+#ifndef HMM_EM_H
+#define HMM_EM_H
+
+#include <stdint.h>
+
+/* Parameter bits: which parameters are learned, which priors the objective adds. */
+enum { HMM_EM_A = 1, HMM_EM_B = 2, HMM_EM_PI = 4 };
+
+/* Convergence tests after iteration k >= 1, on the objectives h of E-steps k-1 and k. */
+enum {
+    HMM_EM_TOL_NONE = 0,        /* never stop early */
+    HMM_EM_TOL_INCREASE = 1,    /* h[k] - h[k-1] < tol (hmmlearn's ConvergenceMonitor) */
+    HMM_EM_TOL_ABS = 2          /* |h[k] - h[k-1]| < tol */
+};
+
+/* Why the loop stopped (hmm_em_result.stop). */
+enum { HMM_EM_RAN_OUT = 0, HMM_EM_CONVERGED = 1, HMM_EM_NONFINITE = 2 };
+
+/* Errors (negative returns). */
+enum { HMM_EM_ENOMEM = -1, HMM_EM_EBADSYMBOL = -2, HMM_EM_ELAYOUT = -3 };
+
+typedef struct {
+    int learn;                  /* HMM_EM_* bits: the parameters the M-step updates */
+    /* Dirichlet concentrations (> 0) of the shape of the parameter, or NULL (maximum likelihood) */
+    const double *prior_A, *prior_B, *prior_pi;
+    /* structural-zero masks of the shape of the parameter, 0 at a structural zero; NULL: none */
+    const unsigned char *mask_A, *mask_B, *mask_pi;
+    int objective_prior;        /* HMM_EM_* bits: whose log-prior the objective adds (given a prior) */
+    int tol_rule;               /* HMM_EM_TOL_* */
+    double tol;
+} hmm_em_options;
+
+typedef struct {
+    int iterations;             /* E-steps with a finite objective, history[0 .. iterations) */
+    int stop;                   /* HMM_EM_RAN_OUT, HMM_EM_CONVERGED or HMM_EM_NONFINITE */
+    double last;                /* HMM_EM_NONFINITE: the non-finite objective (history[iterations]) */
+    int64_t bad;                /* HMM_EM_EBADSYMBOL: the row; HMM_EM_ELAYOUT: the sequence */
+} hmm_em_result;
+
+/* EM of a categorical HMM: n states, m symbols.  rows (size,) int32: the
+ * symbols of every sequence, sequence b at rows[starts[b] .. starts[b] +
+ * lengths[b]), each in [0, m) or -2 (missing: no emission count).  A (n, n),
+ * B (n, m), pi (n,) row-major float64: the start, updated in place (the
+ * parameters of the last E-step: when the objective turns non-finite, those
+ * that gave it).  history (n_iter,) out: the objective at each E-step,
+ * log-likelihood + sum over objective_prior's parameters of
+ * sum((a - 1) log p) over entries p > 0.  n_iter >= 0.
+ *
+ * The stop test runs after the M-step: iteration k is the last when the test
+ * holds, so `iterations` = k + 1.  A non-finite objective stops the loop
+ * before its M-step.  Sequences are padded into as few batch plans as keep
+ * the padding below about twice the symbols.  Results do not depend on
+ * num_threads.
+ *
+ * Returns 0 (see *res), or HMM_EM_ENOMEM, HMM_EM_EBADSYMBOL (res->bad: the
+ * first row with a symbol outside [0, m) and not -2), HMM_EM_ELAYOUT
+ * (res->bad: a sequence outside rows); the parameters are untouched on an
+ * error. */
+int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t *rows,
+                       const int64_t *starts, const int64_t *lengths, double *A, double *B,
+                       double *pi, const hmm_em_options *opt, int n_iter, double *history,
+                       hmm_em_result *res, int num_threads);
+
+/* The M-step of one parameter in place (see above): P (rows, cols), counts
+ * of its shape, prior (concentrations) and mask as for hmm_em_options (NULL:
+ * none); keep_zeros: 1 for A and pi (a zero of P stays 0), 0 for B. */
+void hmm_em_mstep(int rows, int cols, double *P, const double *counts, const double *prior,
+                  const unsigned char *mask, int keep_zeros);
+
+/* sum((a - 1) log p) over the entries with p > 0 of P (count,). */
+double hmm_em_log_prior(int64_t count, const double *P, const double *prior);
+
+#endif
