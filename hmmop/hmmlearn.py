@@ -62,6 +62,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _kernel
 from .data import MISSING
+from .fit.monitor import DivergenceError
 from .emissions import CategoricalEmission, GaussianEmission
 from .emissions.gmm import GMMEmission
 from .emissions.multinomial import MultinomialEmission
@@ -268,7 +269,39 @@ class _BaseHMM(BaseEstimator):
         return self
 
     def _em(self, core, rows, lengths, starts):
-        """hmmlearn's EM loop on the core's E-step (one C forward-backward) and M-steps."""
+        """hmmlearn's EM loop: the core's em_iterations (the whole loop in C for CategoricalHMM), the
+        history then reported to monitor_; a Python loop reporting each iteration as it ends where
+        monitor_ is not this module's or prints (verbose), or where a prior is outside the core's range."""
+        monitor = self.monitor_
+        prior = {"pi": np.asarray(self.startprob_prior, dtype=np.float64),
+                 "A": np.asarray(self.transmat_prior, dtype=np.float64)}
+        fast = type(monitor) is ConvergenceMonitor and not monitor.verbose and \
+            all((a > 0).all() and np.isfinite(a).all() for a in prior.values())
+        if fast:
+            params = "".join(c for c in self.params if c in "st" + self._EMISSION_LETTERS)
+            prior = {k: a for k, a in prior.items() if not (a == 1).all()}     # (1: no pseudo-counts)
+            tol = monitor.tol if isinstance(monitor.tol, (int, float, np.floating, np.integer)) else None
+            n_iter = self.n_iter
+            if isinstance(monitor.n_iter, (int, np.integer)) and monitor.n_iter >= 1:
+                n_iter = min(n_iter, int(monitor.n_iter))      # (the monitor stops hmmlearn's loop at its n_iter)
+            try:
+                history, _ = core.em_iterations(rows, lengths, starts, n_iter,
+                                                tol=None if tol is None else float(tol), params=params,
+                                                prior=prior or None, objective="loglik")
+            except DivergenceError:
+                # hmmlearn carries on through a log-likelihood of -inf or NaN: so does the Python loop
+                core._A = np.array(self.transmat_, dtype=np.float64)
+                core._pi = np.array(self.startprob_, dtype=np.float64)
+                core.emission = self._emission()
+            else:
+                for value in history:
+                    monitor.report(float(value))
+                return
+        self._em_python(core, rows, lengths, starts)
+
+    def _em_python(self, core, rows, lengths, starts):
+        """The EM loop in Python on the core's E-step (one C forward-backward) and M-steps, asking
+        monitor_ after each iteration (hmmlearn's order: E-step, M-step, report, converged)."""
         emission = core.emission
         letters = "".join(c for c in self._EMISSION_LETTERS if c in self.params)
         prior_s = np.asarray(self.startprob_prior, dtype=np.float64)

@@ -494,3 +494,25 @@ def test_float32():
     np.testing.assert_allclose(b32.score(X, LENGTHS), b64.score(X, LENGTHS), rtol=1e-5)
     with pytest.raises(TypeError):
         hh.GaussianHMM(N, dtype="int32").fit(X)
+
+
+def test_custom_monitor_as_in_hmmlearns_docs():
+    """A monitor_ replaced by a subclass with its own ``converged`` (hmmlearn's documented pattern)
+    stops hmmop's fit where it stops hmmlearn's."""
+    X = symbols(5)
+    fits = []
+    for lib in (hl, hh):
+        base = __import__("hmmlearn.base", fromlist=["ConvergenceMonitor"]).ConvergenceMonitor \
+            if lib is hl else hh.ConvergenceMonitor
+
+        class ThresholdMonitor(base):
+            @property
+            def converged(self):
+                return self.iter == self.n_iter or self.history[-1] >= -150
+
+        model = lib.CategoricalHMM(N, random_state=0, n_iter=50)
+        model.monitor_ = ThresholdMonitor(model.monitor_.tol, model.monitor_.n_iter, model.monitor_.verbose)
+        fits.append(model.fit(X, LENGTHS))
+    same_history(*fits)
+    assert fits[1].monitor_.iter < 50
+    close(fits[1].emissionprob_, fits[0].emissionprob_, ATOL_PARAM)
