@@ -210,10 +210,10 @@ def test_save_load_round_trip(tmp_path):
     back = load(path)
     assert isinstance(back, PoissonHMM) and PoissonHMM.load(path).n_features == D
     np.testing.assert_array_equal(back.lambdas, model.lambdas)
-    np.testing.assert_array_equal(back.A, model.A)
+    np.testing.assert_allclose(back.A, model.A, rtol=1e-15, atol=0)     # (renormalised on loading)
     np.testing.assert_array_equal(back.emission.lambdas_prior, [1.0, 2.0, 3.0])
     assert back.emission.lambdas_weight == 0.5
-    assert back.score(X3, LENGTHS) == model.score(X3, LENGTHS)
+    np.testing.assert_allclose(back.score(X3, LENGTHS), model.score(X3, LENGTHS), rtol=1e-13)
 
 
 def test_sample_shapes_and_moments():
