@@ -2,6 +2,7 @@
 E-step sums, M-step with priors, initialisation, parameter counts), scipy.stats for the densities,
 the moments of many samples, finite differences for the MXNet expression's gradients."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -494,6 +495,33 @@ def test_check_data():
         em.check_data(np.array([["a", "b", "c"]]))
     with pytest.raises(ValueError, match="real numbers"):
         em.check_data(np.ones((2, 3), dtype=complex))
+
+
+def test_check_data_scan_in_c_agrees_with_the_base_class():
+    """GaussianEmission.check_data scans float64 C-contiguous data in C; its results and errors are
+    Emission.check_data's."""
+    em = GaussianEmission(2, 3)
+    rng = np.random.default_rng(5)
+    for case in range(5):
+        X = rng.normal(size=(3000, 3))
+        if case >= 1:
+            X[[4, 2999]] = np.nan                              # missing rows: fine
+        if case == 2:
+            X[1700, 1] = np.inf
+        if case == 3:
+            X[2500, 0] = np.nan
+        if case == 4:
+            X[9, 2] = -np.inf
+            X[2000, 1] = np.nan
+        try:
+            expected = Emission.check_data(em, X.copy())
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                em.check_data(X)
+        else:
+            got = em.check_data(X)
+            assert got is X                                    # no copy of data that is already float64
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_bad_parameters_raise_clear_errors():

@@ -277,6 +277,23 @@ class GaussianEmission(Emission):
             raise ValueError(f"{name} must have shape (n, {self.n_features}); got {X.shape}")
         return X
 
+    def _scannable(self, X):
+        """X itself if it is a float64 C-contiguous (n, D) ndarray with n, D > 0 (what the C scan
+        reads as it is), else None."""
+        if (isinstance(X, np.ndarray) and X.dtype == np.float64 and X.ndim == 2 and X.flags.c_contiguous
+                and X.shape[1] == self.n_features and X.size):
+            return X
+        return None
+
+    def check_data(self, X, name="X"):
+        """The base class's check_data (see Emission.check_data); data already float64 and
+        C-contiguous, the usual case, is scanned in one pass in C on hmmop's threads, and anything
+        else - other dtypes and layouts, and every error message - is the base class's."""
+        arr = self._scannable(X)
+        if arr is not None and _kernel.gauss_scan(arr, True, get_num_threads())[0] < 0:
+            return arr
+        return super().check_data(X, name)
+
     def _observed_mask(self, X):
         """None when no row of X is missing, else bool (n,) True on the observed rows.
 
