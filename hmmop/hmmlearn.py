@@ -68,7 +68,8 @@ from .emissions.gmm import GMMEmission
 from .emissions.multinomial import MultinomialEmission
 from .emissions.poisson import PoissonEmission
 from .models import gmm as _gmm_models, multinomial as _multinomial_models, poisson as _poisson_models  # noqa: F401
-from .models.core import FAMILIES, EmissionHMM
+from .models.core import EmissionHMM
+from .models.hmm import HMM
 from .models.core import load as _load_core
 from .ops.threads import get_num_threads
 
@@ -406,7 +407,7 @@ class _BaseHMM(BaseEstimator):
         estimator's parameters; read it back with hmmop.hmmlearn.load (hmmop.load gives hmmop's model)."""
         check_is_fitted(self, "startprob_")
         self._check()
-        self._core(self._file_emission()).save(path)
+        self._file_model().save(path)
         with np.load(path, allow_pickle=False) as f:
             fields = {k: f[k] for k in f.files}
         params = {k: _jsonable(v) for k, v in self.get_params().items() if k != "random_state"}
@@ -414,8 +415,9 @@ class _BaseHMM(BaseEstimator):
         with open(path, "wb") as f:
             np.savez(f, **fields, **{_PARAMS_KEY: np.array(json.dumps(params))})
 
-    def _file_emission(self):
-        return self._emission()
+    def _file_model(self):
+        """The hmmop model whose save() writes the file (hmmop.load reads it back as that class)."""
+        return self._core(self._emission())
 
     @classmethod
     def load(cls, path):
@@ -519,6 +521,10 @@ class CategoricalHMM(_BaseHMM):
     def _load_emission(self, em, dtype):
         self.n_features = em.n_symbols
         self.emissionprob_ = em.B.astype(dtype)
+
+    def _file_model(self):
+        # hmmop.HMM's file (version 1): hmmop.load gives the categorical model hmmop users have
+        return HMM.from_probabilities(self.transmat_, self.emissionprob_, self.startprob_, dtype=self._dtype())
 
     def _n_fit_scalars_per_param(self):
         nc, nf = self.n_components, self.n_features
@@ -835,10 +841,10 @@ class MultinomialHMM(_CountsHMM):
         B = self.emissionprob_
         return self._state_stream(n, rs, currstate, lambda s, r: multinomial.rvs(n=trials, p=B[s], random_state=r))
 
-    def _file_emission(self):
+    def _file_model(self):
         em = self._emission()
         em.n_trials = self._single_trials()
-        return em
+        return self._core(em)
 
     def save(self, path):
         """As _BaseHMM.save; a per-row n_trials (fit's, for n_trials=None) is kept only if all are equal."""
@@ -1003,20 +1009,6 @@ def _validate_covars(covars, covariance_type, n_components):
 
 
 # -- model files ---------------------------------------------------------------------------------------------
-class _CategoricalCore(EmissionHMM):
-    """The core class hmmop.load gives for a categorical version-2 file (none was registered)."""
-
-    EMISSION = CategoricalEmission
-
-    @classmethod
-    def _with_emission(cls, n_states, emission, **kwargs):
-        model = cls.__new__(cls)
-        EmissionHMM.__init__(model, n_states, emission, **kwargs)
-        return model
-
-
-FAMILIES.setdefault(CategoricalEmission.family, _CategoricalCore)
-
 _BY_FAMILY = {"categorical": CategoricalHMM, "gaussian": GaussianHMM, "gmm": GMMHMM, "multinomial": MultinomialHMM,
               "poisson": PoissonHMM}
 _CLASSES = {cls.__name__: cls for cls in _BY_FAMILY.values()}

@@ -339,6 +339,7 @@ def test_save_load_round_trip(kind, tmp_path):
     close(c.score(X, LENGTHS), b.score(X, LENGTHS), 1e-12)
     np.testing.assert_array_equal(c.predict(X, LENGTHS), b.predict(X, LENGTHS))
     core = hmmop.load(path)                         # hmmop's own model class reads the same file
+    assert type(core) is (hmmop.HMM if kind is None else hmmop.GaussianHMM)
     close(core.score(X[:, 0] if kind is None else X, np.array(LENGTHS)), b.score(X, LENGTHS), 1e-12)
     assert type(b).load(path).n_features == b.n_features
     with pytest.raises(ValueError):
