@@ -58,7 +58,7 @@ import numpy as np
 from scipy import linalg
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.exceptions import NotFittedError
 
 from . import _kernel
 from .data import MISSING
@@ -143,6 +143,20 @@ def _dirichlet_m_step(counts, prior, current):
     return _normalized(np.where(current == 0, 0, x), current)
 
 
+_PARAM_NAMES = {}     # class -> its constructor parameters but random_state (the core cache's key)
+
+
+def _frozen(value):
+    """A value as a comparable key: arrays by dtype, shape and bytes; lists as tuples."""
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if value is None or isinstance(value, (str, int, float, bool, np.generic)):
+        return value
+    return (type(value).__name__, id(value))
+
+
 class _BaseHMM(BaseEstimator):
     """What every class shares: hmmlearn's fit/score/decode/sample on an hmmop core made per call.
 
@@ -151,6 +165,7 @@ class _BaseHMM(BaseEstimator):
     """
 
     _EMISSION_LETTERS = ""
+    _FITTED = ()                        # the emission's fitted attributes (the core cache's key)
     _mutates_random_state = False       # hmmlearn's Categorical/Poisson/Multinomial _init do
 
     # -- checks -------------------------------------------------------------------------------------------
@@ -163,7 +178,7 @@ class _BaseHMM(BaseEstimator):
     @staticmethod
     def _check_sum_1(name, value):
         s = value.sum(axis=-1)
-        if not np.allclose(s, 1):
+        if not (np.abs(s - 1.0) <= 1e-8 + 1e-5).all():       # numpy.allclose(s, 1), without its overhead
             raise ValueError(f"{name} must sum to 1 (got {s:.4f})" if s.ndim == 0
                              else f"{name} rows must sum to 1 (got row sums of {s})")
 
@@ -209,20 +224,52 @@ class _BaseHMM(BaseEstimator):
                 raise ValueError(f"X must hold numbers: {exc}") from None
         return X
 
+    def _check_fitted(self, name="startprob_"):
+        """scikit-learn's NotFittedError unless ``name`` is set (check_is_fitted's test, without its overhead)."""
+        if not hasattr(self, name):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                                 f"appropriate arguments before using this estimator.")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_core_cache", None)          # (rebuilt on demand; it holds an MXNet context)
+        return state
+
     # -- the core ---------------------------------------------------------------------------------------
     def _core(self, emission=None):
-        """An hmmop EmissionHMM holding this model's parameters (float64 copies)."""
-        core = EmissionHMM(self.n_components, self._emission() if emission is None else emission,
-                           dtype=self._dtype())
+        """An hmmop EmissionHMM holding this model's parameters (float64 copies).
+
+        Without ``emission``, the core of the last call is reused while every parameter array and
+        constructor parameter is unchanged (compared by value: in-place edits count); fit always
+        builds its own, which EM then changes.
+        """
+        key = None
+        if emission is None:
+            key = self._core_key()
+            cached = self.__dict__.get("_core_cache")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            emission = self._emission()
+        core = EmissionHMM(self.n_components, emission, dtype=self._dtype())
         core._A = np.array(self.transmat_, dtype=np.float64)
         core._pi = np.array(self.startprob_, dtype=np.float64)
         core.initialized = True
+        if key is not None:
+            self._core_cache = (key, core)
         return core
+
+    def _core_key(self):
+        names = _PARAM_NAMES.get(type(self))
+        if names is None:
+            names = _PARAM_NAMES[type(self)] = [n for n in self._get_param_names() if n != "random_state"]
+        arrays = ("startprob_", "transmat_") + self._FITTED
+        return (tuple(_frozen(getattr(self, n)) for n in arrays), tuple(_frozen(getattr(self, n)) for n in names),
+                getattr(self, "n_features", None))
 
     def _fitted_core(self, X, lengths, checked=False):
         """(core, data for it, lengths) after hmmlearn's fitted-model checks (unless ``checked``)."""
         if not checked:
-            check_is_fitted(self, "startprob_")
+            self._check_fitted()
             self._check()
         X = self._prepare_X(X, fit=False)
         return self._core(), X, self._lengths(len(X), lengths)
@@ -264,7 +311,7 @@ class _BaseHMM(BaseEstimator):
         self._init(X, rows)
         self._check()
         self.monitor_._reset()
-        core = self._core()
+        core = self._core(self._emission())       # (its own: EM changes it)
         self._em(core, rows, lengths, starts)
         self._store(core)
         return self
@@ -347,7 +394,7 @@ class _BaseHMM(BaseEstimator):
     def decode(self, X, lengths=None, algorithm=None):
         """(log_prob, states (n_samples,)): "viterbi" the best paths' log-probability; "map" each
         frame's most probable state, with hmmlearn's log_prob: the sum of those posteriors."""
-        check_is_fitted(self, "startprob_")
+        self._check_fitted()
         self._check()
         algorithm = algorithm or self.algorithm
         if algorithm not in DECODER_ALGORITHMS:
@@ -367,7 +414,7 @@ class _BaseHMM(BaseEstimator):
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """(X, states) of n_samples steps, drawn from hmmlearn's random stream: for each step
         one uniform picks the state (currstate, if given, is the first), then the state's emission."""
-        check_is_fitted(self, "startprob_")
+        self._check_fitted()
         self._check()
         rs = check_random_state(self.random_state if random_state is None else random_state)
         return self._sample_states(max(int(n_samples), 1), rs, currstate)
@@ -385,7 +432,7 @@ class _BaseHMM(BaseEstimator):
 
     def get_stationary_distribution(self):
         """The stationary distribution of transmat_ (its left eigenvector of eigenvalue 1)."""
-        check_is_fitted(self, "transmat_")
+        self._check_fitted("transmat_")
         eigvals, eigvecs = linalg.eig(self.transmat_.T)
         vec = np.real_if_close(eigvecs[:, np.argmax(eigvals)])
         return vec / vec.sum()
@@ -405,7 +452,7 @@ class _BaseHMM(BaseEstimator):
     def save(self, path):
         """Write the fitted model to ``path``: hmmop's model file (.npz, no pickle) plus this
         estimator's parameters; read it back with hmmop.hmmlearn.load (hmmop.load gives hmmop's model)."""
-        check_is_fitted(self, "startprob_")
+        self._check_fitted()
         self._check()
         self._file_model().save(path)
         with np.load(path, allow_pickle=False) as f:
@@ -450,6 +497,7 @@ class CategoricalHMM(_BaseHMM):
     """
 
     _EMISSION_LETTERS = "e"
+    _FITTED = ("emissionprob_",)
     _mutates_random_state = True
 
     def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, *, emissionprob_prior=1.0,
@@ -558,6 +606,7 @@ class GaussianHMM(_BaseHMM):
     """
 
     _EMISSION_LETTERS = "mc"
+    _FITTED = ("means_", "_covars_")
 
     def __init__(self, n_components=1, covariance_type="diag", min_covar=1e-3, startprob_prior=1.0,
                  transmat_prior=1.0, means_prior=0, means_weight=0, covars_prior=1e-2, covars_weight=1,
@@ -694,6 +743,7 @@ class PoissonHMM(_CountsHMM):
     """
 
     _EMISSION_LETTERS = "l"
+    _FITTED = ("lambdas_",)
     _mutates_random_state = True
 
     def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, lambdas_prior=0.0,
@@ -760,6 +810,7 @@ class MultinomialHMM(_CountsHMM):
     """
 
     _EMISSION_LETTERS = "e"
+    _FITTED = ("emissionprob_",)
     _mutates_random_state = True
 
     def __init__(self, n_components=1, n_trials=None, startprob_prior=1.0, transmat_prior=1.0,
@@ -865,6 +916,7 @@ class GMMHMM(_CountsHMM):
     """
 
     _EMISSION_LETTERS = "wmc"
+    _FITTED = ("weights_", "means_", "covars_")
 
     def __init__(self, n_components=1, n_mix=1, min_covar=1e-3, startprob_prior=1.0, transmat_prior=1.0,
                  weights_prior=1.0, means_prior=0.0, means_weight=0.0, covars_prior=None, covars_weight=None,

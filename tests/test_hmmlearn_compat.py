@@ -517,3 +517,22 @@ def test_custom_monitor_as_in_hmmlearns_docs():
     same_history(*fits)
     assert fits[1].monitor_.iter < 50
     close(fits[1].emissionprob_, fits[0].emissionprob_, ATOL_PARAM)
+
+
+def test_inference_follows_every_change_of_the_parameters():
+    """Methods see in-place edits, assignments and refits, as hmmlearn's (which reads the attributes
+    at each call; hmmop keeps the core of the last call while they are unchanged)."""
+    a, b = fixed_pair("full")
+    X = features(6)
+    close(b.score(X, LENGTHS), a.score(X, LENGTHS), ATOL_SCORE)
+    for m in (a, b):
+        m.transmat_[0] = [0.2, 0.3, 0.5]
+        m.means_[1, 0] += 1.0
+    close(b.score(X, LENGTHS), a.score(X, LENGTHS), ATOL_SCORE)
+    for m in (a, b):
+        m.covars_ = np.tile(np.eye(D) * 2, (N, 1, 1))
+    close(b.score(X, LENGTHS), a.score(X, LENGTHS), ATOL_SCORE)
+    for m in (a, b):
+        m.set_params(init_params="", n_iter=3, tol=-np.inf).fit(X, LENGTHS)
+    close(b.score(X, LENGTHS), a.score(X, LENGTHS), ATOL_SCORE)
+    np.testing.assert_array_equal(b.predict(X, LENGTHS), a.predict(X, LENGTHS))
