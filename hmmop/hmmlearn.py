@@ -5,49 +5,68 @@
     model.fit(X, lengths)
     model.score(X, lengths), model.predict(X, lengths), model.sample(100, random_state=1)
 
-Classes: CategoricalHMM, GaussianHMM (and, where hmmop has the emission
-component, GMMHMM, PoissonHMM, MultinomialHMM) with hmmlearn 0.3.3's
-constructor parameters, defaults and keyword-only markers, scikit-learn's
-estimator protocol (they subclass sklearn.base.BaseEstimator), hmmlearn's
-fitted attributes (``startprob_``, ``transmat_``, ``emissionprob_``,
-``means_``, ``covars_``, ``n_features``, ``monitor_``), its ``init_params``
-/ ``params`` letters, its EM (E-step, M-step, then the test
-``history[-1] - history[-2] < tol`` on the log-likelihood), its
-initialisation from ``random_state`` and its errors' exception types.  Each
-method builds an hmmop model core (hmmop.models.core.EmissionHMM) from the
-attributes and runs it on the C batch driver; the attributes stay plain
-NumPy arrays, so models pickle as hmmlearn's do.
+Classes: CategoricalHMM, GaussianHMM, GMMHMM, PoissonHMM, MultinomialHMM, with
+hmmlearn 0.3.3's constructor parameters, defaults and keyword-only markers
+(plus a keyword-only ``dtype``), scikit-learn's estimator protocol (they
+subclass sklearn.base.BaseEstimator: get_params, set_params, clone, pickling),
+hmmlearn's fitted attributes (``startprob_``, ``transmat_``,
+``emissionprob_``, ``means_``, ``covars_``, ``weights_``, ``lambdas_``,
+``n_features``, ``monitor_``), its ``init_params`` / ``params`` letters, its EM
+(E-step, M-step, then the test ``history[-1] - history[-2] < tol`` on the
+log-likelihood), its initialisation from ``random_state``, its random stream
+in ``sample`` and its errors' exception types.  Each method runs an hmmop
+model core (hmmop.models.core.EmissionHMM, kept between calls while the
+parameters are unchanged) on the C batch driver - EM through
+``EmissionHMM.em_iterations``, the whole loop in C for CategoricalHMM; the
+attributes stay plain NumPy arrays, so models pickle as hmmlearn's do.
 
-hmmlearn behaviours matched on purpose (users rely on them):
+hmmlearn behaviours matched on purpose (scripts rely on them):
 
 - ``decode(algorithm="map")`` returns as its "log-probability" the *sum of
   the per-frame maximal posteriors* (not a logarithm), as hmmlearn does;
 - Viterbi ties: the last state of lowest index, predecessors of highest index;
-- CategoricalHMM (and Poisson/Multinomial) replace ``random_state`` by a
+- CategoricalHMM, PoissonHMM and MultinomialHMM replace ``random_state`` by a
   RandomState in ``fit`` (so ``sample()`` after ``fit`` continues that stream);
-  ``emissionprob_`` is drawn from a fresh RandomState(seed), not after the
+  their emission start is drawn from a fresh RandomState(seed), not after the
   Dirichlet draws of startprob_/transmat_;
 - ``monitor_`` is made by ``__init__``: ``set_params(tol=..., n_iter=...)``
   after construction changes the loop's length but not the monitor's test;
-- the warnings (logging) "... it will be overwritten during initialization"
-  and "Fitting a model with %d free scalar parameters ..." and the verbose
-  monitor lines on stderr.
+  a monitor_ replaced by a subclass (hmmlearn's documented pattern) is asked
+  after each iteration;
+- MultinomialHMM(n_trials=None) keeps every row's total as n_trials after fit;
+  its init_params 'e' initialises without the "is set" warning;
+- the logging warnings "... it will be overwritten during initialization",
+  "Fitting a model with %d free scalar parameters ...", "Model is not
+  converging ..." and the verbose monitor lines on stderr;
+- AIC/BIC count hmmlearn's free parameters (GMMHMM's weights: n_mix - 1).
 
-Deliberately different (documented in the report and below):
+Deliberately different:
 
 - ``covars_`` of a spherical GaussianHMM reads (N, D, D) after fit (hmmlearn
-  0.3.3 reads an (N*D, D, D) array there, and samples from the wrong state's
-  variance); other types read as hmmlearn's;
+  0.3.3 reads an (N*D, D, D) array there, and samples with another state's
+  variance); the other types and ``_covars_`` read as hmmlearn's;
+- GaussianHMM with 'c' but not 'm' in params: hmmlearn leaves the posterior
+  sums the covariance update needs at 0 (its covariances blow up); here they
+  are gathered (the update is hmmlearn's formula with its statistics);
 - NaN rows (and -2 symbols for CategoricalHMM) are missing observations, not
-  errors; ``dtype="float32"`` keeps the fitted arrays (and model files) in
-  float32 (EM and inference still compute in float64);
-- a row of transmat_ (or emissionprob_) whose counts are all zero keeps its
-  old values instead of becoming zeros;
-- ``save(path)`` / ``load(path)`` write and read hmmop's pickle-free model
-  files (``hmmop.load`` reads them as hmmop's own model classes).
+  errors; Poisson and multinomial counts must be non-negative integers
+  (ValueError; hmmlearn gives -inf log-likelihoods);
+- a row of transmat_, emissionprob_ or weights_ whose counts are all zero,
+  or a state with no posterior mass, keeps its old values instead of
+  becoming zeros or NaN;
+- GMMHMM leaves its covars_prior/covars_weight/... constructor parameters as
+  given (hmmlearn's fit overwrites them with broadcast arrays); its k-means
+  fallback for a cluster smaller than n_mix draws from RandomState(seed),
+  not NumPy's global generator; MultinomialHMM does not log hmmlearn's note
+  on its 0.2.8 API change at construction;
+- ``dtype="float32"`` keeps the fitted arrays (and model files) in float32;
+  EM and inference still compute in float64;
+- ``save(path)`` / ``hmmop.hmmlearn.load(path)`` write and read hmmop's
+  pickle-free model files (``hmmop.load`` reads them as hmmop's own models:
+  hmmop.HMM for CategoricalHMM, hmmop.GaussianHMM, ...).
 
-scikit-learn is imported here (hmmlearn's own dependency), nowhere else in
-hmmop's import path; hmmlearn itself is never imported.
+scikit-learn (hmmlearn's own dependency) is imported here and nowhere else in
+hmmop; hmmlearn itself is never imported.
 """
 import json
 import logging
