@@ -23,6 +23,18 @@ typedef struct {
     int threads;
 } em_group;
 
+/* Threads for a batch of count sequences and `symbols` symbols: at most one per
+ * block, and one per EM_THREAD_WORK of work (starting and joining threads costs
+ * more than small batches take, far more on a busy machine); at least 1. */
+static int em_threads(int n, int64_t count, int64_t symbols, int num_threads)
+{
+    int64_t most = (count + EM_BLOCK - 1) / EM_BLOCK;
+    const int64_t work = symbols * (int64_t)n * n / EM_THREAD_WORK;
+    most = work < most ? work : most;
+    most = num_threads < most ? num_threads : most;
+    return most < 1 ? 1 : (int)most;
+}
+
 static int cmp_desc(const void *a, const void *b)
 {
     const int64_t *x = a, *y = b;     /* (length, index): longest first, then by index */
@@ -114,14 +126,7 @@ static int make_groups(int n, int m, int64_t batch, int64_t size, const int32_t 
             e->lengths[q] = L;
             e->ones[q] = 1.0;
         }
-        /* threads: at most one per block, and one per EM_THREAD_WORK of work: starting
-         * and joining threads costs more than small batches take, far more on a busy machine */
-        int64_t most = (count + EM_BLOCK - 1) / EM_BLOCK;
-        const int64_t work = symbols * (int64_t)n * n / EM_THREAD_WORK;
-        most = work < most ? work : most;
-        e->threads = num_threads < most ? num_threads : (int)most;
-        if (e->threads < 1)
-            e->threads = 1;
+        e->threads = em_threads(n, count, symbols, num_threads);
         e->plan = hmm_batch_new(n, m, count, T, e->obs, e->lengths, HMM_FLOAT64);
         if (!e->plan)
             goto nomem;
@@ -282,4 +287,83 @@ int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t 
     free(A1);
     free_groups(g, ngroups);
     return status;
+}
+
+
+struct hmm_em_dense {
+    hmm_batch *plan;
+    int n, threads;
+    int64_t batch;
+    double *ll, *ones, *dA, *dpi;       /* (batch,), (batch,), (n, n), (n,) */
+};
+
+hmm_em_dense *hmm_em_dense_new(int n, int64_t batch, int64_t size, const int64_t *starts,
+                               const int64_t *lengths, int num_threads)
+{
+    hmm_em_dense *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    int64_t nseq = 0, symbols = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+        nseq += lengths[b] > 0;
+        symbols += lengths[b] > 0 ? lengths[b] : 0;
+    }
+    e->n = n;
+    e->batch = batch;
+    e->threads = em_threads(n, nseq, symbols, num_threads);
+    e->plan = hmm_batch_new_dense(n, batch, size, starts, lengths, HMM_FLOAT64);
+    e->ll = malloc(sizeof(double) * (batch ? batch : 1));
+    e->ones = malloc(sizeof(double) * (batch ? batch : 1));
+    e->dA = malloc(sizeof(double) * ((size_t)n * n + n));
+    if (!e->plan || !e->ll || !e->ones || !e->dA) {
+        hmm_em_dense_free(e);
+        return NULL;
+    }
+    e->dpi = e->dA + (size_t)n * n;
+    for (int64_t b = 0; b < batch; ++b)
+        e->ones[b] = 1.0;
+    return e;
+}
+
+void hmm_em_dense_free(hmm_em_dense *e)
+{
+    if (!e)
+        return;
+    hmm_batch_free(e->plan);
+    free(e->ll);
+    free(e->ones);
+    free(e->dA);
+    free(e);
+}
+
+int hmm_em_dense_step(hmm_em_dense *e, double *A, double *pi, const double *logE, double *gamma,
+                      const hmm_em_options *opt, double *value)
+{
+    const int n = e->n;
+    const size_t nA = (size_t)n * n;
+    if (hmm_batch_forward_dense(e->plan, A, pi, logE, e->ll, e->threads) != 0)
+        return HMM_EM_ENOMEM;
+    double v = 0.0;
+    for (int64_t b = 0; b < e->batch; ++b)
+        v += e->ll[b];
+    if ((opt->objective_prior & HMM_EM_A) && opt->prior_A)
+        v += hmm_em_log_prior(nA, A, opt->prior_A);
+    if ((opt->objective_prior & HMM_EM_PI) && opt->prior_pi)
+        v += hmm_em_log_prior(n, pi, opt->prior_pi);
+    *value = v;
+    if (!isfinite(v))
+        return 0;
+    if (hmm_batch_backward_dense(e->plan, e->ones, logE, e->dA, e->dpi, gamma, e->threads) != 0)
+        return HMM_EM_ENOMEM;
+    if (opt->learn & HMM_EM_A) {
+        for (size_t i = 0; i < nA; ++i)
+            e->dA[i] *= A[i];
+        hmm_em_mstep(n, n, A, e->dA, opt->prior_A, opt->mask_A, 1);
+    }
+    if (opt->learn & HMM_EM_PI) {
+        for (int i = 0; i < n; ++i)
+            e->dpi[i] *= pi[i];
+        hmm_em_mstep(1, n, pi, e->dpi, opt->prior_pi, opt->mask_pi, 1);
+    }
+    return 0;
 }

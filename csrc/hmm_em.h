@@ -79,6 +79,32 @@ int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t 
                        double *pi, const hmm_em_options *opt, int n_iter, double *history,
                        hmm_em_result *res, int num_threads);
 
+/* ---- Dense E-steps (any emission family) -------------------------------------
+ *
+ * For families whose emission M-step stays with the caller: a plan over one
+ * data layout (hmm_batch_new_dense's: sequence b at rows starts[b] ..
+ * starts[b] + lengths[b] of logE (size, n)), kept across iterations, whose
+ * step is the E-step of the core (ll, the posteriors for the emission's
+ * statistics) and the M-step of A and pi - one call per iteration. */
+typedef struct hmm_em_dense hmm_em_dense;
+
+/* starts, lengths are not copied (they must outlive the plan); the threads
+ * are those of hmm_em_categorical (at most num_threads, fewer for small
+ * data).  NULL if out of memory. */
+hmm_em_dense *hmm_em_dense_new(int n, int64_t batch, int64_t size, const int64_t *starts,
+                               const int64_t *lengths, int num_threads);
+
+/* One iteration's core part: *value = the objective at A (n, n), pi (n,)
+ * and logE (size, n) float64 (log-likelihood + the log-priors of A and pi
+ * that opt->objective_prior names; opt's B fields are not read).  Where it
+ * is finite, gamma (size, n) gets the posteriors (0 outside the sequences)
+ * and A, pi their M-step (opt->learn's HMM_EM_A, HMM_EM_PI), in place;
+ * otherwise nothing is written.  0, or HMM_EM_ENOMEM. */
+int hmm_em_dense_step(hmm_em_dense *e, double *A, double *pi, const double *logE, double *gamma,
+                      const hmm_em_options *opt, double *value);
+
+void hmm_em_dense_free(hmm_em_dense *e);
+
 /* The M-step of one parameter in place (see above): P (rows, cols), counts
  * of its shape, prior (concentrations) and mask as for hmm_em_options (NULL:
  * none); keep_zeros: 1 for A and pi (a zero of P stays 0), 0 for B. */

@@ -947,3 +947,73 @@ def em_categorical(double[:, ::1] A, double[:, ::1] B, double[::1] pi, const int
     stop = ("converged" if res.stop == HMM_EM_CONVERGED else "non-finite" if res.stop == HMM_EM_NONFINITE
             else "ran out")
     return history[:res.iterations], stop, (res.last if res.stop == HMM_EM_NONFINITE else None)
+
+
+cdef extern from "hmm_em.h" nogil:
+    ctypedef struct hmm_em_dense:
+        pass
+    hmm_em_dense *hmm_em_dense_new(int n, int64_t batch, int64_t size, const int64_t *starts,
+                                   const int64_t *lengths, int num_threads)
+    int hmm_em_dense_step(hmm_em_dense *e, double *A, double *pi, const double *logE, double *gamma,
+                          const hmm_em_options *opt, double *value)
+    void hmm_em_dense_free(hmm_em_dense *e)
+
+
+cdef class EMDense:
+    """EM's core part for any emission family (csrc/hmm_em.h): one plan over a data layout, kept
+    across iterations; step() is one E-step (ll, posteriors) and the M-step of A and pi.
+
+    EMDense(n, size, starts, lengths, learn, prior, mask, objective_prior, num_threads): sequence
+    b at rows starts[b] .. starts[b] + lengths[b] of the (size, n) log-emissions; learn,
+    objective_prior: names among "A", "pi"; prior, mask: None or {name: array} as for
+    em_categorical.
+    """
+    cdef hmm_em_dense *plan
+    cdef hmm_em_options opt
+    cdef list keep
+    cdef readonly object starts, lengths
+    cdef readonly int n
+    cdef readonly Py_ssize_t size
+
+    def __init__(self, int n, Py_ssize_t size, starts, lengths, learn=("A", "pi"), dict prior=None,
+                 dict mask=None, objective_prior=(), int num_threads=1):
+        self.starts, self.lengths = _dense_layout("EMDense", n, size, starts, lengths)
+        self.n, self.size, self.keep = n, size, []
+        shapes = {"A": (n, n), "pi": (n,)}
+        self.opt.learn = sum(_EM_BITS[name] for name in learn if name in shapes)
+        self.opt.objective_prior = sum(_EM_BITS[name] for name in objective_prior if name in shapes)
+        self.opt.prior_A = _em_prior(prior, "A", shapes["A"], self.keep)
+        self.opt.prior_pi = _em_prior(prior, "pi", shapes["pi"], self.keep)
+        self.opt.prior_B = NULL
+        self.opt.mask_A = _em_mask(mask, "A", shapes["A"], self.keep)
+        self.opt.mask_pi = _em_mask(mask, "pi", shapes["pi"], self.keep)
+        self.opt.mask_B = NULL
+        self.opt.tol_rule = HMM_EM_TOL_NONE
+        self.opt.tol = 0.0
+        cdef const int64_t[::1] st = self.starts, L = self.lengths
+        cdef int64_t batch = st.shape[0]
+        with nogil:
+            self.plan = hmm_em_dense_new(n, batch, size, &st[0] if batch else NULL, &L[0] if batch else NULL,
+                                         max(1, num_threads))
+        if self.plan == NULL:
+            raise MemoryError("EMDense: out of memory")
+
+    def __dealloc__(self):
+        hmm_em_dense_free(self.plan)
+
+    def step(self, double[:, ::1] A, double[::1] pi, const double[:, ::1] logE, double[:, ::1] gamma):
+        """The objective (float) at A (n, n), pi (n,), logE (size, n) float64; where it is finite,
+        gamma (size, n) gets the posteriors and A, pi their M-step, in place."""
+        cdef int n = self.n
+        if (A.shape[0] != n or A.shape[1] != n or pi.shape[0] != n or logE.shape[0] != self.size
+                or logE.shape[1] != n or gamma.shape[0] != self.size or gamma.shape[1] != n):
+            raise ValueError(f"EMDense.step: A ({n}, {n}), pi ({n},), logE and gamma ({self.size}, {n}) do not fit")
+        cdef double value = 0.0
+        cdef int status
+        cdef const double *le = &logE[0, 0] if self.size else NULL
+        cdef double *g = &gamma[0, 0] if self.size else NULL
+        with nogil:
+            status = hmm_em_dense_step(self.plan, &A[0, 0], &pi[0], le, g, &self.opt, &value)
+        if status != 0:
+            raise MemoryError("EMDense.step: out of memory")
+        return value

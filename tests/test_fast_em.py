@@ -311,8 +311,8 @@ def test_bad_symbol_is_a_clear_error():
 # -- the C loop's own properties -------------------------------------------------------------------------------
 
 def test_threads_and_grouping_do_not_change_results():
-    """Results equal for 1 and 2 threads bit for bit; very unequal lengths (several padded groups) equal
-    the Python loop."""
+    """Results equal for 1 and 2 threads bit for bit (the C loop, the dense step); very unequal lengths
+    (several padded groups) equal the Python loop."""
     rng = np.random.default_rng(16)
     A, B, pi = random_model(rng, 4, 3)
     rows, lengths, starts = data(rng, 3, [300] * 100)
@@ -323,6 +323,15 @@ def test_threads_and_grouping_do_not_change_results():
         out.append((h, a, b, p))
     for x, y in zip(*out):
         np.testing.assert_array_equal(x, y)
+    logE = np.log(B.T[rows])                                       # the dense E-step's plan alike
+    dense = []
+    for threads in (1, 2):
+        a, p, gamma = A.copy(), pi.copy(), np.empty((len(rows), 4))
+        core = _kernel.EMDense(4, len(rows), starts, lengths, ("A", "pi"), num_threads=threads)
+        dense.append((core.step(a, p, logE, gamma), a, p, gamma))
+    for x, y in zip(*dense):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose(dense[0][0], out[0][0][0], **CLOSE)
     rows, lengths, starts = data(rng, 3, [2000, 3, 5, 0, 1, 7, 400] + [2] * 40)
     fast, slow = model(A, B, pi), model(A, B, pi, fused=False)
     h1, _ = fast.em_iterations(rows, lengths, starts, 8)

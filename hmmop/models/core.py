@@ -38,7 +38,7 @@ from mxnet import gluon
 
 from .. import _kernel
 from ..fit.monitor import DivergenceError, Monitor
-from ..fit.priors import check_masks, check_prior, log_prior, m_step
+from ..fit.priors import check_masks, check_prior, log_prior
 from ..fit import distributed
 from ..fit.trainer import Trainer, check_learning_rate
 from ..nn.hmm_block import _masked_softmax
@@ -389,15 +389,17 @@ class EmissionHMM:
                 self._em_diverged(last, history)
             return history, stop == "converged"
         history, converged = [], False
-        buffers = tuple(np.empty((len(rows), self.n_states)) for _ in range(2))
+        log_emission, gamma = (np.empty((len(rows), self.n_states)) for _ in range(2))
+        # the E-step and the M-step of A and pi in one C call (csrc/hmm_em.c), on one plan for the loop
+        core = _kernel.EMDense(self.n_states, len(rows), starts, lengths,
+                               [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params],
+                               {n: prior[n] for n in CORE if n in prior},
+                               {n: self.mask[n] for n in CORE if n in self.mask}, in_objective, get_num_threads())
+        self._A, self._pi = self._A.copy(), self._pi.copy()        # updated in place by core.step
         for i in range(int(n_iter)):
-            ll, gamma, trans, start = self._posteriors(rows, lengths, starts, buffers)
-            value = float(ll.sum())
-            if in_objective:
-                probs = {"A": self._A, "pi": self._pi}
-                if "B" in prior:
-                    probs["B"] = self.emission.B
-                value += log_prior(probs, prior)
+            value = core.step(self._A, self._pi, self._log_emission(rows, out=log_emission), gamma)
+            if "B" in in_objective:
+                value += log_prior({"B": self.emission.B}, {"B": prior["B"]})
             if not math.isfinite(value):
                 self._em_diverged(value, history)
             history.append(value)
@@ -406,11 +408,6 @@ class EmissionHMM:
             if emission_params:
                 stats = self.emission.empty_stats()
                 self.emission.accumulate(stats, rows, gamma)
-            if "t" in params:
-                self._A = m_step("A", trans, self._A, prior.get("A"), self.mask.get("A"))
-            if "s" in params:
-                self._pi = m_step("pi", start, self._pi, prior.get("pi"), self.mask.get("pi"))
-            if emission_params:
                 self.emission.m_step(stats, emission_params)
             if tol is not None and i > 0:
                 delta = history[-1] - history[-2]
