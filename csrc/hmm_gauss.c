@@ -428,13 +428,18 @@ static void copy_row(int D, const double *restrict x, double *restrict f, double
     }
 }
 
-/* x x^T's lower triangle, row by row: v[j (j + 1) / 2 + k] = x_j x_k for k <= j. */
+/* x x^T's lower triangle, row by row: v[j (j + 1) / 2 + k] = x_j x_k for k <= j, a vector at a
+ * time.  Each row is written in whole vectors: past its end into the next row's place, which is
+ * written next, and past the last row by up to VL - 1 values (F's padding, the next F row, which
+ * is built after this one, or the slack at the end of F).  The vectors read up to VL - 1 values
+ * past x's D (the caller makes sure they exist); what they read lands only in those places. */
 static void outer_lower(int D, const double *x, double *v)
 {
     for (int j = 0; j < D; ++j) {
         const double xj = x[j];
-        for (int k = 0; k <= j; ++k)
-            *v++ = xj * x[k];
+        for (int k = 0; k <= j; k += VL)
+            *(vdu *)(v + k) = *(const vdu *)(x + k) * xj;
+        v += j + 1;
     }
 }
 
@@ -466,7 +471,7 @@ int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, cons
     int oom = 0;
     #pragma omp parallel num_threads(num_threads)
     {
-        double *F = scratch(sizeof(double) * (size_t)SB * ldF);
+        double *F = scratch(sizeof(double) * ((size_t)SB * ldF + VL));    /* (+ outer_lower's slack) */
         double *w = kind == HMM_GAUSS_TIED ? scratch(sizeof(double) * (size_t)SB) : NULL;
         const int ok = F && (w || kind != HMM_GAUSS_TIED);
         int64_t first_bad = INT64_MAX;
@@ -474,7 +479,7 @@ int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, cons
             #pragma omp atomic write
             oom = 1;
         } else {
-            memset(F, 0, sizeof(double) * (size_t)SB * ldF);      /* the padding columns stay 0 */
+            memset(F, 0, sizeof(double) * ((size_t)SB * ldF + VL));    /* (padding: 0 or unread sums) */
         }
         #pragma omp for schedule(dynamic, 1)
         for (int64_t k = 0; k < nchunks; ++k) {
@@ -497,8 +502,12 @@ int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, cons
                     }
                     f[0] = 1.0;
                     copy_row(D, x, f + 1, kind == HMM_GAUSS_DIAG ? f + 1 + D : NULL);
-                    if (kind != HMM_GAUSS_DIAG)
-                        outer_lower(D, x, kind == HMM_GAUSS_FULL ? f + 1 + D : f + L1);
+                    if (kind != HMM_GAUSS_DIAG) {
+                        /* the row of X where outer_lower's vectors stay inside X, else F's copy
+                         * (its loads then wait on the copy's stores) */
+                        const int inside = (t0 + r) * D + ROUND_UP(D, VL) <= n * D;
+                        outer_lower(D, inside ? x : f + 1, kind == HMM_GAUSS_FULL ? f + 1 + D : f + L1);
+                    }
                 }
                 /* the first pass over the block asks for the next block's rows as it goes */
                 const struct ahead next = {t0 + 2 * SB <= end ? X + (t0 + SB) * D : NULL, gamma + (t0 + SB) * N, D, N};
