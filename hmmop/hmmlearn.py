@@ -65,8 +65,9 @@ Deliberately different:
   pickle-free model files (``hmmop.load`` reads them as hmmop's own models:
   hmmop.HMM for CategoricalHMM, hmmop.GaussianHMM, ...).
 
-scikit-learn (hmmlearn's own dependency) is imported here and nowhere else in
-hmmop; hmmlearn itself is never imported.
+scikit-learn (hmmlearn's own dependency) is imported here and, for the
+k-means start, by the Gaussian and GMM emissions' initialize; hmmlearn itself
+is never imported.
 """
 import json
 import logging
