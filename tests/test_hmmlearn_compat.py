@@ -536,3 +536,13 @@ def test_inference_follows_every_change_of_the_parameters():
         m.set_params(init_params="", n_iter=3, tol=-np.inf).fit(X, LENGTHS)
     close(b.score(X, LENGTHS), a.score(X, LENGTHS), ATOL_SCORE)
     np.testing.assert_array_equal(b.predict(X, LENGTHS), a.predict(X, LENGTHS))
+
+
+def test_hmmlearn_is_never_imported():
+    """hmmlearn is the tests' oracle only: the drop-in runs without it."""
+    import subprocess
+    import sys
+    code = ("import sys; from hmmop import hmmlearn as hmm; import numpy as np; "
+            "m = hmm.GaussianHMM(2, n_iter=2, random_state=0).fit(np.arange(20.0).reshape(10, 2)); "
+            "m.score(np.zeros((3, 2))); assert 'hmmlearn' not in sys.modules, 'hmmlearn was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
