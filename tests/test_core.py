@@ -81,3 +81,15 @@ def test_gaussian_em_over_a_kvstore_is_refused_clearly():
     model = hmmop.GaussianHMM(2, 2, seed=0)
     with pytest.raises(ValueError, match="kvstore works with method='gradient'"):
         model.fit(gaussian_data(), method="em", epochs=1, kvstore=object())
+
+
+def test_categorical_component_learns_its_emissions_by_gradient():
+    """params="e" trains B alone on the dense block (the component names its raw parameter's letter)."""
+    model = hmmop.EmissionHMM(3, CategoricalEmission(3, 4), dtype="float64")
+    rows = np.random.default_rng(3).integers(0, 4, size=60)
+    model.fit(rows, method="em", epochs=1)
+    A, pi, B = model.A, model.pi, model.emission.B
+    model.fit(rows, method="gradient", epochs=5, params="e", learning_rate=0.1)
+    np.testing.assert_array_equal(model.A, A)
+    np.testing.assert_array_equal(model.pi, pi)
+    assert not np.allclose(model.emission.B, B)

@@ -34,6 +34,7 @@ class CategoricalEmission(Emission):
 
     family = "categorical"
     params_letters = "e"            # hmmlearn's letter for emissionprob_
+    raw_letters = {"logits": "e"}   # the letter that learns each raw parameter (gradient training)
 
     def __init__(self, n_states, n_symbols, emission_prior=None, mask=None, symbols=None):
         check_sizes({"B": (n_states, n_symbols)}, np.float64)      # before any allocation

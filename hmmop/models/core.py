@@ -468,7 +468,7 @@ class EmissionHMM:
         that, the model's own stay - and DivergenceError says so (during: a look during training,
         for a callback; nothing is raised or restored then)."""
         try:
-            block.store_into(self)
+            block.store_into(self, trainer.learn)
             return
         except ValueError as exc:
             if during:
@@ -476,7 +476,7 @@ class EmissionHMM:
             reason = str(exc)
         trainer.restore_last()
         try:
-            block.store_into(self)
+            block.store_into(self, trainer.learn)
         except ValueError:
             pass
         history = np.array([]) if history is None else history[:-1]
@@ -719,16 +719,20 @@ class _DenseHMMBlock(gluon.HybridBlock):
         for name, value in kept.items():
             getattr(self, name).set_data(mx.nd.array(value, dtype=self.model.dtype, ctx=self.model.ctx))
 
-    def store_into(self, model):
-        """The model's parameters from the block's."""
+    def store_into(self, model, learn=None):
+        """The model's parameters from the block's: those named in ``learn`` (default: all); the
+        others keep the model's values exactly (the block holds them only to rounding)."""
+        learn = tuple(self.named_parameters()) if learn is None else learn
         values = {name: p.data(model.ctx) for name, p in self._reg_params.items()}
         A, pi = (x.asnumpy().astype(np.float64) for x in self.probabilities(mx.nd, values))
         # the emission first: it refuses (ValueError) values it cannot hold, and then nothing changed
-        model.emission.set_raw_parameters({k: self.named_parameters()[f"em_{k}"].data(model.ctx).asnumpy()
-                                           .astype(np.float64) for k in self.raw_names})
-        model._A = A / A.sum(axis=-1, keepdims=True)
-        model._pi = pi / pi.sum()
-
+        if any(f"em_{k}" in learn for k in self.raw_names):
+            model.emission.set_raw_parameters({k: self.named_parameters()[f"em_{k}"].data(model.ctx).asnumpy()
+                                               .astype(np.float64) for k in self.raw_names})
+        if "A_logits" in learn:
+            model._A = A / A.sum(axis=-1, keepdims=True)
+        if "pi_logits" in learn:
+            model._pi = pi / pi.sum()
 
 def load(path, **kwargs):
     """Read any hmmop model file: version 1 (hmmop.HMM, categorical) or version 2 (by family)."""
