@@ -37,7 +37,11 @@ _old_paths.install()            # import hmmop.op, hmmop.trainer, ...: the paths
 
 
 def __getattr__(name):
-    """hmmop.op, hmmop.trainer, ...: an old module path as an attribute of the package, as before."""
+    """hmmop.hmmlearn on first use (it imports scikit-learn, so not with the package); hmmop.op,
+    hmmop.trainer, ...: an old module path as an attribute of the package, as before."""
+    if name == "hmmlearn":
+        import importlib
+        return importlib.import_module(".hmmlearn", __name__)
     return _old_paths.attribute(name)
 
 

@@ -93,3 +93,8 @@ def test_categorical_component_learns_its_emissions_by_gradient():
     np.testing.assert_array_equal(model.A, A)
     np.testing.assert_array_equal(model.pi, pi)
     assert not np.allclose(model.emission.B, B)
+
+
+def test_hmmlearn_facade_is_an_attribute_of_the_package():
+    import hmmop.hmmlearn as direct
+    assert hmmop.hmmlearn is direct and hasattr(hmmop.hmmlearn, "GaussianHMM")
