@@ -1017,3 +1017,34 @@ cdef class EMDense:
         if status != 0:
             raise MemoryError("EMDense.step: out of memory")
         return value
+
+
+# -- the Gaussian-mixture family's per-row pass (csrc/hmm_mix.h) ------------------------------
+cdef extern from "hmm_mix.h" nogil:
+    void hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, double *resp,
+                           int num_threads)
+
+
+def mix_logsumexp(const double[:, ::1] comp, int n_mix, double[:, ::1] out, resp, int num_threads):
+    """out (n, N) = log-sum-exp of each state's n_mix = K components of comp (n, N*K); resp: None or
+    a float64 (n, N*K) C-contiguous array (comp itself allowed) that gets each component's
+    responsibility within its state (csrc/hmm_mix.h's hmm_mix_logsumexp).  All float64."""
+    cdef int64_t n = comp.shape[0]
+    cdef int K = n_mix
+    if K < 1 or comp.shape[1] % K != 0:
+        raise ValueError("mix_logsumexp: comp must be (n, N*K) with K = n_mix >= 1")
+    cdef int N = comp.shape[1] // K
+    if out.shape[0] != n or out.shape[1] != N:
+        raise ValueError("mix_logsumexp: out must be (n, N) for comp (n, N*K)")
+    cdef double[:, ::1] rv
+    cdef double *pr = NULL
+    if resp is not None:
+        rv = resp
+        if rv.shape[0] != n or rv.shape[1] != N * K:
+            raise ValueError("mix_logsumexp: resp must be (n, N*K) like comp")
+        if n:
+            pr = &rv[0, 0]
+    if n == 0 or N == 0:
+        return
+    with nogil:
+        hmm_mix_logsumexp(n, N, K, &comp[0, 0], &out[0, 0], pr, max(1, num_threads))

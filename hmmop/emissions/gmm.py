@@ -18,19 +18,25 @@ tied       (N, D, D)       covars[i] (shared by the K components)
 
 The N*K component log-densities of a block of rows are a few BLAS products
 on the rows centred on the mean of the means (no Python loop over rows), the
-state log-densities are a log-sum-exp over the K components, and the E-step
-statistics - which need each component's responsibility within its state -
-are recomputed in ``accumulate`` from the stored parameters and summed with
-BLAS products (no Python loop over rows).  The M-step is hmmlearn's, priors
+state log-densities are a log-sum-exp over the K components in C
+(csrc/hmm_mix.h, on hmmop.get_num_threads() threads), which also gives each
+component's responsibility within its state.  ``log_likelihood`` keeps those
+responsibilities for the next ``accumulate`` of the same rows array at the
+same parameters (checked by identity and by value; otherwise, or beyond
+_CACHE_ELEMENTS values, ``accumulate`` recomputes them), and the E-step
+statistics are summed with BLAS products (no Python loop over rows).  The M-step is hmmlearn's, priors
 and their defaults per covariance type included; the start is hmmlearn's
 k-means start.  NumPy only: scikit-learn is imported by ``initialize`` and
 MXNet is only used through the ``F`` that ``log_likelihood_nd`` is handed.
 """
 import math
 import numbers
+import weakref
 
 import numpy as np
 
+from .. import _kernel
+from ..ops.threads import get_num_threads
 from .base import Emission
 from .gaussian import GaussianEmission
 from .poisson import check_size, check_states, jsonable, numpy_rng, output
@@ -45,6 +51,10 @@ _BLOCK_ELEMENTS = 1 << 17
 # hmmlearn's fallback for a covariance that fails its Cholesky factorisation: Sigma + 1e-7 I
 _CHOLESKY_JITTER = 1e-7
 _FLOOR = 1e-30
+# The responsibilities log_likelihood keeps for accumulate: at most this many values (n * N * K).
+_CACHE_ELEMENTS = 1 << 24
+# Rows x components per thread of the C log-sum-exp (fewer threads for less work).
+_WORK_PER_THREAD = 1 << 15
 
 
 def _block_rows(width):
@@ -126,6 +136,7 @@ class GMMEmission(Emission):
         self._covars = {"spherical": np.ones((N, K)), "diag": np.ones((N, K, D)),
                         "full": np.tile(np.eye(D), (N, K, 1, 1)), "tied": np.tile(np.eye(D), (N, 1, 1))}[kind]
         self._factor_cache = None
+        self._resp_cache = None
 
     @staticmethod
     def _prior(value, name, shape, nonnegative=False):
@@ -332,27 +343,28 @@ class GMMEmission(Emission):
         return out
 
     def _logsumexp(self, comp, out, keep=False):
-        """out (b, N) = log sum_k exp(comp[:, i*K + k]); keep=True also returns exp(comp - out) (b, S),
-        each component's responsibility within its state (0 for a state of density 0)."""
-        N, K = self.n_states, self.n_mix
-        if K == 1:
-            out[...] = comp
-            return np.ones_like(comp) if keep else None
-        c3 = comp.reshape(len(comp), N, K)
-        top = c3.max(axis=2)
-        with np.errstate(invalid="ignore"):
-            top = np.where(np.isfinite(top), top, 0.0)
-            e = np.exp(c3 - top[:, :, None])
-        total = e.sum(axis=2)
-        with np.errstate(divide="ignore"):
-            np.log(total, out=out)
-        out += top
-        if keep:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                e /= total[:, :, None]
-            e[~np.isfinite(e)] = 0.0
-            return e.reshape(len(comp), N * K)
-        return None
+        """out (b, N) = log sum_k exp(comp[:, i*K + k]) (csrc/hmm_mix.h); keep=True also overwrites
+        comp (b, S) with exp(comp - out), each component's responsibility within its state (0 for
+        a state of density 0 and on NaN rows), and returns it."""
+        nt = max(1, min(get_num_threads(), comp.size // _WORK_PER_THREAD))
+        _kernel.mix_logsumexp(comp, self.n_mix, out, comp if keep else None, nt)
+        return comp if keep else None
+
+    def _params_key(self):
+        return (self._weights.copy(), self._means.copy(), self._covars.copy())
+
+    def _cached_resp(self, X):
+        """The responsibilities (n, S) log_likelihood kept for X at the current parameters, or None
+        (then or not, the cache is emptied: the array is handed over)."""
+        cache, self._resp_cache = self._resp_cache, None
+        if cache is None:
+            return None
+        ref, key, resp = cache
+        if ref() is not X or len(resp) != len(X):
+            return None
+        if not all(np.array_equal(a, b) for a, b in zip(key, (self._weights, self._means, self._covars))):
+            return None
+        return resp
 
     # -- log-likelihood --------------------------------------------------
 
@@ -369,13 +381,16 @@ class GMMEmission(Emission):
             return out
         plan = self._plan()
         step = _block_rows(S * (self.n_features + 2) if self.covariance_type == "full" else S + 2 * self.n_features)
-        comp = np.empty((min(step, n), S))
+        self._resp_cache = None
+        keep = n * S <= _CACHE_ELEMENTS
+        comp = np.empty((n if keep else min(step, n), S))
         for s in range(0, n, step):
             xb = X[s:s + step]
-            cb = comp[:len(xb)]
+            cb = comp[s:s + len(xb)] if keep else comp[:len(xb)]
             self._components(plan, xb - plan["c"], cb)
-            with np.errstate(invalid="ignore"):
-                self._logsumexp(cb, out[s:s + step])
+            self._logsumexp(cb, out[s:s + step], keep=keep)
+        if keep:
+            self._resp_cache = (weakref.ref(X), self._params_key(), comp)
         bad = np.isnan(out[:, 0])
         if bad.any():
             idx = np.flatnonzero(bad)
@@ -413,31 +428,37 @@ class GMMEmission(Emission):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.shape != (len(X), N):
             raise ValueError(f"gamma must have shape ({len(X)}, {N}) for X of {len(X)} rows; got {gamma.shape}")
+        resp = self._cached_resp(X)
         missing = self.missing_rows(X)
         if missing.any():
             X, gamma = X[~missing], gamma[~missing]
+            resp = None if resp is None else resp[~missing]
         n = len(X)
         plan = self._plan()
         c, mc = plan["c"], plan["mc"]
         s0, s1 = np.zeros(S), np.zeros((S, D))
         s2 = np.zeros({"spherical": (S, D), "diag": (S, D), "full": (S * D, D), "tied": (N * D, D)}[kind])
         step = _block_rows(S * (2 * D + 3) if kind == "full" else 3 * S + 2 * D)
-        comp = np.empty((min(step, n), S))
-        ll = np.empty((min(step, n), N))
+        if resp is None:
+            comp = np.empty((min(step, n), S))
+            ll = np.empty((min(step, n), N))
         for s in range(0, n, step):
             xc, gb = X[s:s + step] - c, gamma[s:s + step]
             b = len(xc)
-            self._components(plan, xc, comp[:b])
-            resp = self._logsumexp(comp[:b], ll[:b], keep=True)
-            resp.reshape(b, N, K)[...] *= gb[:, :, None]                   # r_tik, (b, S)
-            s0 += resp.sum(axis=0)
-            s1 += resp.T @ xc
-            if kind in ("spherical", "diag"):
-                s2 += resp.T @ (xc * xc)
-            elif kind == "full":
-                s2 += (resp[:, :, None] * xc[:, None, :]).reshape(b, S * D).T @ xc
+            if resp is not None:
+                rb = resp[s:s + step]
             else:
-                g = resp.reshape(b, N, K).sum(axis=2)
+                self._components(plan, xc, comp[:b])
+                rb = self._logsumexp(comp[:b], ll[:b], keep=True)
+            rb.reshape(b, N, K)[...] *= gb[:, :, None]                     # r_tik, (b, S)
+            s0 += rb.sum(axis=0)
+            s1 += rb.T @ xc
+            if kind in ("spherical", "diag"):
+                s2 += rb.T @ (xc * xc)
+            elif kind == "full":
+                s2 += (rb[:, :, None] * xc[:, None, :]).reshape(b, S * D).T @ xc
+            else:
+                g = rb.reshape(b, N, K).sum(axis=2)
                 s2 += (g[:, :, None] * xc[:, None, :]).reshape(b, N * D).T @ xc
         # about the means m = c + mc: sum r (x - m)(x - m)^T = s2 - mc s1^T - s1 mc^T + s0 mc mc^T
         if kind in ("spherical", "diag"):
