@@ -18,7 +18,7 @@ import numpy as np
 
 from ..fit.priors import m_step
 from .base import Emission
-from .poisson import check_counts, check_size, check_states, jsonable, log_factorial, numpy_rng, output
+from .poisson import RowCache, check_counts, check_size, check_states, jsonable, log_factorial, numpy_rng, output
 
 __all__ = ["MultinomialEmission"]
 
@@ -126,19 +126,31 @@ class MultinomialEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        missing = self.missing_rows(X)
-        if missing.any():
-            X = np.where(missing[:, None], 0.0, X)
+        X, missing, const = self._row_terms(X)
         B = self._B
         zero = B == 0
         with np.errstate(divide="ignore"):
             log_B = np.where(zero, 0.0, np.log(B))
         np.dot(X, log_B.T, out=out)
-        out += (log_factorial(X.sum(axis=1)) - log_factorial(X).sum(axis=1))[:, None]
+        out += const[:, None]
         for i in np.flatnonzero(zero.any(axis=1)):
             out[(X[:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        out[missing] = 0.0
+        if missing is not None:
+            out[missing] = 0.0
         return out
+
+    def _row_terms(self, X):
+        """(X with missing rows as 0, bool (n,) missing rows or None when there are none, float64 (n,)
+        log(n_t!) - sum_m log(x_m!)) of X float64 (n, M), cached per data array (poisson.RowCache)."""
+        cache = self.__dict__.setdefault("_row_cache", RowCache()).get(X)
+        if "const" not in cache:
+            missing = self.missing_rows(X)
+            if missing.any():
+                X = np.where(missing[:, None], 0.0, X)
+            else:
+                missing = None
+            cache.update(X=X, missing=missing, const=log_factorial(X.sum(axis=1)) - log_factorial(X).sum(axis=1))
+        return cache["X"], cache["missing"], cache["const"]
 
     # -- EM --------------------------------------------------------------
 

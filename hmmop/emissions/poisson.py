@@ -16,12 +16,13 @@ Also the count helpers MultinomialEmission shares: ``check_counts`` and
 """
 import math
 import numbers
+import weakref
 
 import numpy as np
 
 from .base import Emission
 
-__all__ = ["PoissonEmission", "check_counts", "log_factorial"]
+__all__ = ["PoissonEmission", "check_counts", "log_factorial", "RowCache"]
 
 # log(k!) for k < len(_LOG_FACTORIAL), grown on demand up to _TABLE_LIMIT entries;
 # larger counts take math.lgamma of their distinct values.
@@ -57,6 +58,33 @@ def log_factorial(counts):
     values, inverse = np.unique(idx, return_inverse=True)
     table = np.array([math.lgamma(float(k) + 1.0) for k in values])
     return table[inverse].reshape(idx.shape)
+
+
+class RowCache:
+    """Per-row quantities of one data array, kept while the same array holds the same values.
+
+    ``get(X)`` (X float64 (n, D)) returns a dict to read and fill: the one
+    filled for X when X is the array of the last call (by identity, C-contiguous)
+    and equal to it bit for bit (compared with a copy kept of it), else a new
+    empty one.  EM passes the same rows array every iteration, so what is
+    computed once per fit (log(k!) terms, the missing rows) is computed once.
+    """
+
+    def __init__(self):
+        self._ref = self._copy = None
+        self._values = {}
+
+    def __reduce__(self):
+        return RowCache, ()                     # copies and pickles start empty (a weakref does not pickle)
+
+    def get(self, X):
+        ok = X.dtype == np.float64 and X.flags.c_contiguous
+        if ok and self._ref is not None and self._ref() is X and self._copy.shape == X.shape \
+                and np.array_equal(self._copy.view(np.int64), X.view(np.int64)):
+            return self._values
+        self._ref, self._copy = (weakref.ref(X), X.copy()) if ok else (None, None)
+        self._values = {}
+        return self._values
 
 
 def check_counts(arr, name="X"):
@@ -199,20 +227,32 @@ class PoissonEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        missing = self.missing_rows(X)
-        if missing.any():
-            X = np.where(missing[:, None], 0.0, X)
+        X, missing, const = self._row_terms(X)
         lam = self._lambdas
         zero = lam == 0
         with np.errstate(divide="ignore"):
             log_lam = np.where(zero, 0.0, np.log(lam))
         np.dot(X, log_lam.T, out=out)
+        out += const[:, None]
         out -= lam.sum(axis=1)
-        out -= log_factorial(X).sum(axis=1)[:, None]
         for i in np.flatnonzero(zero.any(axis=1)):           # x log 0 = -inf for x > 0 (0 for x = 0)
             out[(X[:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        out[missing] = 0.0
+        if missing is not None:
+            out[missing] = 0.0
         return out
+
+    def _row_terms(self, X):
+        """(X with missing rows as 0, bool (n,) missing rows or None when there are none, float64 (n,)
+        -sum_d log(x_d!)) of X float64 (n, D), cached per data array (RowCache)."""
+        cache = self.__dict__.setdefault("_row_cache", RowCache()).get(X)
+        if "const" not in cache:
+            missing = self.missing_rows(X)
+            if missing.any():
+                X = np.where(missing[:, None], 0.0, X)
+            else:
+                missing = None
+            cache.update(X=X, missing=missing, const=-log_factorial(X).sum(axis=1))
+        return cache["X"], cache["missing"], cache["const"]
 
     # -- EM --------------------------------------------------------------
 
