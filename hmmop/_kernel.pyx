@@ -1021,14 +1021,18 @@ cdef class EMDense:
 
 # -- the Gaussian-mixture family's per-row pass (csrc/hmm_mix.h) ------------------------------
 cdef extern from "hmm_mix.h" nogil:
-    void hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, double *resp,
-                           int num_threads)
+    int hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, double *resp,
+                          int num_threads)
+    int hmm_mix_stats_diag(int64_t n, int N, int K, int D, const double *X, const double *c,
+                           const double *q, const double *gamma, double *post, double *s0, double *s1,
+                           double *s2, int num_threads)
 
 
 def mix_logsumexp(const double[:, ::1] comp, int n_mix, double[:, ::1] out, resp, int num_threads):
     """out (n, N) = log-sum-exp of each state's n_mix = K components of comp (n, N*K); resp: None or
     a float64 (n, N*K) C-contiguous array (comp itself allowed) that gets each component's
-    responsibility within its state (csrc/hmm_mix.h's hmm_mix_logsumexp).  All float64."""
+    responsibility within its state (csrc/hmm_mix.h's hmm_mix_logsumexp).  All float64; MemoryError
+    without scratch memory."""
     cdef int64_t n = comp.shape[0]
     cdef int K = n_mix
     if K < 1 or comp.shape[1] % K != 0:
@@ -1046,5 +1050,33 @@ def mix_logsumexp(const double[:, ::1] comp, int n_mix, double[:, ::1] out, resp
             pr = &rv[0, 0]
     if n == 0 or N == 0:
         return
+    cdef int status
     with nogil:
-        hmm_mix_logsumexp(n, N, K, &comp[0, 0], &out[0, 0], pr, max(1, num_threads))
+        status = hmm_mix_logsumexp(n, N, K, &comp[0, 0], &out[0, 0], pr, max(1, num_threads))
+    if status != 0:
+        raise MemoryError("mix_logsumexp: out of memory")
+
+
+def mix_stats_diag(const double[:, ::1] X, const double[::1] c, const double[:, ::1] q,
+                   const double[:, ::1] gamma, double[::1] post, double[::1] s0, double[:, ::1] s1,
+                   double[:, ::1] s2, int num_threads):
+    """Add the diagonal-form E-step sums of X (n, D) to post (N,), s0 (S,), s1 and s2 (S, D), S = N*K,
+    from q (n, S) (responsibilities within each state), gamma (n, N) and the centre c (D,)
+    (csrc/hmm_mix.h's hmm_mix_stats_diag; wholly NaN rows skipped).  All float64, C-contiguous;
+    MemoryError without scratch memory."""
+    cdef int64_t n = X.shape[0]
+    cdef int D = X.shape[1], N = gamma.shape[1]
+    cdef Py_ssize_t S = q.shape[1]
+    if (N < 1 or S % N != 0 or q.shape[0] != n or gamma.shape[0] != n or c.shape[0] != D or post.shape[0] != N
+            or s0.shape[0] != S or s1.shape[0] != S or s1.shape[1] != D or s2.shape[0] != S or s2.shape[1] != D):
+        raise ValueError("mix_stats_diag: X (n, D), c (D,), q (n, S), gamma (n, N), post (N,), s0 (S,), "
+                         "s1 and s2 (S, D) do not fit")
+    if n == 0 or D == 0:
+        return
+    cdef int K = S // N
+    cdef int status
+    with nogil:
+        status = hmm_mix_stats_diag(n, N, K, D, &X[0, 0], &c[0], &q[0, 0], &gamma[0, 0], &post[0], &s0[0],
+                                    &s1[0, 0], &s2[0, 0], max(1, num_threads))
+    if status != 0:
+        raise MemoryError("mix_stats_diag: out of memory")

@@ -31,7 +31,6 @@ MXNet is only used through the ``F`` that ``log_likelihood_nd`` is handed.
 """
 import math
 import numbers
-import weakref
 
 import numpy as np
 
@@ -39,7 +38,7 @@ from .. import _kernel
 from ..ops.threads import get_num_threads
 from .base import Emission
 from .gaussian import GaussianEmission
-from .poisson import check_size, check_states, jsonable, numpy_rng, output
+from .poisson import RowCache, check_size, check_states, jsonable, numpy_rng, output
 
 __all__ = ["GMMEmission", "COVARIANCE_TYPES"]
 
@@ -136,7 +135,7 @@ class GMMEmission(Emission):
         self._covars = {"spherical": np.ones((N, K)), "diag": np.ones((N, K, D)),
                         "full": np.tile(np.eye(D), (N, K, 1, 1)), "tied": np.tile(np.eye(D), (N, 1, 1))}[kind]
         self._factor_cache = None
-        self._resp_cache = None
+        self._row_cache = RowCache()
 
     @staticmethod
     def _prior(value, name, shape, nonnegative=False):
@@ -346,21 +345,27 @@ class GMMEmission(Emission):
         """out (b, N) = log sum_k exp(comp[:, i*K + k]) (csrc/hmm_mix.h); keep=True also overwrites
         comp (b, S) with exp(comp - out), each component's responsibility within its state (0 for
         a state of density 0 and on NaN rows), and returns it."""
-        nt = max(1, min(get_num_threads(), comp.size // _WORK_PER_THREAD))
-        _kernel.mix_logsumexp(comp, self.n_mix, out, comp if keep else None, nt)
+        _kernel.mix_logsumexp(comp, self.n_mix, out, comp if keep else None, self._threads(comp.size))
         return comp if keep else None
+
+    @staticmethod
+    def _threads(work):
+        """hmmop.get_num_threads(), fewer for little work (values to pass over)."""
+        return max(1, min(get_num_threads(), work // _WORK_PER_THREAD))
 
     def _params_key(self):
         return (self._weights.copy(), self._means.copy(), self._covars.copy())
 
+    def _cache(self, X):
+        """The RowCache dict of X (float64 (n, D)): "resp" holds (parameters, responsibilities (n, S))
+        of the last log_likelihood of X."""
+        return self.__dict__.setdefault("_row_cache", RowCache()).get(X)
+
     def _cached_resp(self, X):
-        """The responsibilities (n, S) log_likelihood kept for X at the current parameters, or None
-        (then or not, the cache is emptied: the array is handed over)."""
-        cache, self._resp_cache = self._resp_cache, None
-        if cache is None:
-            return None
-        ref, key, resp = cache
-        if ref() is not X or len(resp) != len(X):
+        """The responsibilities (n, S) log_likelihood kept for X (the same array, same values) at the
+        current parameters (compared by value), or None; the entry is handed over (removed)."""
+        key, resp = self._cache(X).pop("resp", (None, None))
+        if resp is None or len(resp) != len(X):
             return None
         if not all(np.array_equal(a, b) for a, b in zip(key, (self._weights, self._means, self._covars))):
             return None
@@ -381,7 +386,8 @@ class GMMEmission(Emission):
             return out
         plan = self._plan()
         step = _block_rows(S * (self.n_features + 2) if self.covariance_type == "full" else S + 2 * self.n_features)
-        self._resp_cache = None
+        cache = self._cache(X)
+        cache.pop("resp", None)
         keep = n * S <= _CACHE_ELEMENTS
         comp = np.empty((n if keep else min(step, n), S))
         for s in range(0, n, step):
@@ -390,7 +396,7 @@ class GMMEmission(Emission):
             self._components(plan, xb - plan["c"], cb)
             self._logsumexp(cb, out[s:s + step], keep=keep)
         if keep:
-            self._resp_cache = (weakref.ref(X), self._params_key(), comp)
+            cache["resp"] = (self._params_key(), comp)
         bad = np.isnan(out[:, 0])
         if bad.any():
             idx = np.flatnonzero(bad)
@@ -429,37 +435,51 @@ class GMMEmission(Emission):
         if gamma.shape != (len(X), N):
             raise ValueError(f"gamma must have shape ({len(X)}, {N}) for X of {len(X)} rows; got {gamma.shape}")
         resp = self._cached_resp(X)
-        missing = self.missing_rows(X)
-        if missing.any():
-            X, gamma = X[~missing], gamma[~missing]
-            resp = None if resp is None else resp[~missing]
-        n = len(X)
+        diag = kind in ("spherical", "diag")
         plan = self._plan()
         c, mc = plan["c"], plan["mc"]
-        s0, s1 = np.zeros(S), np.zeros((S, D))
+        post, s0, s1 = np.zeros(N), np.zeros(S), np.zeros((S, D))
         s2 = np.zeros({"spherical": (S, D), "diag": (S, D), "full": (S * D, D), "tied": (N * D, D)}[kind])
-        step = _block_rows(S * (2 * D + 3) if kind == "full" else 3 * S + 2 * D)
-        if resp is None:
-            comp = np.empty((min(step, n), S))
-            ll = np.empty((min(step, n), N))
-        for s in range(0, n, step):
-            xc, gb = X[s:s + step] - c, gamma[s:s + step]
-            b = len(xc)
+        if diag:                                # in C (csrc/hmm_mix.h), which skips the missing rows
+            gamma = np.ascontiguousarray(gamma)
+            n = len(X)
             if resp is not None:
-                rb = resp[s:s + step]
+                _kernel.mix_stats_diag(X, c, resp, gamma, post, s0, s1, s2, self._threads(resp.size))
             else:
-                self._components(plan, xc, comp[:b])
-                rb = self._logsumexp(comp[:b], ll[:b], keep=True)
-            rb.reshape(b, N, K)[...] *= gb[:, :, None]                     # r_tik, (b, S)
-            s0 += rb.sum(axis=0)
-            s1 += rb.T @ xc
-            if kind in ("spherical", "diag"):
-                s2 += rb.T @ (xc * xc)
-            elif kind == "full":
-                s2 += (rb[:, :, None] * xc[:, None, :]).reshape(b, S * D).T @ xc
-            else:
-                g = rb.reshape(b, N, K).sum(axis=2)
-                s2 += (g[:, :, None] * xc[:, None, :]).reshape(b, N * D).T @ xc
+                step = _block_rows(2 * S + 2 * D)
+                comp, ll = np.empty((min(step, n), S)), np.empty((min(step, n), N))
+                for s in range(0, n, step):
+                    xb, b = X[s:s + step], min(step, n - s)
+                    self._components(plan, xb - c, comp[:b])
+                    rb = self._logsumexp(comp[:b], ll[:b], keep=True)
+                    _kernel.mix_stats_diag(xb, c, rb, gamma[s:s + step], post, s0, s1, s2, self._threads(rb.size))
+        else:
+            missing = self.missing_rows(X)
+            if missing.any():
+                X, gamma = X[~missing], gamma[~missing]
+                resp = None if resp is None else resp[~missing]
+            n = len(X)
+            post += gamma.sum(axis=0)
+            step = _block_rows(S * (2 * D + 3) if kind == "full" else 3 * S + 2 * D)
+            if resp is None:
+                comp = np.empty((min(step, n), S))
+                ll = np.empty((min(step, n), N))
+            for s in range(0, n, step):
+                xc, gb = X[s:s + step] - c, gamma[s:s + step]
+                b = len(xc)
+                if resp is not None:
+                    rb = resp[s:s + step]
+                else:
+                    self._components(plan, xc, comp[:b])
+                    rb = self._logsumexp(comp[:b], ll[:b], keep=True)
+                rb.reshape(b, N, K)[...] *= gb[:, :, None]                 # r_tik, (b, S)
+                s0 += rb.sum(axis=0)
+                s1 += rb.T @ xc
+                if kind == "full":
+                    s2 += (rb[:, :, None] * xc[:, None, :]).reshape(b, S * D).T @ xc
+                else:
+                    g = rb.reshape(b, N, K).sum(axis=2)
+                    s2 += (g[:, :, None] * xc[:, None, :]).reshape(b, N * D).T @ xc
         # about the means m = c + mc: sum r (x - m)(x - m)^T = s2 - mc s1^T - s1 mc^T + s0 mc mc^T
         if kind in ("spherical", "diag"):
             c_n = (s2 - 2 * mc * s1 + mc * mc * s0[:, None]).reshape(N, K, D)
@@ -472,7 +492,7 @@ class GMMEmission(Emission):
             else:
                 c_n = s2.reshape(N, D, D) + per.reshape(N, K, D, D).sum(axis=1)
             c_n = 0.5 * (c_n + np.swapaxes(c_n, -1, -2))
-        stats["post_sum"] += gamma.sum(axis=0)
+        stats["post_sum"] += post
         stats["post_mix_sum"] += s0.reshape(N, K)
         stats["m_n"] += (s1 + s0[:, None] * c).reshape(N, K, D)
         stats["c_n"] += c_n
