@@ -374,3 +374,191 @@ def test_bad_settings_and_parameters():
         diag.covars = [[[1.0, 1.0], [1.0, -1.0]], [[1.0, 1.0], [1.0, 1.0]]]
     with pytest.raises(ValueError, match="params"):
         diag.m_step(diag.empty_stats(), "e")
+
+
+# -- the C passes (csrc/hmm_mix.h) and the responsibilities log_likelihood keeps for accumulate -------------
+
+def numpy_logsumexp(comp, K):
+    """NumPy float64 reference of hmm_mix_logsumexp: (out (n, N), resp (n, N*K))."""
+    c3 = comp.reshape(len(comp), -1, K)
+    with np.errstate(all="ignore"):
+        top = c3.max(axis=2)
+        top = np.where(np.isfinite(top), top, 0.0)
+        e = np.exp(c3 - top[:, :, None])
+        total = e.sum(axis=2)
+        out = np.log(total) + top
+        resp = e / total[:, :, None]
+    resp[~np.isfinite(resp)] = 0.0
+    return out, resp.reshape(comp.shape)
+
+
+@pytest.mark.parametrize("n_mix", [1, 2, 3, 4, 6])
+def test_mix_logsumexp_equals_numpy(n_mix):
+    from hmmop import _kernel
+    rng = np.random.default_rng(n_mix)
+    n, n_states = 3000, 3
+    comp = rng.normal(-20.0, 40.0, size=(n, n_states * n_mix))
+    comp[rng.random(comp.shape) < 0.1] = -np.inf                  # components of density 0
+    comp[5, :n_mix] = -np.inf                                     # a state of density 0
+    comp[6] = np.nan                                              # a missing row
+    comp[7, 1] = np.nan
+    comp[8, 0] = -800.0                                           # exp below the normal range
+    ref_out, ref_resp = numpy_logsumexp(comp, n_mix)
+    out, resp = np.empty((n, n_states)), np.empty_like(comp)
+    _kernel.mix_logsumexp(comp, n_mix, out, resp, 1)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
+    np.testing.assert_allclose(out, ref_out, rtol=1e-14, atol=1e-13)
+    np.testing.assert_allclose(resp, ref_resp, rtol=1e-14, atol=1e-300)
+    assert np.isneginf(out[5, 0]) and (resp[5, :n_mix] == 0).all() and np.isnan(out[6]).all() and (resp[6] == 0).all()
+    # two threads, no resp, resp in place of comp: the same bits
+    out2 = np.empty_like(out)
+    _kernel.mix_logsumexp(comp, n_mix, out2, None, 2)
+    np.testing.assert_array_equal(out2, out)
+    inplace = comp.copy()
+    _kernel.mix_logsumexp(inplace, n_mix, out2, inplace, 2)
+    np.testing.assert_array_equal(out2, out)
+    np.testing.assert_array_equal(inplace, resp)
+    with pytest.raises(ValueError):
+        _kernel.mix_logsumexp(np.zeros((n, 2 * n_states * n_mix + 1)), 2, out, None, 1)     # not (n, N*K)
+
+
+def test_mix_logsumexp_exp_and_log_over_their_ranges():
+    """The vectorised exp and log against NumPy's on arguments from 1e-300 to 745 in magnitude."""
+    from hmmop import _kernel
+    x = -np.concatenate([np.logspace(-300, np.log10(745.0), 20000), np.linspace(0, 745, 20000)])
+    comp = np.stack([np.zeros_like(x), x], axis=1)                # total 1 + exp(x), responsibility of x
+    out, resp = np.empty((len(x), 1)), np.empty_like(comp)
+    _kernel.mix_logsumexp(comp, 2, out, resp, 1)
+    np.testing.assert_allclose(out[:, 0], np.logaddexp(0.0, x), rtol=2e-16, atol=2e-16)
+    ref = np.exp(x) / (1.0 + np.exp(x))
+    normal = ref > 1e-300
+    np.testing.assert_allclose(resp[normal, 1], ref[normal], rtol=1e-15)
+    np.testing.assert_allclose(resp[~normal, 1], ref[~normal], rtol=0, atol=1e-310)
+
+
+def test_mix_stats_diag_equals_numpy():
+    from hmmop import _kernel
+    rng = np.random.default_rng(4)
+    n, n_states, n_mix, dim = 5000, 3, 2, 3
+    S = n_states * n_mix
+    X = rng.normal(5.0, 2.0, size=(n, dim))
+    X[[3, 70, 4999]] = np.nan                                     # missing rows: skipped
+    q = rng.dirichlet(np.ones(n_mix), size=(n, n_states)).reshape(n, S)
+    gamma = rng.dirichlet(np.ones(n_states), size=n)
+    c = rng.normal(size=dim)
+    keep = ~np.isnan(X).all(axis=1)
+    r = (q.reshape(n, n_states, n_mix) * gamma[:, :, None]).reshape(n, S)[keep]
+    y = X[keep] - c
+    outs = []
+    for threads in (1, 2):
+        post, s0, s1, s2 = np.ones(n_states), np.ones(S), np.ones((S, dim)), np.ones((S, dim))   # added to
+        _kernel.mix_stats_diag(X, c, q, gamma, post, s0, s1, s2, threads)
+        np.testing.assert_allclose(post, 1 + gamma[keep].sum(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(s0, 1 + r.sum(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(s1, 1 + r.T @ y, rtol=1e-12)
+        np.testing.assert_allclose(s2, 1 + r.T @ (y * y), rtol=1e-12)
+        outs.append((post, s0, s1, s2))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)                       # the same bits on 1 and 2 threads
+
+
+def accumulate_oracle(kind, w, means, covars, X, gamma):
+    """E-step statistics from scipy's component densities: r_tik = gamma_ti w_ik N_ik(x_t) / p_i(x_t)."""
+    keep = ~np.isnan(X).all(axis=1)
+    X, gamma = X[keep], gamma[keep]
+    dens = np.stack([np.stack([w[i, k] * multivariate_normal(means[i, k], full_covs(kind, covars, i)[k]).pdf(X)
+                               for k in range(w.shape[1])], axis=1) for i in range(N)], axis=1)      # (n, N, K)
+    r = gamma[:, :, None] * dens / dens.sum(axis=2, keepdims=True)
+    dev = X[:, None, None, :] - means[None]                                                  # (n, N, K, D)
+    if kind in ("spherical", "diag"):
+        c_n = np.einsum("tik,tikd->ikd", r, dev * dev)
+        c_n = c_n.sum(axis=2) if kind == "spherical" else c_n
+    else:
+        c_n = np.einsum("tik,tikd,tike->ikde", r, dev, dev)
+        c_n = c_n.sum(axis=1) if kind == "tied" else c_n
+    return {"post_sum": gamma.sum(axis=0), "post_mix_sum": r.sum(axis=0),
+            "m_n": np.einsum("tik,td->ikd", r, X), "c_n": c_n}
+
+
+def assert_stats(stats, expected):
+    for key, value in expected.items():
+        np.testing.assert_allclose(stats[key], value, rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+@pytest.mark.parametrize("kind", ["spherical", "diag"])
+def test_accumulate_with_and_without_kept_responsibilities_equals_scipy(kind):
+    A, pi, w, means, covars = start_params(kind, seed=11)
+    em = GMMHMM.from_parameters(A, pi, w, means, covars, covariance_type=kind).emission
+    X = X3.copy()
+    X[[2, 9]] = np.nan
+    gamma = np.random.default_rng(1).dirichlet(np.ones(N), size=len(X))
+    expected = accumulate_oracle(kind, w, means, covars, X, gamma)
+    em.log_likelihood(X)                                          # kept for X at these parameters
+    kept = em.empty_stats()
+    em.accumulate(kept, X, gamma)
+    assert_stats(kept, expected)
+    fresh = em.empty_stats()                                      # the kept entry was used up: recomputed
+    em.accumulate(fresh, X, gamma)
+    assert_stats(fresh, expected)
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_kept_responsibilities_are_not_used_after_a_change(kind):
+    """Changed parameters, another array, or X changed in place after log_likelihood: accumulate recomputes."""
+    A, pi, w, means, covars = start_params(kind, seed=12)
+    em = GMMHMM.from_parameters(A, pi, w, means, covars, covariance_type=kind).emission
+    gamma = np.random.default_rng(2).dirichlet(np.ones(N), size=len(X3))
+    moved = means + 0.7
+    X = X3.copy()
+    em.log_likelihood(X)
+    em.means = moved
+    stats = em.empty_stats()
+    em.accumulate(stats, X, gamma)
+    assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X, gamma))
+    em.log_likelihood(X)
+    X[:, 0] += 1.0                                                # the same array, new values
+    stats = em.empty_stats()
+    em.accumulate(stats, X, gamma)
+    assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X, gamma))
+    em.log_likelihood(X3)
+    stats = em.empty_stats()
+    em.accumulate(stats, X3.copy(), gamma)                        # equal values, another array
+    assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X3, gamma))
+
+
+def test_em_without_kept_responsibilities_equals_hmmlearn(monkeypatch):
+    """Data beyond the size log_likelihood keeps responsibilities for: accumulate's own pass, same EM."""
+    from hmmop.emissions import gmm
+    monkeypatch.setattr(gmm, "_CACHE_ELEMENTS", 10)
+    for kind in ("diag", "full"):
+        A, pi, w, means, covars = start_params(kind, seed=13)
+        model = GMMHMM.from_parameters(A, pi, w, means, covars, covariance_type=kind, dtype="float64")
+        model.fit(X3, LENGTHS, method="em", epochs=4, tol=None)
+        assert_same(model, hmmlearn_model(kind, A, pi, w, means, covars, n_iter=4).fit(X3, LENGTHS))
+
+
+def test_emission_pickles_and_copies_after_log_likelihood():
+    import copy
+    import pickle
+    A, pi, w, means, covars = start_params("diag", seed=14)
+    em = GMMHMM.from_parameters(A, pi, w, means, covars, covariance_type="diag").emission
+    expected = em.log_likelihood(X3)
+    for other in (pickle.loads(pickle.dumps(em)), copy.deepcopy(em)):
+        np.testing.assert_array_equal(other.log_likelihood(X3), expected)
+
+
+def test_em_is_the_same_on_one_and_two_threads():
+    A, pi, w, means, covars = start_params("diag", seed=15)
+    rng = np.random.default_rng(3)
+    X = np.concatenate([X3] * 120) + rng.normal(scale=0.1, size=(120 * len(X3), D))   # enough rows for 2 threads
+    lengths = np.tile(LENGTHS, 120)
+    results = []
+    for threads in (1, 2):
+        hmmop.set_num_threads(threads)
+        try:
+            model = GMMHMM.from_parameters(A, pi, w, means, covars, covariance_type="diag", dtype="float64")
+            results.append((model.fit(X, lengths, method="em", epochs=3, tol=None), model.means, model.covars))
+        finally:
+            hmmop.set_num_threads(None)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
