@@ -246,3 +246,29 @@ def test_bad_settings_and_parameters():
         em.emissionprob = [[0.5, 0.4, 0.2], [0.2, 0.3, 0.5]]
     with pytest.raises(ValueError, match="shape"):
         em.emissionprob = np.full((2, 4), 0.25)
+
+
+def test_log_likelihood_kept_row_terms_follow_the_data():
+    """log(n!) - sum log(x!) kept per data array: the same array again, changed in place, another array, a copy."""
+    import copy
+    import pickle
+    em = MultinomialEmission(2, 3)
+    em.emissionprob = [[0.5, 0.2, 0.3], [0.2, 0.3, 0.5]]
+
+    def expected(X):
+        keep = ~np.isnan(X).all(axis=1)
+        out = np.zeros((len(X), 2))
+        out[keep] = np.stack([multinomial.logpmf(X[keep], n=X[keep].sum(axis=1), p=em.emissionprob[i])
+                              for i in range(2)], axis=1)
+        return out
+
+    X = np.random.default_rng(0).multinomial(6, [0.3, 0.3, 0.4], size=50).astype(float)
+    for _ in range(2):
+        np.testing.assert_allclose(em.log_likelihood(X), expected(X), rtol=1e-12)
+    X[3] = [1.0, 9.0, 0.0]
+    X[5] = np.nan
+    np.testing.assert_allclose(em.log_likelihood(X), expected(X), rtol=1e-12)
+    Y = X[::-1].copy()
+    np.testing.assert_allclose(em.log_likelihood(Y), expected(Y), rtol=1e-12)
+    for other in (pickle.loads(pickle.dumps(em)), copy.deepcopy(em)):
+        np.testing.assert_allclose(other.log_likelihood(X), expected(X), rtol=1e-12)

@@ -269,3 +269,27 @@ def test_bad_settings_and_parameters():
         em.m_step(em.empty_stats(), "m")
     with pytest.raises(ValueError, match="states"):
         em.sample([0, 2])
+
+
+def test_log_likelihood_kept_row_terms_follow_the_data():
+    """log(k!) terms kept per data array: the same array again, changed in place, another array, a copy."""
+    import copy
+    import pickle
+    em = PoissonEmission(2, 3)
+    em.lambdas = [[0.5, 1.5, 2.0], [3.0, 1.0, 4.0]]
+
+    def expected(X):
+        out = np.stack([poisson.logpmf(X, em.lambdas[i]).sum(axis=1) for i in range(2)], axis=1)
+        out[np.isnan(X).all(axis=1)] = 0.0
+        return out
+
+    X = np.random.default_rng(0).poisson(3.0, size=(50, 3)).astype(float)
+    for _ in range(2):
+        np.testing.assert_allclose(em.log_likelihood(X), expected(X), rtol=1e-12)
+    X[3, 1] += 7.0
+    X[5] = np.nan
+    np.testing.assert_allclose(em.log_likelihood(X), expected(X), rtol=1e-12)
+    Y = X[::-1].copy()
+    np.testing.assert_allclose(em.log_likelihood(Y), expected(Y), rtol=1e-12)
+    for other in (pickle.loads(pickle.dumps(em)), copy.deepcopy(em)):
+        np.testing.assert_allclose(other.log_likelihood(X), expected(X), rtol=1e-12)
