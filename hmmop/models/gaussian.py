@@ -13,10 +13,11 @@ shape hmmlearn's covars_ setter takes for the type: spherical (N,), diag
 import numpy as np
 
 from ..emissions import GaussianEmission
-from .core import FAMILIES, EmissionHMM
+from .core import FAMILIES
+from .family import FamilyHMM, array_of
 
 
-class GaussianHMM(EmissionHMM):
+class GaussianHMM(FamilyHMM):
     """An N-state HMM over D-dimensional real observations with Gaussian emissions.
 
     n_states, n_features: N, D.  covariance_type, min_covar, means_prior,
@@ -36,30 +37,16 @@ class GaussianHMM(EmissionHMM):
         super().__init__(n_states, emission, seed=seed, dtype=dtype, ctx=ctx, mask=mask, engine=engine)
 
     @classmethod
-    def _with_emission(cls, n_states, emission, **kwargs):
-        model = cls.__new__(cls)
-        EmissionHMM.__init__(model, n_states, emission, **kwargs)
-        return model
-
-    @classmethod
     def from_parameters(cls, A, pi, means, covars, covariance_type="diag", keep_zeros=False, **kwargs):
         """A model with the given A (N, N), pi (N,), means (N, D) and covars (hmmlearn's shape for the
         type).  keep_zeros=True makes every exact zero of A and pi a structural zero."""
-        means = np.asarray(means, dtype=np.float64)
-        if means.ndim != 2:
-            raise ValueError(f"means must be an (N, D) array, got shape {means.shape}")
-        A, pi = np.asarray(A, dtype=np.float64), np.asarray(pi, dtype=np.float64)
-        if keep_zeros and "mask" not in kwargs:
-            kwargs["mask"] = {"A": A > 0, "pi": pi > 0}
-        model = cls(means.shape[0], means.shape[1], covariance_type=covariance_type, **kwargs)
-        model.set_probabilities(A=A, pi=pi)
+        means = array_of("means", means, 2, "(N, D)")
+        model = cls._given(A, pi, means.shape, keep_zeros, dict(kwargs, covariance_type=covariance_type))
         model.emission.means = means
         model.emission.set_covars(covars)
-        model.initialized = True
         return model
 
     covariance_type = property(lambda self: self.emission.covariance_type)
-    n_features = property(lambda self: self.emission.n_features)
 
     @property
     def means(self):
@@ -70,13 +57,6 @@ class GaussianHMM(EmissionHMM):
     def covars(self):
         """(N, D, D) float64 covariance matrices, for every covariance type (hmmlearn's covars_)."""
         return np.array(self.emission.covars, dtype=np.float64)
-
-    def fit(self, X, lengths=None, method="em", epochs=None, tol=None, n_init=1, seed=None, **kwargs):
-        """EmissionHMM.fit with this model's seed as the default; epochs default 100 (EM) or 1000 (gradient)."""
-        if epochs is None:
-            epochs = 100 if method == "em" else 1000
-        return super().fit(X, lengths, method=method, epochs=epochs, tol=tol, n_init=n_init,
-                           seed=self.seed if seed is None else seed, **kwargs)
 
     def __repr__(self):
         return (f"GaussianHMM(n_states={self.n_states}, n_features={self.n_features}, "

@@ -10,13 +10,12 @@ covars in hmmlearn's GMMHMM shapes: spherical (N, K), diag (N, K, D), full
 components).  Priors and their defaults as hmmlearn's (see
 hmmop.emissions.gmm.GMMEmission).
 """
-import numpy as np
-
 from ..emissions.gmm import GMMEmission
-from .core import FAMILIES, EmissionHMM
+from .core import FAMILIES
+from .family import FamilyHMM, array_of
 
 
-class GMMHMM(EmissionHMM):
+class GMMHMM(FamilyHMM):
     """An N-state HMM over D-dimensional real observations with K-component Gaussian-mixture emissions.
 
     n_states, n_features, n_mix: N, D, K.  covariance_type, min_covar,
@@ -37,32 +36,18 @@ class GMMHMM(EmissionHMM):
         super().__init__(n_states, emission, seed=seed, dtype=dtype, ctx=ctx, mask=mask, engine=engine)
 
     @classmethod
-    def _with_emission(cls, n_states, emission, **kwargs):
-        model = cls.__new__(cls)
-        EmissionHMM.__init__(model, n_states, emission, **kwargs)
-        return model
-
-    @classmethod
     def from_parameters(cls, A, pi, weights, means, covars, covariance_type="diag", keep_zeros=False, **kwargs):
         """A model with the given A (N, N), pi (N,), weights (N, K), means (N, K, D) and covars (hmmlearn's
         shape for the type).  keep_zeros=True makes every exact zero of A and pi a structural zero."""
-        means = np.asarray(means, dtype=np.float64)
-        if means.ndim != 3:
-            raise ValueError(f"means must be an (N, K, D) array, got shape {means.shape}")
-        A, pi = np.asarray(A, dtype=np.float64), np.asarray(pi, dtype=np.float64)
-        if keep_zeros and "mask" not in kwargs:
-            kwargs["mask"] = {"A": A > 0, "pi": pi > 0}
+        means = array_of("means", means, 3, "(N, K, D)")
         N, K, D = means.shape
-        model = cls(N, D, n_mix=K, covariance_type=covariance_type, **kwargs)
-        model.set_probabilities(A=A, pi=pi)
+        model = cls._given(A, pi, (N, D), keep_zeros, dict(kwargs, n_mix=K, covariance_type=covariance_type))
         model.emission.weights = weights
         model.emission.means = means
         model.emission.set_covars(covars)
-        model.initialized = True
         return model
 
     covariance_type = property(lambda self: self.emission.covariance_type)
-    n_features = property(lambda self: self.emission.n_features)
     n_mix = property(lambda self: self.emission.n_mix)
 
     @property
@@ -79,13 +64,6 @@ class GMMHMM(EmissionHMM):
     def covars(self):
         """float64 covariances in hmmlearn's covars_ shape for the type."""
         return self.emission.covars
-
-    def fit(self, X, lengths=None, method="em", epochs=None, tol=None, n_init=1, seed=None, **kwargs):
-        """EmissionHMM.fit with this model's seed as the default; epochs default 100 (EM) or 1000 (gradient)."""
-        if epochs is None:
-            epochs = 100 if method == "em" else 1000
-        return super().fit(X, lengths, method=method, epochs=epochs, tol=tol, n_init=n_init,
-                           seed=self.seed if seed is None else seed, **kwargs)
 
     def __repr__(self):
         return (f"GMMHMM(n_states={self.n_states}, n_features={self.n_features}, n_mix={self.n_mix}, "

@@ -7,13 +7,12 @@
 
 X: (n, D) non-negative integer counts (see hmmop.emissions.poisson).
 """
-import numpy as np
-
 from ..emissions.poisson import PoissonEmission
-from .core import FAMILIES, EmissionHMM
+from .core import FAMILIES
+from .family import FamilyHMM, array_of
 
 
-class PoissonHMM(EmissionHMM):
+class PoissonHMM(FamilyHMM):
     """An N-state HMM over rows of D counts with Poisson emissions.
 
     n_states, n_features: N, D.  lambdas_prior, lambdas_weight: hmmlearn's
@@ -29,40 +28,19 @@ class PoissonHMM(EmissionHMM):
         super().__init__(n_states, emission, seed=seed, dtype=dtype, ctx=ctx, mask=mask, engine=engine)
 
     @classmethod
-    def _with_emission(cls, n_states, emission, **kwargs):
-        model = cls.__new__(cls)
-        EmissionHMM.__init__(model, n_states, emission, **kwargs)
-        return model
-
-    @classmethod
     def from_parameters(cls, A, pi, lambdas, keep_zeros=False, **kwargs):
         """A model with the given A (N, N), pi (N,) and lambdas (N, D).  keep_zeros=True makes every
         exact zero of A and pi a structural zero."""
-        lambdas = np.asarray(lambdas, dtype=np.float64)
-        if lambdas.ndim != 2:
-            raise ValueError(f"lambdas must be an (N, D) array, got shape {lambdas.shape}")
-        A, pi = np.asarray(A, dtype=np.float64), np.asarray(pi, dtype=np.float64)
-        if keep_zeros and "mask" not in kwargs:
-            kwargs["mask"] = {"A": A > 0, "pi": pi > 0}
-        model = cls(lambdas.shape[0], lambdas.shape[1], **kwargs)
-        model.set_probabilities(A=A, pi=pi)
+        lambdas = array_of("lambdas", lambdas, 2, "(N, D)")
+        model = cls._given(A, pi, lambdas.shape, keep_zeros, kwargs)
         model.emission.lambdas = lambdas
-        model.initialized = True
         return model
 
-    n_features = property(lambda self: self.emission.n_features)
 
     @property
     def lambdas(self):
         """(N, D) float64 Poisson rates (hmmlearn's lambdas_)."""
         return self.emission.lambdas
-
-    def fit(self, X, lengths=None, method="em", epochs=None, tol=None, n_init=1, seed=None, **kwargs):
-        """EmissionHMM.fit with this model's seed as the default; epochs default 100 (EM) or 1000 (gradient)."""
-        if epochs is None:
-            epochs = 100 if method == "em" else 1000
-        return super().fit(X, lengths, method=method, epochs=epochs, tol=tol, n_init=n_init,
-                           seed=self.seed if seed is None else seed, **kwargs)
 
     def __repr__(self):
         return f"PoissonHMM(n_states={self.n_states}, n_features={self.n_features}, dtype={self.dtype.name})"
