@@ -36,7 +36,6 @@ class PoissonHMM(FamilyHMM):
         model.emission.lambdas = lambdas
         return model
 
-
     @property
     def lambdas(self):
         """(N, D) float64 Poisson rates (hmmlearn's lambdas_)."""
