@@ -1,0 +1,323 @@
+"""CRF: a linear-chain conditional random field for gluon on the fused hmm_forward_dense.
+
+    crf = CRF(num_tags)                      # or CRF(K, **scheme_constraints(names, "BIO"))
+    crf.initialize()
+    nll = crf(emissions, tags, lengths)      # (batch,) = log Z - gold score, differentiable
+    paths, scores = crf.decode(emissions, lengths)
+
+Shapes: emissions (batch, T, K) float32/float64 scores from any network; tags (batch, T)
+integers (anything at or past a sequence's length); lengths (batch,) integers in [0, T]
+(None: every sequence T steps).  A path's score is pytorch-crf's:
+    start[y_1] + sum_t emissions[t, y_t] + sum_{t>1} transitions[y_{t-1}, y_t] + end[y_L].
+
+Parameters (gluon, of the block's dtype): transitions (K, K) (row: previous tag, column: next),
+start (K,), end (K,); init: any gluon initialiser (default Uniform(0.1), as pytorch-crf).
+
+Constraints: allowed (K, K), allowed_start (K,), allowed_end (K,) booleans.  A forbidden
+transition/start/end is exactly impossible in the NLL, the log-partition, the marginals and
+decoding (a structural zero of the HMM's A, a zero of pi, a -inf log-emission at the last step);
+the parameters' entries there get an exactly zero gradient.  ``scheme_constraints`` builds them
+for BIO and BIOES tag names.
+
+How: log Z is hmm_forward_dense(A, pi, log_emission, lengths) with A = exp(transitions - c) * allowed
+(c, the largest allowed transition score, added back once per transition), pi = allowed_start, and
+log_emission = emissions + start at step 0 + end at each sequence's last step (one-hot of lengths -
+1 built in the graph: hybridizable), so start, end and emissions may have any scale (the operator
+shifts each step by its largest score).  Transition scores more than ~87 (float32; ~708 in float64)
+below the largest allowed one count as forbidden in log Z.  d log Z / d emissions is the marginals.
+The gold score is gathers (pick/take) of the same parameters.  Decoding is hmmop.inference's
+Viterbi in C (double) on the host copy.  No Python loop over time or sequences anywhere.
+"""
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from .. import inference
+from ..ops import native
+from ..ops.dense import OP_TYPE
+
+ENGINES = ("fused", "native", "custom")
+_BIG = 1e30         # pushes forbidden transitions out of the max
+
+
+class CRF(gluon.HybridBlock):
+    """Linear-chain CRF; see the module docstring.
+
+    num_tags: K.  allowed (K, K), allowed_start (K,), allowed_end (K,): boolean constraints (None:
+    everything allowed).  init: initialiser of the three parameters.  dtype: 'float32'/'float64'.
+    engine: 'fused' (the native op on a CPU context where it is loaded, else the CustomOp),
+    'native' or 'custom'.  check: check tags/lengths on the host before each imperative call.
+    """
+
+    def __init__(self, num_tags, allowed=None, allowed_start=None, allowed_end=None, init=None,
+                 dtype="float32", engine="fused", check=True, **kwargs):
+        super().__init__(**kwargs)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        K = int(num_tags)
+        if K < 1:
+            raise ValueError(f"num_tags must be at least 1, got {num_tags}")
+        self.num_tags, self.engine, self.check, self._dtype = K, engine, bool(check), np.dtype(dtype).name
+        if engine == "native" and not native.load():
+            raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
+        self.allowed = _bool_mask(allowed, (K, K), "allowed")
+        self.allowed_start = _bool_mask(allowed_start, (K,), "allowed_start")
+        self.allowed_end = _bool_mask(allowed_end, (K,), "allowed_end")
+        if not self.allowed_start.any() or not self.allowed_end.any():
+            raise ValueError("allowed_start and allowed_end must each allow at least one tag")
+        self._native = self._native_for(mx.cpu())
+        init = mx.init.Uniform(0.1) if init is None else init
+        with self.name_scope():
+            self.transitions = self.params.get("transitions", shape=(K, K), dtype=dtype, init=init)
+            self.start = self.params.get("start", shape=(K,), dtype=dtype, init=init)
+            self.end = self.params.get("end", shape=(K,), dtype=dtype, init=init)
+            # constraints as constants (inputs of the graph, so an exported model holds them), only
+            # where something is forbidden
+            self.masks = tuple(name for name, m in (("trans_mask", self.allowed), ("start_mask", self.allowed_start),
+                                                    ("end_mask", self.allowed_end)) if not m.all())
+            for name, m in (("trans_mask", self.allowed), ("start_mask", self.allowed_start),
+                            ("end_mask", self.allowed_end)):
+                if name in self.masks:
+                    setattr(self, name, self.params.get_constant(name, mx.nd.array(m, dtype=dtype)))
+
+    # -- engine choice (as HMMBlock) --------------------------------------------------------------
+    def _native_for(self, ctx):
+        if self.engine == "native":
+            if ctx.device_type != "cpu":
+                raise ValueError(f"engine 'native' runs on the CPU only, not on {ctx}; use 'fused'")
+            return True
+        return self.engine == "fused" and ctx.device_type == "cpu" and native.load()
+
+    def forward(self, emissions, tags, lengths=None):
+        """nll (batch,) = log Z - gold score; checks the inputs first (NDArrays, check=True)."""
+        if isinstance(emissions, mx.nd.NDArray):
+            lengths = self._lengths(emissions, lengths)
+            if self.check:
+                self.check_inputs(emissions, lengths, tags)
+            use = self._native_for(emissions.context)
+            if use != self._native:
+                self._native = use
+                self._clear_cached_op()
+        return super().forward(emissions, tags, lengths)
+
+    def hybrid_forward(self, F, emissions, tags, lengths, **params):
+        return self._log_partition(F, emissions, lengths, params) - self._gold(F, emissions, tags, lengths, params)
+
+    # -- the pieces, for F = mx.nd or mx.sym -------------------------------------------------------
+    def _steps(self, F, emissions, lengths):
+        """(ar (1, T) step indices, Lf (batch, 1) lengths) in the block's dtype."""
+        ar = F.reshape(F.contrib.arange_like(emissions, axis=1), (1, -1))
+        return ar, F.reshape(F.cast(lengths, self._dtype), (-1, 1))
+
+    def _log_partition(self, F, emissions, lengths, p):
+        ar, Lf = self._steps(F, emissions, lengths)
+        trans = p["transitions"]
+        if "trans_mask" in p:
+            mask = p["trans_mask"]
+            shift = F.BlockGrad(F.max(trans + (mask - 1) * _BIG))                 # (1,)
+            A = F.exp(F.broadcast_sub(trans, F.reshape(shift, (1, 1)))) * mask
+        else:
+            shift = F.BlockGrad(F.max(trans))
+            A = F.exp(F.broadcast_sub(trans, F.reshape(shift, (1, 1))))
+        pi = F.BlockGrad(p["start_mask"] if "start_mask" in p else F.ones_like(p["start"]))
+        first = F.reshape(ar == 0, (1, -1, 1))                                     # (1, T, 1)
+        last = F.expand_dims(F.broadcast_equal(ar, Lf - 1), axis=2)                 # (batch, T, 1)
+        le = F.broadcast_add(emissions, F.broadcast_mul(first, F.reshape(p["start"], (1, 1, -1))))
+        le = le + F.broadcast_mul(last, F.reshape(p["end"], (1, 1, -1)))
+        if "end_mask" in p:                  # log 0 = -inf: a forbidden tag at the last step
+            gate = 1 - F.broadcast_mul(last, F.reshape(1 - p["end_mask"], (1, 1, -1)))
+            le = le + F.BlockGrad(F.log(gate))
+        if self._native_for(emissions.context) if F is mx.nd else self._native:
+            ll = native.forward_dense(F, A, pi, le, lengths)
+        else:
+            ll = F.Custom(A, pi, le, lengths, op_type=OP_TYPE)
+        n_trans = F.relu(F.reshape(Lf, (-1,)) - 1)
+        return ll + F.broadcast_mul(n_trans, shift)
+
+    def _gold(self, F, emissions, tags, lengths, p):
+        ar, Lf = self._steps(F, emissions, lengths)
+        y = F.cast(tags, self._dtype)
+        inside = F.broadcast_lesser(ar, Lf)                                        # (batch, T)
+        first = F.broadcast_mul(inside, ar == 0)
+        last = F.broadcast_equal(ar, Lf - 1)
+        moved = F.broadcast_mul(inside, ar >= 1)
+        prev = F.slice_axis(F.concat(F.slice_axis(y, axis=1, begin=0, end=1), y, dim=1), axis=1, begin=0, end=-1)
+        parts = (
+            (inside, F.pick(emissions, y, axis=2)),
+            (first, F.take(p["start"], y)),
+            (last, F.take(p["end"], y)),
+            (moved, F.take(F.reshape(p["transitions"], (-1,)), prev * self.num_tags + y)),
+        )
+        total = 0
+        for cond, value in parts:
+            total = total + F.where(F.broadcast_like(cond, value), value, F.zeros_like(value))
+        return F.sum(total, axis=1)
+
+    # -- imperative entry points -----------------------------------------------------------------
+    def _values(self, ctx):
+        return {name: getattr(self, name).data(ctx) for name in ("transitions", "start", "end") + self.masks}
+
+    def _lengths(self, emissions, lengths):
+        """lengths as an int64 NDArray on emissions' context (None: all T)."""
+        batch, T = emissions.shape[:2]
+        if lengths is None:
+            return mx.nd.full((batch,), T, dtype="int64", ctx=emissions.context)
+        if not isinstance(lengths, mx.nd.NDArray):
+            lengths = mx.nd.array(np.asarray(lengths), dtype="int64", ctx=emissions.context)
+        return lengths
+
+    def log_partition(self, emissions, lengths=None):
+        """log Z (batch,) NDArray: log of the sum over all allowed tag paths of exp(score)."""
+        lengths = self._lengths(emissions, lengths)
+        if self.check:
+            self.check_inputs(emissions, lengths)
+        return self._log_partition(mx.nd, emissions, lengths, self._values(emissions.context))
+
+    def score(self, emissions, tags, lengths=None):
+        """The gold score (batch,) NDArray of tag paths ``tags`` (batch, T)."""
+        lengths = self._lengths(emissions, lengths)
+        if self.check:
+            self.check_inputs(emissions, lengths, tags)
+        return self._gold(mx.nd, emissions, tags, lengths, self._values(emissions.context))
+
+    def marginals(self, emissions, lengths=None):
+        """P(y_t = k | emissions) (batch, T, K) NDArray, 0 at steps past a sequence's length:
+        d log Z / d emissions (autograd.grad; no parameter's .grad is touched)."""
+        lengths = self._lengths(emissions, lengths)
+        if self.check:
+            self.check_inputs(emissions, lengths)
+        x = emissions.copy()
+        x.attach_grad()
+        with mx.autograd.record(train_mode=False):
+            z = self._log_partition(mx.nd, x, lengths, self._values(emissions.context))
+        return mx.autograd.grad(z, [x], retain_graph=False)[0]
+
+    def decode(self, emissions, lengths=None):
+        """(paths, scores): the best allowed tag path of each sequence (a list of int64 arrays, one per
+        sequence, of its length) and its score (batch,) float64 NumPy.  Viterbi in C, in double, on the
+        host copy of emissions; ties broken as hmmlearn's Viterbi breaks them."""
+        lengths = self._lengths(emissions, lengths)
+        if self.check:
+            self.check_inputs(emissions, lengths)
+        em = emissions.asnumpy().astype(np.float64)
+        L = lengths.asnumpy().astype(np.int64)
+        trans, start, end = (getattr(self, n).data().asnumpy().astype(np.float64)
+                             for n in ("transitions", "start", "end"))
+        batch, T, K = em.shape
+        # Viterbi's argmax is unchanged by dividing every score by c > 0: keep exp(transitions) in
+        # double's range whatever their scale.
+        allowed_vals = trans[self.allowed]
+        spread = float(allowed_vals.max() - allowed_vals.min()) if allowed_vals.size else 0.0
+        c = max(1.0, spread / 600.0)
+        top = float(allowed_vals.max()) if allowed_vals.size else 0.0
+        A = np.where(self.allowed, np.exp((trans - top) / c), 0.0)
+        steps = np.arange(T)
+        le = em.copy()
+        le[:, 0, :] += start
+        last = steps[None, :] == (L - 1)[:, None]
+        end_term = np.where(self.allowed_end, end, -np.inf)
+        le += np.where(last[:, :, None], end_term[None, None, :], 0.0)
+        le[~(steps[None, :] < L[:, None])] = 0.0         # padding may hold anything
+        log_prob, paths = inference.viterbi_dense(A, self.allowed_start.astype(np.float64), le / c, L)
+        scores = log_prob * c + np.maximum(L - 1, 0) * top
+        return [p.astype(np.int64) for p in paths], scores
+
+    # -- checks ------------------------------------------------------------------------------------
+    def check_inputs(self, emissions, lengths, tags=None):
+        """ValueError/TypeError naming the first bad input: emissions (batch, T, K) of the block's dtype,
+        lengths (batch,) integers in [0, T], tags (batch, T) in [0, K) and allowed, inside the lengths."""
+        K = self.num_tags
+        if not isinstance(emissions, mx.nd.NDArray):
+            raise TypeError(f"emissions must be an NDArray, got {type(emissions).__name__}")
+        if emissions.ndim != 3 or emissions.shape[2] != K:
+            raise ValueError(f"emissions must have shape (batch, T, K) = (batch, T, {K}), got {emissions.shape}")
+        if np.dtype(emissions.dtype).name != self._dtype:
+            raise TypeError(f"emissions must be {self._dtype} like the CRF's parameters, got "
+                            f"{np.dtype(emissions.dtype).name}")
+        batch, T = emissions.shape[:2]
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must have shape (batch,) = ({batch},) like emissions, got {lengths.shape}")
+        L = lengths.asnumpy()
+        if L.dtype.kind == "f" and not np.all(L == np.round(L)):
+            raise ValueError(f"lengths must hold integers, got {L.tolist()}")
+        L = L.astype(np.int64)
+        bad = np.flatnonzero((L < 0) | (L > T))
+        if bad.size:
+            raise ValueError(f"lengths[{bad[0]}] = {L[bad[0]]} is outside [0, T] = [0, {T}]")
+        if tags is None:
+            return
+        if not isinstance(tags, mx.nd.NDArray):
+            raise TypeError(f"tags must be an NDArray, got {type(tags).__name__}")
+        if tags.shape != (batch, T):
+            raise ValueError(f"tags must have shape (batch, T) = ({batch}, {T}) like emissions, got {tags.shape}")
+        y = tags.asnumpy()
+        inside = np.arange(T)[None, :] < L[:, None]
+        if y.dtype.kind == "f" and not np.all(y[inside] == np.round(y[inside])):
+            raise ValueError("tags must hold integers")
+        y = np.where(inside, y, 0).astype(np.int64)
+        bad = np.argwhere(inside & ((y < 0) | (y >= K)))
+        if bad.size:
+            b, t = bad[0]
+            raise ValueError(f"tags[{b}, {t}] = {y[b, t]} is outside [0, K) = [0, {K})")
+        rows = np.flatnonzero(L > 0)
+        bad = rows[~self.allowed_start[y[rows, 0]]]
+        if bad.size:
+            raise ValueError(f"tags[{bad[0]}, 0] = {y[bad[0], 0]} is not an allowed start tag")
+        bad = rows[~self.allowed_end[y[rows, L[rows] - 1]]]
+        if bad.size:
+            b = bad[0]
+            raise ValueError(f"tags[{b}, {L[b] - 1}] = {y[b, L[b] - 1]} is not an allowed end tag "
+                             f"(the last of length {L[b]})")
+        moved = inside[:, 1:]
+        bad = np.argwhere(moved & ~self.allowed[y[:, :-1], y[:, 1:]])
+        if bad.size:
+            b, t = bad[0]
+            raise ValueError(f"tags[{b}, {t}:{t + 2}] = {y[b, t]} -> {y[b, t + 1]} is a forbidden transition")
+
+
+def _bool_mask(value, shape, name):
+    if value is None:
+        return np.ones(shape, dtype=bool)
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+    if value.dtype != bool and not np.isin(value, (0, 1)).all():
+        raise ValueError(f"{name} must be boolean (or 0/1)")
+    return value.astype(bool)
+
+
+def scheme_constraints(tag_names, scheme="BIO"):
+    """{'allowed': (K, K), 'allowed_start': (K,), 'allowed_end': (K,)} boolean constraints of a tagging
+    scheme, for CRF(K, **scheme_constraints(names)).
+
+    tag_names: K names, 'O' or PREFIX-LABEL ('B-PER').  scheme 'BIO': I-X only after B-X or I-X (and
+    not first).  'BIOES': I-X/E-X only after B-X or I-X; after O, E-X, S-X only O, B-Y, S-Y; first tag
+    O, B-X or S-X; last tag O, E-X or S-X.
+    """
+    scheme = scheme.upper()
+    if scheme not in ("BIO", "BIOES"):
+        raise ValueError(f"scheme must be 'BIO' or 'BIOES', got {scheme!r}")
+    parsed = []
+    for name in tag_names:
+        if name == "O":
+            parsed.append(("O", None))
+            continue
+        prefix, _, label = str(name).partition("-")
+        if not label or prefix not in scheme or prefix == "O":
+            raise ValueError(f"tag name {name!r} is neither 'O' nor {'/'.join(scheme.replace('O', ''))}-LABEL")
+        parsed.append((prefix, label))
+    K = len(parsed)
+    allowed = np.zeros((K, K), dtype=bool)
+    for i, (p, a) in enumerate(parsed):
+        for j, (q, b) in enumerate(parsed):
+            if scheme == "BIO":
+                allowed[i, j] = q in ("O", "B") or (p in ("B", "I") and a == b)
+            else:
+                inside_open = p in ("B", "I")
+                if q in ("I", "E"):
+                    allowed[i, j] = inside_open and a == b
+                else:
+                    allowed[i, j] = not inside_open
+    start = np.array([p in ("O", "B", "S") for p, _ in parsed])
+    end = np.array([p in ("O", "E", "S") if scheme == "BIOES" else True for p, _ in parsed])
+    return {"allowed": allowed, "allowed_start": start, "allowed_end": end}
