@@ -157,9 +157,14 @@ CLASSES = {"categorical": "CategoricalHMM", "diag": "GaussianHMM", "full": "Gaus
 
 
 def make(lib, w):
-    logging.getLogger("hmmlearn").setLevel(logging.ERROR)        # (MultinomialHMM's note at construction)
     p = problem(w)
-    return getattr(lib, CLASSES[w.family])(w.n, n_iter=w.n_iter, tol=0, init_params="", **p.kwargs)
+    logger = logging.getLogger("hmmlearn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)        # (MultinomialHMM's note at construction)
+    try:
+        return getattr(lib, CLASSES[w.family])(w.n, n_iter=w.n_iter, tol=0, init_params="", **p.kwargs)
+    finally:
+        logger.setLevel(level)
 
 
 def set_start(model, w):

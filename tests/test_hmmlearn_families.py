@@ -22,8 +22,13 @@ TYPES = ["spherical", "diag", "full", "tied"]
 
 @pytest.fixture(autouse=True)
 def quiet_multinomial(caplog):
-    """hmmlearn's MultinomialHMM logs a note on its API at every construction."""
-    logging.getLogger("hmmlearn.hmm").setLevel(logging.ERROR)
+    """hmmlearn's MultinomialHMM logs a note on its API at every construction (silenced here only: other
+    tests count hmmlearn's warnings)."""
+    logger = logging.getLogger("hmmlearn.hmm")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
 
 
 def counts(seed=0):
