@@ -48,6 +48,7 @@ from ..fit.monitor import Monitor
 from ..fit.priors import check_masks
 from ..nn.hmm_block import NAMES, HMMBlock
 from ..ops import checks
+from ..ops.checks import check_sizes
 from ..ops.ndview import from_host
 from ..ops.threads import get_num_threads
 from .core import ENGINES as CORE_ENGINES
@@ -95,6 +96,8 @@ class HMM(EmissionHMM):
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+        # A, B, pi together, in the block's dtype, before anything is allocated
+        check_sizes({"A": (n_states, n_states), "B": (n_states, n_symbols), "pi": (n_states,)}, dtype)
         self.n_states, self.n_symbols = int(n_states), int(n_symbols)
         self.symbols = symbols
         self.tokens = tokens        # how text maps to symbols ("chars", "words", "ints"; the CLI's), kept in files
