@@ -173,6 +173,58 @@ int hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, 
     return failed ? -1 : 0;
 }
 
+int hmm_mix_loglik_diag(int64_t n, int N, int K, int D, const double *X, const double *c,
+                        const double *a, const double *b, const double *cst, double *out, double *resp,
+                        int num_threads)
+{
+    const int64_t S = (int64_t)N * K;
+    if (n <= 0 || S <= 0)
+        return 0;
+    if (num_threads < 1)
+        num_threads = 1;
+    const int64_t blocks = (n + MIX_BLOCK - 1) / MIX_BLOCK;
+    int failed = 0;
+    #pragma omp parallel num_threads(num_threads) if (num_threads > 1)
+    {
+        double *e = malloc(sizeof(double) * (MIX_BLOCK * (size_t)(2 * S + 2 * N) + (size_t)D));
+        if (!e) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp barrier
+        int ok;
+        #pragma omp atomic read
+        ok = failed;
+        ok = !ok;
+        #pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            if (!ok)
+                continue;
+            int64_t t0 = blk * MIX_BLOCK, nb = n - t0 < MIX_BLOCK ? n - t0 : MIX_BLOCK;
+            /* scratch: exp (B S), top (B N), totals (B N), comp without resp (B S), y (D) */
+            double *comp = resp ? resp + t0 * S : e + MIX_BLOCK * (S + 2 * N);
+            double *y = e + MIX_BLOCK * (2 * S + 2 * N);
+            for (int64_t r = 0; r < nb; r++) {
+                const double *x = X + (t0 + r) * D;
+                double *cr = comp + r * S;
+                for (int d = 0; d < D; d++)
+                    y[d] = x[d] - c[d];
+                for (int64_t s = 0; s < S; s++)
+                    cr[s] = cst[s];
+                for (int d = 0; d < D; d++) {
+                    const double *ad = a + d * S, *bd = b + d * S, yd = y[d];
+                    for (int64_t s = 0; s < S; s++)
+                        cr[s] += (ad[s] * yd + bd[s]) * yd;
+                }
+            }
+            mix_block_any(nb, N, K, comp, out + t0 * N, resp ? resp + t0 * S : NULL, e,
+                          e + MIX_BLOCK * S, e + MIX_BLOCK * (S + N));
+        }
+        free(e);
+    }
+    return failed ? -1 : 0;
+}
+
 /* Rows per chunk of the E-step sums: each chunk's partial sums are added in chunk order. */
 #define MIX_CHUNK 2048
 
@@ -194,7 +246,9 @@ int hmm_mix_stats_diag(int64_t n, int N, int K, int D, const double *X, const do
     #pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1)
     for (int64_t ch = 0; ch < chunks; ch++) {
         double *pp = part + ch * width, *acc = pp + N;
-        double y[D], yy[D];
+        const int Z = 1 + 2 * D;
+        double z[Z];                                            /* 1, y, y^2 */
+        z[0] = 1.0;
         const int64_t t1 = (ch + 1) * MIX_CHUNK < n ? (ch + 1) * MIX_CHUNK : n;
         for (int64_t t = ch * MIX_CHUNK; t < t1; t++) {
             const double *x = X + t * D, *g = gamma + t * N, *qt = q + t * S;
@@ -206,20 +260,18 @@ int hmm_mix_stats_diag(int64_t n, int N, int K, int D, const double *X, const do
                     continue;                                   /* a missing row */
             }
             for (int d = 0; d < D; d++) {
-                y[d] = x[d] - c[d];
-                yy[d] = y[d] * y[d];
+                double y = x[d] - c[d];
+                z[1 + d] = y;
+                z[1 + D + d] = y * y;
             }
             for (int i = 0; i < N; i++) {
                 pp[i] += g[i];
                 for (int k = 0; k < K; k++) {
                     const int64_t s = (int64_t)i * K + k;
                     const double w = g[i] * qt[s];
-                    double *a = acc + s * (1 + 2 * (int64_t)D);
-                    a[0] += w;
-                    for (int d = 0; d < D; d++) {
-                        a[1 + d] += w * y[d];
-                        a[1 + D + d] += w * yy[d];
-                    }
+                    double *a = acc + s * Z;
+                    for (int j = 0; j < Z; j++)
+                        a[j] += w * z[j];
                 }
             }
         }

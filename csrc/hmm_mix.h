@@ -27,6 +27,16 @@
 int hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, double *resp,
                       int num_threads);
 
+/* hmm_mix_logsumexp of the component log-densities of the diagonal (and spherical) form, computed
+ * here: comp[t, s] = cst[s] + sum_d (a[d, s] y_d + b[d, s]) y_d with y = X[t] - c (X (n, D), c (D,):
+ * a centre of the data; a = -1/(2 var), b = (mean - c) / var (D, N*K); cst (N*K,): the log weight,
+ * normalisation and mean terms).  resp: NULL or (n, N*K), as there.  A row with a NaN gets NaN in
+ * out (the caller sorts out missing rows).  Returns 0, or -1 when scratch memory could not be
+ * allocated. */
+int hmm_mix_loglik_diag(int64_t n, int N, int K, int D, const double *X, const double *c,
+                        const double *a, const double *b, const double *cst, double *out, double *resp,
+                        int num_threads);
+
 /* The E-step sums of the diagonal (and spherical) form over the rows of X (n, D) that are not
  * missing (wholly NaN; skipped), with y = X[t] - c (c (D,): a centre of the data) and
  * r[t, s] = gamma[t, s / K] * q[t, s] (q (n, N*K): the responsibilities within each state, as

@@ -1026,6 +1026,9 @@ cdef extern from "hmm_mix.h" nogil:
     int hmm_mix_stats_diag(int64_t n, int N, int K, int D, const double *X, const double *c,
                            const double *q, const double *gamma, double *post, double *s0, double *s1,
                            double *s2, int num_threads)
+    int hmm_mix_loglik_diag(int64_t n, int N, int K, int D, const double *X, const double *c,
+                            const double *a, const double *b, const double *cst, double *out, double *resp,
+                            int num_threads)
 
 
 def mix_logsumexp(const double[:, ::1] comp, int n_mix, double[:, ::1] out, resp, int num_threads):
@@ -1080,3 +1083,36 @@ def mix_stats_diag(const double[:, ::1] X, const double[::1] c, const double[:, 
                                     &s1[0, 0], &s2[0, 0], max(1, num_threads))
     if status != 0:
         raise MemoryError("mix_stats_diag: out of memory")
+
+
+def mix_loglik_diag(const double[:, ::1] X, const double[::1] c, const double[:, ::1] a, const double[:, ::1] b,
+                    const double[::1] cst, int n_mix, double[:, ::1] out, resp, int num_threads):
+    """out (n, N) = log sum_k exp(comp[:, i*K + k]) of the diagonal-form component log-densities
+    comp[t, s] = cst[s] + sum_d (a[d, s] y_d + b[d, s]) y_d, y = X[t] - c (X (n, D), c (D,), a and b
+    (D, N*K), cst (N*K,)); resp: None or an (n, N*K) array for the responsibilities within each state
+    (csrc/hmm_mix.h's hmm_mix_loglik_diag).  All float64, C-contiguous; MemoryError without scratch memory."""
+    cdef int64_t n = X.shape[0]
+    cdef int D = X.shape[1], K = n_mix
+    cdef Py_ssize_t S = cst.shape[0]
+    if K < 1 or S % K != 0:
+        raise ValueError("mix_loglik_diag: cst must be (N*K,) with K = n_mix >= 1")
+    cdef int N = S // K
+    if (c.shape[0] != D or a.shape[0] != D or a.shape[1] != S or b.shape[0] != D or b.shape[1] != S
+            or out.shape[0] != n or out.shape[1] != N):
+        raise ValueError("mix_loglik_diag: X (n, D), c (D,), a and b (D, N*K), cst (N*K,), out (n, N) do not fit")
+    cdef double[:, ::1] rv
+    cdef double *pr = NULL
+    if resp is not None:
+        rv = resp
+        if rv.shape[0] != n or rv.shape[1] != S:
+            raise ValueError("mix_loglik_diag: resp must be (n, N*K)")
+        if n:
+            pr = &rv[0, 0]
+    if n == 0 or N == 0 or D == 0:
+        return
+    cdef int status
+    with nogil:
+        status = hmm_mix_loglik_diag(n, N, K, D, &X[0, 0], &c[0], &a[0, 0], &b[0, 0], &cst[0], &out[0, 0], pr,
+                                     max(1, num_threads))
+    if status != 0:
+        raise MemoryError("mix_loglik_diag: out of memory")

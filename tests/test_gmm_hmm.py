@@ -436,6 +436,33 @@ def test_mix_logsumexp_exp_and_log_over_their_ranges():
     np.testing.assert_allclose(resp[~normal, 1], ref[~normal], rtol=0, atol=1e-310)
 
 
+def test_mix_loglik_diag_equals_numpy():
+    from hmmop import _kernel
+    rng = np.random.default_rng(5)
+    n, n_states, n_mix, dim = 4000, 3, 3, 5
+    S = n_states * n_mix
+    X = rng.normal(3.0, 2.0, size=(n, dim))
+    X[[10, 11]] = np.nan
+    c = X[~np.isnan(X[:, 0])].mean(axis=0)
+    a = -0.5 / rng.uniform(0.2, 3.0, size=(dim, S))
+    b = rng.normal(size=(dim, S))
+    cst = rng.normal(-5.0, 2.0, size=S)
+    y = X - c
+    with np.errstate(invalid="ignore"):
+        comp = cst + (y * y) @ a + y @ b
+    ref_out, ref_resp = numpy_logsumexp(comp, n_mix)
+    out, resp = np.empty((n, n_states)), np.empty((n, S))
+    _kernel.mix_loglik_diag(X, c, a, b, cst, n_mix, out, resp, 1)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
+    np.testing.assert_allclose(out, ref_out, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(resp, ref_resp, rtol=1e-12, atol=1e-300)
+    out2 = np.empty_like(out)
+    _kernel.mix_loglik_diag(X, c, a, b, cst, n_mix, out2, None, 2)
+    np.testing.assert_array_equal(out2, out)                      # no resp, two threads: the same bits
+    with pytest.raises(ValueError):
+        _kernel.mix_loglik_diag(X, c, a.T.copy(), b, cst, n_mix, out, None, 1)
+
+
 def test_mix_stats_diag_equals_numpy():
     from hmmop import _kernel
     rng = np.random.default_rng(4)

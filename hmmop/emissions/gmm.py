@@ -296,8 +296,8 @@ class GMMEmission(Emission):
             # -1/2 sum_d (y_d - mc_sd)^2 / var_sd = sum_d (a_sd y_d^2 + b_sd y_d) - 1/2 sum_d mc_sd^2 / var_sd
             var = np.maximum(self._covars, np.finfo(float).tiny).reshape(S, -1)     # hmmlearn's guard
             var = np.broadcast_to(var, (S, D))
-            plan["a"] = (-0.5 / var).T                                      # (D, S)
-            plan["b"] = (mc / var).T                                        # (D, S)
+            plan["a"] = np.ascontiguousarray((-0.5 / var).T)               # (D, S)
+            plan["b"] = np.ascontiguousarray((mc / var).T)                  # (D, S)
             plan["cst"] = -0.5 * (D * _LOG_2PI + np.log(var).sum(axis=1) + (mc * mc / var).sum(axis=1)) + log_w
         elif kind == "full":
             _, U, half_logdet = self._factors()
@@ -348,6 +348,12 @@ class GMMEmission(Emission):
         _kernel.mix_logsumexp(comp, self.n_mix, out, comp if keep else None, self._threads(comp.size))
         return comp if keep else None
 
+    def _diag_pass(self, plan, X, out, resp):
+        """out (n, N) and resp (None or (n, S)) of hmm_mix_logsumexp for the rows X (n, D), diag and
+        spherical: the component log-densities computed in C too (NaN rows give NaN)."""
+        _kernel.mix_loglik_diag(X, plan["c"], plan["a"], plan["b"], plan["cst"], self.n_mix, out, resp,
+                                self._threads(out.shape[0] * self.n_states * self.n_mix))
+
     @staticmethod
     def _threads(work):
         """hmmop.get_num_threads(), fewer for little work (values to pass over)."""
@@ -389,12 +395,16 @@ class GMMEmission(Emission):
         cache = self._cache(X)
         cache.pop("resp", None)
         keep = n * S <= _CACHE_ELEMENTS
-        comp = np.empty((n if keep else min(step, n), S))
-        for s in range(0, n, step):
-            xb = X[s:s + step]
-            cb = comp[s:s + len(xb)] if keep else comp[:len(xb)]
-            self._components(plan, xb - plan["c"], cb)
-            self._logsumexp(cb, out[s:s + step], keep=keep)
+        if self.covariance_type in ("diag", "spherical"):        # one pass in C (csrc/hmm_mix.h)
+            comp = np.empty((n, S)) if keep else None
+            self._diag_pass(plan, X, out, comp)
+        else:
+            comp = np.empty((n if keep else min(step, n), S))
+            for s in range(0, n, step):
+                xb = X[s:s + step]
+                cb = comp[s:s + len(xb)] if keep else comp[:len(xb)]
+                self._components(plan, xb - plan["c"], cb)
+                self._logsumexp(cb, out[s:s + step], keep=keep)
         if keep:
             cache["resp"] = (self._params_key(), comp)
         bad = np.isnan(out[:, 0])
@@ -450,9 +460,9 @@ class GMMEmission(Emission):
                 comp, ll = np.empty((min(step, n), S)), np.empty((min(step, n), N))
                 for s in range(0, n, step):
                     xb, b = X[s:s + step], min(step, n - s)
-                    self._components(plan, xb - c, comp[:b])
-                    rb = self._logsumexp(comp[:b], ll[:b], keep=True)
-                    _kernel.mix_stats_diag(xb, c, rb, gamma[s:s + step], post, s0, s1, s2, self._threads(rb.size))
+                    self._diag_pass(plan, xb, ll[:b], comp[:b])
+                    _kernel.mix_stats_diag(xb, c, comp[:b], gamma[s:s + step], post, s0, s1, s2,
+                                           self._threads(b * S))
         else:
             missing = self.missing_rows(X)
             if missing.any():
