@@ -16,18 +16,21 @@ full       (N, K, D, D)    covars[i, k]
 tied       (N, D, D)       covars[i] (shared by the K components)
 =========  ==============  ======================================
 
-The N*K component log-densities of a block of rows are a few BLAS products
-on the rows centred on the mean of the means (no Python loop over rows), the
-state log-densities are a log-sum-exp over the K components in C
-(csrc/hmm_mix.h, on hmmop.get_num_threads() threads), which also gives each
-component's responsibility within its state.  ``log_likelihood`` keeps those
-responsibilities for the next ``accumulate`` of the same rows array at the
-same parameters (checked by identity and by value; otherwise, or beyond
-_CACHE_ELEMENTS values, ``accumulate`` recomputes them), and the E-step
-statistics are summed with BLAS products (no Python loop over rows).  The M-step is hmmlearn's, priors
-and their defaults per covariance type included; the start is hmmlearn's
-k-means start.  NumPy only: scikit-learn is imported by ``initialize`` and
-MXNet is only used through the ``F`` that ``log_likelihood_nd`` is handed.
+The N*K component log-densities of a block of rows, on the rows centred on
+the mean of the means, are a few BLAS products (full, tied) or computed in C
+(diag, spherical); the state log-densities are a log-sum-exp over the K
+components in C (csrc/hmm_mix.h, on hmmop.get_num_threads() threads, fewer
+for little data), which also gives each component's responsibility within
+its state.  ``log_likelihood`` keeps those responsibilities for the next
+``accumulate`` of the same rows array at the same parameters (the array
+checked by identity and value, the parameters by value; otherwise, or beyond
+_CACHE_ELEMENTS values, ``accumulate`` recomputes them).  The E-step
+statistics are summed in C (diag, spherical) or with BLAS products (full,
+tied); no Python loop over rows.  The M-step is hmmlearn's, priors and their
+defaults per covariance type included; the start is hmmlearn's k-means
+start.  NumPy and hmmop's C kernel only: scikit-learn is imported by
+``initialize`` and MXNet is only used through the ``F`` that
+``log_likelihood_nd`` is handed.
 """
 import math
 import numbers
@@ -323,7 +326,7 @@ class GMMEmission(Emission):
         (NaN rows give NaN)."""
         kind, K = self.covariance_type, self.n_mix
         with np.errstate(invalid="ignore", over="ignore"):
-            if kind in ("diag", "spherical"):
+            if kind in ("diag", "spherical"):                             # (as _diag_pass computes it in C)
                 np.dot(xc * xc, plan["a"], out=out)
                 out += xc @ plan["b"]
             else:
