@@ -18,7 +18,8 @@ import numpy as np
 
 from ..fit.priors import m_step
 from .base import Emission
-from .poisson import RowCache, check_counts, check_size, check_states, jsonable, log_factorial, numpy_rng, output
+from .poisson import (augmented_rows, check_counts, check_size, check_states, jsonable, log_factorial, numpy_rng,
+                      output)
 
 __all__ = ["MultinomialEmission"]
 
@@ -126,31 +127,22 @@ class MultinomialEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        X, missing, const = self._row_terms(X)
+        Xa, _ = self._augmented(X)
+        N, M = self.n_states, self.n_features
         B = self._B
         zero = B == 0
+        W = np.zeros((M + 2, N))
         with np.errstate(divide="ignore"):
-            log_B = np.where(zero, 0.0, np.log(B))
-        np.dot(X, log_B.T, out=out)
-        out += const[:, None]
+            W[:M] = np.where(zero, 0.0, np.log(B)).T
+        W[M] = 1.0
+        np.dot(Xa, W, out=out)                  # sum_m x_m log B_m + log(n!) - sum log(x_m!); 0 if missing
         for i in np.flatnonzero(zero.any(axis=1)):
-            out[(X[:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        if missing is not None:
-            out[missing] = 0.0
+            out[(Xa[:, :M][:, zero[i]] > 0).any(axis=1), i] = -np.inf
         return out
 
-    def _row_terms(self, X):
-        """(X with missing rows as 0, bool (n,) missing rows or None when there are none, float64 (n,)
-        log(n_t!) - sum_m log(x_m!)) of X float64 (n, M), cached per data array (poisson.RowCache)."""
-        cache = self.__dict__.setdefault("_row_cache", RowCache()).get(X)
-        if "const" not in cache:
-            missing = self.missing_rows(X)
-            if missing.any():
-                X = np.where(missing[:, None], 0.0, X)
-            else:
-                missing = None
-            cache.update(X=X, missing=missing, const=log_factorial(X.sum(axis=1)) - log_factorial(X).sum(axis=1))
-        return cache["X"], cache["missing"], cache["const"]
+    def _augmented(self, X):
+        """poisson.augmented_rows of X with the row constant log(n!) - sum_m log(x_m!), n = sum_m x_m."""
+        return augmented_rows(self, X, lambda rows: log_factorial(rows.sum(axis=1)) - log_factorial(rows).sum(axis=1))
 
     # -- EM --------------------------------------------------------------
 
@@ -164,10 +156,10 @@ class MultinomialEmission(Emission):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.shape != (len(X), self.n_states):
             raise ValueError(f"gamma must have shape ({len(X)}, {self.n_states}); got {gamma.shape}")
-        missing = self.missing_rows(X)
-        if missing.any():
-            X, gamma = X[~missing], gamma[~missing]
-        stats["obs"] += gamma.T @ X
+        Xa, missing = self._augmented(X)
+        if missing is not None:
+            Xa, gamma = Xa[~missing], gamma[~missing]
+        stats["obs"] += (gamma.T @ Xa)[:, :self.n_features]
 
     def m_step(self, stats, params="e"):
         """emissionprob ('e' in params): rows of max(obs + prior - 1, 0) normalised (hmmlearn's obs / obs.sum

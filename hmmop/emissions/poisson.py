@@ -6,8 +6,9 @@ Each state i emits a row of D independent counts, x_d ~ Poisson(lambdas[i, d]):
 
 Data: (n, D) non-negative integer counts (any integer or float dtype holding
 whole numbers); a row entirely NaN is a missing observation.  The
-log-likelihood is one BLAS product, the E-step statistics are hmmlearn's
-(posterior sums and posterior-weighted counts), and the M-step is
+log-likelihood is one BLAS product (on the rows with their log(k!) term kept
+per data array), the E-step statistics are hmmlearn's (posterior sums and
+posterior-weighted counts, one BLAS product), and the M-step is
 hmmlearn's with its gamma prior.  NumPy only (log(k!) comes from
 math.lgamma through a table, so SciPy is not needed).
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from .base import Emission
 
-__all__ = ["PoissonEmission", "check_counts", "log_factorial", "RowCache"]
+__all__ = ["PoissonEmission", "check_counts", "log_factorial", "RowCache", "augmented_rows"]
 
 # log(k!) for k < len(_LOG_FACTORIAL), grown on demand up to _TABLE_LIMIT entries;
 # larger counts take math.lgamma of their distinct values.
@@ -85,6 +86,28 @@ class RowCache:
         self._ref, self._copy = (weakref.ref(X), X.copy()) if ok else (None, None)
         self._values = {}
         return self._values
+
+
+def augmented_rows(emission, X, row_constant):
+    """(Xa, missing) of count rows X float64 (n, D), kept in the emission's RowCache for X.
+
+    Xa float64 (n, D + 2): the rows (missing rows as 0), ``row_constant(rows)`` (n,) (the
+    log-likelihood's per-row term; 0 on missing rows) and 1 (0 on missing rows), so that one
+    product Xa @ W gives the log-likelihoods (0 on missing rows) and gamma.T @ Xa the
+    E-step's weighted counts and posterior sums.  missing: bool (n,), or None when no row is.
+    """
+    cache = emission.__dict__.setdefault("_row_cache", RowCache()).get(X)
+    if "Xa" not in cache:
+        n, D = X.shape
+        missing = emission.missing_rows(X)
+        Xa = np.empty((n, D + 2))
+        Xa[:, :D] = X
+        Xa[missing, :D] = 0.0
+        Xa[:, D] = row_constant(Xa[:, :D])
+        Xa[missing, D] = 0.0
+        Xa[:, D + 1] = ~missing
+        cache.update(Xa=Xa, missing=missing if missing.any() else None)
+    return cache["Xa"], cache["missing"]
 
 
 def check_counts(arr, name="X"):
@@ -227,32 +250,23 @@ class PoissonEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        X, missing, const = self._row_terms(X)
+        Xa, _ = self._augmented(X)
+        N, D = self.n_states, self.n_features
         lam = self._lambdas
         zero = lam == 0
+        W = np.empty((D + 2, N))
         with np.errstate(divide="ignore"):
-            log_lam = np.where(zero, 0.0, np.log(lam))
-        np.dot(X, log_lam.T, out=out)
-        out += const[:, None]
-        out -= lam.sum(axis=1)
+            W[:D] = np.where(zero, 0.0, np.log(lam)).T
+        W[D] = 1.0
+        W[D + 1] = -lam.sum(axis=1)
+        np.dot(Xa, W, out=out)                  # sum_d x_d log lam_d - sum log(x_d!) - sum lam_d; 0 if missing
         for i in np.flatnonzero(zero.any(axis=1)):           # x log 0 = -inf for x > 0 (0 for x = 0)
-            out[(X[:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        if missing is not None:
-            out[missing] = 0.0
+            out[(Xa[:, :D][:, zero[i]] > 0).any(axis=1), i] = -np.inf
         return out
 
-    def _row_terms(self, X):
-        """(X with missing rows as 0, bool (n,) missing rows or None when there are none, float64 (n,)
-        -sum_d log(x_d!)) of X float64 (n, D), cached per data array (RowCache)."""
-        cache = self.__dict__.setdefault("_row_cache", RowCache()).get(X)
-        if "const" not in cache:
-            missing = self.missing_rows(X)
-            if missing.any():
-                X = np.where(missing[:, None], 0.0, X)
-            else:
-                missing = None
-            cache.update(X=X, missing=missing, const=-log_factorial(X).sum(axis=1))
-        return cache["X"], cache["missing"], cache["const"]
+    def _augmented(self, X):
+        """augmented_rows of X with the row constant -sum_d log(x_d!)."""
+        return augmented_rows(self, X, lambda rows: -log_factorial(rows).sum(axis=1))
 
     # -- EM --------------------------------------------------------------
 
@@ -266,11 +280,12 @@ class PoissonEmission(Emission):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.shape != (len(X), self.n_states):
             raise ValueError(f"gamma must have shape ({len(X)}, {self.n_states}); got {gamma.shape}")
-        missing = self.missing_rows(X)
-        if missing.any():
-            X, gamma = X[~missing], gamma[~missing]
-        stats["post"] += gamma.sum(axis=0)
-        stats["obs"] += gamma.T @ X
+        Xa, missing = self._augmented(X)
+        if missing is not None:
+            Xa, gamma = Xa[~missing], gamma[~missing]
+        sums = gamma.T @ Xa                     # (N, D + 2): weighted counts, -, posterior sums
+        stats["post"] += sums[:, -1]
+        stats["obs"] += sums[:, :self.n_features]
 
     def m_step(self, stats, params="l"):
         """hmmlearn's update of lambdas ('l' in params): (alpha + n * obs_i / post_i) / (beta + n).
