@@ -293,3 +293,24 @@ def test_log_likelihood_kept_row_terms_follow_the_data():
     np.testing.assert_allclose(em.log_likelihood(Y), expected(Y), rtol=1e-12)
     for other in (pickle.loads(pickle.dumps(em)), copy.deepcopy(em)):
         np.testing.assert_allclose(other.log_likelihood(X), expected(X), rtol=1e-12)
+
+
+def test_row_cache_keeps_nothing_for_freed_or_large_arrays(monkeypatch):
+    import gc
+
+    from hmmop.emissions.poisson import RowCache
+    em = PoissonEmission(2, 3)
+    em.lambdas = [[0.5, 1.5, 2.0], [3.0, 1.0, 4.0]]
+    X = np.random.default_rng(1).poisson(2.0, size=(40, 3)).astype(float)
+    expected = np.stack([poisson.logpmf(X, em.lambdas[i]).sum(axis=1) for i in range(2)], axis=1)
+    np.testing.assert_allclose(em.log_likelihood(X), expected, rtol=1e-12)
+    cache = em._row_cache
+    assert cache.get(X)                                     # kept for X
+    del X
+    gc.collect()
+    assert cache._copy is None and not cache._values        # X freed: nothing kept
+    monkeypatch.setattr(RowCache, "LIMIT", 10)
+    X = np.random.default_rng(1).poisson(2.0, size=(40, 3)).astype(float)
+    for _ in range(2):
+        np.testing.assert_allclose(em.log_likelihood(X), expected, rtol=1e-12)
+        assert cache._copy is None and not cache._values    # beyond LIMIT: computed, not kept

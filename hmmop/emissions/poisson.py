@@ -69,7 +69,10 @@ class RowCache:
     and equal to it bit for bit (compared with a copy kept of it), else a new
     empty one.  EM passes the same rows array every iteration, so what is
     computed once per fit (log(k!) terms, the missing rows) is computed once.
+    Nothing is kept for arrays of more than LIMIT values, nor once X is freed.
     """
+
+    LIMIT = 1 << 24
 
     def __init__(self):
         self._ref = self._copy = None
@@ -78,13 +81,21 @@ class RowCache:
     def __reduce__(self):
         return RowCache, ()                     # copies and pickles start empty (a weakref does not pickle)
 
+    def _forget(self, ref):
+        if ref is self._ref:
+            self._ref = self._copy = None
+            self._values = {}
+
     def get(self, X):
-        ok = X.dtype == np.float64 and X.flags.c_contiguous
+        ok = X.dtype == np.float64 and X.flags.c_contiguous and X.size <= self.LIMIT
         if ok and self._ref is not None and self._ref() is X and self._copy.shape == X.shape \
                 and np.array_equal(self._copy.view(np.int64), X.view(np.int64)):
             return self._values
-        self._ref, self._copy = (weakref.ref(X), X.copy()) if ok else (None, None)
+        self._ref = self._copy = None
         self._values = {}
+        if not ok:
+            return {}                           # filled by the caller, kept by no one
+        self._ref, self._copy = weakref.ref(X, self._forget), X.copy()
         return self._values
 
 
