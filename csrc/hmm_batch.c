@@ -77,8 +77,10 @@ static void *alloc64(size_t bytes)
  * most HMM_CACHE_SLOTS blocks and HMM_CACHE_BYTES in all (memory that was in
  * use a moment before); a block is reused for a request of between half its
  * size and its size.  Fresh large blocks are 2 MB aligned and marked for
- * transparent huge pages where the kernel offers them (fewer faults). */
-#define HMM_CACHE_SLOTS 4
+ * transparent huge pages where the kernel offers them (fewer faults).  Eight
+ * slots: a dense EM loop holds five blocks at once (pred, scale, E, and its
+ * log-emission and posterior arrays from hmm_big_alloc). */
+#define HMM_CACHE_SLOTS 8
 #define HMM_CACHE_MIN ((size_t)1 << 20)
 #define HMM_CACHE_BYTES ((size_t)512 << 20)
 
@@ -172,6 +174,16 @@ static void big_free(void *p, size_t bytes)
     big_unlock();
     free(evicted);
     free(p);
+}
+
+void *hmm_big_alloc(size_t bytes, size_t *got)
+{
+    return big_alloc(bytes, got);
+}
+
+void hmm_big_free(void *p, size_t got)
+{
+    big_free(p, got);
 }
 
 static int cmp_pairs_asc(const void *a, const void *b)

@@ -58,6 +58,16 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
 
 void hmm_batch_free(hmm_batch *h);
 
+/* Large scratch of the caller's (an EM loop's (size, n) log-emission and
+ * posterior arrays) from the driver's cache of recently freed large blocks,
+ * the one its plans draw from: a block of at least `bytes`, 64-byte aligned,
+ * its size in *got, contents undefined; NULL if out of memory.  Give it back
+ * with hmm_big_free(p, *got): blocks of 1 MB and more go to the cache (up to
+ * its limit), where the next plan or caller takes them without the page
+ * faults (and zeroing) of fresh memory. */
+void *hmm_big_alloc(size_t bytes, size_t *got);
+void hmm_big_free(void *p, size_t got);
+
 /* Viterbi paths of a batch, in double: sequence b is obs[starts[b] ..
  * starts[b] + lengths[b]) (symbols in [0, m], m: a missing step), its path
  * written at the same positions of paths and its log probability to

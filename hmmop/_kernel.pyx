@@ -959,6 +959,56 @@ cdef extern from "hmm_em.h" nogil:
     void hmm_em_dense_free(hmm_em_dense *e)
 
 
+cdef extern from "hmm_batch.h" nogil:
+    void *hmm_big_alloc(size_t nbytes, size_t *got)
+    void hmm_big_free(void *p, size_t got)
+
+
+cdef class _BigBlock:
+    """A float64 (rows, cols) C-contiguous block from the driver's cache of large blocks
+    (hmm_big_alloc), given back to it when the last array on it goes."""
+    cdef void *p
+    cdef size_t got
+    cdef Py_ssize_t shape[2]
+    cdef Py_ssize_t strides[2]
+
+    def __cinit__(self, Py_ssize_t rows, Py_ssize_t cols):
+        self.shape[0], self.shape[1] = rows, cols
+        self.strides[0], self.strides[1] = cols * sizeof(double), sizeof(double)
+        self.p = hmm_big_alloc(<size_t>rows * cols * sizeof(double), &self.got)
+        if self.p == NULL:
+            raise MemoryError(f"out of memory for a ({rows}, {cols}) float64 array")
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            hmm_big_free(self.p, self.got)
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        buf.buf = self.p
+        buf.obj = self
+        buf.len = self.shape[0] * self.shape[1] * sizeof(double)
+        buf.itemsize = sizeof(double)
+        buf.readonly = 0
+        buf.ndim = 2
+        buf.format = "d"
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
+
+def big_empty(Py_ssize_t rows, Py_ssize_t cols):
+    """An uninitialised float64 (rows, cols) C-contiguous array like np.empty's, on memory from the
+    C driver's cache of large blocks (csrc/hmm_batch.h, hmm_big_alloc): an EM loop's (n, N)
+    log-emissions and posteriors, reused across fits without the page faults of fresh memory."""
+    if rows * cols * <Py_ssize_t>sizeof(double) < (1 << 20):
+        return np.empty((rows, cols), dtype=np.float64)
+    return np.asarray(_BigBlock(rows, cols))
+
+
 cdef class EMDense:
     """EM's core part for any emission family (csrc/hmm_em.h): one plan over a data layout, kept
     across iterations; step() is one E-step (ll, posteriors) and the M-step of A and pi.

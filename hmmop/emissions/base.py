@@ -52,6 +52,15 @@ class Emission:
         rows, lengths = feature_rows(X, lengths)
         return self.check_data(rows), lengths
 
+    def prepare_counted(self, X, lengths=None):
+        """(rows, lengths, n_missing): prepare's result and how many of the rows are missing.
+
+        Here prepare, then missing_rows; a family whose checking pass can
+        count the missing rows as it goes overrides it (one read of X).
+        """
+        rows, lengths = self.prepare(X, lengths)
+        return rows, lengths, int(np.count_nonzero(self.missing_rows(rows)))
+
     def check_data(self, X, name="X"):
         """X (n, D) real -> float64 C-contiguous (a view when X already is one).
 

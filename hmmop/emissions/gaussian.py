@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from .. import _kernel
+from ..data import feature_rows
 from ..ops.checks import check_sizes
 from ..ops.threads import get_num_threads
 from .base import Emission
@@ -293,6 +294,18 @@ class GaussianEmission(Emission):
         if arr is not None and _kernel.gauss_scan(arr, True, get_num_threads())[0] < 0:
             return arr
         return super().check_data(X, name)
+
+    def prepare_counted(self, X, lengths=None):
+        """(rows, lengths, n_missing) as Emission.prepare_counted gives them; float64 C-contiguous
+        data is checked and its missing rows counted in the same C pass."""
+        rows, lengths = feature_rows(X, lengths)
+        arr = self._scannable(rows)
+        if arr is not None:
+            bad, n_missing = _kernel.gauss_scan(arr, True, get_num_threads())
+            if bad < 0:
+                return arr, lengths, int(n_missing)
+        rows = self.check_data(rows)
+        return rows, lengths, int(np.count_nonzero(self.missing_rows(rows)))
 
     def _observed_mask(self, X):
         """None when no row of X is missing, else bool (n,) True on the observed rows.

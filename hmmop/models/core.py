@@ -121,8 +121,18 @@ class EmissionHMM:
         return total
 
     # -- data -----------------------------------------------------------------------------------
-    def _data(self, X, lengths=None):
-        """(rows (n, D) float64 checked by the emission, lengths, starts) of hmmlearn's form."""
+    def _data(self, X, lengths=None, observed=False):
+        """(rows (n, D) float64 checked by the emission, lengths, starts) of hmmlearn's form; observed:
+        and the count of observed (not missing) rows, from the emission's checking pass where it
+        counts them (Emission.prepare_counted; else prepare, then missing_rows)."""
+        if observed:
+            prepare_counted = getattr(self.emission, "prepare_counted", None)
+            if prepare_counted is not None:
+                rows, lengths, n_missing = prepare_counted(X, lengths)
+            else:
+                rows, lengths = self.emission.prepare(X, lengths)
+                n_missing = int(np.count_nonzero(self.emission.missing_rows(rows)))
+            return rows, lengths, np.cumsum(lengths) - lengths, len(rows) - n_missing
         rows, lengths = self.emission.prepare(X, lengths)
         return rows, lengths, np.cumsum(lengths) - lengths
 
@@ -259,11 +269,10 @@ class EmissionHMM:
         if kv is not None and method == "em" and not self._distributed_em:
             raise ValueError(f"{type(self).__name__}: kvstore works with method='gradient' (EM over a "
                              f"kvstore is hmmop.HMM's)")
-        rows, lengths, starts = self._data(X, lengths)
+        rows, lengths, starts, n_observed = self._data(X, lengths, observed=True)
         if kv is not None:
             rows, lengths, starts = self._my_share(kv, rows, lengths, shard)
-        n_observed = int((~self.emission.missing_rows(rows)).sum())
-        if kv is not None:
+            n_observed = int((~self.emission.missing_rows(rows)).sum())
             n_observed = distributed.allreduce_sum(kv, [n_observed], integers=True)[0]
         if n_observed == 0:
             raise ValueError("X: no observed row to fit (every row is missing or there is none)")
@@ -389,7 +398,8 @@ class EmissionHMM:
                 self._em_diverged(last, history)
             return history, stop == "converged"
         history, converged = [], False
-        log_emission, gamma = (np.empty((len(rows), self.n_states)) for _ in range(2))
+        # on memory from the C driver's cache of large blocks: reused from fit to fit, no page faults
+        log_emission, gamma = (_kernel.big_empty(len(rows), self.n_states) for _ in range(2))
         # the E-step and the M-step of A and pi in one C call (csrc/hmm_em.c), on one plan for the loop
         core = _kernel.EMDense(self.n_states, len(rows), starts, lengths,
                                [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params],
