@@ -2,8 +2,9 @@
  * component log-densities and the components' responsibilities within their state, and the E-step
  * sums of the diagonal form.
  *
- * Plain C with OpenMP; no knowledge of MXNet or Python.  The component log-densities themselves
- * (log weights included) and the M-step are computed by the caller (hmmop/emissions/gmm.py).
+ * Plain C with OpenMP; no knowledge of MXNet or Python.  The parameters' arrays for the component
+ * log-densities, those of the full and tied forms, their sums and the M-step are the caller's
+ * (hmmop/emissions/gmm.py); the diagonal form's component log-densities are computed here.
  *
  * Layouts row-major, all float64: comp and resp (n, N*K), the K components of state i in columns
  * i*K .. i*K + K - 1; out (n, N).
