@@ -219,6 +219,9 @@ def test_float32_matches_float64_and_engines_agree():
                 getattr(crf2, n).set_data(getattr(crf, n).data())
             ok = np.where(np.arange(20)[None] < L[:, None], 0, 0)    # allowed: tag O everywhere
             out[dtype, engine] = crf2(nd(em, dtype), nd(ok, "int32"), nd(L, "int64")).asnumpy()
+            crf2.hybridize()
+            np.testing.assert_array_equal(crf2(nd(em, dtype), nd(ok, "int32"), nd(L, "int64")).asnumpy(),
+                                          out[dtype, engine])
     np.testing.assert_allclose(out["float32", "fused"], out["float64", "fused"], rtol=1e-5)
     np.testing.assert_array_equal(out["float32", "fused"], out["float32", "custom"])
     np.testing.assert_allclose(out["float64", "fused"], out["float64", "custom"], rtol=1e-14)
