@@ -520,11 +520,18 @@ def test_accumulate_with_and_without_kept_responsibilities_equals_scipy(kind):
     X[[2, 9]] = np.nan
     gamma = np.random.default_rng(1).dirichlet(np.ones(N), size=len(X))
     expected = accumulate_oracle(kind, w, means, covars, X, gamma)
-    em.log_likelihood(X)                                          # kept for X at these parameters
+    em.log_likelihood(X)                                          # not kept: X has not been accumulated yet
+    assert "resp" not in em._row_cache.get(X)
+    first = em.empty_stats()
+    em.accumulate(first, X, gamma)
+    assert_stats(first, expected)
+    em.log_likelihood(X)                                          # kept for X at these parameters (EM)
+    assert "resp" in em._row_cache.get(X)
     kept = em.empty_stats()
     em.accumulate(kept, X, gamma)
     assert_stats(kept, expected)
-    fresh = em.empty_stats()                                      # the kept entry was used up: recomputed
+    assert "resp" not in em._row_cache.get(X)                     # used up: the next accumulate recomputes
+    fresh = em.empty_stats()
     em.accumulate(fresh, X, gamma)
     assert_stats(fresh, expected)
 
@@ -537,17 +544,22 @@ def test_kept_responsibilities_are_not_used_after_a_change(kind):
     gamma = np.random.default_rng(2).dirichlet(np.ones(N), size=len(X3))
     moved = means + 0.7
     X = X3.copy()
+    em.accumulate(em.empty_stats(), X, gamma)                     # X in an EM loop: its responsibilities kept
     em.log_likelihood(X)
+    assert "resp" in em._row_cache.get(X)
     em.means = moved
     stats = em.empty_stats()
     em.accumulate(stats, X, gamma)
     assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X, gamma))
     em.log_likelihood(X)
+    assert "resp" in em._row_cache.get(X)
     X[:, 0] += 1.0                                                # the same array, new values
     stats = em.empty_stats()
     em.accumulate(stats, X, gamma)
     assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X, gamma))
+    em.accumulate(em.empty_stats(), X3, gamma)
     em.log_likelihood(X3)
+    assert "resp" in em._row_cache.get(X3)
     stats = em.empty_stats()
     em.accumulate(stats, X3.copy(), gamma)                        # equal values, another array
     assert_stats(stats, accumulate_oracle(kind, w, moved, covars, X3, gamma))

@@ -22,8 +22,9 @@ the mean of the means, are a few BLAS products (full, tied) or computed in C
 components in C (csrc/hmm_mix.h, on hmmop.get_num_threads() threads, fewer
 for little data), which also gives each component's responsibility within
 its state.  ``log_likelihood`` keeps those responsibilities for the next
-``accumulate`` of the same rows array at the same parameters (the array
-checked by identity and value, the parameters by value; otherwise, or beyond
+``accumulate`` of the same rows array at the same parameters, once that
+array has been through ``accumulate`` (an EM loop; the array checked by
+identity and value, the parameters by value; otherwise, or beyond
 _CACHE_ELEMENTS values, ``accumulate`` recomputes them).  The E-step
 statistics are summed in C (diag, spherical) or with BLAS products (full,
 tied); no Python loop over rows.  The M-step is hmmlearn's, priors and their
@@ -322,25 +323,21 @@ class GMMEmission(Emission):
         return plan
 
     def _components(self, plan, xc, out):
-        """out (b, S) = log weights[s] + log N(x; means[s], Sigma_s) for the centred rows xc = X - c (b, D)
-        (NaN rows give NaN)."""
+        """out (b, S) = log weights[s] + log N(x; means[s], Sigma_s) for the centred rows xc = X - c (b, D),
+        full and tied (diag and spherical: _diag_pass, in C); NaN rows give NaN."""
         kind, K = self.covariance_type, self.n_mix
         with np.errstate(invalid="ignore", over="ignore"):
-            if kind in ("diag", "spherical"):                             # (as _diag_pass computes it in C)
-                np.dot(xc * xc, plan["a"], out=out)
-                out += xc @ plan["b"]
+            Z = xc @ plan["W"]
+            if kind == "full":
+                Z -= plan["b"]
+                Z *= Z
+                np.dot(Z, plan["ind"], out=out)
+                out *= -0.5
             else:
-                Z = xc @ plan["W"]
-                if kind == "full":
-                    Z -= plan["b"]
-                    Z *= Z
-                    np.dot(Z, plan["ind"], out=out)
-                    out *= -0.5
-                else:
-                    np.dot(Z, plan["V"], out=out)
-                    Z *= Z
-                    zz = Z @ plan["ind"]                                   # (b, N): |U_i (x - c)|^2
-                    out -= 0.5 * np.repeat(zz, K, axis=1)
+                np.dot(Z, plan["V"], out=out)
+                Z *= Z
+                zz = Z @ plan["ind"]                                       # (b, N): |U_i (x - c)|^2
+                out -= 0.5 * np.repeat(zz, K, axis=1)
             out += plan["cst"]
         return out
 
@@ -367,7 +364,7 @@ class GMMEmission(Emission):
 
     def _cache(self, X):
         """The RowCache dict of X (float64 (n, D)): "resp" holds (parameters, responsibilities (n, S))
-        of the last log_likelihood of X."""
+        of the last log_likelihood of X, kept once "em" is set (by accumulate of X)."""
         return self.__dict__.setdefault("_row_cache", RowCache()).get(X)
 
     def _cached_resp(self, X):
@@ -397,7 +394,7 @@ class GMMEmission(Emission):
         step = _block_rows(S * (self.n_features + 2) if self.covariance_type == "full" else S + 2 * self.n_features)
         cache = self._cache(X)
         cache.pop("resp", None)
-        keep = n * S <= _CACHE_ELEMENTS
+        keep = n * S <= _CACHE_ELEMENTS and cache.get("em", False)    # (X is in an EM loop: accumulated before)
         if self.covariance_type in ("diag", "spherical"):        # one pass in C (csrc/hmm_mix.h)
             comp = np.empty((n, S)) if keep else None
             self._diag_pass(plan, X, out, comp)
@@ -448,6 +445,7 @@ class GMMEmission(Emission):
         if gamma.shape != (len(X), N):
             raise ValueError(f"gamma must have shape ({len(X)}, {N}) for X of {len(X)} rows; got {gamma.shape}")
         resp = self._cached_resp(X)
+        self._cache(X)["em"] = True             # from now on log_likelihood(X) keeps its responsibilities
         diag = kind in ("spherical", "diag")
         plan = self._plan()
         c, mc = plan["c"], plan["mc"]
