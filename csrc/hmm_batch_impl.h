@@ -24,6 +24,30 @@ typedef int32_t IVEC __attribute__((vector_size(HMM_VBYTES)));   /* VEC's lanes 
 typedef int64_t IVEC __attribute__((vector_size(HMM_VBYTES)));
 #endif
 
+/* x * y + z rounded once.  Written out where the target has FMA: GCC's
+ * tuning for this machine (znver4, "avoid FMA chains") otherwise splits a
+ * lone accumulation chain - the tile of one row and one 32-byte vector -
+ * into a multiply and an add, and that row would round differently from the
+ * same row in a tile of several (found by the alone-or-in-a-batch test). */
+static inline __attribute__((always_inline)) VEC FN(fmadd)(VEC x, VEC y, VEC z)
+{
+#if defined(__FMA__) && HMM_VBYTES == 32
+#if IS_FLOAT32
+    return (VEC)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)z);
+#else
+    return (VEC)_mm256_fmadd_pd((__m256d)x, (__m256d)y, (__m256d)z);
+#endif
+#elif defined(__AVX512F__) && HMM_VBYTES == 64
+#if IS_FLOAT32
+    return (VEC)_mm512_fmadd_ps((__m512)x, (__m512)y, (__m512)z);
+#else
+    return (VEC)_mm512_fmadd_pd((__m512d)x, (__m512d)y, (__m512d)z);
+#endif
+#else
+    return x * y + z;
+#endif
+}
+
 /* C (R x CV vectors) = sum_k L(r, k) * M[k, :] with L(r, k) = L[r*lr + k*lk]:
  * the register tile of every product here (R <= 8 rows, CV <= 4 vectors,
  * constants at each call so that the accumulators live in registers).  Each
@@ -44,9 +68,9 @@ FN(tile)(const int R, const int CV, int K, const REAL *restrict L, ptrdiff_t lr,
         for (int q = 0; q < CV; ++q)
             b[q] = mk[q];
         for (int r = 0; r < R; ++r) {
-            const REAL a = L[r * lr + k * lk];
+            const VEC a = L[r * lr + k * lk] - (VEC){0};       /* broadcast (x - 0 is x, -0 too) */
             for (int q = 0; q < CV; ++q)
-                acc[r][q] += a * b[q];
+                acc[r][q] = FN(fmadd)(a, b[q], acc[r][q]);
         }
     }
     for (int r = 0; r < R; ++r)
@@ -293,6 +317,13 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
             if (dense) {
                 REAL *er = Eb + (off + r) * np;
                 const REAL *le = logE + (h->starts[seq[r]] + t) * n;
+                /* the rows of a block read as many streams through logE: ask for step t + 8
+                 * where a row is at most two cache lines (measured at N=10, float64, one
+                 * thread, 10^6 steps: forward ? -> ? ms; at N=64 the prefetches cost) */
+                if (n * (int)sizeof(REAL) <= 128) {
+                    __builtin_prefetch(le + 8 * n);
+                    __builtin_prefetch(le + 9 * n - 1);
+                }
                 const REAL m = FN(dense_row)(n, np, le, er);
                 shift[r] += m;
                 if (m != m)
@@ -528,10 +559,14 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                 continue;
             }
             const VEC *restrict pp = (const VEC *)(Pp + (size_t)r * np);
-            if (t > 1)      /* the backward walks pred downwards, from memory: ask for step t-2
-                             * (where it is if no row ends there) */
-                for (int v = 0; v < np; v += 64 / (int)sizeof(REAL))
+            if (t > 1)      /* the backward walks pred (and E) downwards, from memory: ask for
+                             * step t-2 (where it is if no row ends there).  E too: measured at
+                             * N=10, float64, one thread, 10^6 steps: backward 60 -> ? ms */
+                for (int v = 0; v < np; v += 64 / (int)sizeof(REAL)) {
                     __builtin_prefetch(Pp - (size_t)prev * np + (size_t)r * np + v);
+                    if (dense)
+                        __builtin_prefetch(Ep - (size_t)prev * np + (size_t)r * np + v);
+                }
             const VEC *restrict ep = dense ? (const VEC *)(Ep + (size_t)r * np)
                                            : (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
             const REAL icp = 1 / cp[r];
