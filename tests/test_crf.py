@@ -399,3 +399,28 @@ def test_bad_input_is_a_clear_error():
         CRF(3, allowed=np.ones((2, 2), bool))
     with pytest.raises(ValueError, match="at least one"):
         CRF(2, allowed_start=[False, False])
+
+
+@pytest.mark.parametrize("kind", [None, "BIO"])
+def test_k_best_against_brute_force(kind):
+    """The k best allowed paths, best first, with their scores; -inf past the number of allowed paths."""
+    crf = constrained_crf(kind, seed=5)
+    K = crf.num_tags
+    em, _, L = batch(K, T=4, lengths=(4, 3, 1, 0, 2), seed=6)
+    k = 30
+    paths, scores = crf.decode(nd(em, "float64"), L, k=k)
+    assert scores.shape == (len(L), k)
+    for b, n in enumerate(L):
+        every = [p for p in itertools.product(range(K), repeat=n) if allowed_path(crf, p)]
+        s = np.array([path_score(crf, em[b], p) for p in every])
+        order = np.argsort(-s, kind="stable")[:k]
+        got = len(order)
+        np.testing.assert_allclose(scores[b, :got], s[order], rtol=1e-12, atol=1e-12)
+        assert np.all(scores[b, got:] == -np.inf)
+        assert len(paths[b]) == got
+        for p, i in zip(paths[b], order):
+            np.testing.assert_array_equal(p, every[i])
+    best, best_scores = crf.decode(nd(em, "float64"), L)
+    np.testing.assert_array_equal(best_scores, scores[:, 0])
+    with pytest.raises(ValueError, match="k must be"):
+        crf.decode(nd(em, "float64"), L, k=0)

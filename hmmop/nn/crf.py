@@ -32,8 +32,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import inference
-from ..ops import native
+from .. import _kernel
+from ..ops import checks, native
+from ..ops.threads import get_num_threads
 from ..ops.dense import OP_TYPE
 
 ENGINES = ("fused", "native", "custom")
@@ -192,10 +193,15 @@ class CRF(gluon.HybridBlock):
             z = self._log_partition(mx.nd, x, lengths, self._values(emissions.context))
         return mx.autograd.grad(z, [x], retain_graph=False)[0]
 
-    def decode(self, emissions, lengths=None):
-        """(paths, scores): the best allowed tag path of each sequence (a list of int64 arrays, one per
-        sequence, of its length) and its score (batch,) float64 NumPy.  Viterbi in C, in double, on the
-        host copy of emissions; ties broken as hmmlearn's Viterbi breaks them."""
+    def decode(self, emissions, lengths=None, k=None):
+        """Best allowed tag paths by Viterbi in C (double) on the host copy of emissions.
+
+        k None: (paths, scores) - a list with each sequence's best path (int64 array of its length) and
+        the scores (batch,) float64 NumPy; ties broken as hmmlearn's Viterbi breaks them.  k >= 1: the k
+        best paths - (paths: a list per sequence of up to k arrays, best first; scores (batch, k) float64,
+        -inf where a sequence has fewer than k allowed paths), by Lawler's partition of the path space
+        (each part's best is one more batched Viterbi call on emissions set to -inf: k calls in all).
+        """
         lengths = self._lengths(emissions, lengths)
         if self.check:
             self.check_inputs(emissions, lengths)
@@ -204,6 +210,9 @@ class CRF(gluon.HybridBlock):
         trans, start, end = (getattr(self, n).data().asnumpy().astype(np.float64)
                              for n in ("transitions", "start", "end"))
         batch, T, K = em.shape
+        steps = np.arange(T)
+        inside = steps[None, :] < L[:, None]
+        checks.check_log_emission_values(em, L)
         # Viterbi's argmax is unchanged by dividing every score by c > 0: keep exp(transitions) in
         # double's range whatever their scale.
         allowed_vals = trans[self.allowed]
@@ -211,16 +220,66 @@ class CRF(gluon.HybridBlock):
         c = max(1.0, spread / 600.0)
         top = float(allowed_vals.max()) if allowed_vals.size else 0.0
         A = np.where(self.allowed, np.exp((trans - top) / c), 0.0)
-        steps = np.arange(T)
-        le = em.copy()
+        pi = self.allowed_start.astype(np.float64)
+        le = em
         le[:, 0, :] += start
         last = steps[None, :] == (L - 1)[:, None]
-        end_term = np.where(self.allowed_end, end, -np.inf)
-        le += np.where(last[:, :, None], end_term[None, None, :], 0.0)
-        le[~(steps[None, :] < L[:, None])] = 0.0         # padding may hold anything
-        log_prob, paths = inference.viterbi_dense(A, self.allowed_start.astype(np.float64), le / c, L)
-        scores = log_prob * c + np.maximum(L - 1, 0) * top
-        return [p.astype(np.int64) for p in paths], scores
+        le += np.where(last[:, :, None], np.where(self.allowed_end, end, -np.inf)[None, None, :], 0.0)
+        le[~inside] = 0.0         # padding may hold anything
+        le /= c
+        threads = get_num_threads()
+
+        def viterbi(x, n_steps):
+            """(scores (n,), paths (n, T)) of the n sequences x (n, T, K) of lengths n_steps."""
+            n = len(n_steps)
+            lp, paths = _kernel.viterbi_dense(A, pi, np.ascontiguousarray(x.reshape(n * T, K)),
+                                              np.arange(n, dtype=np.int64) * T, n_steps, threads)
+            return lp * c + np.maximum(n_steps - 1, 0) * top, paths.reshape(n, T).astype(np.int64)
+
+        scores, paths = viterbi(le, L)
+        if k is None:
+            return [paths[b, :L[b]] for b in range(batch)], scores
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be a positive number of paths, got {k}")
+        rows, tags = np.arange(batch), np.arange(K)
+        # candidates (batch, C): the best path of each part of the path space not yet output; a part is
+        # "the tags of path before step m fixed, tags excl excluded at step m"
+        c_score, c_path = scores[:, None], paths[:, None, :]
+        c_m, c_excl = np.zeros((batch, 1), dtype=np.int64), np.zeros((batch, 1, K), dtype=bool)
+        out_scores, out_paths = np.full((batch, k), -np.inf), np.full((batch, k, T), -1, dtype=np.int64)
+        for r in range(k):
+            pick = np.argmax(c_score, axis=1)
+            s = c_score[rows, pick]
+            ok = s > -np.inf
+            out_scores[ok, r], out_paths[ok, r] = s[ok], c_path[rows, pick][ok]
+            if r == k - 1:
+                break
+            c_score[rows, pick] = -np.inf
+            q, m, excl = c_path[rows, pick], c_m[rows, pick], c_excl[rows, pick]
+            b_i, j_i = np.nonzero(ok[:, None] & (steps[None, :] >= m[:, None]) & inside)
+            # the popped part splits into: prefix q[:j] fixed and q[j] excluded at step j (j >= m; at j = m
+            # also the part's own exclusions)
+            new_score = np.full((batch, T), -np.inf)
+            new_path = np.full((batch, T, T), -1, dtype=np.int64)
+            new_excl = np.zeros((batch, T, K), dtype=bool)
+            if len(b_i):
+                n = len(b_i)
+                child = le[b_i]
+                is_q = tags[None, None, :] == q[b_i][:, :, None]                        # (n, T, K)
+                child[(steps[None, :] < j_i[:, None])[:, :, None] & ~is_q] = -np.inf
+                x = is_q[np.arange(n), j_i] | np.where((j_i == m[b_i])[:, None], excl[b_i], False)
+                at_j = child[np.arange(n), j_i]
+                at_j[x] = -np.inf
+                child[np.arange(n), j_i] = at_j
+                sc, ps = viterbi(child, L[b_i])
+                new_score[b_i, j_i], new_path[b_i, j_i], new_excl[b_i, j_i] = sc, ps, x
+            c_score = np.concatenate([c_score, new_score], axis=1)
+            c_path = np.concatenate([c_path, new_path], axis=1)
+            c_m = np.concatenate([c_m, np.broadcast_to(steps, (batch, T))], axis=1)
+            c_excl = np.concatenate([c_excl, new_excl], axis=1)
+        return [[out_paths[b, r, :L[b]] for r in range(k) if out_scores[b, r] > -np.inf]
+                for b in range(batch)], out_scores
 
     # -- checks ------------------------------------------------------------------------------------
     def check_inputs(self, emissions, lengths, tags=None):
