@@ -102,7 +102,9 @@ class CRF(gluon.HybridBlock):
         return super().forward(emissions, tags, lengths)
 
     def hybrid_forward(self, F, emissions, tags, lengths, **params):
-        return self._log_partition(F, emissions, lengths, params) - self._gold(F, emissions, tags, lengths, params)
+        steps = self._steps(F, emissions, lengths)
+        return (self._log_partition(F, emissions, lengths, params, steps)
+                - self._gold(F, emissions, tags, lengths, params, steps))
 
     # -- the pieces, for F = mx.nd or mx.sym -------------------------------------------------------
     def _steps(self, F, emissions, lengths):
@@ -110,8 +112,8 @@ class CRF(gluon.HybridBlock):
         ar = F.reshape(F.contrib.arange_like(emissions, axis=1), (1, -1))
         return ar, F.reshape(F.cast(lengths, self._dtype), (-1, 1))
 
-    def _log_partition(self, F, emissions, lengths, p):
-        ar, Lf = self._steps(F, emissions, lengths)
+    def _log_partition(self, F, emissions, lengths, p, steps=None):
+        ar, Lf = steps or self._steps(F, emissions, lengths)
         trans = p["transitions"]
         if "trans_mask" in p:
             mask = p["trans_mask"]
@@ -135,8 +137,8 @@ class CRF(gluon.HybridBlock):
         n_trans = F.relu(F.reshape(Lf, (-1,)) - 1)
         return ll + F.broadcast_mul(n_trans, shift)
 
-    def _gold(self, F, emissions, tags, lengths, p):
-        ar, Lf = self._steps(F, emissions, lengths)
+    def _gold(self, F, emissions, tags, lengths, p, steps=None):
+        ar, Lf = steps or self._steps(F, emissions, lengths)
         y = F.cast(tags, self._dtype)
         inside = F.broadcast_lesser(ar, Lf)                                        # (batch, T)
         first = F.broadcast_mul(inside, ar == 0)
