@@ -3,7 +3,8 @@
     crf = CRF(num_tags)                      # or CRF(K, **scheme_constraints(names, "BIO"))
     crf.initialize()
     nll = crf(emissions, tags, lengths)      # (batch,) = log Z - gold score, differentiable
-    paths, scores = crf.decode(emissions, lengths)
+    paths, scores = crf.decode(emissions, lengths)          # k=5: the 5 best paths of each sequence
+    logz, marg = crf.log_partition(emissions, lengths), crf.marginals(emissions, lengths)
 
 Shapes: emissions (batch, T, K) float32/float64 scores from any network; tags (batch, T)
 integers (anything at or past a sequence's length); lengths (batch,) integers in [0, T]
@@ -25,8 +26,10 @@ log_emission = emissions + start at step 0 + end at each sequence's last step (o
 1 built in the graph: hybridizable), so start, end and emissions may have any scale (the operator
 shifts each step by its largest score).  Transition scores more than ~87 (float32; ~708 in float64)
 below the largest allowed one count as forbidden in log Z.  d log Z / d emissions is the marginals.
-The gold score is gathers (pick/take) of the same parameters.  Decoding is hmmop.inference's
-Viterbi in C (double) on the host copy.  No Python loop over time or sequences anywhere.
+The gold score is gathers (pick/take) of the same parameters.  Decoding is the C Viterbi of
+hmmop._kernel (double) on the host copy; k best by Lawler's partition of the path space, one batched
+Viterbi call per rank.  No Python loop over time or over sequences in training or decoding (only the
+final lists of paths are built per sequence).
 """
 import mxnet as mx
 import numpy as np
