@@ -22,6 +22,7 @@ from .fit import em  # noqa: E402
 from . import inference
 from .ops import native
 from .nn.hmm_block import HMMBlock
+from .nn.crf import CRF, scheme_constraints
 from .ops.dense import hmm_forward_dense
 from .models.hmm import HMM
 from .models import GMMHMM, EmissionHMM, GaussianHMM, MultinomialHMM, PoissonHMM, load
@@ -46,6 +47,7 @@ def __getattr__(name):
 
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "HMMBlock",
-           "Trainer", "DivergenceError", "em", "inference", "hmm_forward", "hmm_forward_dense", "native",
-           "unroll_forward", "unroll_forward_dense", "get_num_threads", "set_num_threads"]
+__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "CRF",
+           "scheme_constraints", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward",
+           "hmm_forward_dense", "native", "unroll_forward", "unroll_forward_dense", "get_num_threads",
+           "set_num_threads"]
