@@ -78,7 +78,7 @@ class Workload(NamedTuple):
 
 FAMILIES = [("categorical", 8, 32), ("diag", 8, 8), ("full", 8, 8), ("gmm", 4, 4), ("poisson", 8, 4),
             ("multinomial", 4, 8)]
-WORKLOADS = ([Workload(f, n, m, 2_000, 20) for f, n, m in FAMILIES]
+WORKLOADS = ([Workload(f, n, m, 2_000, 20, n_iter=3) for f, n, m in FAMILIES]        # the CI size
              + [Workload(f, n, m, 100_000, 100, hmmlearn_rounds=1, hmmop_rounds=3, slow=True) for f, n, m in FAMILIES]
              + [Workload("categorical", 4, 3, 30, 1, n_iter=100, hmmlearn_rounds=5, hmmop_rounds=20),
                 Workload("categorical", 4, 3, 5_000, 50, n_iter=100, hmmlearn_rounds=2, hmmop_rounds=5)])

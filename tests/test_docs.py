@@ -61,15 +61,16 @@ def test_readme_is_a_front_page_linking_every_doc():
 
 
 def test_readme_python_quick_start_runs(tmp_path, monkeypatch):
-    """The operator and model quick starts, run as one script (the hmmlearn one waits for hmmop.hmmlearn)."""
-    pytest.importorskip("sklearn")                    # GaussianHMM's k-means start
+    """Every quick start (operators, models, the hmmlearn drop-in, the CRF), run as one script."""
+    pytest.importorskip("sklearn")                    # GaussianHMM's k-means start, hmmop.hmmlearn
     blocks = re.findall(r"^```python\n(.*?)^```", text(README), flags=re.S | re.M)
     script = tmp_path / "quick_start.py"
-    script.write_text("\n".join(b for b in blocks if "hmmop.hmmlearn" not in b and "import hmmlearn" not in b
-                                and "from hmmop import hmmlearn" not in b), encoding="utf-8")
+    script.write_text("\n".join(blocks), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(script)])
     namespace = runpy.run_path(str(script))
     assert namespace["ll"].shape == (2,)
-    assert namespace["model"].n_states == 4 and namespace["g"].n_features == 2
+    assert namespace["history"].shape == (300,) and namespace["g"].n_features == 2
+    assert namespace["model"].transmat_.shape == (3, 3)             # the drop-in's
+    assert namespace["nll"].shape == (2,) and [len(p) for p in namespace["paths"]] == [5, 3]
     assert (tmp_path / "model.npz").exists()
