@@ -15,6 +15,15 @@
  * between threads on small batches. */
 #define HMM_BATCH_ROWS 16
 
+/* Blocks of fewer rows for balance: ceil(nseq / 16) blocks are rounded up to
+ * a multiple of 8 (else 4, else 2) where the blocks keep at least
+ * HMM_BALANCE_ROWS rows, and the sequences shared out evenly (the first
+ * blocks one more).  100 sequences: 8 blocks of 12-13 rather than 6 of 16
+ * and one of 4, which 2 threads took as 4 + 3 blocks (16 x 4 against
+ * 16 x 2 + 4 rows a step); now 4 + 4.  The blocks depend on the number of
+ * sequences alone, not the threads (and a sequence's ll on neither). */
+#define HMM_BALANCE_ROWS 12
+
 /* Steps whose dA outer products are summed in the compute dtype (in registers,
  * as one product X^T U of HMM_WINDOW * rows) before they are added to the
  * double accumulator: few enough that float32 sums stay exact to ~1e-6. */
@@ -61,6 +70,7 @@ struct hmm_batch {
     int64_t *order;          /* (nseq,) sequence indices, longest first */
     int64_t nblocks;
     int64_t *step_off;       /* (nblocks + 1,) first step row of each block: its symbols before it */
+    int64_t *first;          /* (nblocks + 1,) each block's first sequence in order */
     void *pred;              /* (symbols, np) of the compute dtype: per block, per step, its running rows */
     size_t pred_bytes, scale_bytes, E_bytes;  /* the blocks big_alloc gave for pred, scale, E */
     void *scale;             /* (symbols,) */
@@ -270,18 +280,29 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     h->nseq = nseq;
     h->order = malloc(sizeof(int64_t) * (nseq ? nseq : 1));
     h->nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
+    for (int64_t mult = 8; mult >= 2; mult /= 2) {
+        const int64_t nb = (h->nblocks + mult - 1) / mult * mult;
+        if (nseq >= HMM_BALANCE_ROWS * nb) {
+            h->nblocks = nb;
+            break;
+        }
+    }
     h->step_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
+    h->first = malloc(sizeof(int64_t) * (h->nblocks + 1));
     h->ll = malloc(sizeof(double) * (batch ? batch : 1));
     h->redo = calloc(batch ? batch : 1, 1);
-    if (!h->order || !h->step_off || !h->ll || !h->redo || order_by_length(batch, lengths, h->order) < 0) {
+    if (!h->order || !h->step_off || !h->first || !h->ll || !h->redo || order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
     }
     int64_t k;
     h->step_off[0] = 0;
+    h->first[0] = 0;
     for (int64_t blk = 0; blk < h->nblocks; ++blk) {
+        const int64_t base = nseq / h->nblocks, extra = nseq % h->nblocks;
+        h->first[blk + 1] = h->first[blk] + base + (blk < extra);     /* at most HMM_BATCH_ROWS */
         int64_t symbols = 0;
-        for (k = blk * HMM_BATCH_ROWS; k < nseq && k < (blk + 1) * HMM_BATCH_ROWS; ++k)
+        for (k = h->first[blk]; k < h->first[blk + 1]; ++k)
             symbols += lengths[h->order[k]];
         h->step_off[blk + 1] = h->step_off[blk] + symbols;
     }
@@ -294,6 +315,7 @@ void hmm_batch_free(hmm_batch *h)
         return;
     free(h->order);
     free(h->step_off);
+    free(h->first);
     big_free(h->pred, h->pred_bytes);
     big_free(h->scale, h->scale_bytes);
     free(h->Ap);

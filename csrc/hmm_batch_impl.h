@@ -277,8 +277,8 @@ static inline __attribute__((always_inline)) void
 FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restrict alpha)
 {
     const int n = h->n, np = h->np, nv = np / VL;
-    const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
-    const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
+    const int64_t first = h->first[blk], T = h->T;
+    const int rows = (int)(h->first[blk + 1] - first);
     const int64_t *seq = h->order + first;
     REAL *pred = (REAL *)h->pred + h->step_off[blk] * np;
     REAL *scale = (REAL *)h->scale + h->step_off[blk];
@@ -464,8 +464,8 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                         double *acc, FN(scratch) *s)
 {
     const int n = h->n, m = h->m, np = h->np, nv = np / VL;
-    const int64_t first = blk * HMM_BATCH_ROWS, T = h->T;
-    const int rows = h->nseq - first < HMM_BATCH_ROWS ? (int)(h->nseq - first) : HMM_BATCH_ROWS;
+    const int64_t first = h->first[blk], T = h->T;
+    const int rows = (int)(h->first[blk + 1] - first);
     const int64_t *seq = h->order + first;
     const REAL *pred = (const REAL *)h->pred + h->step_off[blk] * np;
     const REAL *scale = (const REAL *)h->scale + h->step_off[blk];
@@ -637,8 +637,7 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
                 memset(a, 0, sizeof(double) * width);
 #endif
             for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
-                const int64_t end = (blk + 1) * HMM_BATCH_ROWS < h->nseq ? (blk + 1) * HMM_BATCH_ROWS : h->nseq;
-                for (int64_t k = blk * HMM_BATCH_ROWS; k < end; ++k) {
+                for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
                     const int64_t b = h->order[k];
                     if ((overflow || h->redo[b]) && gll[b] != 0.0 && h->ll[b] != -INFINITY
                             && backward_double(h, b, gll[b], a) != 0) {
