@@ -45,7 +45,7 @@ FLAGS = ["-O3", "-fopenmp", *arch]
 extension = Extension(
     "hmmop._kernel",
     sources=["hmmop/_kernel.pyx", *KERNEL_SOURCES, "csrc/hmm_gauss.c", "csrc/hmm_em.c", "csrc/hmm_mix.c"],
-    depends=[*KERNEL_HEADERS, "csrc/hmm_gauss.h", "csrc/hmm_em.h"],
+    depends=[*KERNEL_HEADERS, "csrc/hmm_gauss.h", "csrc/hmm_em.h", "csrc/hmm_mix.h"],
     include_dirs=["csrc"],
     extra_compile_args=FLAGS,
     extra_link_args=["-fopenmp"],
