@@ -727,7 +727,7 @@ def posteriors_dense(A, pi, logE, starts, lengths, int num_threads, gamma=None):
     n = A64.shape[0]
     ws = forward_dense(A64, pi64, logE, starts, lengths, num_threads)
     if gamma is None:
-        gamma = np.empty_like(logE)
+        gamma = big_empty(logE.shape[0], logE.shape[1])     # the driver's cached blocks: no page faults
     elif gamma.shape != logE.shape or gamma.dtype != np.float64 or not gamma.flags.c_contiguous:
         raise ValueError(f"posteriors_dense: gamma must be a C-contiguous float64 array of shape {logE.shape}")
     dA = np.empty((n, n), dtype=np.float64)
