@@ -92,7 +92,11 @@ static void FN(gemm)(int rows, int nv, int K, const REAL *L, ptrdiff_t lr,
     for (int j0 = 0; j0 < nv; j0 += HMM_MAXCV) {
         const int cv = nv - j0 < HMM_MAXCV ? nv - j0 : HMM_MAXCV;
         const REAL *Mj = M + j0 * VL;
+#if defined(__AVX512F__) && HMM_VBYTES == 32
+        const int RT = cv <= 3 ? 8 : 4;     /* 32 registers: 8 x 3 accumulators fit (N = 9..12 narrow) */
+#else
         const int RT = cv <= 2 ? 8 : 4;
+#endif
         for (int r0 = 0; r0 < rows; r0 += RT) {
             const int R = rows - r0 < RT ? rows - r0 : RT;
             const REAL *Lr = L + r0 * lr;
@@ -101,6 +105,9 @@ static void FN(gemm)(int rows, int nv, int K, const REAL *L, ptrdiff_t lr,
             switch (R * 8 + cv) {
                 TILE_(8, 1); TILE_(8, 2); TILE_(7, 1); TILE_(7, 2);
                 TILE_(6, 1); TILE_(6, 2); TILE_(5, 1); TILE_(5, 2);
+#if defined(__AVX512F__) && HMM_VBYTES == 32
+                TILE_(8, 3); TILE_(7, 3); TILE_(6, 3); TILE_(5, 3);
+#endif
                 TILE_(4, 1); TILE_(4, 2); TILE_(4, 3); TILE_(4, 4);
                 TILE_(3, 1); TILE_(3, 2); TILE_(3, 3); TILE_(3, 4);
                 TILE_(2, 1); TILE_(2, 2); TILE_(2, 3); TILE_(2, 4);
