@@ -5,8 +5,11 @@
  * every adapter (the Cython one, a native MXNet operator) is a thin layer.
  * Plain C with OpenMP; no knowledge of MXNet or Python.
  *
- * Sequences are sorted by length (longest first) and cut into blocks of
- * HMM_BATCH_ROWS sequences that advance together, so that each time step is a
+ * Sequences are sorted by length (longest first) and cut into blocks of up
+ * to 16 sequences (12 to 16 where fewer rows give the threads equal shares,
+ * by the number of sequences alone: see hmm_batch.c) that advance together,
+ * computed in 64-byte vectors, or 32-byte ones where those pad n to fewer
+ * lanes (N = 10 in double: 12 lanes, not 16), so that each time step is a
  * small matrix-matrix product (rows x n) . (n x n) that reuses every row of A
  * across the block, instead of one matrix-vector product per sequence.  The
  * one-sequence functions of hmm_kernel.h stay the readable reference (and
