@@ -572,11 +572,14 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
             if (t > 1) {    /* the backward walks pred, scale (and E) downwards, from memory:
                              * ask for step t-2 (where it is if no row ends there).  Scale and E
                              * too: measured at N=10, float64, one thread, 10^6 steps: backward
-                             * 60 -> 48 ms with E's (scale's: within the noise) */
-                __builtin_prefetch(cp - prev + r);
+                             * 60 -> 48 ms with E's (scale's: within the noise); rows of at most
+                             * 128 bytes only, as the forward's logE prefetches */
+                const int small = np * (int)sizeof(REAL) <= 128;  /* (as the forward's logE) */
+                if (small)
+                    __builtin_prefetch(cp - prev + r);
                 for (int v = 0; v < np; v += 64 / (int)sizeof(REAL)) {
                     __builtin_prefetch(Pp - (size_t)prev * np + (size_t)r * np + v);
-                    if (dense)
+                    if (dense && small)
                         __builtin_prefetch(Ep - (size_t)prev * np + (size_t)r * np + v);
                 }
             }
