@@ -18,8 +18,8 @@ import numpy as np
 
 from ..fit.priors import m_step
 from .base import Emission
-from .poisson import (augmented_rows, check_counts, check_size, check_states, jsonable, log_factorial, numpy_rng,
-                      output)
+from .poisson import (augmented_loglik, augmented_rows, check_counts, check_size, check_states, jsonable,
+                      log_factorial, numpy_rng, output)
 
 __all__ = ["MultinomialEmission"]
 
@@ -127,18 +127,8 @@ class MultinomialEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        Xa, _ = self._augmented(X)
-        N, M = self.n_states, self.n_features
-        B = self._B
-        zero = B == 0
-        W = np.zeros((M + 2, N))
-        with np.errstate(divide="ignore"):
-            W[:M] = np.where(zero, 0.0, np.log(B)).T
-        W[M] = 1.0
-        np.dot(Xa, W, out=out)                  # sum_m x_m log B_m + log(n!) - sum log(x_m!); 0 if missing
-        for i in np.flatnonzero(zero.any(axis=1)):
-            out[(Xa[:, :M][:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        return out
+        # sum_m x_m log B_m + log(n!) - sum log(x_m!); 0 if missing
+        return augmented_loglik(self._augmented(X)[0], self._B, np.zeros(self.n_states), out)
 
     def _augmented(self, X):
         """poisson.augmented_rows of X with the row constant log(n!) - sum_m log(x_m!), n = sum_m x_m."""

@@ -121,6 +121,24 @@ def augmented_rows(emission, X, row_constant):
     return cache["Xa"], cache["missing"]
 
 
+def augmented_loglik(Xa, P, last, out):
+    """out (n, N) = Xa @ W for augmented rows Xa (n, D + 2) - counts, row constant, observed flag (see
+    augmented_rows) - with W = [log P^T; 1; last]: sum_d x_d log P[i, d] + the row's constant + last[i]
+    (0 on missing rows); -inf where a positive count meets P[i, d] = 0 (x log 0 = 0 for x = 0).
+    P (N, D) non-negative, last (N,)."""
+    D = P.shape[1]
+    zero = P == 0
+    W = np.empty((D + 2, P.shape[0]))
+    with np.errstate(divide="ignore"):
+        W[:D] = np.where(zero, 0.0, np.log(P)).T
+    W[D] = 1.0
+    W[D + 1] = last
+    np.dot(Xa, W, out=out)
+    for i in np.flatnonzero(zero.any(axis=1)):
+        out[(Xa[:, :D][:, zero[i]] > 0).any(axis=1), i] = -np.inf
+    return out
+
+
 def check_counts(arr, name="X"):
     """arr float64 (n, D) (already through Emission.check_data) -> arr, checked to hold counts.
 
@@ -261,19 +279,8 @@ class PoissonEmission(Emission):
         out = output(out, (len(X), self.n_states))
         if len(X) == 0:
             return out
-        Xa, _ = self._augmented(X)
-        N, D = self.n_states, self.n_features
-        lam = self._lambdas
-        zero = lam == 0
-        W = np.empty((D + 2, N))
-        with np.errstate(divide="ignore"):
-            W[:D] = np.where(zero, 0.0, np.log(lam)).T
-        W[D] = 1.0
-        W[D + 1] = -lam.sum(axis=1)
-        np.dot(Xa, W, out=out)                  # sum_d x_d log lam_d - sum log(x_d!) - sum lam_d; 0 if missing
-        for i in np.flatnonzero(zero.any(axis=1)):           # x log 0 = -inf for x > 0 (0 for x = 0)
-            out[(Xa[:, :D][:, zero[i]] > 0).any(axis=1), i] = -np.inf
-        return out
+        # sum_d x_d log lam_d - sum log(x_d!) - sum lam_d; 0 if missing
+        return augmented_loglik(self._augmented(X)[0], self._lambdas, -self._lambdas.sum(axis=1), out)
 
     def _augmented(self, X):
         """augmented_rows of X with the row constant -sum_d log(x_d!)."""
