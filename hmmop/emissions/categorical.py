@@ -194,12 +194,13 @@ class CategoricalEmission(Emission):
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         self._B = e / e.sum(axis=1, keepdims=True)
 
+    def raw_masks(self):
+        """{"logits": (N, M) float 1/0}: where the raw parameters are free (the gradient block pushes the
+        others to -1e30 before log_likelihood_nd); {} without structural zeros."""
+        return {} if self.mask is None else {"logits": self.mask.astype(np.float64)}
+
     def log_likelihood_nd(self, F, X, logits):
-        """log B[:, x] as an MXNet expression: X (..., 1) symbol indices (as floats) -> (..., N)."""
-        if self.mask is not None:       # masked entries pushed to -1e30: probability 0, gradient 0
-            mask = F.BlockGrad(F.array(self.mask.astype(np.float32), dtype="float32")) \
-                if F.__name__.endswith("ndarray") else None
-            if mask is not None:
-                logits = logits + (mask.astype(logits.dtype) - 1) * 1e30
+        """log B[:, x] as an MXNet expression: X (..., 1) symbol indices (as floats) -> (..., N); logits
+        with structural zeros already at -1e30 (raw_masks)."""
         logB = F.log_softmax(logits, axis=-1)                         # (N, M)
         return F.take(F.transpose(logB), F.squeeze(X, axis=-1))     # (..., N)

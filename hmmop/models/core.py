@@ -37,6 +37,7 @@ import numpy as np
 from mxnet import gluon
 
 from .. import _kernel
+from ..fit.labels import check_labels, supervised_counts
 from ..fit.monitor import DivergenceError, Monitor
 from ..fit.priors import check_masks, check_prior, log_prior
 from ..fit import distributed
@@ -136,42 +137,52 @@ class EmissionHMM:
         rows, lengths = self.emission.prepare(X, lengths)
         return rows, lengths, np.cumsum(lengths) - lengths
 
-    def _log_emission(self, rows, out=None):
-        return np.ascontiguousarray(self.emission.log_likelihood(rows, out=out), dtype=np.float64)
+    def _log_emission(self, rows, out=None, labels=None):
+        """(n, N) float64 log-emissions of rows; -inf where ``labels`` (a fit.labels.Labels) rule a state out."""
+        le = np.ascontiguousarray(self.emission.log_likelihood(rows, out=out), dtype=np.float64)
+        return le if labels is None else labels.apply(le)
+
+    def _labels(self, labels, lengths):
+        """Checked labels (fit.labels.Labels) of data with ``lengths``, or None."""
+        return check_labels(labels, lengths, self.n_states)
 
     def _split(self, values, lengths):
         ends = np.cumsum(lengths)
         return [values[e - L:e] for e, L in zip(ends.tolist(), lengths.tolist())]
 
     # -- scoring and inference ------------------------------------------------------------------
-    def score_sequences(self, X, lengths=None):
-        """Per-sequence log-likelihoods, float64 (n_sequences,)."""
+    def score_sequences(self, X, lengths=None, labels=None):
+        """Per-sequence log-likelihoods, float64 (n_sequences,).  labels (fit/labels.py): known states
+        of some steps; then log P(sequence, labels), -inf where no state path agrees with them."""
         rows, lengths, starts = self._data(X, lengths)
-        ws = _kernel.forward_dense(self._A, self._pi, self._log_emission(rows), starts, lengths,
+        labels = self._labels(labels, lengths)
+        ws = _kernel.forward_dense(self._A, self._pi, self._log_emission(rows, labels=labels), starts, lengths,
                                    get_num_threads())
         return ws.ll
 
-    def score(self, X, lengths=None):
-        """Total log-likelihood of the sequences (a float)."""
-        return float(self.score_sequences(X, lengths).sum())
+    def score(self, X, lengths=None, labels=None):
+        """Total log-likelihood of the sequences (a float); with labels, log P(X, labels)."""
+        return float(self.score_sequences(X, lengths, labels=labels).sum())
 
-    def _posteriors(self, rows, lengths, starts, buffers=None):
+    def _posteriors(self, rows, lengths, starts, buffers=None, labels=None):
         """(ll, gamma, trans, start) of one forward-backward; buffers: None or two (n, N) float64 arrays
         for the log-emissions and the posteriors (an EM loop reuses them)."""
         le_out, gamma_out = buffers if buffers is not None else (None, None)
-        return _kernel.posteriors_dense(self._A, self._pi, self._log_emission(rows, out=le_out), starts,
-                                        lengths, get_num_threads(), gamma=gamma_out)
+        return _kernel.posteriors_dense(self._A, self._pi, self._log_emission(rows, out=le_out, labels=labels),
+                                        starts, lengths, get_num_threads(), gamma=gamma_out)
 
-    def score_samples(self, X, lengths=None):
+    def score_samples(self, X, lengths=None, labels=None):
         """(log-likelihood, posteriors): the total log-likelihood and predict_proba's posteriors,
-        from one forward-backward (hmmlearn's score_samples, posteriors per sequence)."""
+        from one forward-backward (hmmlearn's score_samples, posteriors per sequence); with labels,
+        log P(X, labels) and P(state_t | X, labels)."""
         rows, lengths, starts = self._data(X, lengths)
-        ll, gamma, _, _ = self._posteriors(rows, lengths, starts)
+        ll, gamma, _, _ = self._posteriors(rows, lengths, starts, labels=self._labels(labels, lengths))
         return float(ll.sum()), self._gamma_list(ll, gamma, lengths)
 
-    def predict_proba(self, X, lengths=None):
-        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence)."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, labels=None):
+        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence[, labels]);
+        NaN rows for a sequence no state path can explain."""
+        return self.score_samples(X, lengths, labels=labels)[1]
 
     def _gamma_list(self, ll, gamma, lengths):
         out = self._split(gamma, lengths)
@@ -179,27 +190,47 @@ class EmissionHMM:
             out[b] = np.full_like(out[b], np.nan)       # no posterior of an impossible sequence
         return out
 
-    def decode(self, X, lengths=None, algorithm="viterbi"):
+    def decode(self, X, lengths=None, algorithm="viterbi", labels=None):
         """(log_prob, states): the most likely state path of each sequence.
 
         "viterbi": log_prob is the total log-probability of the best paths
         (ties broken as hmmlearn breaks them).  "map": each step's most
         probable state; log_prob is then the data's log-likelihood.  states:
-        a list of int32 arrays.
+        a list of int32 arrays.  labels: known states of some steps (fit/labels.py):
+        the best path among those that agree with them (forced alignment); ValueError
+        naming the sequence and step where none does.
         """
         if algorithm not in DECODERS:
             raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
         rows, lengths, starts = self._data(X, lengths)
+        labels = self._labels(labels, lengths)
+        log_emission = self._log_emission(rows, labels=labels)
         if algorithm == "viterbi":
-            log_prob, paths = _kernel.viterbi_dense(self._A, self._pi, self._log_emission(rows), starts,
-                                                    lengths, get_num_threads())
+            log_prob, paths = _kernel.viterbi_dense(self._A, self._pi, log_emission, starts, lengths,
+                                                    get_num_threads())
+            self._check_possible(log_prob, labels, rows)
             return float(log_prob.sum()), self._split(paths, lengths)
-        ll, gamma, _, _ = self._posteriors(rows, lengths, starts)
+        ll, gamma, _, _ = _kernel.posteriors_dense(self._A, self._pi, log_emission, starts, lengths,
+                                                   get_num_threads())
+        self._check_possible(ll, labels, rows)
         return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in self._split(gamma, lengths)]
 
-    def predict(self, X, lengths=None):
-        """Viterbi state paths: a list of int32 arrays."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, labels=None):
+        """Viterbi state paths: a list of int32 arrays (with labels: the best that agree with them)."""
+        return self.decode(X, lengths, labels=labels)[1]
+
+    def _check_possible(self, ll, labels, rows):
+        """ValueError naming the first sequence and step that no state path agreeing with ``labels``
+        explains (ll (n_sequences,) its -inf); nothing without labels."""
+        if labels is None:
+            return
+        bad = np.flatnonzero(ll == -np.inf)
+        if bad.size:
+            raise ValueError(f"labels: {self._why_impossible(int(bad[0]), labels, rows)}")
+
+    def _why_impossible(self, b, labels, rows):
+        s, L = int(labels.starts[b]), int(labels.lengths[b])
+        return labels.why_impossible(b, self._log_emission(rows[s:s + L]), self._A > 0, self._pi > 0)
 
     def sample(self, n_sequences, length, seed=None):
         """(X, states): lists of n_sequences arrays of ``length`` observations (length, D) and their
@@ -227,7 +258,7 @@ class EmissionHMM:
     def fit(self, X, lengths=None, method="em", epochs=100, tol=None, n_init=1, seed=None, params=None,
             prior=None, progress=None, callback=None, optimizer="adam", learning_rate=0.05,
             optimizer_params=None, init="kmeans", batch_size=None, normalize=True, hybridize=True,
-            kvstore=None, shard=True):
+            kvstore=None, shard=True, labels=None):
         """Fit to X (see the module docstring); returns (and keeps in history_) each epoch's objective.
 
         method: "em" (Baum-Welch; ``epochs`` iterations, hmmlearn's order: E-step, M-step, then the
@@ -249,6 +280,13 @@ class EmissionHMM:
         data-parallel job started by ``hmmop launch`` (gradient training; see
         docs/distributed.md and hmmop.HMM.fit): every worker passes the same data and takes
         its share of the sequences (shard=True) or passes its own part (shard=False).
+
+        labels: the known states of some steps (fit/labels.py: one int array per sequence, -1 where
+        unknown, or boolean (T_i, N) masks; or the concatenated form): both methods then maximise
+        log P(X, labels) - labelled steps anchor which state is which, the others are summed out -
+        and history_ holds that objective.  Fully labelled data: one EM iteration gives the
+        supervised estimate (fit_supervised computes it directly).  ValueError naming the sequence
+        and step where no state path of a start's parameters agrees with the labels.
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -270,8 +308,9 @@ class EmissionHMM:
             raise ValueError(f"{type(self).__name__}: kvstore works with method='gradient' (EM over a "
                              f"kvstore is hmmop.HMM's)")
         rows, lengths, starts, n_observed = self._data(X, lengths, observed=True)
+        labels = self._labels(labels, lengths)
         if kv is not None:
-            rows, lengths, starts = self._my_share(kv, rows, lengths, shard)
+            rows, lengths, starts, labels = self._my_share(kv, rows, lengths, shard, labels)
             n_observed = int((~self.emission.missing_rows(rows)).sum())
             n_observed = distributed.allreduce_sum(kv, [n_observed], integers=True)[0]
         if n_observed == 0:
@@ -282,12 +321,15 @@ class EmissionHMM:
         for start in range(n_init):
             if start or not self.initialized:
                 self._start(rows, seed, start, init, params)
+            if labels is not None:
+                self._check_possible(self.score_sequences(rows, lengths, labels=labels), labels, rows)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
             try:
                 if method == "em":
-                    history = self._fit_em(*args) if kv is None else self._fit_em_distributed(*args, kv)
+                    history = self._fit_em(*args, labels=labels) if kv is None else \
+                        self._fit_em_distributed(*args, kv, labels=labels)
                 else:
-                    history = self._fit_gradient(*args, kv=kv, **gradient)
+                    history = self._fit_gradient(*args, kv=kv, labels=labels, **gradient)
             except DivergenceError as exc:
                 self.history_ = exc.history
                 raise
@@ -295,7 +337,7 @@ class EmissionHMM:
             if n_init == 1:
                 best = (None, history, None)
                 break
-            ll = self.score(rows, lengths) if len(lengths) else 0.0
+            ll = self.score(rows, lengths, labels=labels) if len(lengths) else 0.0
             if kv is not None:
                 ll = distributed.allreduce_sum(kv, [ll])[0]
             inits.append(ll)
@@ -307,6 +349,44 @@ class EmissionHMM:
         if best[2] is not None:
             self._restore(best[2])
         return self.history_
+
+    def fit_supervised(self, X, labels, lengths=None, params=None, prior=None):
+        """The supervised estimate from fully labelled data, with no iteration; returns self.
+
+        labels: every step's state (fit/labels.py's forms, no -1).  pi and A: the normalised counts
+        of first states and of transitions, plus the Dirichlet ``prior``'s pseudo-counts (a - 1;
+        hmmop's MAP rule, fit.priors.m_step), structural zeros kept; the emission: its M-step with
+        the labels as posteriors (its own priors apply).  A state never seen (no counts, no prior)
+        keeps its current row.  params: the letters to estimate (default all).  One EM iteration
+        on the same labels gives the same parameters.  ValueError naming the sequence and step
+        where the labels use a structural zero of A or pi.
+        """
+        params = self._checked_params(params)
+        prior = check_prior(prior, {n: self._shape(n) for n in self._prior_names() if n not in self._held()})
+        rows, lengths, starts = self._data(X, lengths)
+        if labels is None:
+            raise ValueError("labels: fit_supervised needs every step's state")
+        labels = self._labels(labels, lengths)
+        start, trans, gamma = supervised_counts(labels)
+        for name, counts in (("pi", start), ("A", trans)):
+            if name in self.mask and (counts[~self.mask[name]] > 0).any():
+                b = next(b for b in range(len(lengths)) if "is 0" in
+                         labels.why_impossible(b, None, self.mask.get("A"), self.mask.get("pi")))
+                raise ValueError(f"labels: {labels.why_impossible(b, None, self.mask.get('A'), self.mask.get('pi'))} "
+                                 f"- a structural zero")
+        if not self.initialized:
+            self._start(rows, self.seed, 0, "random", params)       # the emission's shapes; overwritten below
+        for letter, name, counts in (("s", "pi", start), ("t", "A", trans)):
+            if letter in params:
+                setattr(self, f"_{name}", _counts_m_step(counts, getattr(self, f"_{name}"), prior.get(name),
+                                                         self.mask.get(name)))
+        letters = "".join(c for c in params if c not in "st")
+        if letters:
+            stats = self.emission.empty_stats()
+            self.emission.accumulate(stats, rows, gamma)
+            self.emission.m_step(stats, letters)
+        self.initialized = True
+        return self
 
     def _start(self, rows, seed, start, init, params):
         """Parameters of start number ``start``, as hmmlearn 0.3.3's _init draws them from one integer
@@ -334,14 +414,16 @@ class EmissionHMM:
             self.emission.initialize(rows, s, init=init, params=letters)
         self.initialized = True
 
-    def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback):
+    def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
+                labels=None):
         """fit's EM: em_iterations with the Monitor's rules (tol per observed row, |change| < tol).  With
         no progress bar shown and no callback the loop runs whole (in C where em_iterations can);
         otherwise em_iterations reports each iteration to the Monitor (bar, callback)."""
         import sys
         tol = None if tol is None else tol * max(int(n_observed), 1)
         if callback is None and not (sys.stderr.isatty() if progress is None else progress):
-            return self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, tol_rule="abs")[0]
+            return self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, tol_rule="abs",
+                                      labels=labels)[0]
         monitor = Monitor(epochs, n_observed, None, progress, callback, desc="hmmop EM")
         epochs_left = iter(monitor)
 
@@ -350,13 +432,14 @@ class EmissionHMM:
             monitor.report(value)       # history, bar, callback (the stop test is em_iterations')
 
         try:
-            self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, callback=report, tol_rule="abs")
+            self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, callback=report, tol_rule="abs",
+                               labels=labels)
         finally:
             epochs_left.close()
         return monitor.result()
 
     def em_iterations(self, rows, lengths, starts, n_iter, tol=None, params=None, prior=None, objective="map",
-                      callback=None, tol_rule="increase"):
+                      callback=None, tol_rule="increase", labels=None):
         """Up to n_iter EM iterations from the current parameters: (history float64 (k,), converged bool).
 
         rows, lengths, starts: the data as _data gives them (rows checked by the emission; lengths
@@ -370,7 +453,8 @@ class EmissionHMM:
         that iteration's update.  callback(i, value) after each E-step.  The whole loop runs in
         C where the emission offers one (fused_em: CategoricalEmission), without a callback, on a
         CPU model; otherwise in Python.  A non-finite objective raises DivergenceError; the model
-        keeps the parameters that gave it (those of the last M-step).
+        keeps the parameters that gave it (those of the last M-step).  labels: a fit.labels.Labels
+        of the rows (the E-step's forward-backward then runs on log P(X, labels)).
         """
         if objective not in ("map", "loglik"):
             raise ValueError(f"objective must be 'map' or 'loglik', got {objective!r}")
@@ -383,7 +467,7 @@ class EmissionHMM:
         in_objective = tuple(prior) if objective == "map" else ()
         emission_params = "".join(c for c in params if c not in "st")
         fused = getattr(self.emission, "fused_em", None)
-        if fused is not None and callback is None and self.ctx.device_type == "cpu" and \
+        if fused is not None and callback is None and labels is None and self.ctx.device_type == "cpu" and \
                 ("B" not in prior or np.array_equal(prior["B"], getattr(self.emission, "emission_prior", None))):
             A, pi = self._A.copy(), self._pi.copy()
             learn = [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params]
@@ -407,7 +491,7 @@ class EmissionHMM:
                                {n: self.mask[n] for n in CORE if n in self.mask}, in_objective, get_num_threads())
         self._A, self._pi = self._A.copy(), self._pi.copy()        # updated in place by core.step
         for i in range(int(n_iter)):
-            value = core.step(self._A, self._pi, self._log_emission(rows, out=log_emission), gamma)
+            value = core.step(self._A, self._pi, self._log_emission(rows, out=log_emission, labels=labels), gamma)
             if "B" in in_objective:
                 value += log_prior({"B": self.emission.B}, {"B": prior["B"]})
             if not math.isfinite(value):
@@ -437,10 +521,11 @@ class EmissionHMM:
 
     def _fit_gradient(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
                       kv=None, optimizer="adam", learning_rate=0.05, optimizer_params=None, batch_size=None,
-                      normalize=True, hybridize=True, seed=None):
+                      normalize=True, hybridize=True, seed=None, labels=None):
         """Gradient training of the block _gradient_block gives, on hmmop.Trainer's loop; the block's
-        parameters go back into the model after (also after a divergence: the last finite ones)."""
-        block = self._gradient_block()
+        parameters go back into the model after (also after a divergence: the last finite ones).
+        labels: the block adds their -inf to the log-emissions of each batch."""
+        block = self._gradient_block(labels)
         weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
         trainer = Trainer(block, optimizer, learning_rate, optimizer_params, learn=block.learn_names(params),
                           normalize=normalize, ctx=self.ctx, prior=weights, kvstore=kv)
@@ -464,10 +549,11 @@ class EmissionHMM:
         self._store_block(block, trainer, len(history), history)
         return history
 
-    def _gradient_block(self):
+    def _gradient_block(self, labels=None):
         """The gluon block gradient training runs (hmmop.Trainer's protocol), holding the model's
-        current parameters: the dense operator on the emission's log-likelihoods."""
-        block = _DenseHMMBlock(self)
+        current parameters: the dense operator on the emission's log-likelihoods (and ``labels``'
+        -inf where they rule a state out)."""
+        block = _DenseHMMBlock(self, labels=labels)
         block.initialize(ctx=self.ctx)
         block.load_from(self)
         return block
@@ -495,9 +581,9 @@ class EmissionHMM:
                               f"Try a smaller learning rate (it is {trainer.learning_rate}).", max(epoch - 1, 0),
                               history)
 
-    def _my_share(self, kv, rows, lengths, shard):
-        """(rows, lengths, starts) of this worker: its shard of the sequences (shard=True, checking that
-        every worker has the same data) or all of them (shard=False: the caller split the data)."""
+    def _my_share(self, kv, rows, lengths, shard, labels=None):
+        """(rows, lengths, starts, labels) of this worker: its shard of the sequences (shard=True, checking
+        that every worker has the same data) or all of them (shard=False: the caller split the data)."""
         if shard:
             n = len(rows)
             total = distributed.allreduce_sum(kv, [n, len(lengths)], integers=True)
@@ -511,11 +597,12 @@ class EmissionHMM:
             parts = [sequences[i] for i in mine]
             rows = np.concatenate(parts) if parts else rows[:0]
             lengths = lengths[mine]
-        return rows, lengths, np.cumsum(lengths) - lengths
+            labels = None if labels is None else labels.take(np.asarray(mine, dtype=np.int64))
+        return rows, lengths, np.cumsum(lengths) - lengths, labels
 
     _distributed_em = False
 
-    def _fit_em_distributed(self, *args):
+    def _fit_em_distributed(self, *args, **kwargs):
         raise NotImplementedError
 
     def _prior_names(self):
@@ -610,24 +697,34 @@ class EmissionHMM:
 
 class _DenseHMMBlock(gluon.HybridBlock):
     """Gradient training of an EmissionHMM: softmax logits of A and pi and the emission's raw
-    parameters as gluon Parameters; block(X, observed, lengths) -> ll (batch,) through
-    hmm_forward_dense.  X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1)."""
+    parameters as gluon Parameters; block(X, observed, lengths[, bias]) -> ll (batch,) through
+    hmm_forward_dense.  X (batch, T, D) with missing rows and padding 0, observed (batch, T, 1);
+    with ``labels`` (a fit.labels.Labels of the sequences training passes) a fourth input, bias
+    (batch, T, N): -inf where the labels rule a state out, else 0, added to the log-emissions."""
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, labels=None, **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        self.labels = labels
         self.emission = model.emission
         raw = self.emission.raw_parameters()
         self.raw_names = tuple(raw)
         n, dtype = model.n_states, model.dtype.name
         shapes = {"A_logits": (n, n), "pi_logits": (n,), **{f"em_{k}": v.shape for k, v in raw.items()}}
         self.masked = tuple(name for name in CORE if name in model.mask)
+        # structural zeros of the emission's raw parameters (categorical B): pushed to -1e30 before its
+        # log-likelihood, so they stay probability 0 (gradient 0) in imperative and hybridized runs alike
+        raw_masks = getattr(self.emission, "raw_masks", lambda: {})()
+        self.raw_masked = tuple(raw_masks)
         with self.name_scope():
             for name, shape in shapes.items():
                 setattr(self, name, self.params.get(name, shape=shape, dtype=dtype, init=mx.init.Zero()))
             for name in self.masked:
                 setattr(self, f"{name}_mask", self.params.get_constant(
                     f"{name}_mask", mx.nd.array(model.mask[name], dtype=dtype)))
+            for name, value in raw_masks.items():
+                setattr(self, f"em_{name}_mask", self.params.get_constant(
+                    f"em_{name}_mask", mx.nd.array(value, dtype=dtype)))
         self._use_native = model.engine in ("fused", "native") and model.ctx.device_type == "cpu" \
             and _native_dense()
         if model.engine == "native" and not self._use_native:
@@ -681,18 +778,31 @@ class _DenseHMMBlock(gluon.HybridBlock):
         inside = np.arange(T)[None, :] < lengths[:, None]
         X[inside] = np.where(missing[:, None], 0, flat)
         observed[inside, 0] = ~missing
-        return (mx.nd.array(X, dtype=dtype, ctx=ctx), mx.nd.array(observed, dtype=dtype, ctx=ctx),
-                mx.nd.array(lengths, dtype=np.int64, ctx=ctx))
+        out = (mx.nd.array(X, dtype=dtype, ctx=ctx), mx.nd.array(observed, dtype=dtype, ctx=ctx),
+               mx.nd.array(lengths, dtype=np.int64, ctx=ctx))
+        if self.labels is None:
+            return out
+        labels = self.labels if chosen is None else self.labels.take(np.asarray(chosen, dtype=np.int64))
+        bias = np.zeros((batch, T, self.model.n_states), dtype=dtype)
+        bias[inside] = labels.bias()
+        return out + (mx.nd.array(bias, dtype=dtype, ctx=ctx),)
 
     def empty_inputs(self, ctx):
         D, dtype = self.emission.n_features or 1, self.model.dtype
-        return (mx.nd.zeros((1, 1, D), dtype=dtype, ctx=ctx), mx.nd.zeros((1, 1, 1), dtype=dtype, ctx=ctx),
-                mx.nd.zeros((1,), dtype=np.int64, ctx=ctx))
+        out = (mx.nd.zeros((1, 1, D), dtype=dtype, ctx=ctx), mx.nd.zeros((1, 1, 1), dtype=dtype, ctx=ctx),
+               mx.nd.zeros((1,), dtype=np.int64, ctx=ctx))
+        if self.labels is None:
+            return out
+        return out + (mx.nd.zeros((1, 1, self.model.n_states), dtype=dtype, ctx=ctx),)
 
-    def hybrid_forward(self, F, X, observed, lengths, **params):
+    def hybrid_forward(self, F, X, observed, lengths, *bias, **params):
         A, pi = self.probabilities(F, params)
         raw = {k: params[f"em_{k}"] for k in self.raw_names}
+        for k in self.raw_masked:
+            raw[k] = raw[k] + (params[f"em_{k}_mask"] - 1) * 1e30
         le = F.broadcast_mul(self.emission.log_likelihood_nd(F, X, **raw), observed)
+        if bias:                        # labels: -inf where they rule a state out (after the product: 0 * -inf)
+            le = le + bias[0]
         if self._use_native:
             return native.forward_dense(F, A, pi, le, lengths)
         backend = "ndarray" if self.model.engine == "ndarray" else "auto"
@@ -743,6 +853,17 @@ class _DenseHMMBlock(gluon.HybridBlock):
             model._A = A / A.sum(axis=-1, keepdims=True)
         if "pi_logits" in learn:
             model._pi = pi / pi.sum()
+
+def _counts_m_step(counts, current, prior, mask):
+    """Rows of max(counts + prior - 1, 0) restricted to the mask and normalised (fit.priors.m_step's rule,
+    without its "a zero stays zero": here counts are facts, not posteriors); rows with nothing keep
+    ``current``'s."""
+    x = counts if prior is None else np.maximum(prior - 1 + counts, 0)
+    if mask is not None:
+        x = np.where(mask, x, 0.0)
+    total = x.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, x / np.where(total > 0, total, 1), current)
+
 
 def load(path, **kwargs):
     """Read any hmmop model file: version 1 (hmmop.HMM, categorical) or version 2 (by family)."""

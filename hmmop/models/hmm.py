@@ -186,7 +186,7 @@ class HMM(EmissionHMM):
     def fit(self, sequences, lengths=None, method="gradient", epochs=1000, optimizer="sgd",
             learning_rate=1e-2, optimizer_params=None, batch_size=None, learn=None, normalize=True,
             tol=None, seed=None, progress=None, callback=None, hybridize=True, n_init=1, prior=None,
-            kvstore=None, shard=True):
+            kvstore=None, shard=True, labels=None):
         """Fit to ``sequences`` (see data.encode; ``lengths`` for hmmlearn's (X, lengths) form).
 
         method: "gradient" (the gist's softmax-logit descent with any MXNet
@@ -213,15 +213,56 @@ class HMM(EmissionHMM):
         rate means the same on 1 or k workers.  Sums travel in float32: expect
         agreement with a one-process fit to about 1e-6 relative.  Writing files
         is left to the caller: usually rank 0 (distributed.kvstore().rank).
+
+        labels: known states of some steps (see EmissionHMM.fit and hmmop/fit/labels.py); gradient
+        training with labels runs the dense operator (its engine: 'fused', native where loaded).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        learn = self.block.learnable(learn)
-        params = "".join(_LETTERS[n] for n in ("pi", "A", "B") if n in learn)
-        prior_B = None if not isinstance(prior, dict) else prior.get("B")
+        params = self._params_of(learn)
         # The random starts' stream: with HMM(seed=s) and fit(seed=s), default_rng(s)
         # would draw start 1 equal to the model's own initialisation.
         self._starts = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
+        kept = self._use_emission_prior(prior)
+        try:
+            return EmissionHMM.fit(self, sequences, lengths, method=method, epochs=epochs, tol=tol,
+                                   n_init=n_init, seed=seed, params=params, prior=prior, progress=progress,
+                                   callback=callback, optimizer=optimizer, learning_rate=learning_rate,
+                                   optimizer_params=optimizer_params, batch_size=batch_size,
+                                   normalize=normalize, hybridize=hybridize and self.block.engine != "unroll",
+                                   kvstore=kvstore, shard=shard, labels=labels)
+        finally:
+            self.emission.emission_prior = kept
+            if method == "em":
+                self._in_block = False          # EM wrote A, pi, B: the block no longer holds them
+
+    def fit_supervised(self, sequences, labels, lengths=None, learn=None, prior=None):
+        """The supervised estimate from fully labelled ``sequences`` (labels: every step's state), no
+        iteration: normalised counts of first states, transitions and emitted symbols, plus the
+        Dirichlet ``prior``'s pseudo-counts (a - 1); see EmissionHMM.fit_supervised.  Returns self."""
+        params = self._params_of(learn)
+        kept = self._use_emission_prior(prior)
+        try:
+            return EmissionHMM.fit_supervised(self, sequences, labels, lengths, params=params, prior=prior)
+        finally:
+            self.emission.emission_prior = kept
+            self._in_block = False
+
+    def em_iterations(self, *args, **kwargs):
+        try:
+            return EmissionHMM.em_iterations(self, *args, **kwargs)
+        finally:
+            self._in_block = False
+    em_iterations.__doc__ = EmissionHMM.em_iterations.__doc__
+
+    def _params_of(self, learn):
+        """hmmlearn's letters of the names ``learn`` (default: every parameter not fixed)."""
+        learn = self.block.learnable(learn)
+        return "".join(_LETTERS[n] for n in ("pi", "A", "B") if n in learn)
+
+    def _use_emission_prior(self, prior):
+        """Give the emission the prior's "B" for a fit; returns the emission's own, to put back."""
+        prior_B = None if not isinstance(prior, dict) else prior.get("B")
         kept = self.emission.emission_prior
         if prior_B is not None and "B" not in self.fixed:
             try:
@@ -229,15 +270,7 @@ class HMM(EmissionHMM):
                                                                self._shape("B")).copy()
             except ValueError:
                 pass                    # the core's check of the prior says what is wrong
-        try:
-            return EmissionHMM.fit(self, sequences, lengths, method=method, epochs=epochs, tol=tol,
-                                   n_init=n_init, seed=seed, params=params, prior=prior, progress=progress,
-                                   callback=callback, optimizer=optimizer, learning_rate=learning_rate,
-                                   optimizer_params=optimizer_params, batch_size=batch_size,
-                                   normalize=normalize, hybridize=hybridize and self.block.engine != "unroll",
-                                   kvstore=kvstore, shard=shard)
-        finally:
-            self.emission.emission_prior = kept
+        return kept
 
     def _prior_names(self):
         return NAMES
@@ -258,15 +291,23 @@ class HMM(EmissionHMM):
             self._store(name, value)
         self._in_block = False
 
-    def _gradient_block(self):
+    def _gradient_block(self, labels=None):
+        """The HMMBlock on hmm_forward; with labels the core's block on hmm_forward_dense (the
+        categorical operator takes no per-step mask), which learns the same softmax logits."""
+        if labels is not None:
+            return EmissionHMM._gradient_block(self, labels)
         self._to_block()
         return self.block
 
     def _store_block(self, block, trainer, epoch, history=None, during=False):
+        if block is not self.block:
+            EmissionHMM._store_block(self, block, trainer, epoch, history, during)
+            self._in_block = False
+            return
         self._from_block(trainer.learn)
 
     def _fit_em_distributed(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress,
-                            callback, kv):
+                            callback, kv, labels=None):
         """EM as one worker of a kvstore job: the expected counts and log-likelihoods summed over the
         workers each iteration (through the operator, fit/em.py), rank 0's parameters to start."""
         sequences = self._split(rows, lengths)
@@ -286,26 +327,34 @@ class HMM(EmissionHMM):
         return monitor.result()
 
     # -- scoring and inference ------------------------------------------------------------------
-    def score_sequences(self, sequences, lengths=None):
-        """Per-sequence log-likelihoods, float64 array (number of sequences,)."""
+    def score_sequences(self, sequences, lengths=None, labels=None):
+        """Per-sequence log-likelihoods, float64 array (number of sequences,); with labels (known
+        states, hmmop/fit/labels.py) log P(sequence, labels), -inf where no path agrees with them."""
+        if labels is not None:
+            return EmissionHMM.score_sequences(self, sequences, lengths, labels=labels)
         return self._score_padded(self._padded(sequences, lengths))
 
-    def score_samples(self, sequences, lengths=None):
+    def score_samples(self, sequences, lengths=None, labels=None):
         """(log-likelihood, posteriors): the total log-likelihood (a float) and the state
         posteriors as predict_proba gives them, from one forward-backward (hmmlearn's
-        score_samples, with the posteriors per sequence)."""
+        score_samples, with the posteriors per sequence); labels: given the known states."""
+        if labels is not None:
+            return EmissionHMM.score_samples(self, sequences, lengths, labels=labels)
         flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
         ll, gamma = inference.posteriors(*self.probabilities(), flat, lengths=lens)
         return float(ll.sum()), gamma
 
-    def decode(self, sequences, lengths=None, algorithm="viterbi"):
+    def decode(self, sequences, lengths=None, algorithm="viterbi", labels=None):
         """(log_prob, states): the most likely state path of each sequence.
 
         "viterbi": log_prob is the total log-probability of the best paths.
         "map": each step's most probable state (argmax of the posteriors);
         log_prob is then the data's log-likelihood (hmmlearn gives the sum of
-        the posterior maxima there).  states: a list of int32 arrays.
+        the posterior maxima there).  states: a list of int32 arrays.  labels:
+        the best paths that agree with the known states (forced alignment).
         """
+        if labels is not None:
+            return EmissionHMM.decode(self, sequences, lengths, algorithm=algorithm, labels=labels)
         if algorithm not in DECODERS:
             raise ValueError(f"algorithm must be one of {DECODERS}, got {algorithm!r}")
         flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
@@ -315,12 +364,14 @@ class HMM(EmissionHMM):
         ll, gamma = inference.posteriors(*self.probabilities(), flat, lengths=lens)
         return float(ll.sum()), [g.argmax(axis=1).astype(np.int32) for g in gamma]
 
-    def predict(self, sequences, lengths=None):
+    def predict(self, sequences, lengths=None, labels=None):
         """Viterbi state paths: a list of int32 arrays."""
-        return self.decode(sequences, lengths)[1]
+        return self.decode(sequences, lengths, labels=labels)[1]
 
-    def predict_proba(self, sequences, lengths=None):
-        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence)."""
+    def predict_proba(self, sequences, lengths=None, labels=None):
+        """State posteriors: a list of (T_i, N) float64 arrays, P(state_t = i | sequence[, labels])."""
+        if labels is not None:
+            return EmissionHMM.predict_proba(self, sequences, lengths, labels=labels)
         flat, lens = encode_flat(sequences, self.n_symbols, self.symbols, lengths)
         return inference.posteriors(*self.probabilities(), flat, lengths=lens)[1]
 
