@@ -36,7 +36,9 @@ WORKER = textwrap.dedent("""
     with open(f"{out}-pid-{kv.rank}", "w") as f:
         f.write(f"{os.getpid()} {os.environ['HMMOP_WORKER']}")
     results = {}
-    for name, options in (("gradient", GRADIENT), ("em", EM)):
+    labels = LABELS(seqs)
+    for name, options in (("gradient", GRADIENT), ("em", EM), ("gradient_labels", dict(GRADIENT, labels=labels)),
+                          ("em_labels", dict(EM, labels=labels))):
         model = HMM(3, 5, seed=seed + kv.rank)
         history = model.fit(seqs, kvstore="dist_sync", **options)
         results.update({f"{name}_{k}": v for k, v in zip("A B pi".split(), model.probabilities())})
@@ -51,7 +53,12 @@ WORKER = textwrap.dedent("""
     results["mini_history"] = model.fit(seqs, kvstore="dist_sync", batch_size=4, seed=kv.rank, **GRADIENT)
     results["mini_A"] = model.probabilities()[0]
     np.savez(f"{out}-{kv.rank}.npz", rank=kv.rank, workers=kv.num_workers, **results)
-""").replace("GRADIENT", repr(GRADIENT)).replace("EM", repr(EM))
+""").replace("GRADIENT", repr(GRADIENT)).replace("EM", repr(EM)).replace("LABELS(seqs)", "[[(x + t) % 3 if t % 7 == 0 else -1 for t, x in enumerate(s)] for s in seqs]")
+
+
+def labels_of(seqs):
+    """The known states WORKER gives its labelled fits: every 7th step."""
+    return [[(x + t) % 3 if t % 7 == 0 else -1 for t, x in enumerate(s)] for s in seqs]
 
 # A worker that trains for a long time (to be killed in the middle).
 LONG = textwrap.dedent("""
@@ -169,7 +176,9 @@ def test_two_workers_equal_one_process_full_batch(tmp_path):
     assert status == 0, err[-3000:]
     runs = [np.load(f"{out}-{rank}.npz") for rank in (0, 1)]
     assert [int(r["workers"]) for r in runs] == [2, 2]
-    for name, options in (("gradient", GRADIENT), ("em", EM)):
+    labels = labels_of(seqs)
+    for name, options in (("gradient", GRADIENT), ("em", EM), ("gradient_labels", dict(GRADIENT, labels=labels)),
+                          ("em_labels", dict(EM, labels=labels))):
         single = HMM(3, 5, seed=7)                   # rank 0's start
         history = single.fit(seqs, **options)
         for key, want in zip(("A", "B", "pi"), single.probabilities()):

@@ -54,7 +54,7 @@ def counts_of(forward, A, B, pi, ctx):
     return ll.asnumpy().astype(np.float64), counts
 
 
-def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=None, reduce=None):
+def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=None, reduce=None, counts=None):
     """Baum-Welch iterations; returns the new {name: float64 array} for 'A', 'B', 'pi'.
 
     forward(A, B, pi) -> ll (batch,) NDArray: the data's log-likelihood under
@@ -64,18 +64,23 @@ def fit_em(forward, params, monitor, learn=NAMES, prior=None, masks=None, ctx=No
     log-prior (when there is a prior).  learn: names to update.  reduce:
     None, or reduce(ll_total, counts) -> (ll_total, counts) summed over the
     workers of a distributed job (every worker then makes the same M-step).
+    counts: None, or counts(params) -> (ll (batch,), {name: expected counts}) computing the E-step
+    some other way than through forward's gradients (forward is then unused).
     """
     prior, masks = prior or {}, masks or {}
     ctx = ctx or mx.cpu()
     params = dict(params)
     for _ in monitor:
-        ll, counts = counts_of(forward, params["A"], params["B"], params["pi"], ctx)
+        if counts is None:
+            ll, expected = counts_of(forward, params["A"], params["B"], params["pi"], ctx)
+        else:
+            ll, expected = counts(params)
         ll = ll.sum()
         if reduce is not None:
-            ll, counts = reduce(ll, counts)
+            ll, expected = reduce(ll, expected)
         converged = monitor.report(ll + log_prior(params, prior))
         for name in learn:
-            params[name] = m_step(name, counts[name], params[name], prior.get(name), masks.get(name))
+            params[name] = m_step(name, expected[name], params[name], prior.get(name), masks.get(name))
         if converged:
             break
     return params

@@ -79,8 +79,9 @@ class Labels:
             bad = np.flatnonzero(~can_emit.any(axis=1))
             if bad.size:
                 t = int(bad[0])
-                what = f"state {int(known[t])}" if known[t] >= 0 else "none of the states it allows"
-                return f"sequence {b}, step {t}: {what} can emit the observation there"
+                what = f"its labelled state {int(known[t])} cannot" if known[t] >= 0 else \
+                    f"none of its labelled states {np.flatnonzero(allowed[t]).tolist()} can"
+                return f"sequence {b}, step {t}: {what} emit the observation there"
         if pi_allowed is not None and L and not (allowed[0] & pi_allowed).any():
             return f"sequence {b}, step 0: the labelled state{'s' if known[0] < 0 else ''} " \
                    f"{self._states(allowed[0])} cannot start a sequence (pi is 0 there)"

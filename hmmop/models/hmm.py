@@ -309,7 +309,8 @@ class HMM(EmissionHMM):
     def _fit_em_distributed(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress,
                             callback, kv, labels=None):
         """EM as one worker of a kvstore job: the expected counts and log-likelihoods summed over the
-        workers each iteration (through the operator, fit/em.py), rank 0's parameters to start."""
+        workers each iteration (through the operator, fit/em.py; with labels, from the C
+        forward-backward on log P(X, labels)), rank 0's parameters to start."""
         sequences = self._split(rows, lengths)
         obs = from_host(pad(sequences) if sequences else np.full((1, 1), -1), np.int32, self.ctx)
         n_symbols = distributed.allreduce_sum(kv, [len(rows)], integers=True)[0]
@@ -320,11 +321,22 @@ class HMM(EmissionHMM):
         monitor = Monitor(epochs, n_symbols, tol, progress, callback, desc="hmmop EM")
         result = fit_em(lambda A, B, pi: self.block.loglik(mx.nd, A, B, pi, obs),
                         dict(zip(NAMES, self.probabilities())), monitor, learn=learn, prior=prior,
-                        masks=self.mask, ctx=self.ctx, reduce=_CountSum(kv, self._shape))
+                        masks=self.mask, ctx=self.ctx, reduce=_CountSum(kv, self._shape),
+                        counts=None if labels is None else lambda p: self._labelled_counts(p, rows, lengths, starts,
+                                                                                           labels))
         for name in learn:
             self._store(name, result[name])
         self._in_block = False
         return monitor.result()
+
+    def _labelled_counts(self, params, rows, lengths, starts, labels):
+        """(ll (batch,), expected counts {"A", "B", "pi"}) under ``params`` given the labels."""
+        for name in NAMES:
+            self._store(name, params[name])
+        ll, gamma, trans, start = self._posteriors(rows, lengths, starts, labels=labels)
+        stats = self.emission.empty_stats()
+        self.emission.accumulate(stats, rows, gamma)
+        return ll, {"A": trans, "B": stats["obs"], "pi": start}
 
     # -- scoring and inference ------------------------------------------------------------------
     def score_sequences(self, sequences, lengths=None, labels=None):
