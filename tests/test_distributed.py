@@ -53,11 +53,12 @@ WORKER = textwrap.dedent("""
     results["mini_history"] = model.fit(seqs, kvstore="dist_sync", batch_size=4, seed=kv.rank, **GRADIENT)
     results["mini_A"] = model.probabilities()[0]
     np.savez(f"{out}-{kv.rank}.npz", rank=kv.rank, workers=kv.num_workers, **results)
-""").replace("GRADIENT", repr(GRADIENT)).replace("EM", repr(EM)).replace("LABELS(seqs)", "[[(x + t) % 3 if t % 7 == 0 else -1 for t, x in enumerate(s)] for s in seqs]")
+""").replace("GRADIENT", repr(GRADIENT)).replace("EM", repr(EM)).replace(
+    "LABELS(seqs)", "[[(x + t) % 3 if t % 7 == 0 else -1 for t, x in enumerate(s)] for s in seqs]")
 
 
 def labels_of(seqs):
-    """The known states WORKER gives its labelled fits: every 7th step."""
+    """The known states WORKER gives its labelled fits: every 7th step (the expression above)."""
     return [[(x + t) % 3 if t % 7 == 0 else -1 for t, x in enumerate(s)] for s in seqs]
 
 # A worker that trains for a long time (to be killed in the middle).
