@@ -297,3 +297,29 @@ def test_labels_leave_the_unlabelled_categorical_results_alone():
     np.testing.assert_allclose(a.fit(X, method="em", epochs=5, labels=nothing), b.fit(X, method="em", epochs=5),
                                rtol=1e-12)
     np.testing.assert_allclose(a.A, b.A, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["gmm", "poisson", "multinomial"])
+def test_every_family_fits_with_labels(family):
+    rng = np.random.default_rng(11)
+    Z = [rng.integers(0, 2, 30) for _ in range(3)]
+    labels = [np.where(rng.random(30) < 0.2, z, -1) for z in Z]
+    if family == "gmm":
+        model, X = hmmop.GMMHMM(2, 2, n_mix=2, dtype="float64"), [rng.normal(size=(30, 2)) + 3 * z[:, None] for z in Z]
+    elif family == "poisson":
+        model, X = hmmop.PoissonHMM(2, 3, dtype="float64"), [rng.poisson(1 + 4 * z[:, None], size=(30, 3)) for z in Z]
+    else:
+        p = np.array([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]])
+        model, X = hmmop.MultinomialHMM(2, 3, n_trials=5, dtype="float64"), \
+            [np.array([rng.multinomial(5, p[k]) for k in z]) for z in Z]
+    model.fit_supervised(X, Z)
+    if family == "multinomial":      # per-state normalised counts of the trials' outcomes
+        x, z = np.concatenate(X), np.concatenate(Z)
+        for k in range(2):
+            np.testing.assert_allclose(model.emission.emissionprob[k], x[z == k].sum(0) / x[z == k].sum(), rtol=1e-12)
+    start = model.score(X, labels=labels)
+    history = model.fit(X, labels=labels, epochs=6)
+    np.testing.assert_allclose(history[0], start, rtol=1e-12)
+    assert (np.diff(history) > -1e-8 * abs(history[0])).all()
+    history = model.fit(X, labels=labels, epochs=3, method="gradient", learning_rate=0.01)
+    assert np.isfinite(history).all()

@@ -103,6 +103,7 @@ class GMMEmission(Emission):
 
     family = "gmm"
     params_letters = "wmc"                      # hmmlearn's letters: weights_, means_, covars_
+    supervised_init = "kmeans"                  # a mixture's start needs centres (EmissionHMM.fit_supervised)
     raw_letters = {"weight_logits": "w", "means": "m", "log_vars": "c", "cholesky": "c"}
 
     def __init__(self, n_states, n_features, n_mix=1, covariance_type="diag", min_covar=1e-3,

@@ -358,7 +358,9 @@ class EmissionHMM:
         hmmop's MAP rule, fit.priors.m_step), structural zeros kept; the emission: its M-step with
         the labels as posteriors (its own priors apply).  A state never seen (no counts, no prior)
         keeps its current row.  params: the letters to estimate (default all).  One EM iteration
-        on the same labels gives the same parameters.  ValueError naming the sequence and step
+        on the same labels gives the same parameters.  A mixture emission (GMM) makes one M-step
+        from its current mixture (its components stay latent within a state: EM iterations with
+        the same labels, fit(..., labels=...), converge them).  ValueError naming the sequence and step
         where the labels use a structural zero of A or pi.
         """
         params = self._checked_params(params)
@@ -374,8 +376,8 @@ class EmissionHMM:
                          labels.why_impossible(b, None, self.mask.get("A"), self.mask.get("pi")))
                 raise ValueError(f"labels: {labels.why_impossible(b, None, self.mask.get('A'), self.mask.get('pi'))} "
                                  f"- a structural zero")
-        if not self.initialized:
-            self._start(rows, self.seed, 0, "random", params)       # the emission's shapes; overwritten below
+        if not self.initialized:        # the emission's shapes (overwritten below) or, for a mixture, its start
+            self._start(rows, self.seed, 0, getattr(self.emission, "supervised_init", "random"), params)
         for letter, name, counts in (("s", "pi", start), ("t", "A", trans)):
             if letter in params:
                 setattr(self, f"_{name}", _counts_m_step(counts, getattr(self, f"_{name}"), prior.get(name),
