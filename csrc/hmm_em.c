@@ -290,6 +290,56 @@ int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t 
 }
 
 
+static int64_t task_work(const hmm_em_task *t)
+{
+    int64_t symbols = 0;
+    for (int64_t q = 0; q < t->batch; ++q)
+        symbols += t->lengths[q];
+    return symbols * ((int64_t)t->n * t->n + (int64_t)t->n * t->m) * (t->n_iter > 0 ? t->n_iter : 0);
+}
+
+static int cmp_work_desc(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;     /* (work, index): most work first, then by index */
+    if (x[0] != y[0])
+        return x[0] < y[0] ? 1 : -1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+void hmm_em_categorical_many(int64_t ntasks, hmm_em_task *tasks, int64_t size, const int32_t *rows,
+                             int num_threads)
+{
+    if (ntasks <= 0)
+        return;
+    int threads = num_threads < 1 ? 1 : num_threads;
+    int64_t *order = ntasks > 1 ? malloc(sizeof(int64_t) * 2 * ntasks) : NULL;
+    if (ntasks == 1 || !order || threads == 1) {
+        /* one task: all the threads inside it; no memory for the order: task by task */
+        for (int64_t k = 0; k < ntasks; ++k) {
+            hmm_em_task *t = &tasks[k];
+            t->status = hmm_em_categorical(t->n, t->m, t->batch, size, rows, t->starts, t->lengths, t->A, t->B,
+                                           t->pi, t->opt, t->n_iter, t->history, &t->res, threads);
+        }
+        free(order);
+        return;
+    }
+    for (int64_t k = 0; k < ntasks; ++k) {
+        order[2 * k] = task_work(&tasks[k]);
+        order[2 * k + 1] = k;
+    }
+    qsort(order, (size_t)ntasks, 2 * sizeof(int64_t), cmp_work_desc);
+    if (threads > ntasks)
+        threads = (int)ntasks;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < ntasks; ++i) {
+        hmm_em_task *t = &tasks[order[2 * i + 1]];
+        t->status = hmm_em_categorical(t->n, t->m, t->batch, size, rows, t->starts, t->lengths, t->A, t->B,
+                                       t->pi, t->opt, t->n_iter, t->history, &t->res, 1);
+    }
+    free(order);
+}
+
+
 struct hmm_em_dense {
     hmm_batch *plan;
     int n, threads;

@@ -79,6 +79,28 @@ int hmm_em_categorical(int n, int m, int64_t batch, int64_t size, const int32_t 
                        double *pi, const hmm_em_options *opt, int n_iter, double *history,
                        hmm_em_result *res, int num_threads);
 
+/* Many categorical EM loops in one call (a model axis: restarts, one model per
+ * group of sequences, several numbers of states).  Task k is exactly
+ * hmm_em_categorical(n, m, batch, size, rows, starts, lengths, A, B, pi, opt,
+ * n_iter, history, &res, .) on the shared rows, its own parameters (updated in
+ * place), sequences and options; status is that call's return.  The tasks run
+ * in parallel, one thread each (the largest first), or one task on all
+ * num_threads; results do not depend on num_threads or on the other tasks. */
+typedef struct {
+    int n, m;
+    int64_t batch;
+    const int64_t *starts, *lengths;    /* (batch,): the task's sequences in rows */
+    double *A, *B, *pi;                 /* (n, n), (n, m), (n,): in and out */
+    const hmm_em_options *opt;
+    int n_iter;
+    double *history;                    /* (n_iter,) out */
+    hmm_em_result res;                  /* out */
+    int status;                         /* out */
+} hmm_em_task;
+
+void hmm_em_categorical_many(int64_t ntasks, hmm_em_task *tasks, int64_t size, const int32_t *rows,
+                             int num_threads);
+
 /* ---- Dense E-steps (any emission family) -------------------------------------
  *
  * For families whose emission M-step stays with the caller: a plan over one

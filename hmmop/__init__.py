@@ -25,7 +25,7 @@ from .nn.hmm_block import HMMBlock
 from .nn.crf import CRF, scheme_constraints
 from .ops.dense import hmm_forward_dense
 from .models.hmm import HMM
-from .models import GMMHMM, EmissionHMM, GaussianHMM, MultinomialHMM, PoissonHMM, load
+from .models import GMMHMM, EmissionHMM, GaussianHMM, MultinomialHMM, PoissonHMM, Selection, fit_many, load, select
 from .fit.monitor import DivergenceError
 from .ops.categorical import hmm_forward
 from .ops.threads import get_num_threads, set_num_threads
@@ -47,7 +47,8 @@ def __getattr__(name):
 
 
 __version__ = "0.1.0"
-__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "CRF",
+__all__ = ["HMM", "GaussianHMM", "GMMHMM", "PoissonHMM", "MultinomialHMM", "EmissionHMM", "load", "fit_many",
+           "select", "Selection", "CRF",
            "scheme_constraints", "HMMBlock", "Trainer", "DivergenceError", "em", "inference", "hmm_forward",
            "hmm_forward_dense", "native", "unroll_forward", "unroll_forward_dense", "get_num_threads",
            "set_num_threads"]

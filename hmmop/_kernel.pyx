@@ -19,6 +19,7 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport floor, INFINITY
 from libc.stdint cimport int32_t, int64_t
 cimport openmp
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
 
@@ -857,6 +858,21 @@ cdef extern from "hmm_em.h" nogil:
                            const int64_t *starts, const int64_t *lengths, double *A, double *B, double *pi,
                            const hmm_em_options *opt, int n_iter, double *history, hmm_em_result *res,
                            int num_threads)
+    ctypedef struct hmm_em_task:
+        int n, m
+        int64_t batch
+        const int64_t *starts
+        const int64_t *lengths
+        double *A
+        double *B
+        double *pi
+        const hmm_em_options *opt
+        int n_iter
+        double *history
+        hmm_em_result res
+        int status
+    void hmm_em_categorical_many(int64_t ntasks, hmm_em_task *tasks, int64_t size, const int32_t *rows,
+                                 int num_threads)
 
 _EM_BITS = {"A": 1, "B": 2, "pi": 4}        # hmm_em.h's HMM_EM_A, HMM_EM_B, HMM_EM_PI
 
@@ -916,18 +932,7 @@ def em_categorical(double[:, ::1] A, double[:, ::1] B, double[::1] pi, const int
     cdef const int64_t[::1] st = starts, L = lengths
     cdef hmm_em_options opt
     cdef list keep = []
-    shapes = {"A": (n, n), "B": (n, m), "pi": (n,)}
-    opt.learn = sum(_EM_BITS[name] for name in learn)
-    opt.objective_prior = sum(_EM_BITS[name] for name in objective_prior)
-    opt.prior_A = _em_prior(prior, "A", shapes["A"], keep)
-    opt.prior_B = _em_prior(prior, "B", shapes["B"], keep)
-    opt.prior_pi = _em_prior(prior, "pi", shapes["pi"], keep)
-    opt.mask_A = _em_mask(mask, "A", shapes["A"], keep)
-    opt.mask_B = _em_mask(mask, "B", shapes["B"], keep)
-    opt.mask_pi = _em_mask(mask, "pi", shapes["pi"], keep)
-    opt.tol_rule = HMM_EM_TOL_NONE if tol is None else (HMM_EM_TOL_INCREASE if tol_rule == "increase"
-                                                        else HMM_EM_TOL_ABS)
-    opt.tol = 0.0 if tol is None else float(tol)
+    _em_options(&opt, n, m, learn, prior, mask, objective_prior, tol, tol_rule, keep)
     history = np.empty(max(n_iter, 1), dtype=np.float64)
     cdef double[::1] h = history
     cdef hmm_em_result res
@@ -944,9 +949,103 @@ def em_categorical(double[:, ::1] A, double[:, ::1] B, double[::1] pi, const int
                          f"{lengths[res.bad]}) is not inside rows ({size} rows)")
     if status != 0:
         raise MemoryError("em_categorical: out of memory")
+    return _em_outcome(history, res)
+
+
+cdef object _em_outcome(history, hmm_em_result res):
     stop = ("converged" if res.stop == HMM_EM_CONVERGED else "non-finite" if res.stop == HMM_EM_NONFINITE
             else "ran out")
     return history[:res.iterations], stop, (res.last if res.stop == HMM_EM_NONFINITE else None)
+
+
+cdef int _em_options(hmm_em_options *opt, int n, int m, learn, dict prior, dict mask, objective_prior, tol,
+                     tol_rule, list keep) except -1:
+    """Fill *opt (its arrays kept alive in ``keep``), as em_categorical's arguments say."""
+    shapes = {"A": (n, n), "B": (n, m), "pi": (n,)}
+    opt.learn = sum(_EM_BITS[name] for name in learn)
+    opt.objective_prior = sum(_EM_BITS[name] for name in objective_prior)
+    opt.prior_A = _em_prior(prior, "A", shapes["A"], keep)
+    opt.prior_B = _em_prior(prior, "B", shapes["B"], keep)
+    opt.prior_pi = _em_prior(prior, "pi", shapes["pi"], keep)
+    opt.mask_A = _em_mask(mask, "A", shapes["A"], keep)
+    opt.mask_B = _em_mask(mask, "B", shapes["B"], keep)
+    opt.mask_pi = _em_mask(mask, "pi", shapes["pi"], keep)
+    opt.tol_rule = HMM_EM_TOL_NONE if tol is None else (HMM_EM_TOL_INCREASE if tol_rule == "increase"
+                                                        else HMM_EM_TOL_ABS)
+    opt.tol = 0.0 if tol is None else float(tol)
+    return 0
+
+
+def em_categorical_many(list tasks, const int32_t[::1] rows, int num_threads=1):
+    """Many categorical EM loops in one C call (csrc/hmm_em.h, hmm_em_categorical_many), in parallel.
+
+    tasks: a list of dicts, each em_categorical's arguments for one model: A (n, n), B (n, m), pi (n,)
+    float64 C-contiguous (updated in place), starts, lengths (its sequences in the shared ``rows``),
+    n_iter, and optionally learn, prior, mask, objective_prior, tol, tol_rule (em_categorical's
+    defaults).  Returns one (history, stop, last) per task, as em_categorical's; each task's result
+    is what em_categorical gives it alone.  ValueError naming the task for bad input.
+    """
+    cdef int64_t ntasks = len(tasks), size = rows.shape[0], k
+    cdef hmm_em_task *c_tasks = <hmm_em_task *> PyMem_Malloc(sizeof(hmm_em_task) * max(ntasks, 1))
+    cdef hmm_em_options *c_opts = <hmm_em_options *> PyMem_Malloc(sizeof(hmm_em_options) * max(ntasks, 1))
+    cdef list keep = [], histories = []
+    cdef double[:, ::1] A, B
+    cdef double[::1] pi, h
+    cdef const int64_t[::1] st, L
+    cdef int n, m
+    if c_tasks == NULL or c_opts == NULL:
+        PyMem_Free(c_tasks)
+        PyMem_Free(c_opts)
+        raise MemoryError("em_categorical_many: out of memory")
+    try:
+        for k, task in enumerate(tasks):
+            A, B, pi = task["A"], task["B"], task["pi"]
+            n, m = A.shape[0], B.shape[1]
+            if A.shape[1] != n or B.shape[0] != n or pi.shape[0] != n or m < 1:
+                raise ValueError(f"em_categorical_many: task {k}: A (N, N), B (N, M), pi (N,) do not fit")
+            n_iter = int(task["n_iter"])
+            if n_iter < 0:
+                raise ValueError(f"em_categorical_many: task {k}: n_iter must be >= 0, got {n_iter}")
+            tol_rule = task.get("tol_rule", "increase")
+            if tol_rule not in ("increase", "abs"):
+                raise ValueError(f"em_categorical_many: task {k}: tol_rule must be 'increase' or 'abs'")
+            starts = np.ascontiguousarray(task["starts"], dtype=np.int64)
+            lengths = np.ascontiguousarray(task["lengths"], dtype=np.int64)
+            if starts.ndim != 1 or starts.shape != lengths.shape:
+                raise ValueError(f"em_categorical_many: task {k}: starts and lengths must be (batch,) arrays "
+                                 f"of one shape")
+            history = np.empty(max(n_iter, 1), dtype=np.float64)
+            keep += [A, B, pi, starts, lengths, history]
+            histories.append(history)
+            _em_options(&c_opts[k], n, m, task.get("learn", ("A", "B", "pi")), task.get("prior"),
+                        task.get("mask"), task.get("objective_prior", ()), task.get("tol"), tol_rule, keep)
+            st, L, h = starts, lengths, history
+            c_tasks[k].n, c_tasks[k].m = n, m
+            c_tasks[k].batch = st.shape[0]
+            c_tasks[k].starts = &st[0] if st.shape[0] else NULL
+            c_tasks[k].lengths = &L[0] if st.shape[0] else NULL
+            c_tasks[k].A, c_tasks[k].B, c_tasks[k].pi = &A[0, 0], &B[0, 0], &pi[0]
+            c_tasks[k].opt = &c_opts[k]
+            c_tasks[k].n_iter = n_iter
+            c_tasks[k].history = &h[0]
+        with nogil:
+            hmm_em_categorical_many(ntasks, c_tasks, size, &rows[0] if size else NULL, max(1, num_threads))
+        out = []
+        for k in range(ntasks):
+            status = c_tasks[k].status
+            if status == HMM_EM_EBADSYMBOL:
+                raise ValueError(f"rows[{c_tasks[k].res.bad}] = {rows[c_tasks[k].res.bad]} is not a symbol in "
+                                 f"[0, {c_tasks[k].m}) or -2 (missing)")
+            if status == HMM_EM_ELAYOUT:
+                raise ValueError(f"em_categorical_many: task {k}: sequence {c_tasks[k].res.bad} is not inside "
+                                 f"rows ({size} rows)")
+            if status != 0:
+                raise MemoryError("em_categorical_many: out of memory")
+            out.append(_em_outcome(histories[k], c_tasks[k].res))
+        return out
+    finally:
+        PyMem_Free(c_tasks)
+        PyMem_Free(c_opts)
 
 
 cdef extern from "hmm_em.h" nogil:

@@ -151,6 +151,14 @@ class CategoricalEmission(Emission):
         self._B = B
         return result
 
+    def fused_em_arrays(self):
+        """(B copy, its Dirichlet prior or None, its mask or None): this emission's part of a task of
+        _kernel.em_categorical_many (EmissionHMM._em_task); fused_em_result(B) takes the result."""
+        return self._B.copy(), self.emission_prior, self.mask
+
+    def fused_em_result(self, B):
+        self._B = np.array(B, dtype=np.float64)
+
     def sample(self, states, rng=None):
         """int32 (len(states),): one symbol per state index, by inverse CDF."""
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

@@ -4,7 +4,9 @@ lives in hmmop.models.hmm."""
 from .core import EmissionHMM, load
 from .gaussian import GaussianHMM
 from .gmm import GMMHMM
+from .many import Selection, fit_many, select
 from .multinomial import MultinomialHMM
 from .poisson import PoissonHMM
 
-__all__ = ["EmissionHMM", "GaussianHMM", "GMMHMM", "MultinomialHMM", "PoissonHMM", "load"]
+__all__ = ["EmissionHMM", "GaussianHMM", "GMMHMM", "MultinomialHMM", "PoissonHMM", "Selection", "fit_many", "load",
+           "select"]

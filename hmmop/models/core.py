@@ -317,6 +317,10 @@ class EmissionHMM:
             raise ValueError("X: no observed row to fit (every row is missing or there is none)")
         gradient = {"optimizer": optimizer, "learning_rate": learning_rate, "optimizer_params": optimizer_params,
                     "batch_size": batch_size, "normalize": normalize, "hybridize": hybridize, "seed": seed}
+        if method == "em" and n_init > 1 and kv is None and labels is None and \
+                self._em_together(prior, callback, progress):
+            return self._fit_em_starts(rows, lengths, starts, n_observed, epochs, tol, params, prior, seed, init,
+                                       n_init)
         best, inits, histories = None, [], []
         for start in range(n_init):
             if start or not self.initialized:
@@ -340,6 +344,84 @@ class EmissionHMM:
             ll = self.score(rows, lengths, labels=labels) if len(lengths) else 0.0
             if kv is not None:
                 ll = distributed.allreduce_sum(kv, [ll])[0]
+            inits.append(ll)
+            if best is None or ll > best[0]:
+                best = (ll, history, self._snapshot())
+        self.inits_ = np.array(inits)
+        self.histories_ = histories
+        self.history_ = best[1]
+        if best[2] is not None:
+            self._restore(best[2])
+        return self.history_
+
+    # the n_init starts of an EM fit run together, one C call (where the emission's whole loop is in C)
+    _starts_together = True
+
+    def _em_together(self, prior, callback, progress):
+        """Whether EM can run in C without reporting each iteration: the emission has the whole loop
+        in C, a CPU model, no callback, no bar shown, the emission's own prior for it."""
+        import sys
+        return self._starts_together and getattr(self.emission, "fused_em_arrays", None) is not None \
+            and self.ctx.device_type == "cpu" and callback is None \
+            and not (sys.stderr.isatty() if progress is None else progress) \
+            and ("B" not in prior or np.array_equal(prior["B"], getattr(self.emission, "emission_prior", None)))
+
+    def _em_task(self, starts, lengths, n_iter, tol, params, prior):
+        """One task of _kernel.em_categorical_many: fit's EM from the current parameters on the sequences
+        (starts, lengths) of the shared rows - em_iterations' loop (objective "map", tol absolute on
+        the |change| rule: fit's).  The task's arrays are copies; _em_task_done stores the result."""
+        B, prior_B, mask_B = self.emission.fused_em_arrays()
+        learn = [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params]
+        learn += ["B"] if any(c not in "st" for c in params) else []
+        return {"A": self._A.copy(), "B": B, "pi": self._pi.copy(), "starts": starts, "lengths": lengths,
+                "n_iter": int(n_iter), "learn": learn,
+                "prior": {**{n: prior[n] for n in CORE if n in prior}, "B": prior_B},
+                "mask": {**{n: self.mask[n] for n in CORE if n in self.mask}, "B": mask_B},
+                "objective_prior": tuple(prior), "tol": None if tol is None else float(tol), "tol_rule": "abs"}
+
+    def _em_task_done(self, task):
+        self._A, self._pi = task["A"], task["pi"]
+        self.emission.fused_em_result(task["B"])
+        self.initialized = True
+
+    def _fit_em_starts(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, seed, init, n_init):
+        """fit's EM from n_init starts, all in one C call (threads over the starts): the same starts,
+        results and choice as fitting them one after the other (bit for bit)."""
+        tasks = self._em_start_tasks(rows, starts, lengths, n_observed, epochs, tol, params, prior, seed, init,
+                                     n_init)
+        outcomes = _kernel.em_categorical_many(tasks, np.ascontiguousarray(rows, dtype=np.int32),
+                                               get_num_threads())
+        return self._em_starts_done(tasks, outcomes, rows, lengths)
+
+    def _em_start_tasks(self, rows, starts, lengths, n_observed, epochs, tol, params, prior, seed, init, n_init):
+        """The n_init tasks of fit's EM (see _em_task): the starts fit draws, in its order.  rows: the
+        data the starts are drawn from; starts, lengths: the sequences in the rows the C call gets."""
+        tol = None if tol is None else tol * max(int(n_observed), 1)
+        tasks = []
+        for start in range(n_init):
+            if start or not self.initialized:
+                self._start(rows, seed, start, init, params)
+            tasks.append(self._em_task(starts, lengths, epochs, tol, params, prior))
+        return tasks
+
+    def _em_starts_done(self, tasks, outcomes, rows, lengths):
+        """fit's end after the tasks of _em_start_tasks ran (outcomes: em_categorical_many's): each
+        start's final log-likelihood on (rows, lengths) in inits_ (empty for one start), histories_,
+        the best start's parameters and history_; DivergenceError as fit raises it."""
+        best, inits, histories = None, [], []
+        for task, (history, stop, last) in zip(tasks, outcomes):
+            self._em_task_done(task)
+            if stop == "non-finite":
+                try:
+                    self._em_diverged(last, history)
+                except DivergenceError as exc:
+                    self.history_ = exc.history
+                    raise
+            histories.append(history)
+            if len(tasks) == 1:
+                best = (None, history, None)
+                break
+            ll = self.score(rows, lengths) if len(lengths) else 0.0
             inits.append(ll)
             if best is None or ll > best[0]:
                 best = (ll, history, self._snapshot())

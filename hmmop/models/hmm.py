@@ -45,7 +45,7 @@ from ..emissions.categorical import CategoricalEmission
 from ..fit import distributed
 from ..fit.em import fit_em
 from ..fit.monitor import Monitor
-from ..fit.priors import check_masks
+from ..fit.priors import check_masks, check_prior
 from ..nn.hmm_block import NAMES, HMMBlock
 from ..ops import checks
 from ..ops.checks import check_sizes
@@ -235,6 +235,29 @@ class HMM(EmissionHMM):
             self.emission.emission_prior = kept
             if method == "em":
                 self._in_block = False          # EM wrote A, pi, B: the block no longer holds them
+
+    def _em_tasks(self, rows, starts, lengths, epochs=100, tol=None, n_init=1, seed=None, prior=None, learn=None):
+        """fit(rows of those sequences, method="em", ...)'s tasks for _kernel.em_categorical_many
+        (hmmop.fit_many and hmmop.select run many models' fits in one call): rows (n,) int32 the
+        shared symbols, (starts, lengths) this model's sequences in them.  _em_starts_done(tasks,
+        outcomes, its rows, its lengths) finishes the fit exactly as fit would."""
+        params = self._params_of(learn)
+        self._starts = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
+        kept = self._use_emission_prior(prior)
+        try:
+            prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.fixed})
+            n_observed = int(sum(np.count_nonzero(rows[s:s + L] >= 0)
+                                 for s, L in zip(np.asarray(starts).tolist(), np.asarray(lengths).tolist())))
+            return self._em_start_tasks(rows, starts, lengths, n_observed, epochs, tol, params, prior, seed,
+                                        "random", n_init)
+        finally:
+            self.emission.emission_prior = kept
+
+    def _em_starts_done(self, tasks, outcomes, rows, lengths):
+        try:
+            return EmissionHMM._em_starts_done(self, tasks, outcomes, rows, lengths)
+        finally:
+            self._in_block = False
 
     def fit_supervised(self, sequences, labels, lengths=None, learn=None, prior=None):
         """The supervised estimate from fully labelled ``sequences`` (labels: every step's state), no

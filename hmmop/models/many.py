@@ -1,0 +1,152 @@
+"""Many categorical HMMs fitted in one call: one model per group of sequences, and model selection.
+
+    models = hmmop.fit_many(sequences, groups, n_states=3, n_symbols=4, n_init=5)   # {group: HMM}
+    choice = hmmop.select(sequences, states=range(2, 9), n_symbols=4, n_init=10)
+    choice.best, choice.best_n_states, choice.table()
+
+Every model's EM (all its starts) runs in one C call (csrc/hmm_em.h, hmm_em_categorical_many): the
+tasks are spread over the threads, one task per thread, so hundreds of small fits stop paying
+Python's and MXNet's per-call cost each.  Each model's result is bit for bit what fitting it alone
+gives (``HMM(n_states, n_symbols, seed=s).fit(its sequences, method="em", seed=s, ...)``), since a
+task runs exactly the loop a single fit runs.  Models of different sizes share the call (select
+fits every N in its range together: no model is embedded in a larger one, no work is wasted).
+
+Gradient training over a model axis (the operator's) is not here yet: these functions run EM.
+"""
+import numpy as np
+
+from .. import _kernel
+from ..data import encode_flat
+from ..ops.threads import get_num_threads
+from .hmm import HMM
+
+CRITERIA = ("bic", "aic", "loglik")
+
+
+def _encoded(sequences, n_symbols, symbols, lengths):
+    """(rows (n,) int32, lengths (n_sequences,) int64, starts) of the sequences, checked as HMM.fit does."""
+    if n_symbols is None and symbols is not None:
+        n_symbols = len(list(symbols))
+    if n_symbols is None:
+        raise ValueError("give n_symbols or a symbol vocabulary (symbols=...)")
+    rows, lengths = encode_flat(sequences, n_symbols, None if symbols is None else list(symbols), lengths)
+    rows = np.ascontiguousarray(rows, dtype=np.int32)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return rows, lengths, np.cumsum(lengths) - lengths, n_symbols
+
+
+def _part(rows, lengths, starts, idx):
+    """(rows, lengths, starts in the shared rows) of the sequences idx."""
+    own = np.concatenate([rows[s:s + L] for s, L in zip(starts[idx].tolist(), lengths[idx].tolist())]) \
+        if len(idx) else rows[:0]
+    return own, lengths[idx], starts[idx]
+
+
+def _run(jobs, rows):
+    """jobs: [(model, tasks, own rows, own lengths)]; all tasks in one C call, then each model finished."""
+    tasks = [t for _, ts, _, _ in jobs for t in ts]
+    outcomes = _kernel.em_categorical_many(tasks, rows, get_num_threads())
+    at = 0
+    for model, ts, own, own_lengths in jobs:
+        model._em_starts_done(ts, outcomes[at:at + len(ts)], own, own_lengths)
+        at += len(ts)
+
+
+def _seed(seed, i):
+    return None if seed is None else int(seed) + i
+
+
+def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=None, n_init=1, epochs=100,
+             tol=None, seed=None, prior=None, learn=None, **model_kwargs):
+    """One HMM per group of sequences, all fitted by EM in one call; returns {group: HMM}.
+
+    sequences: as HMM.fit takes them (lists of symbols or tokens, or hmmlearn's concatenated form
+    with ``lengths``).  groups: (n_sequences,) one hashable label per sequence; the dict keeps the
+    groups' order of first appearance.  The model of the i-th group is, bit for bit,
+    ``HMM(n_states, n_symbols, symbols=symbols, seed=seed + i, **model_kwargs)`` fitted with
+    ``fit(its sequences, method="em", epochs=epochs, tol=tol, n_init=n_init, seed=seed + i,
+    prior=prior, learn=learn)`` (seed None: unseeded).  model_kwargs: HMM's (dtype, mask, fixed,
+    ...).  Each model keeps history_, histories_ and inits_ as fit leaves them.
+    """
+    rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
+    groups = list(groups)
+    if len(groups) != len(lengths):
+        raise ValueError(f"groups: {len(groups)} labels for {len(lengths)} sequences")
+    members = {}
+    for b, g in enumerate(groups):
+        members.setdefault(g, []).append(b)
+    models, jobs = {}, []
+    for i, (g, idx) in enumerate(members.items()):
+        idx = np.asarray(idx, dtype=np.int64)
+        model = HMM(n_states, n_symbols, symbols=symbols, seed=_seed(seed, i), **model_kwargs)
+        own, own_lengths, own_starts = _part(rows, lengths, starts, idx)
+        tasks = model._em_tasks(rows, own_starts, own_lengths, epochs, tol, n_init, _seed(seed, i), prior, learn)
+        jobs.append((model, tasks, own, own_lengths))
+        models[g] = model
+    _run(jobs, rows)
+    return models
+
+
+class Selection:
+    """select's result: the candidates' scores and models.
+
+    states: the numbers of states tried; loglik, aic, bic: (len(states),) float64 of each N's best
+    start (its final log-likelihood; aic = -2 ll + 2 k, bic = -2 ll + k log(observed symbols),
+    k = n_parameters); inits: each N's starts' final log-likelihoods; models: {N: the best start's
+    HMM}; criterion, best_n_states, best (that model).
+    """
+
+    def __init__(self, states, models, rows, lengths, criterion):
+        self.states = list(states)
+        self.models = models
+        self.criterion = criterion
+        self.loglik = np.array([models[n].score(rows, lengths) if len(lengths) else 0.0 for n in self.states])
+        n_observed = int(np.count_nonzero(rows >= 0))
+        self.n_parameters = np.array([models[n].n_free_parameters for n in self.states])
+        self.aic = -2 * self.loglik + 2 * self.n_parameters
+        self.bic = -2 * self.loglik + self.n_parameters * np.log(max(n_observed, 1))
+        self.inits = {n: models[n].inits_ for n in self.states}
+        values = self.values()
+        pick = int(np.argmax(values)) if criterion == "loglik" else int(np.argmin(values))
+        self.best_n_states = self.states[pick]
+        self.best = models[self.best_n_states]
+
+    def values(self):
+        """The criterion's value per N."""
+        return {"bic": self.bic, "aic": self.aic, "loglik": self.loglik}[self.criterion]
+
+    def table(self):
+        """A text table: N, free parameters, log-likelihood, AIC, BIC, and the chosen N marked."""
+        lines = [f"{'states':>6} {'params':>6} {'loglik':>14} {'AIC':>14} {'BIC':>14}"]
+        for i, n in enumerate(self.states):
+            mark = "  <- " + self.criterion if n == self.best_n_states else ""
+            lines.append(f"{n:>6} {self.n_parameters[i]:>6} {self.loglik[i]:>14.3f} {self.aic[i]:>14.3f} "
+                         f"{self.bic[i]:>14.3f}{mark}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Selection(states={self.states}, criterion={self.criterion!r}, best_n_states={self.best_n_states})"
+
+
+def select(sequences, states=range(2, 9), n_symbols=None, symbols=None, lengths=None, n_init=10, epochs=100,
+           tol=None, seed=None, prior=None, criterion="bic", **model_kwargs):
+    """Fit an HMM for every number of states in ``states`` (n_init EM starts each, all in one call) and
+    choose one by ``criterion`` ("bic", "aic": the smallest; "loglik": the largest); returns a
+    Selection.  The model for N = states[i] is what ``HMM(N, n_symbols, seed=seed + i,
+    **model_kwargs).fit(sequences, method="em", n_init=n_init, seed=seed + i, epochs=epochs,
+    tol=tol, prior=prior)`` gives, bit for bit.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    states = [int(n) for n in states]
+    if not states or any(n < 1 for n in states) or len(set(states)) != len(states):
+        raise ValueError(f"states must be distinct positive integers, got {states}")
+    rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
+    models, jobs = {}, []
+    for i, n in enumerate(states):
+        model = HMM(n, n_symbols, symbols=symbols, seed=_seed(seed, i), **model_kwargs)
+        tasks = model._em_tasks(rows, starts, lengths, epochs, tol, n_init, _seed(seed, i), prior)
+        jobs.append((model, tasks, rows, lengths))
+        models[n] = model
+    _run(jobs, rows)
+    return Selection(states, models, rows, lengths, criterion)
