@@ -65,6 +65,17 @@ Deliberately different:
   pickle-free model files (``hmmop.load`` reads them as hmmop's own models:
   hmmop.HMM for CategoricalHMM, hmmop.GaussianHMM, ...).
 
+hmmop's addition, absent from hmmlearn's signatures: a last parameter ``labels=None`` of ``fit``,
+``score``, ``score_samples``, ``decode``, ``predict`` and ``predict_proba``: the known hidden states
+of some samples, one int array (n_samples,) aligned with X (split by ``lengths``), -1 where unknown
+(or any form hmmop.fit.labels.check_labels takes: per-sequence arrays, boolean (n_samples,
+n_components) masks of the states allowed).  Scores are then log P(X, labels) (-inf where no
+state path agrees), posteriors P(state | X, labels), decoding the best path agreeing with the
+labels (forced alignment), and fit's EM maximises log P(X, labels) (monitor_.history holds it);
+fully labelled data and n_iter=1 give the supervised estimate (normalised counts).  A state
+outside [0, n_components), labels of the wrong length, or labels no state path can follow raise
+ValueError naming the sequence and step.  labels=None is hmmlearn's behaviour exactly.
+
 scikit-learn (hmmlearn's own dependency) is imported here and, for the
 k-means start, by the Gaussian and GMM emissions' initialize; hmmlearn itself
 is never imported.
@@ -82,6 +93,7 @@ from sklearn.exceptions import NotFittedError
 
 from . import _kernel
 from .data import MISSING
+from .fit.labels import check_labels
 from .fit.monitor import DivergenceError
 from .emissions import CategoricalEmission, GaussianEmission
 from .emissions.gmm import GMMEmission
@@ -179,6 +191,9 @@ def _frozen(value):
 
 class _BaseHMM(BaseEstimator):
     """What every class shares: hmmlearn's fit/score/decode/sample on an hmmop core made per call.
+
+    fit, score, score_samples, decode, predict and predict_proba take a last ``labels=None``, hmmop's
+    addition absent from hmmlearn's signatures (see the module docstring): known states of some samples.
 
     A subclass sets _EMISSION_LETTERS and supplies _emission (the component from the attributes),
     _prepare_X, _init_emission, _check_emission, _store, _n_fit_scalars_per_param, _sample_states.
@@ -320,23 +335,35 @@ class _BaseHMM(BaseEstimator):
             self.random_state = check_random_state(self.random_state)
         self._init_emission(X, rows)
 
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, labels=None):
         """Estimate the parameters by EM (hmmlearn's: initialisation per init_params, then n_iter
-        iterations of E-step, M-step of the letters in params and the monitor's test); returns self."""
+        iterations of E-step, M-step of the letters in params and the monitor's test); returns self.
+
+        labels (hmmop's addition): the known states of some samples, (n_samples,) ints aligned with X,
+        -1 where unknown (or any form of hmmop.fit.labels.check_labels); EM then maximises
+        log P(X, labels) and monitor_.history holds that objective.  ValueError naming the sequence
+        and step where no state path of the starting parameters agrees with the labels."""
         self._dtype()
         X = self._prepare_X(X, fit=True)
         lengths = self._lengths(len(X), lengths)
         core = EmissionHMM(self.n_components, self._emission(blank=True), dtype=self._dtype())
         rows, lengths, starts = core._data(X, lengths)
+        labels = self._labels(labels, lengths)
         self._init(X, rows)
         self._check()
         self.monitor_._reset()
         core = self._core(self._emission())       # (its own: EM changes it)
-        self._em(core, rows, lengths, starts)
+        if labels is not None:
+            core._check_possible(core.score_sequences(rows, lengths, labels=labels), labels, rows)
+        self._em(core, rows, lengths, starts, labels)
         self._store(core)
         return self
 
-    def _em(self, core, rows, lengths, starts):
+    def _labels(self, labels, lengths):
+        """hmmop.fit.labels.Labels of data with ``lengths`` (checked once per call), or None."""
+        return check_labels(labels, lengths, self.n_components)
+
+    def _em(self, core, rows, lengths, starts, labels=None):
         """hmmlearn's EM loop: the core's em_iterations (the whole loop in C for CategoricalHMM), the
         history then reported to monitor_; a Python loop reporting each iteration as it ends where
         monitor_ is not this module's or prints (verbose), or where a prior is outside the core's range."""
@@ -355,7 +382,7 @@ class _BaseHMM(BaseEstimator):
             try:
                 history, _ = core.em_iterations(rows, lengths, starts, n_iter,
                                                 tol=None if tol is None else float(tol), params=params,
-                                                prior=prior or None, objective="loglik")
+                                                prior=prior or None, objective="loglik", labels=labels)
             except DivergenceError:
                 # hmmlearn carries on through a log-likelihood of -inf or NaN: so does the Python loop
                 core._A = np.array(self.transmat_, dtype=np.float64)
@@ -365,9 +392,9 @@ class _BaseHMM(BaseEstimator):
                 for value in history:
                     monitor.report(float(value))
                 return
-        self._em_python(core, rows, lengths, starts)
+        self._em_python(core, rows, lengths, starts, labels)
 
-    def _em_python(self, core, rows, lengths, starts):
+    def _em_python(self, core, rows, lengths, starts, labels=None):
         """The EM loop in Python on the core's E-step (one C forward-backward) and M-steps, asking
         monitor_ after each iteration (hmmlearn's order: E-step, M-step, report, converged)."""
         emission = core.emission
@@ -376,7 +403,7 @@ class _BaseHMM(BaseEstimator):
         prior_t = np.asarray(self.transmat_prior, dtype=np.float64)
         buffers = tuple(np.empty((len(rows), self.n_components)) for _ in range(2))
         for _ in range(self.n_iter):
-            ll, gamma, trans, start = core._posteriors(rows, lengths, starts, buffers)
+            ll, gamma, trans, start = core._posteriors(rows, lengths, starts, buffers, labels=labels)
             if letters:
                 stats = emission.empty_stats()
                 emission.accumulate(stats, rows, gamma)
@@ -396,40 +423,51 @@ class _BaseHMM(BaseEstimator):
         self.transmat_ = core._A.astype(dtype)
 
     # -- inference -------------------------------------------------------------------------------------
-    def score(self, X, lengths=None):
-        """Log-likelihood of X (float)."""
+    def score(self, X, lengths=None, labels=None):
+        """Log-likelihood of X (float); with labels (hmmop's addition, as in fit) log P(X, labels),
+        -inf where no state path agrees with them."""
         core, X, lengths = self._fitted_core(X, lengths)
-        return core.score(X, lengths)
+        return core.score(X, lengths, labels=self._labels(labels, lengths))
 
-    def score_samples(self, X, lengths=None):
-        """(log-likelihood, posteriors (n_samples, n_components))."""
+    def score_samples(self, X, lengths=None, labels=None):
+        """(log-likelihood, posteriors (n_samples, n_components)); with labels (as in fit)
+        (log P(X, labels), P(state | X, labels)), NaN rows for a sequence no agreeing path explains."""
         core, X, lengths = self._fitted_core(X, lengths)
-        ll, gammas = core.score_samples(X, lengths)
+        ll, gammas = core.score_samples(X, lengths, labels=self._labels(labels, lengths))
         return ll, np.concatenate(gammas)
 
-    def predict_proba(self, X, lengths=None):
-        """State posteriors (n_samples, n_components)."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, labels=None):
+        """State posteriors (n_samples, n_components) (given the labels, as in fit)."""
+        return self.score_samples(X, lengths, labels=labels)[1]
 
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, labels=None):
         """(log_prob, states (n_samples,)): "viterbi" the best paths' log-probability; "map" each
-        frame's most probable state, with hmmlearn's log_prob: the sum of those posteriors."""
+        frame's most probable state, with hmmlearn's log_prob: the sum of those posteriors.
+        labels (hmmop's addition, as in fit): the best path among those agreeing with them (forced
+        alignment; "map": the posteriors given them); ValueError naming the sequence and step where
+        no path agrees."""
         self._check_fitted()
         self._check()
         algorithm = algorithm or self.algorithm
         if algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {algorithm!r}")
         core, X, lengths = self._fitted_core(X, lengths, checked=True)
+        labels = self._labels(labels, lengths)
         if algorithm == "viterbi":
-            log_prob, paths = core.decode(X, lengths, "viterbi")
+            log_prob, paths = core.decode(X, lengths, "viterbi", labels=labels)
             return log_prob, np.concatenate(paths).astype(np.int64)
-        _, gammas = core.score_samples(X, lengths)
-        posteriors = np.concatenate(gammas)
+        if labels is None:
+            _, gammas = core.score_samples(X, lengths)
+            posteriors = np.concatenate(gammas)
+        else:
+            rows, lengths, starts = core._data(X, lengths)
+            ll, posteriors, _, _ = core._posteriors(rows, lengths, starts, labels=labels)
+            core._check_possible(ll, labels, rows)
         return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
 
-    def predict(self, X, lengths=None):
-        """Most likely state of each sample (decode's path)."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, labels=None):
+        """Most likely state of each sample (decode's path; with labels, the best that agrees)."""
+        return self.decode(X, lengths, labels=labels)[1]
 
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """(X, states) of n_samples steps, drawn from hmmlearn's random stream: for each step

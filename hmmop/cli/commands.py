@@ -13,6 +13,9 @@
 Categorical models read symbol sequences (hmmop.cli.files.read_sequences),
 Gaussian models numeric rows (hmmop.cli.files.read_features); score, decode,
 sample and info take the model class from the model file (hmmop.load).
+fit, score and decode take ``--labels FILE``, the known states of some steps
+(hmmop.cli.files.read_labels): fit then maximises log P(data, labels), score
+prints log P(sequence, labels), decode the best path agreeing with them.
 
 Results go to stdout (plain lines, TSV or JSON); messages and progress to
 stderr.  A user's mistake prints one line "hmmop CMD: error: ..." and exits
@@ -21,9 +24,11 @@ or unreadable file, an unknown token, a fit that diverged); a traceback is a
 bug.  ``python -m hmmop`` is the same command.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -39,7 +44,7 @@ from ..models.hmm import HMM
 from ..ops.checks import check_sizes
 from . import benchmarks, plots
 from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
-                    read_sequences, with_vocabulary, write_features)
+                    read_labels, read_sequences, with_vocabulary, write_features)
 
 
 class UsageError(Exception):
@@ -82,6 +87,7 @@ def fit(args):
     if args.plot:
         _check_new(args.plot, args.force)
         plots.check_available()             # before the fit, not after it
+    _check_labels_input(args)
     if args.emissions == "gaussian":
         return _fit_gaussian(args, out)
     if args.covariance is not None or args.init is not None:
@@ -91,7 +97,8 @@ def fit(args):
     args.method = args.method or "gradient"
     args.lr = 0.1 if args.lr is None else args.lr
     args.epochs = args.epochs or 300
-    sequences, tokens, _ = read_sequences(args.data, args.tokens)
+    sequences, tokens, lines = read_sequences(args.data, args.tokens)
+    labels = _read_labels(args, sequences, lines, args.states)
     kv, rank = None, 0
     if args.kvstore:
         kv = distributed.kvstore(args.kvstore)        # waits for the whole job to start
@@ -106,24 +113,29 @@ def fit(args):
     n = sum(len(s) for s in sequences)
     N = args.states
     _check_size(args, {"A": (N, N), "B": (N, n_symbols), "pi": (N,)}, f"{n_symbols} distinct symbols")
-    model = HMM(args.states, n_symbols, symbols=symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
+    # fitted on the symbols' codes, the vocabulary attached after: the core's fit scores the rows it has
+    # already encoded (n_init's choice, the labels' check), which a model with a vocabulary would re-encode
+    model = HMM(args.states, n_symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
+    codes = sequences if symbols is None else _codes(sequences, symbols)
     workers = f", {kv.num_workers} workers ({args.kvstore})" if kv is not None else ""
     if rank == 0:
         _say(f"fitting {args.states} states to {len(sequences)} sequences, {n} symbols, {n_symbols} distinct "
              f"({args.method}{', ' + args.optimizer + ' lr ' + str(args.lr) if args.method == 'gradient' else ''}"
              f", up to {args.epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''}"
-             f"{workers})")
+             f"{workers}{_labels_note(labels)})")
     start = time.perf_counter()
-    model.fit(sequences, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
-              learning_rate=args.lr, batch_size=args.batch_size, tol=args.tol, seed=args.seed,
-              n_init=args.n_init, kvstore=kv, progress=None if rank == 0 else False)
+    with _labels_errors(args):
+        model.fit(codes, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
+                  learning_rate=args.lr, batch_size=args.batch_size, tol=args.tol, seed=args.seed,
+                  n_init=args.n_init, kvstore=kv, progress=None if rank == 0 else False, labels=labels)
     seconds = time.perf_counter() - start
     if rank != 0:               # every worker has the same model: rank 0 writes it
         return
+    model.symbols = model.emission.symbols = symbols
     ll = model.score(sequences)
     model.save(out)
-    _say(f"log-likelihood {ll / n:.6f} per symbol (total {ll:.6g}) after {len(model.history_)} epochs "
-         f"in {seconds:.2f} s; model written to {out}")
+    _say(f"log-likelihood {ll / n:.6f} per symbol (total {ll:.6g}){_labelled_ll(model, sequences, labels, n, 'symbol')}"
+         f" after {len(model.history_)} epochs in {seconds:.2f} s; model written to {out}")
     if args.plot:
         plots.training_curve(model.histories_, n, args.plot, title=f"{args.data}: {args.states} states")
         _say(f"training curve written to {args.plot}")
@@ -140,7 +152,8 @@ def _fit_gaussian(args, out):
     lr = 0.05 if args.lr is None else args.lr
     epochs = args.epochs or (100 if method == "em" else 1000)
     covariance = args.covariance or "diag"
-    sequences, _, _ = read_features(args.data)
+    sequences, _, lines = read_features(args.data)
+    labels = _read_labels(args, sequences, lines, args.states)
     D = sequences[0].shape[1]
     n = _observed(sequences)
     rows = sum(len(s) for s in sequences)
@@ -152,15 +165,19 @@ def _fit_gaussian(args, out):
     _say(f"fitting {args.states} Gaussian states ({covariance} covariances) to {len(sequences)} sequences, "
          f"{n} observations of {D} feature{'s' * (D != 1)}{f' ({rows - n} missing)' if rows > n else ''} "
          f"({method}{', ' + args.optimizer + ' lr ' + str(lr) if method == 'gradient' else ''}"
-         f", up to {epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''})")
+         f", up to {epochs} epochs{', ' + str(args.n_init) + ' starts' if args.n_init > 1 else ''}"
+         f"{_labels_note(labels)})")
     start = time.perf_counter()
-    model.fit(sequences, method=method, epochs=epochs, tol=args.tol, n_init=args.n_init, seed=args.seed,
-              optimizer=args.optimizer, learning_rate=lr, progress=None, init=args.init or "kmeans")
+    with _labels_errors(args):
+        model.fit(sequences, method=method, epochs=epochs, tol=args.tol, n_init=args.n_init, seed=args.seed,
+                  optimizer=args.optimizer, learning_rate=lr, progress=None, init=args.init or "kmeans",
+                  labels=labels)
     seconds = time.perf_counter() - start
     ll = model.score(sequences)
     model.save(out)
-    _say(f"log-likelihood {ll / n:.6f} per observation (total {ll:.6g}) after {len(model.history_)} epochs "
-         f"in {seconds:.2f} s; model written to {out}")
+    _say(f"log-likelihood {ll / n:.6f} per observation (total {ll:.6g})"
+         f"{_labelled_ll(model, sequences, labels, n, 'observation')} after {len(model.history_)} epochs in "
+         f"{seconds:.2f} s; model written to {out}")
     if args.plot:
         plots.training_curve(model.histories_, n, args.plot, title=f"{args.data}: {args.states} Gaussian states",
                              unit="observation")
@@ -168,8 +185,8 @@ def _fit_gaussian(args, out):
 
 
 def score(args):
-    model, sequences, n = _model_and_data(args)
-    lls = model.score_sequences(sequences)
+    model, sequences, n, labels = _model_and_data(args)
+    lls = model.score_sequences(sequences, labels=labels)
     total = float(lls.sum())
     unit = "observation" if isinstance(model, GaussianHMM) else "symbol"
     if args.json:
@@ -177,16 +194,23 @@ def score(args):
     else:
         for ll in lls:
             print(repr(float(ll)))
-    _say(f"total log-likelihood {total:.6g} over {len(lls)} sequences, "
+    what = "log P(data, labels)" if labels is not None else "log-likelihood"
+    _say(f"total {what} {total:.6g} over {len(lls)} sequences, "
          f"{total / max(n, 1):.6f} per {unit} ({n} {unit}s)")
+    impossible = np.flatnonzero(lls == -np.inf) if labels is not None else ()
+    if len(impossible):
+        _say(f"{len(impossible)} sequence{'s' * (len(impossible) != 1)} with no state path that agrees with "
+             f"the labels (log-probability -inf; the first: sequence {impossible[0]}, "
+             f"{_labels_where(args, int(impossible[0]))})")
 
 
 def decode(args):
     if args.plot:
         _check_new(args.plot, args.force)
         plots.check_available()
-    model, sequences, _ = _model_and_data(args)
-    _, paths = model.decode(sequences)
+    model, sequences, _, labels = _model_and_data(args)
+    with _labels_errors(args):
+        _, paths = model.decode(sequences, labels=labels)
     if isinstance(model, GaussianHMM):      # numeric rows: the observed values where the symbol would be
         names = args.feature_names or [f"x{d}" for d in range(model.n_features)]
         columns, cells = names, lambda obs: [repr(float(v)) for v in obs]
@@ -201,7 +225,7 @@ def decode(args):
         def plot_options(k):
             return dict(tokens=[_shown(t) for t in sequences[k]])
     if args.posteriors:
-        gamma = model.predict_proba(sequences)
+        gamma = model.predict_proba(sequences, labels=labels)
         print("\t".join(["sequence", "step"] + columns + ["viterbi"]
                         + [f"state_{i}" for i in range(model.n_states)]))
         for b, (seq, path, g) in enumerate(zip(sequences, paths, gamma)):
@@ -214,7 +238,7 @@ def decode(args):
         k = args.sequence
         if not 0 <= k < len(sequences):
             raise UsageError(f"--sequence {k}: the data has sequences 0..{len(sequences) - 1}")
-        gamma = model.predict_proba([sequences[k]])[0]
+        gamma = model.predict_proba([sequences[k]], labels=None if labels is None else [labels[k]])[0]
         options = plot_options(k)
         plots.posteriors(gamma, paths[k], options.pop("tokens"), args.plot, title=f"{args.data}, sequence {k}",
                          **options)
@@ -329,8 +353,10 @@ def bench(args):
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _model_and_data(args):
-    """(model, sequences with the model's vocabulary applied, number of symbols); for a Gaussian
-    model (model, numeric sequences of its width, number of observed rows)."""
+    """(model, sequences with the model's vocabulary applied, number of symbols, labels); for a Gaussian
+    model (model, numeric sequences of its width, number of observed rows, labels).  labels: --labels'
+    states per sequence (-1 unknown; with --unknown skip, those of skipped tokens dropped), or None."""
+    _check_labels_input(args)
     model = _load(args.model)
     args.feature_names = None
     if isinstance(model, GaussianHMM):
@@ -340,17 +366,81 @@ def _model_and_data(args):
         sequences, names, lines = read_features(args.data)
         check_features(sequences, lines, args.data, model.n_features)
         args.feature_names = names
-        return model, sequences, _observed(sequences)
+        return model, sequences, _observed(sequences), _read_labels(args, sequences, lines, model.n_states)
     tokens = args.tokens or model.tokens or "ints"
     sequences, tokens, lines = read_sequences(args.data, tokens)
+    labels = _read_labels(args, sequences, lines, model.n_states)
     if model.symbols is not None:
         if tokens == "ints":
             raise UsageError(f"the model has a vocabulary of {model.tokens or 'tokens'}; "
                              f"read the data with --tokens chars or words")
-        sequences = with_vocabulary(sequences, lines, model.symbols, args.unknown or "error", args.data)
+        unknown = args.unknown or "error"
+        if labels is not None and unknown == "skip":        # the labels of skipped tokens go with them
+            known = set(model.symbols)
+            labels = [lab[np.array([tok in known for tok in seq], dtype=bool)] if len(seq) else lab
+                      for seq, lab in zip(sequences, labels)]
+        sequences = with_vocabulary(sequences, lines, model.symbols, unknown, args.data)
     elif tokens != "ints":
         raise UsageError("the model takes integer codes; read the data with --tokens ints")
-    return model, sequences, sum(len(s) for s in sequences)
+    return model, sequences, sum(len(s) for s in sequences), labels
+
+
+def _codes(sequences, symbols):
+    """Token sequences as int64 arrays of their indices in ``symbols``."""
+    index = {tok: k for k, tok in enumerate(symbols)}
+    return [np.array([index[tok] for tok in seq], dtype=np.int64) for seq in sequences]
+
+
+def _check_labels_input(args):
+    """A usage error for --labels and the data both on standard input."""
+    if getattr(args, "labels", None) == "-" and args.data == "-":
+        raise UsageError("--labels - and DATA - would both read standard input; give one of them a file")
+
+
+def _read_labels(args, sequences, lines, n_states):
+    """--labels' states of each sequence (files.read_labels), or None without --labels; keeps the
+    labels' line of each sequence (args.label_lines) for messages."""
+    args.label_lines = None
+    if args.labels is None:
+        return None
+    labels, args.label_lines = read_labels(args.labels, [len(s) for s in sequences], n_states, args.data, lines)
+    return labels
+
+
+def _labels_where(args, b):
+    """--labels' file and the line of sequence b's labels, for messages."""
+    return f"{'standard input' if args.labels == '-' else args.labels}, line {args.label_lines[b]}"
+
+
+@contextlib.contextmanager
+def _labels_errors(args):
+    """The models' ValueError for labels that no state path agrees with ("labels: sequence b, step t:
+    ...") as a DataError naming --labels' file and line (status 1)."""
+    try:
+        yield
+    except ValueError as exc:
+        message = str(exc)
+        match = re.match(r"labels: sequence (\d+)", message)
+        if args.labels is None or match is None or isinstance(exc, DataError):
+            raise
+        raise DataError(f"{_labels_where(args, int(match.group(1)))}: {message[len('labels: '):]}") from None
+
+
+def _labels_note(labels):
+    """The fit message's note on --labels."""
+    if labels is None:
+        return ""
+    known = sum(int((lab >= 0).sum()) for lab in labels)
+    total = sum(len(lab) for lab in labels)
+    return f", {known} of {total} steps labelled"
+
+
+def _labelled_ll(model, sequences, labels, n, unit):
+    """The fit message's log P(data, labels) per symbol (observation), with --labels (fit's objective)."""
+    if labels is None:
+        return ""
+    ll = model.score(sequences, labels=labels)
+    return f", log P(data, labels) {ll / max(n, 1):.6f} per {unit} (total {ll:.6g})"
 
 
 def _load(path):
@@ -442,6 +532,12 @@ def _parser():
     def force(p):
         p.add_argument("--force", action="store_true", help="overwrite output files that exist")
 
+    def labels(p, what):
+        p.add_argument("--labels", metavar="FILE", default=None,
+                       help="known states of some steps: one line per sequence of DATA (same order), one "
+                            "whitespace-separated entry per step (symbol or row), a state index or - for "
+                            f"unknown; {what}")
+
     p = command("fit", fit, "Fit an HMM to the sequences of a file: symbols, one sequence per line "
                 "(categorical), or numeric rows, one observation per line (--emissions gaussian).",
                 "hmmop fit book.txt --states 2 --plot curve.png\n"
@@ -481,6 +577,7 @@ def _parser():
     p.add_argument("--kvstore", choices=distributed.DIST_TYPES, default=None,
                    help="categorical: train as one worker of a job started by 'hmmop launch' (each worker reads all of "
                         "DATA and trains on its share; rank 0 writes the model)")
+    labels(p, "the fit then maximises log P(data, labels)")
     force(p)
 
     p = command("score", score, "Per-sequence log-likelihoods of a file under a model (and the total).",
@@ -488,6 +585,7 @@ def _parser():
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--json", action="store_true", help="one JSON object instead of one number per line")
+    labels(p, "prints log P(sequence, labels)")
     data_options(p)
 
     p = command("decode", decode, "The most likely state path (Viterbi) of each sequence, one per line.",
@@ -500,6 +598,7 @@ def _parser():
     p.add_argument("--plot", metavar="STATES.png",
                    help="draw one sequence's posteriors and path (and, for a Gaussian model, its values)")
     p.add_argument("--sequence", type=int, default=0, help="which sequence --plot draws (default 0)")
+    labels(p, "the best path agreeing with them (forced alignment), posteriors given them")
     data_options(p)
     force(p)
 

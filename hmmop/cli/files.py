@@ -20,6 +20,13 @@ header of column names: it is one when none of its fields is a number.
 Arrays: a .npy file holding one (T, D) (or (T,)) sequence, or a .npz file
 holding X (n, D) and, optionally, lengths.
 
+Labels (read_labels): the known hidden states of some steps, one line per
+sequence of the data (same order, same number), each line whitespace-separated
+entries, one per step (per token for symbols, per row for numeric data): a
+state index in [0, N) or "-" for unknown.  Blank lines are skipped, as the
+data readers skip them (between symbol lines; between blocks of numeric rows),
+and so are lines starting with "#".
+
 "-" reads standard input (text).  Errors are DataError, naming the file,
 line and column.
 """
@@ -62,6 +69,46 @@ def read_sequences(path, tokens="chars"):
     if not sequences:
         raise DataError(f"{_name(path)}: no sequence in it (the file is empty or only blank lines)")
     return sequences, tokens, lines
+
+
+def read_labels(path, lengths, n_states, data="data", lines=None):
+    """(labels, label_lines): the labels of the data's sequences, a list of int64 arrays, one per
+    sequence (lengths[i] entries), -1 where unknown ("-" in the file), and the 1-based line of each
+    in the file.  data: the data file's name and lines: the 1-based line of each sequence in it (None
+    for array files), for messages.  DataError naming the file, line and entry for: a different
+    number of (non-blank) lines than sequences, a line with the wrong number of entries, an entry
+    that is neither an integer nor "-", a state outside [0, n_states)."""
+    text = _read_text(path, "labels")
+    found = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if len(found) != len(lengths):
+        raise DataError(f"{_name(path)}: {len(found)} line{'s' * (len(found) != 1)} of labels, but "
+                        f"{_name(data)} has {len(lengths)} sequence{'s' * (len(lengths) != 1)} (one line of "
+                        f"labels per sequence, in the same order; blank lines do not count)")
+    out = []
+    for b, ((number, entries), T) in enumerate(zip(found, lengths)):
+        if len(entries) != T:
+            where = f" (line {lines[b]})" if lines else ""
+            raise DataError(f"{_name(path)}, line {number}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+                            f"but sequence {b} of {_name(data)}{where} has {T} step{'s' * (T != 1)} (one "
+                            f"state or - per step)")
+        states = np.empty(T, dtype=np.int64)
+        for t, entry in enumerate(entries):
+            if entry == "-":
+                states[t] = -1
+                continue
+            try:
+                value = int(entry)
+            except ValueError:
+                raise DataError(f"{_name(path)}, line {number}, entry {t + 1}: {entry!r} is not a state (an "
+                                f"integer in [0, {n_states})) or - (unknown)") from None
+            if not 0 <= value < n_states:
+                raise DataError(f"{_name(path)}, line {number}, entry {t + 1}: state {value} is out of range: "
+                                f"the model has {n_states} state{'s' * (n_states != 1)}, 0..{n_states - 1}"
+                                f"{' (write - for unknown)' if value == -1 else ''}")
+            states[t] = value
+        out.append(states)
+    return out, [number for number, _ in found]
 
 
 def with_vocabulary(sequences, lines, vocabulary, unknown="error", path="data"):
