@@ -143,3 +143,24 @@ def test_select_scores_every_number_of_states_and_picks_by_the_criterion():
         hmmop.select(X, states=[2], n_symbols=3, criterion="dic")
     with pytest.raises(ValueError, match="states must be distinct positive integers"):
         hmmop.select(X, states=[2, 2], n_symbols=3)
+
+
+def test_a_model_with_a_vocabulary_fits_its_starts_and_labels():
+    """fit scores the rows it prepared (symbol codes), not tokens: n_init, labels, fit_many and select
+    work on a model with a vocabulary."""
+    X = [list("abcab"), list("bcaacb"), list("aab")]
+    fits = []
+    for together in (True, False):
+        model = hmmop.HMM(2, symbols=list("abc"), seed=0)
+        model._starts_together = together
+        model.fit(X, method="em", epochs=5, n_init=3, seed=1)
+        fits.append(model)
+    same = fits[0]
+    np.testing.assert_array_equal(same.inits_, fits[1].inits_)
+    assert same.inits_.max() == pytest.approx(same.score(X), rel=1e-12)
+    history = same.fit(X, method="em", epochs=3, labels=[[0, -1, -1, -1, 1], None, None])
+    np.testing.assert_allclose(history[-1], same.score(X, labels=[[0, -1, -1, -1, 1], None, None]), rtol=0.05)
+    models = hmmop.fit_many(X, [0, 1, 0], 2, symbols=list("abc"), n_init=2, epochs=3, seed=0)
+    assert models[0].symbols == list("abc") and len(models[0].inits_) == 2
+    sel = hmmop.select(X, [1, 2], symbols=list("abc"), n_init=2, epochs=3, seed=0)
+    np.testing.assert_allclose(sel.loglik, [sel.models[n].score(X) for n in (1, 2)], rtol=1e-12)

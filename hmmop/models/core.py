@@ -155,10 +155,14 @@ class EmissionHMM:
         """Per-sequence log-likelihoods, float64 (n_sequences,).  labels (fit/labels.py): known states
         of some steps; then log P(sequence, labels), -inf where no state path agrees with them."""
         rows, lengths, starts = self._data(X, lengths)
-        labels = self._labels(labels, lengths)
-        ws = _kernel.forward_dense(self._A, self._pi, self._log_emission(rows, labels=labels), starts, lengths,
-                                   get_num_threads())
-        return ws.ll
+        return self._score_rows(rows, lengths, self._labels(labels, lengths))
+
+    def _score_rows(self, rows, lengths, labels=None):
+        """Per-sequence log-likelihoods (n_sequences,) float64 of rows already prepared (as _data gives
+        them: a categorical model's symbol codes, not its tokens), labels a checked Labels or None."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        return _kernel.forward_dense(self._A, self._pi, self._log_emission(rows, labels=labels),
+                                     np.cumsum(lengths) - lengths, lengths, get_num_threads()).ll
 
     def score(self, X, lengths=None, labels=None):
         """Total log-likelihood of the sequences (a float); with labels, log P(X, labels)."""
@@ -252,7 +256,7 @@ class EmissionHMM:
         """Bayesian information criterion, -2 log-likelihood + k log(observed rows)."""
         rows, lengths, _ = self._data(X, lengths)
         n_observed = int((~self.emission.missing_rows(rows)).sum())
-        return -2 * self.score(rows, lengths) + self.n_free_parameters * np.log(max(n_observed, 1))
+        return -2 * float(self._score_rows(rows, lengths).sum()) + self.n_free_parameters * np.log(max(n_observed, 1))
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X, lengths=None, method="em", epochs=100, tol=None, n_init=1, seed=None, params=None,
@@ -326,7 +330,7 @@ class EmissionHMM:
             if start or not self.initialized:
                 self._start(rows, seed, start, init, params)
             if labels is not None:
-                self._check_possible(self.score_sequences(rows, lengths, labels=labels), labels, rows)
+                self._check_possible(self._score_rows(rows, lengths, labels), labels, rows)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
             try:
                 if method == "em":
@@ -341,7 +345,7 @@ class EmissionHMM:
             if n_init == 1:
                 best = (None, history, None)
                 break
-            ll = self.score(rows, lengths, labels=labels) if len(lengths) else 0.0
+            ll = float(self._score_rows(rows, lengths, labels).sum())
             if kv is not None:
                 ll = distributed.allreduce_sum(kv, [ll])[0]
             inits.append(ll)
@@ -421,7 +425,7 @@ class EmissionHMM:
             if len(tasks) == 1:
                 best = (None, history, None)
                 break
-            ll = self.score(rows, lengths) if len(lengths) else 0.0
+            ll = float(self._score_rows(rows, lengths).sum())
             inits.append(ll)
             if best is None or ll > best[0]:
                 best = (ll, history, self._snapshot())

@@ -100,7 +100,7 @@ class Selection:
         self.states = list(states)
         self.models = models
         self.criterion = criterion
-        self.loglik = np.array([models[n].score(rows, lengths) if len(lengths) else 0.0 for n in self.states])
+        self.loglik = np.array([float(models[n]._score_rows(rows, lengths).sum()) for n in self.states])
         n_observed = int(np.count_nonzero(rows >= 0))
         self.n_parameters = np.array([models[n].n_free_parameters for n in self.states])
         self.aic = -2 * self.loglik + 2 * self.n_parameters

@@ -1,0 +1,140 @@
+"""Many models in one call (issue 18): EM restarts and model selection, hmmop against one fit after another
+and against hmmlearn 0.3.3.
+
+Data (seeded, made once per run, outside every timed call): N=4 states, M=3 symbols, a known model
+(A = 0.7 I + 0.3 Dirichlet(1) rows, B and pi Dirichlet(1)) and 50 sampled sequences of 100 symbols
+(5,000 symbols), drawn by inverse CDF in NumPy.
+
+"restarts" table (target: hmmop together <= 0.1 s), 20 starts x 100 EM iterations each (tol: none,
+every start runs its 100 iterations), the median of whole runs:
+- "hmmlearn": 20 fits of hmmlearn.hmm.CategoricalHMM(4, n_iter=100, tol=-inf, random_state=s), s = 0..19,
+  .fit(X[:, None], lengths), keeping the best score (hmmlearn has no n_init: this loop is what its users write);
+- "hmmop one by one": HMM(4, 3, seed=0).fit(X, lengths, method="em", epochs=100, n_init=20, seed=1) with
+  the starts run one after the other (HMM._starts_together = False: one C loop per start);
+- "hmmop together": the same fit as it runs by default: the 20 starts' EM loops in one C call
+  (hmm_em_categorical_many), threads over the starts.
+Checked in the same run: "together" gives bit for bit the parameters, inits_ and histories_ of "one by one".
+
+"selection" table (target: hmmop select within 2x of the single largest fit), on the same data:
+- "largest fit": HMM(8, 3, seed=0).fit(X, lengths, method="em", epochs=100, n_init=10, seed=0) - the
+  largest candidate with its starts;
+- "select N=2..8": hmmop.select(X, range(2, 9), lengths=lengths, n_symbols=3, n_init=10, epochs=100,
+  seed=0): 70 fits (7 sizes x 10 starts) in one call, AIC/BIC per N;
+- "select one by one": the same 7 fits of select's models, one HMM.fit(n_init=10) after another.
+Checked: select's N=8 model is bit for bit HMM(8, 3, seed=6).fit(..., n_init=10, seed=6) (N=8 is the 7th
+candidate: seed 0 + 6), and "one by one"'s N=5 model select's.
+
+Run: python -m pytest bench/test_bench_many.py   (about a minute, most of it hmmlearn)
+"""
+import functools
+
+import numpy as np
+import pytest
+from hmmlearn import hmm
+
+import hmmop
+from benchutil import TABLES
+
+RESTARTS, SELECTION = "restarts", "selection"
+TABLES[RESTARTS] = ("Restarts: 20 starts x 100 EM iterations, N=4 M=3, 50 x 100 symbols (target: hmmop together "
+                    "<= 0.1 s): median", ["hmmlearn", "hmmop one by one", "hmmop together"],
+                    ("hmmop one by one", "hmmop together", "one by one/together"))
+TABLES[SELECTION] = ("Model selection: N = 2..8, 10 starts x 100 EM iterations each, 5,000 symbols (target: "
+                     "select within 2x of the largest fit): median",
+                     ["largest fit", "select N=2..8", "select one by one"],
+                     ("select N=2..8", "largest fit", "select/largest fit"))
+N, M, STARTS, ITERATIONS = 4, 3, 20, 100
+ROW = "50 x 100"
+
+
+@functools.lru_cache(maxsize=None)
+def problem():
+    rng = np.random.default_rng(18)
+    A = 0.7 * np.eye(N) + 0.3 * rng.dirichlet(np.ones(N), N)
+    B, pi = rng.dirichlet(np.ones(M), N), rng.dirichlet(np.ones(N))
+    u = rng.random((50, 100, 2))
+    states = np.empty((50, 100), dtype=np.int64)
+    states[:, 0] = (np.cumsum(pi)[None, :] < u[:, 0, :1]).sum(axis=1)
+    for t in range(1, 100):
+        states[:, t] = (np.cumsum(A, axis=1)[states[:, t - 1]] < u[:, t, :1]).sum(axis=1)
+    states = np.minimum(states, N - 1)
+    X = np.minimum((np.cumsum(B, axis=1)[states] < u[:, :, 1:]).sum(axis=2), M - 1).reshape(-1)
+    return X.astype(np.int64), np.full(50, 100, dtype=np.int64)
+
+
+def restarts(together):
+    X, lengths = problem()
+    model = hmmop.HMM(N, M, seed=0, dtype="float64")
+    model._starts_together = together
+    model.fit(X, lengths, method="em", epochs=ITERATIONS, n_init=STARTS, seed=1, progress=False)
+    return model
+
+
+def hmmlearn_restarts():
+    X, lengths = problem()
+    best = -np.inf
+    for s in range(STARTS):
+        model = hmm.CategoricalHMM(N, n_iter=ITERATIONS, tol=-np.inf, random_state=s)
+        model.fit(X[:, None], lengths)
+        best = max(best, model.score(X[:, None], lengths))
+    return best
+
+
+def same_fit(a, b):
+    for x, y in zip(a.probabilities(), b.probabilities()):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.inits_, b.inits_)
+    for x, y in zip(a.histories_, b.histories_):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("impl", ["hmmlearn", "hmmop one by one", "hmmop together"])
+def test_restarts(benchmark, record, impl):
+    benchmark.group = "restarts"
+    if impl == "hmmlearn":
+        benchmark.pedantic(hmmlearn_restarts, rounds=1, iterations=1)
+    else:
+        together = impl == "hmmop together"
+        model = benchmark.pedantic(restarts, args=(together,), rounds=5, iterations=1, warmup_rounds=1)
+        same_fit(model, restarts(not together))
+        assert len(model.inits_) == STARTS and all(len(h) == ITERATIONS for h in model.histories_)
+    record(RESTARTS, ROW, impl)
+
+
+def largest():
+    X, lengths = problem()
+    model = hmmop.HMM(8, M, seed=0, dtype="float64")
+    model.fit(X, lengths, method="em", epochs=ITERATIONS, n_init=10, seed=0, progress=False)
+    return model
+
+
+def selection():
+    X, lengths = problem()
+    return hmmop.select(X, range(2, 9), lengths=lengths, n_symbols=M, n_init=10, epochs=ITERATIONS, seed=0,
+                        dtype="float64")
+
+
+def selection_one_by_one():
+    X, lengths = problem()
+    models = {}
+    for i, n in enumerate(range(2, 9)):
+        models[n] = hmmop.HMM(n, M, seed=i, dtype="float64")
+        models[n].fit(X, lengths, method="em", epochs=ITERATIONS, n_init=10, seed=i, progress=False)
+    return models
+
+
+@pytest.mark.parametrize("impl", ["largest fit", "select N=2..8", "select one by one"])
+def test_selection(benchmark, record, impl):
+    benchmark.group = "selection"
+    if impl == "largest fit":
+        benchmark.pedantic(largest, rounds=5, iterations=1, warmup_rounds=1)
+    elif impl == "select one by one":
+        models = benchmark.pedantic(selection_one_by_one, rounds=3, iterations=1)
+        same_fit(models[5], selection().models[5])
+    else:
+        sel = benchmark.pedantic(selection, rounds=5, iterations=1, warmup_rounds=1)
+        ref = hmmop.HMM(8, M, seed=6, dtype="float64")
+        X, lengths = problem()
+        ref.fit(X, lengths, method="em", epochs=ITERATIONS, n_init=10, seed=6, progress=False)
+        same_fit(sel.models[8], ref)
+    record(SELECTION, ROW, impl)
