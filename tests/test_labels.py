@@ -323,3 +323,43 @@ def test_every_family_fits_with_labels(family):
     assert (np.diff(history) > -1e-8 * abs(history[0])).all()
     history = model.fit(X, labels=labels, epochs=3, method="gradient", learning_rate=0.01)
     assert np.isfinite(history).all()
+
+
+def test_a_drawn_start_is_renumbered_to_fit_the_labels():
+    """Two well-separated states, a few labels: from drawn starts (k-means centres in any order, random
+    draws) the fitted state k is the labels' state k (without the renumbering, seed 2's Gaussian and
+    seed 5's categorical fits come out swapped)."""
+    rng = np.random.default_rng(12)
+    Z = [np.repeat(rng.integers(0, 2, 8), 10) for _ in range(4)]
+    X = [rng.normal(size=(80, 1)) + np.where(z[:, None] == 1, 5.0, -5.0) for z in Z]
+    labels = [np.where(np.arange(80) % 37 == 0, z, -1) for z in Z]
+    for seed in range(6):
+        model = hmmop.GaussianHMM(2, 1, dtype="float64")
+        model.fit(X, labels=labels, init="kmeans", seed=seed, epochs=10, n_init=3)
+        np.testing.assert_allclose(model.means.ravel(), [-5.0, 5.0], atol=0.5, err_msg=f"seed {seed}")
+        hmm = hmmop.HMM(2, 3, seed=seed)      # start 0: the model's own parameters; 1, 2: drawn, renumbered
+        symbols = [np.where(z == 1, 2, 0) for z in Z]
+        hmm.fit(symbols, labels=labels, method="em", epochs=5, n_init=3, seed=seed)
+        assert hmm.B[0, 0] > 0.8 and hmm.B[1, 2] > 0.8, f"seed {seed}: {hmm.B}"
+
+
+@pytest.mark.parametrize("family", ["gaussian", "tied", "gmm", "poisson", "multinomial", "categorical"])
+def test_permuted_emission_permutes_the_log_likelihood_columns(family):
+    rng = np.random.default_rng(13)
+    if family in ("gaussian", "tied"):
+        model = hmmop.GaussianHMM(3, 2, covariance_type="full" if family == "gaussian" else "tied", dtype="float64")
+        X = rng.normal(size=(20, 2))
+    elif family == "gmm":
+        model, X = hmmop.GMMHMM(3, 2, n_mix=2, dtype="float64"), rng.normal(size=(20, 2))
+    elif family == "poisson":
+        model, X = hmmop.PoissonHMM(3, 2, dtype="float64"), rng.poisson(3.0, size=(20, 2))
+    elif family == "multinomial":
+        model, X = hmmop.MultinomialHMM(3, 3, n_trials=4, dtype="float64"), rng.multinomial(4, [0.2, 0.3, 0.5], 20)
+    else:
+        model, X = categorical(seed=13), rng.integers(0, 4, 20)
+    if family != "categorical":
+        model.fit([X], epochs=2, init="kmeans" if family == "gmm" else "random", seed=1)
+    rows, _ = model.emission.prepare([X])
+    order = np.array([2, 0, 1])
+    np.testing.assert_allclose(model.emission.permuted(order).log_likelihood(rows),
+                               model.emission.log_likelihood(rows)[:, order], rtol=1e-12)

@@ -141,6 +141,18 @@ class Emission:
         """int: the number of free scalar parameters (for AIC/BIC)."""
         raise NotImplementedError(f"{type(self).__name__} must supply n_free_parameters")
 
+    # the fields() entries indexed by state on their first axis (a tied covariance is not: see permuted)
+    state_fields = ()
+
+    def permuted(self, order):
+        """A copy whose state k has this emission's state order[k] parameters (fields and meta as they
+        are; a tied covariance, shared by all states, stays)."""
+        fields = self.fields()
+        for name in self.state_fields:
+            if name in fields and not (name == "covars" and getattr(self, "covariance_type", None) == "tied"):
+                fields[name] = np.asarray(fields[name])[np.asarray(order)]
+        return type(self).from_fields(self.n_states, fields, self.meta())
+
     # -- model files -----------------------------------------------------
 
     def fields(self):

@@ -33,6 +33,7 @@ class CategoricalEmission(Emission):
     """
 
     family = "categorical"
+    state_fields = ("B", "mask")
     params_letters = "e"            # hmmlearn's letter for emissionprob_
     raw_letters = {"logits": "e"}   # the letter that learns each raw parameter (gradient training)
 

@@ -94,6 +94,7 @@ class GaussianEmission(Emission):
     """
 
     family = "gaussian"
+    state_fields = ("means", "covars")
 
     def __init__(self, n_states, n_features, covariance_type="diag", min_covar=1e-3,
                  means_prior=0, means_weight=0, covars_prior=1e-2, covars_weight=1):

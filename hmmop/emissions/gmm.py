@@ -102,6 +102,7 @@ class GMMEmission(Emission):
     """
 
     family = "gmm"
+    state_fields = ("weights", "means", "covars")
     params_letters = "wmc"                      # hmmlearn's letters: weights_, means_, covars_
     supervised_init = "kmeans"                  # a mixture's start needs centres (EmissionHMM.fit_supervised)
     raw_letters = {"weight_logits": "w", "means": "m", "log_vars": "c", "cholesky": "c"}

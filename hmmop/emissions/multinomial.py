@@ -40,6 +40,7 @@ class MultinomialEmission(Emission):
     """
 
     family = "multinomial"
+    state_fields = ("emissionprob",)
     params_letters = "e"                        # hmmlearn's letter for emissionprob_
     raw_letters = {"logits": "e"}
 

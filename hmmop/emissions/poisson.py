@@ -205,6 +205,7 @@ class PoissonEmission(Emission):
     """
 
     family = "poisson"
+    state_fields = ("lambdas",)
     params_letters = "l"                        # hmmlearn's letter for lambdas_
     raw_letters = {"log_lambdas": "l"}
 

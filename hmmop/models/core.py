@@ -28,6 +28,7 @@ fields as emission_NAME, meta (JSON: n_states, dtype, family, the emission's
 meta, mask names) and mask_NAME for A/pi structural zeros.  hmmop.load reads
 both versions (version 1: hmmop.HMM's categorical files).
 """
+import itertools
 import json
 import math
 import os
@@ -329,6 +330,8 @@ class EmissionHMM:
         for start in range(n_init):
             if start or not self.initialized:
                 self._start(rows, seed, start, init, params)
+                if labels is not None:
+                    self._align_start(rows, labels)
             if labels is not None:
                 self._check_possible(self._score_rows(rows, lengths, labels), labels, rows)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
@@ -606,6 +609,38 @@ class EmissionHMM:
             monitor.check(v)
         monitor.history, monitor.epoch = [float(v) for v in history], len(history)
         monitor.check(value)
+
+    def _align_start(self, rows, labels):
+        """Renumber a drawn start's states to fit the labelled steps: a data-driven start (k-means
+        centres, random rows) numbers its states arbitrarily, and a few labels seldom pull EM out of
+        a start whose states are permuted.  The order maximises the summed log-emission of the
+        labelled steps under their labelled states (over all orders for N <= 8, greedily above).
+        Only where states are exchangeable: no structural zeros."""
+        if self.mask or getattr(self.emission, "mask", None) is not None:
+            return
+        seen = labels.known >= 0
+        if not seen.any():
+            return
+        n = self.n_states
+        le = self._log_emission(rows[seen])
+        fit = np.zeros((n, n))          # fit[k, j]: how well the steps labelled k suit state j
+        np.add.at(fit, labels.known[seen], np.where(np.isfinite(le), le, -1e30))
+        if n <= 8:
+            orders = np.array(list(itertools.permutations(range(n))))
+            order = orders[int(np.argmax(fit[np.arange(n), orders].sum(axis=1)))]   # the first best: identity
+        else:
+            order, left = np.full(n, -1), fit.copy()
+            for _ in range(n):
+                k, j = np.unravel_index(int(np.argmax(left)), left.shape)
+                order[k] = j
+                left[k, :], left[:, j] = -np.inf, -np.inf
+        if (order != np.arange(n)).any():
+            self._permute_states(order)
+
+    def _permute_states(self, order):
+        """State k takes state order[k]'s parameters (A, pi and the emission's)."""
+        self._A, self._pi = np.ascontiguousarray(self._A[order][:, order]), self._pi[order]
+        self.emission = self.emission.permuted(order)
 
     def _fit_gradient(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
                       kv=None, optimizer="adam", learning_rate=0.05, optimizer_params=None, batch_size=None,

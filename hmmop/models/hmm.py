@@ -309,6 +309,13 @@ class HMM(EmissionHMM):
     def _snapshot(self):
         return self.probabilities()
 
+    def _permute_states(self, order):
+        A, B, pi = self.probabilities()
+        for name, value in zip(NAMES, (A[order][:, order], B[order], pi[order])):
+            if name not in self.fixed:
+                self._store(name, value)
+        self._in_block = False
+
     def _restore(self, snap):
         for name, value in zip(NAMES, snap):
             self._store(name, value)
@@ -489,7 +496,7 @@ class HMM(EmissionHMM):
     # -- helpers --------------------------------------------------------------------------------
     def _store(self, name, value):
         """The model's own copy of parameter ``name`` (float64 NumPy)."""
-        value = np.array(value, dtype=np.float64)
+        value = np.array(value, dtype=np.float64, order="C")
         if name == "B":
             self.emission._B = value
         else:
