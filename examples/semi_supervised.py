@@ -10,8 +10,8 @@ Four fits of hmmop.GaussianHMM (full covariances, EM, the same n_init and tol fo
   (a)  semi-supervised: ``fit(X, lengths, labels=partial)`` (EM on log P(X, labels)) from a start built
        from the labelled steps (each state's mean: the mean of the steps labelled with it), so fitted
        state k is true state k - no permutation to guess;
-  (a') the same fit from fit's default start (k-means centres, in k-means' order): the labels must
-       then pull each state to its own cluster, and EM can stay in a permuted local optimum;
+  (a') the same fit from fit's default start (k-means centres, renumbered to fit the labelled steps):
+       the identities are the labels', but EM can fall in the poor optimum the unsupervised fit finds;
   (b)  unsupervised ``fit(X, lengths)``, then the best of the 3! permutations of its states, chosen
        on the true states (an oracle no real use has);
   (c)  supervised ``fit_supervised(X, states, lengths)`` on fully labelled data: the reference.
@@ -25,7 +25,7 @@ then their means (returned as {"runs": {seed: dict}, "mean": {column: mean}}).
 
 Over seeds (e.g. ``--seed 0 --seeds 20``), (a) is as good as the oracle-permuted (b) wherever (b) finds the
 right optimum - either may then be ahead by a percent or two, the noise of two nearby fits - and far better
-wherever (b) lands in a poor one (about one seed in four here), as (a') also can.
+wherever (b) lands in a poor one (about one seed in four here), as (a') from the same k-means starts also can.
 """
 import argparse
 import contextlib
