@@ -264,6 +264,7 @@ int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, con
     const int G = group_size(N, kind == HMM_GAUSS_FULL ? FG : QG);
     int64_t bad = INT64_MAX;
     int oom = 0;
+    num_threads = hmm_pass_threads(num_threads, n * N * (int64_t)(kind == HMM_GAUSS_FULL ? D * D : D));
     #pragma omp parallel num_threads(num_threads)
     {
         vd *yT = scratch(sizeof(vd) * 2 * (size_t)D);
@@ -469,6 +470,7 @@ int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, cons
         return HMM_GAUSS_ENOMEM;
     int64_t bad = INT64_MAX;
     int oom = 0;
+    num_threads = hmm_pass_threads(num_threads, n * (int64_t)(N * L1 + L2));
     #pragma omp parallel num_threads(num_threads)
     {
         double *F = scratch(sizeof(double) * ((size_t)SB * ldF + VL));    /* (+ outer_lower's slack) */
@@ -579,6 +581,7 @@ int64_t hmm_gauss_scan(int64_t n, int D, const double *X, int check_all, int64_t
      * block is read as one vectorisable loop and its rows one by one only when it is not 0 */
     const int64_t block = 256, nblocks = (n + block - 1) / block;
     int64_t bad = INT64_MAX, count = 0;
+    num_threads = hmm_pass_threads(num_threads, n * (int64_t)D);
     #pragma omp parallel num_threads(num_threads) reduction(+ : count)
     {
         int64_t first_bad = INT64_MAX;

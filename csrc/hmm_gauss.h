@@ -16,6 +16,18 @@
 
 #include <stdint.h>
 
+/* Threads for a pass of about `work` multiply-adds: at most num_threads, one per HMM_PASS_WORK of
+ * work, at least 1.  Starting and joining threads costs more than a small pass takes - far more on
+ * a busy machine, where a second thread may wait for a core - and the passes' results do not
+ * depend on their thread count, so this changes only time. */
+#define HMM_PASS_WORK 250000
+static inline int hmm_pass_threads(int num_threads, int64_t work)
+{
+    const int64_t most = work / HMM_PASS_WORK;
+    const int nt = most < num_threads ? (int)most : num_threads;
+    return nt < 1 ? 1 : nt;
+}
+
 enum { HMM_GAUSS_DIAG = 0, HMM_GAUSS_FULL = 1, HMM_GAUSS_TIED = 2 };
 
 /* Returned instead of a row index when scratch memory could not be allocated. */

@@ -1,5 +1,6 @@
 /* hmm_mix: see hmm_mix.h. */
 #include "hmm_mix.h"
+#include "hmm_gauss.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -144,8 +145,7 @@ int hmm_mix_logsumexp(int64_t n, int N, int K, const double *comp, double *out, 
     const int64_t S = (int64_t)N * K;
     if (n <= 0 || S <= 0)
         return 0;
-    if (num_threads < 1)
-        num_threads = 1;
+    num_threads = hmm_pass_threads(num_threads, n * S);
     const int64_t blocks = (n + MIX_BLOCK - 1) / MIX_BLOCK;
     int failed = 0;
     #pragma omp parallel num_threads(num_threads) if (num_threads > 1)
@@ -180,8 +180,7 @@ int hmm_mix_loglik_diag(int64_t n, int N, int K, int D, const double *X, const d
     const int64_t S = (int64_t)N * K;
     if (n <= 0 || S <= 0)
         return 0;
-    if (num_threads < 1)
-        num_threads = 1;
+    num_threads = hmm_pass_threads(num_threads, n * S * (int64_t)D);
     const int64_t blocks = (n + MIX_BLOCK - 1) / MIX_BLOCK;
     int failed = 0;
     #pragma omp parallel num_threads(num_threads) if (num_threads > 1)
@@ -235,8 +234,7 @@ int hmm_mix_stats_diag(int64_t n, int N, int K, int D, const double *X, const do
     const int64_t S = (int64_t)N * K;
     if (n <= 0 || S <= 0)
         return 0;
-    if (num_threads < 1)
-        num_threads = 1;
+    num_threads = hmm_pass_threads(num_threads, n * S * (int64_t)D);
     const int64_t chunks = (n + MIX_CHUNK - 1) / MIX_CHUNK;
     /* per chunk: post (N), then per component s0 (1), s1 (D), s2 (D) */
     const int64_t width = N + S * (1 + 2 * (int64_t)D);
