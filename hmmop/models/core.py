@@ -351,9 +351,18 @@ class EmissionHMM:
             ll = float(self._score_rows(rows, lengths, labels).sum())
             if kv is not None:
                 ll = distributed.allreduce_sum(kv, [ll])[0]
-            inits.append(ll)
-            if best is None or ll > best[0]:
-                best = (ll, history, self._snapshot())
+            best = self._kept_start(best, ll, history, inits)
+        return self._chosen_start(best, inits, histories)
+
+    def _kept_start(self, best, ll, history, inits):
+        """n_init's running choice (ll, history, snapshot) after a start ending at ll (added to inits):
+        the first of the best."""
+        inits.append(ll)
+        return (ll, history, self._snapshot()) if best is None or ll > best[0] else best
+
+    def _chosen_start(self, best, inits, histories):
+        """fit's end: inits_, histories_, the chosen start's history_ and parameters (snapshot None: the
+        model's own, a single start's)."""
         self.inits_ = np.array(inits)
         self.histories_ = histories
         self.history_ = best[1]
@@ -428,16 +437,8 @@ class EmissionHMM:
             if len(tasks) == 1:
                 best = (None, history, None)
                 break
-            ll = float(self._score_rows(rows, lengths).sum())
-            inits.append(ll)
-            if best is None or ll > best[0]:
-                best = (ll, history, self._snapshot())
-        self.inits_ = np.array(inits)
-        self.histories_ = histories
-        self.history_ = best[1]
-        if best[2] is not None:
-            self._restore(best[2])
-        return self.history_
+            best = self._kept_start(best, float(self._score_rows(rows, lengths).sum()), history, inits)
+        return self._chosen_start(best, inits, histories)
 
     def fit_supervised(self, X, labels, lengths=None, params=None, prior=None):
         """The supervised estimate from fully labelled data, with no iteration; returns self.
