@@ -6,11 +6,13 @@
     hmmop decode book.hmmop.npz other.txt --posteriors
     hmmop sample book.hmmop.npz --n 5 --length 80
     hmmop fit walk.csv --emissions gaussian --states 3 --covariance full   # numeric rows
+    hmmop select book.txt --states 2..8 --out best.hmmop.npz   # the number of states, by BIC
     hmmop sample walk.hmmop.npz --n 5 --length 80 --out more.csv
     hmmop bench --quick
     hmmop launch -n 2 -- hmmop fit book.txt --states 2 --kvstore dist_sync
 
-Categorical models read symbol sequences (hmmop.cli.files.read_sequences),
+Categorical models read symbol sequences (hmmop.cli.files.read_sequences;
+select too, categorical only),
 Gaussian models numeric rows (hmmop.cli.files.read_features); score, decode,
 sample and info take the model class from the model file (hmmop.load).
 fit, score and decode take ``--labels FILE``, the known states of some steps
@@ -39,12 +41,14 @@ from ..emissions.gaussian import COVARIANCE_TYPES
 from ..fit import distributed
 from ..fit.monitor import DivergenceError
 from ..models import GaussianHMM
+from ..models import select as select_models
 from ..models import load as load_model
 from ..models.hmm import HMM
+from ..models.many import CRITERIA
 from ..ops.checks import check_sizes
 from . import benchmarks, plots
-from .files import (TOKENS, UNKNOWN, DataError, check_features, format_features, format_sequence, read_features,
-                    read_labels, read_sequences, with_vocabulary, write_features)
+from .files import (TOKENS, UNKNOWN, DataError, _load_arrays, check_features, format_features, format_sequence,
+                    read_features, read_labels, read_sequences, with_vocabulary, write_features)
 
 
 class UsageError(Exception):
@@ -103,20 +107,11 @@ def fit(args):
     if args.kvstore:
         kv = distributed.kvstore(args.kvstore)        # waits for the whole job to start
         rank = kv.rank
-    if tokens == "ints":
-        n_symbols, symbols = int(max(int(np.max(s)) for s in sequences if len(s))) + 1, None
-        if any(len(s) and np.min(s) < 0 for s in sequences):
-            raise DataError(f"{args.data}: integer codes must be >= 0")
-    else:
-        symbols = sorted({tok for seq in sequences for tok in seq})
-        n_symbols = len(symbols)
+    n_symbols, symbols = _vocabulary(args.data, sequences, tokens)
     n = sum(len(s) for s in sequences)
     N = args.states
     _check_size(args, {"A": (N, N), "B": (N, n_symbols), "pi": (N,)}, f"{n_symbols} distinct symbols")
-    # fitted on the symbols' codes, the vocabulary attached after: the core's fit scores the rows it has
-    # already encoded (n_init's choice, the labels' check), which a model with a vocabulary would re-encode
-    model = HMM(args.states, n_symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
-    codes = sequences if symbols is None else _codes(sequences, symbols)
+    model = HMM(args.states, n_symbols, symbols=symbols, seed=args.seed, dtype=args.dtype, tokens=tokens)
     workers = f", {kv.num_workers} workers ({args.kvstore})" if kv is not None else ""
     if rank == 0:
         _say(f"fitting {args.states} states to {len(sequences)} sequences, {n} symbols, {n_symbols} distinct "
@@ -125,13 +120,12 @@ def fit(args):
              f"{workers}{_labels_note(labels)})")
     start = time.perf_counter()
     with _labels_errors(args):
-        model.fit(codes, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
+        model.fit(sequences, method=args.method, epochs=args.epochs, optimizer=args.optimizer,
                   learning_rate=args.lr, batch_size=args.batch_size, tol=args.tol, seed=args.seed,
                   n_init=args.n_init, kvstore=kv, progress=None if rank == 0 else False, labels=labels)
     seconds = time.perf_counter() - start
     if rank != 0:               # every worker has the same model: rank 0 writes it
         return
-    model.symbols = model.emission.symbols = symbols
     ll = model.score(sequences)
     model.save(out)
     _say(f"log-likelihood {ll / n:.6f} per symbol (total {ll:.6g}){_labelled_ll(model, sequences, labels, n, 'symbol')}"
@@ -182,6 +176,123 @@ def _fit_gaussian(args, out):
         plots.training_curve(model.histories_, n, args.plot, title=f"{args.data}: {args.states} Gaussian states",
                              unit="observation")
         _say(f"training curve written to {args.plot}")
+
+
+def select(args):
+    """select: a categorical HMM for every N of --states (hmmop.select), the table and the chosen N."""
+    if args.emissions == "gaussian":
+        raise UsageError(_GAUSSIAN_SELECT)
+    for path in (args.out, args.plot):
+        if path:
+            _check_new(path, args.force)
+    if args.out and args.plot and os.path.abspath(args.out) == os.path.abspath(args.plot):
+        raise UsageError("--out and --plot name the same file")
+    if args.plot:
+        plots.check_available()             # before the fits, not after them
+    _check_categorical_data(args)
+    sequences, tokens, _ = read_sequences(args.data, args.tokens or "chars")
+    n_symbols, symbols = _vocabulary(args.data, sequences, tokens)
+    largest = max(args.states)
+    try:
+        check_sizes({"A": (largest, largest), "B": (largest, n_symbols), "pi": (largest,)}, args.dtype)
+    except ValueError as exc:
+        raise UsageError(f"--states {_states_shown(args.states)} with {n_symbols} distinct symbols: {exc}") from None
+    n = sum(len(s) for s in sequences)
+    models = len(args.states)
+    _say(f"fitting {models} model{'s' * (models != 1)} ({_states_shown(args.states)} states) to {len(sequences)} "
+         f"sequences, {n} symbols, {n_symbols} distinct (em, {args.n_init} start{'s' * (args.n_init != 1)} each, "
+         f"up to {args.epochs} epochs{'' if args.tol is None else ', tol ' + str(args.tol)}; "
+         f"criterion {args.criterion})")
+    start = time.perf_counter()
+    choice = select_models(sequences, states=args.states, n_symbols=n_symbols, symbols=symbols, n_init=args.n_init,
+                           epochs=args.epochs, tol=args.tol, seed=args.seed, criterion=args.criterion,
+                           dtype=args.dtype, tokens=tokens)
+    seconds = time.perf_counter() - start
+    chosen = choice.best_n_states
+    if args.json:
+        print(json.dumps({"states": choice.states, "loglik": choice.loglik.tolist(), "aic": choice.aic.tolist(),
+                          "bic": choice.bic.tolist(), "n_parameters": choice.n_parameters.tolist(),
+                          "criterion": choice.criterion, "chosen": chosen}))
+    else:
+        print(choice.table())
+        print(f"chosen: {chosen} states ({_CHOSEN_BY[args.criterion]})")
+    _say(f"{models * args.n_init} EM fits in {seconds:.2f} s")
+    if args.out:
+        choice.best.save(args.out)
+        _say(f"model with {chosen} states written to {args.out}")
+    if args.plot:
+        plots.selection(choice.states, choice.loglik, choice.aic, choice.bic, chosen, args.criterion, args.plot,
+                        title=f"{args.data}: {n} symbols, {n_symbols} distinct")
+        _say(f"criteria against the number of states written to {args.plot}")
+
+
+_CHOSEN_BY = {"bic": "smallest BIC", "aic": "smallest AIC", "loglik": "largest log-likelihood"}
+_GAUSSIAN_SELECT = ("select fits categorical HMMs only, for now (hmmop.select has no Gaussian models yet); for "
+                    "numeric rows fit each N with 'hmmop fit DATA --emissions gaussian --states N' and compare, "
+                    "or GaussianHMM.bic in Python")
+
+
+def _check_categorical_data(args):
+    """A DataError naming select's limitation for what looks like Gaussian data: a .npy/.npz file of
+    floating-point numbers, or a .csv/.tsv file read without an explicit --tokens."""
+    path = args.data
+    if path != "-" and path.endswith((".npy", ".npz")):
+        try:
+            X, _ = _load_arrays(path)
+        except DataError:
+            return                          # read_sequences says what is wrong with it
+        if X.dtype.kind in "fc":
+            raise DataError(f"{path}: X holds {X.dtype} numbers, not integer codes; {_GAUSSIAN_SELECT}")
+    elif args.tokens is None and path.lower().endswith((".csv", ".tsv")):
+        raise DataError(f"{path}: a .csv/.tsv file is read as numeric rows; {_GAUSSIAN_SELECT} (to select a "
+                        f"categorical model of its text, give --tokens chars, words or ints)")
+
+
+def _vocabulary(path, sequences, tokens):
+    """(n_symbols, symbols) of categorical data as fit and select model it: integer codes 0..max
+    (symbols None; a negative code is a DataError), else the sorted distinct tokens."""
+    if tokens == "ints":
+        if any(len(s) and np.min(s) < 0 for s in sequences):
+            raise DataError(f"{path}: integer codes must be >= 0")
+        return int(max(int(np.max(s)) for s in sequences if len(s))) + 1, None
+    symbols = sorted({tok for seq in sequences for tok in seq})
+    return len(symbols), symbols
+
+
+def _states_shown(states):
+    """--states' numbers as a short text: 2..8 for a run of consecutive ones, else 2, 3, 5."""
+    if len(states) > 2 and states == list(range(states[0], states[-1] + 1)):
+        return f"{states[0]}..{states[-1]}"
+    return ", ".join(str(n) for n in states)
+
+
+def _states_list(text):
+    """An argparse type: --states A..B (A to B inclusive) or a comma list 2,3,5 (or one number), as
+    a list of distinct positive integers, in the order given."""
+    text = text.strip()
+    form = "a range A..B (inclusive) or a comma list such as 2,3,5 of positive integers"
+    if ".." in text:
+        low, _, high = text.partition("..")
+        try:
+            low, high = int(low), int(high)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}") from None
+        if low < 1:
+            raise argparse.ArgumentTypeError(f"{text}: the numbers of states must be >= 1")
+        if high < low:
+            raise argparse.ArgumentTypeError(f"{text}: an empty range ({high} < {low}); write the smaller number "
+                                             f"first")
+        return list(range(low, high + 1))
+    try:
+        states = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}") from None
+    if any(n < 1 for n in states):
+        raise argparse.ArgumentTypeError(f"{text}: the numbers of states must be >= 1")
+    repeated = sorted({n for n in states if states.count(n) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{text}: {', '.join(map(str, repeated))} given more than once")
+    return states
 
 
 def score(args):
@@ -385,12 +496,6 @@ def _model_and_data(args):
     return model, sequences, sum(len(s) for s in sequences), labels
 
 
-def _codes(sequences, symbols):
-    """Token sequences as int64 arrays of their indices in ``symbols``."""
-    index = {tok: k for k, tok in enumerate(symbols)}
-    return [np.array([index[tok] for tok in seq], dtype=np.int64) for seq in sequences]
-
-
 def _check_labels_input(args):
     """A usage error for --labels and the data both on standard input."""
     if getattr(args, "labels", None) == "-" and args.data == "-":
@@ -578,6 +683,40 @@ def _parser():
                    help="categorical: train as one worker of a job started by 'hmmop launch' (each worker reads all of "
                         "DATA and trains on its share; rank 0 writes the model)")
     labels(p, "the fit then maximises log P(data, labels)")
+    force(p)
+
+    p = command("select", select, "Choose the number of states: fit a categorical HMM for every N of --states "
+                "(EM, --n-init starts each, all in one call) and print each N's log-likelihood, AIC and BIC and "
+                "the N the criterion picks. Categorical data only, for now (symbol sequences, as fit reads "
+                "them); Gaussian data (numeric rows) are an error.",
+                "hmmop select book.txt --states 2..8 --seed 0 --out best.hmmop.npz --plot criteria.png\n"
+                "  hmmop select codes.npz --states 2,3,5 --criterion aic --json")
+    p.add_argument("data", help="text file (one sequence per non-empty line) or .npy/.npz integer codes (X, "
+                                "optional lengths); - for stdin (text)")
+    p.add_argument("--states", type=_states_list, required=True, metavar="A..B|N,N,...",
+                   help="the numbers of states to try: a range A..B (inclusive) or a comma list such as 2,3,5")
+    p.add_argument("--tokens", choices=TOKENS, default=None,
+                   help="how a line splits into symbols: characters (default), words, or integer codes")
+    p.add_argument("--n-init", type=_positive_int, default=10, help="EM starts per N; keep the best (default 10)")
+    p.add_argument("--epochs", type=_positive_int, default=100, help="EM iterations per start (default 100)")
+    p.add_argument("--tol", type=_non_negative_float, default=None,
+                   help="stop a start when an iteration changes the log-likelihood per symbol by less (default: "
+                        "run every epoch)")
+    p.add_argument("--criterion", choices=CRITERIA, default="bic",
+                   help="bic, aic (the smallest wins) or loglik (the largest; it always favours more states); "
+                        "default bic")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the starts (N = the i-th of --states uses seed + i, as hmmop.select)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the models' dtype (default float32, as fit)")
+    p.add_argument("--emissions", choices=("categorical", "gaussian"), default="categorical",
+                   help="categorical (the only one select fits for now)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (states, loglik, aic, bic, n_parameters, criterion, chosen) "
+                        "instead of the table")
+    p.add_argument("--out", metavar="BEST.npz", help="write the chosen model, as fit writes models (default: none)")
+    p.add_argument("--plot", metavar="CRITERIA.png",
+                   help="draw AIC, BIC and the log-likelihood against N, the chosen N marked (needs matplotlib)")
     force(p)
 
     p = command("score", score, "Per-sequence log-likelihoods of a file under a model (and the total).",

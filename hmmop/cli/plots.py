@@ -1,4 +1,5 @@
-"""PNG plots for the hmmop command line: training curves, posteriors, emissions, Gaussian means, benchmarks.
+"""PNG plots for the hmmop command line: training curves, posteriors, emissions, Gaussian means, model
+selection, benchmarks.
 
 matplotlib is optional (``pip install 'hmmop[plot]'``) and imported only when a
 plot is drawn; without it every function raises PlotUnavailable.  Figures are
@@ -12,8 +13,8 @@ import math
 
 import numpy as np
 
-__all__ = ["PlotUnavailable", "check_available", "training_curve", "posteriors", "emissions", "means", "benchmark",
-           "visible"]
+__all__ = ["PlotUnavailable", "check_available", "training_curve", "posteriors", "emissions", "means", "selection",
+           "benchmark", "visible"]
 
 DPI = 110
 WIDTH = 9.0                       # inches
@@ -292,6 +293,59 @@ def means(means, covars, feature_names, path, title=None, max_features=60):
     if keep < D:
         heading += f"\nthe first {keep} of {D} features shown"
     ax.set_title(heading)
+    return _save(fig, path)
+
+
+def selection(states, loglik, aic, bic, chosen, criterion, path, title=None):
+    """Model selection: AIC and BIC (left axis) and the log-likelihood (right axis) against the number
+    of states, the chosen N marked (a dashed line, and a ring on the criterion's curve).
+
+    states: the numbers of states tried (any order; drawn sorted); loglik, aic, bic: one value per
+    entry of states (hmmop.Selection's); chosen: the N picked; criterion: "bic", "aic" or "loglik",
+    the curve drawn emphasised."""
+    states = np.asarray(states)
+    if states.ndim != 1 or len(states) < 1 or not np.issubdtype(states.dtype, np.integer):
+        raise ValueError(f"states must be a non-empty list of integers, got {states!r}")
+    values = {}
+    for name, v in (("loglik", loglik), ("aic", aic), ("bic", bic)):
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != states.shape:
+            raise ValueError(f"{name}: {v.shape} values for {len(states)} numbers of states")
+        values[name] = v
+    if criterion not in values:
+        raise ValueError(f"criterion must be one of bic, aic, loglik, got {criterion!r}")
+    if chosen not in states.tolist():
+        raise ValueError(f"chosen: {chosen!r} is not one of the states {states.tolist()}")
+    order = np.argsort(states, kind="stable")
+    x = states[order]
+    _, _, ticker, _ = _matplotlib()
+    import matplotlib
+    palette = matplotlib.colormaps["tab10"].colors
+    fig = _figure(4.8)
+    ax = fig.add_subplot()
+    right = ax.twinx()
+    curves = (("bic", "BIC", ax, palette[0]), ("aic", "AIC", ax, palette[1]),
+              ("loglik", "log-likelihood", right, palette[2]))
+    handles = []
+    for name, label, axis, colour in curves:
+        emphasised = name == criterion
+        line, = axis.plot(x, values[name][order], color=colour, marker="o", markersize=5 if emphasised else 4,
+                          linewidth=2.4 if emphasised else 1.3, alpha=1.0 if emphasised else 0.75,
+                          label=label + (" (criterion)" if emphasised else ""), zorder=3 if emphasised else 2)
+        handles.append(line)
+    at = states.tolist().index(chosen)
+    target = right if criterion == "loglik" else ax
+    target.plot([chosen], [values[criterion][at]], marker="o", markersize=13, markerfacecolor="none",
+                markeredgecolor="black", markeredgewidth=1.6, linestyle="none", zorder=4)
+    handles.append(ax.axvline(chosen, color="black", linestyle="--", linewidth=1.0, alpha=0.6,
+                              label=f"chosen: {chosen} states"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0, fontsize="small")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("number of states")
+    ax.set_ylabel("AIC, BIC (smaller is better)")
+    right.set_ylabel("log-likelihood (larger is better)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"Model selection: {len(states)} numbers of states")
     return _save(fig, path)
 
 
