@@ -78,7 +78,7 @@ def test_table_equals_hmmop_select(text):
 
 
 def test_json_equals_hmmop_select(text):
-    """--json: exact values; a comma list keeps its order (N = states[i] uses seed + i, as hmmop.select)."""
+    """--json: exact values; a comma list keeps its order (N states use seed + N, as hmmop.select)."""
     status, out, err = run("select", text["path"], "--states", "4,1,2", "--n-init", 2, "--epochs", 15, "--seed", 3,
                            "--criterion", "aic", "--tol", "1e-4", "--json")
     assert status == 0, err

@@ -127,9 +127,9 @@ def test_select_scores_every_number_of_states_and_picks_by_the_criterion():
     sel = hmmop.select(X, states=range(1, 5), n_symbols=3, n_init=3, epochs=50, seed=2)
     assert sel.states == [1, 2, 3, 4]
     for i, n in enumerate(sel.states):
-        ref = hmmop.HMM(n, 3, seed=2 + i)
+        ref = hmmop.HMM(n, 3, seed=2 + n)           # seeded by N: the same whatever else states holds
         ref._starts_together = False
-        ref.fit(X, method="em", n_init=3, seed=2 + i, epochs=50)
+        ref.fit(X, method="em", n_init=3, seed=2 + n, epochs=50)
         for x, y in zip(sel.models[n].probabilities(), ref.probabilities()):
             np.testing.assert_array_equal(x, y)
         np.testing.assert_allclose(sel.bic[i], ref.bic(X), rtol=1e-12)
@@ -137,8 +137,11 @@ def test_select_scores_every_number_of_states_and_picks_by_the_criterion():
     assert sel.best_n_states == sel.states[int(np.argmin(sel.bic))] == 2
     assert sel.best is sel.models[2]
     assert "<- bic" in sel.table().splitlines()[2]
-    aic = hmmop.select(X, states=[2, 3], n_symbols=3, n_init=2, epochs=5, seed=2, criterion="loglik")
-    assert aic.best_n_states == [2, 3][int(np.argmax(aic.loglik))]
+    aic = hmmop.select(X, states=[3, 2], n_symbols=3, n_init=3, epochs=50, seed=2, criterion="loglik")
+    assert aic.best_n_states == [3, 2][int(np.argmax(aic.loglik))]
+    np.testing.assert_array_equal(aic.loglik, sel.loglik[[2, 1]])
+    one = hmmop.select(X, states=[2], n_symbols=3, n_init=1, epochs=5, seed=2)
+    np.testing.assert_array_equal(one.inits[2], one.loglik)
     with pytest.raises(ValueError, match="criterion must be one of"):
         hmmop.select(X, states=[2], n_symbols=3, criterion="dic")
     with pytest.raises(ValueError, match="states must be distinct positive integers"):

@@ -706,7 +706,7 @@ def _parser():
                    help="bic, aic (the smallest wins) or loglik (the largest; it always favours more states); "
                         "default bic")
     p.add_argument("--seed", type=int, default=None,
-                   help="seed of the starts (N = the i-th of --states uses seed + i, as hmmop.select)")
+                   help="seed of the starts (N states use seed + N, as in hmmop.select)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the models' dtype (default float32, as fit)")
     p.add_argument("--emissions", choices=("categorical", "gaussian"), default="categorical",

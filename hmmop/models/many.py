@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _kernel
 from ..data import encode_flat
+from ..fit.monitor import DivergenceError
 from ..ops.threads import get_num_threads
 from .hmm import HMM
 
@@ -42,14 +43,22 @@ def _part(rows, lengths, starts, idx):
     return own, lengths[idx], starts[idx]
 
 
-def _run(jobs, rows):
-    """jobs: [(model, tasks, own rows, own lengths)]; all tasks in one C call, then each model finished."""
+def _run(jobs, rows, names):
+    """jobs: [(model, tasks, own rows, own lengths)]; all tasks in one C call, then every model finished
+    (one whose EM diverged keeps what fit leaves it: the parameters that gave the non-finite objective);
+    then the first DivergenceError, naming its model (names[k])."""
     tasks = [t for _, ts, _, _ in jobs for t in ts]
     outcomes = _kernel.em_categorical_many(tasks, rows, get_num_threads())
-    at = 0
-    for model, ts, own, own_lengths in jobs:
-        model._em_starts_done(ts, outcomes[at:at + len(ts)], own, own_lengths)
+    at, failed = 0, None
+    for name, (model, ts, own, own_lengths) in zip(names, jobs):
+        try:
+            model._em_starts_done(ts, outcomes[at:at + len(ts)], own, own_lengths)
+        except DivergenceError as exc:
+            if failed is None:
+                failed = DivergenceError(f"{name}: {exc}", exc.epoch, exc.history)
         at += len(ts)
+    if failed is not None:
+        raise failed
 
 
 def _seed(seed, i):
@@ -83,7 +92,7 @@ def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=
         tasks = model._em_tasks(rows, own_starts, own_lengths, epochs, tol, n_init, _seed(seed, i), prior, learn)
         jobs.append((model, tasks, own, own_lengths))
         models[g] = model
-    _run(jobs, rows)
+    _run(jobs, rows, [f"group {g!r}" for g in models])
     return models
 
 
@@ -105,7 +114,8 @@ class Selection:
         self.n_parameters = np.array([models[n].n_free_parameters for n in self.states])
         self.aic = -2 * self.loglik + 2 * self.n_parameters
         self.bic = -2 * self.loglik + self.n_parameters * np.log(max(n_observed, 1))
-        self.inits = {n: models[n].inits_ for n in self.states}
+        self.inits = {n: models[n].inits_ if len(models[n].inits_) else self.loglik[i:i + 1]
+                      for i, n in enumerate(self.states)}
         values = self.values()
         pick = int(np.argmax(values)) if criterion == "loglik" else int(np.argmin(values))
         self.best_n_states = self.states[pick]
@@ -132,9 +142,10 @@ def select(sequences, states=range(2, 9), n_symbols=None, symbols=None, lengths=
            tol=None, seed=None, prior=None, criterion="bic", **model_kwargs):
     """Fit an HMM for every number of states in ``states`` (n_init EM starts each, all in one call) and
     choose one by ``criterion`` ("bic", "aic": the smallest; "loglik": the largest); returns a
-    Selection.  The model for N = states[i] is what ``HMM(N, n_symbols, seed=seed + i,
-    **model_kwargs).fit(sequences, method="em", n_init=n_init, seed=seed + i, epochs=epochs,
-    tol=tol, prior=prior)`` gives, bit for bit.
+    Selection.  The model for N states is what ``HMM(N, n_symbols, seed=seed + N,
+    **model_kwargs).fit(sequences, method="em", n_init=n_init, seed=seed + N, epochs=epochs,
+    tol=tol, prior=prior)`` gives, bit for bit, whatever else ``states`` holds.  A non-finite EM
+    objective raises DivergenceError naming N, after every model is finished.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -143,10 +154,10 @@ def select(sequences, states=range(2, 9), n_symbols=None, symbols=None, lengths=
         raise ValueError(f"states must be distinct positive integers, got {states}")
     rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
     models, jobs = {}, []
-    for i, n in enumerate(states):
-        model = HMM(n, n_symbols, symbols=symbols, seed=_seed(seed, i), **model_kwargs)
-        tasks = model._em_tasks(rows, starts, lengths, epochs, tol, n_init, _seed(seed, i), prior)
+    for n in states:
+        model = HMM(n, n_symbols, symbols=symbols, seed=_seed(seed, n), **model_kwargs)
+        tasks = model._em_tasks(rows, starts, lengths, epochs, tol, n_init, _seed(seed, n), prior)
         jobs.append((model, tasks, rows, lengths))
         models[n] = model
-    _run(jobs, rows)
+    _run(jobs, rows, [f"{n} states" for n in states])
     return Selection(states, models, rows, lengths, criterion)
