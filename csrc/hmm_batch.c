@@ -90,6 +90,7 @@ struct hmm_batch {
     double floor_alpha;      /* the check's floor on alpha_hat, compute dtype's */
     double floor_alpha64;    /* and double's (the reference) */
     double *logA64, *logAT64, *logpi64;   /* weak plans: logs of A, A^T, pi for log space */
+    int have_logs;           /* 1: those hold the logs of the current parameters (plan_logs) */
 };
 
 static void *alloc64(size_t bytes)
@@ -352,13 +353,48 @@ hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t
     return h;
 }
 
+/* The logs of A, A^T and pi for log space, made once per forward by the
+ * first sequence that needs them (any thread; rare).  -1 if out of memory. */
+static int plan_logs(hmm_batch *h)
+{
+    int have, status = 0;
+    #pragma omp atomic read
+    have = h->have_logs;
+    if (have)
+        return 0;
+    #pragma omp critical(hmm_plan_logs)
+    {
+        if (!h->have_logs) {
+            const int n = h->n;
+            if (!h->logA64) {
+                h->logA64 = malloc(sizeof(double) * n * n);
+                h->logAT64 = malloc(sizeof(double) * n * n);
+                h->logpi64 = malloc(sizeof(double) * n);
+            }
+            if (!h->logA64 || !h->logAT64 || !h->logpi64) {
+                status = -1;
+            } else {
+                for (int i = 0; i < n; ++i) {
+                    h->logpi64[i] = log(h->pi64[i]);
+                    for (int j = 0; j < n; ++j)
+                        h->logAT64[(size_t)j * n + i] = h->logA64[(size_t)i * n + j]
+                            = log(h->A64[(size_t)i * n + j]);
+                }
+                #pragma omp atomic write
+                h->have_logs = 1;
+            }
+        }
+    }
+    return status;
+}
+
 /* Sequence b of a dense plan by the reference, into fresh arrays: E, pred
  * (len, n), scale (len,), then logE's rows in double and alpha, in one block
  * at *mem.  In a weak plan, where the checked reference reports a state lost
  * to the range (or the forward already found one: redo[b] = 2), in log space
  * instead: la (len, n) in E's place, lc (len,) in scale's, *log_space = 1.
  * Returns its log-likelihood; *mem NULL if out of memory. */
-static double dense_forward_double(const hmm_batch *h, int64_t b, double **mem, int *log_space)
+static double dense_forward_double(hmm_batch *h, int64_t b, double **mem, int *log_space)
 {
     const int n = h->n, len = (int)h->lengths[b];
     const size_t rows = (size_t)len * n, first = (size_t)h->starts[b] * n;
@@ -382,6 +418,11 @@ static double dense_forward_double(const hmm_batch *h, int64_t b, double **mem, 
             return ll;
     }
     *log_space = 1;
+    if (plan_logs(h) != 0) {
+        free(d);
+        *mem = NULL;
+        return 0.0;
+    }
     return hmm_dense_forward_log(n, len, h->logAT64, h->logpi64, le, d, d + 2 * rows);
 }
 
@@ -412,7 +453,7 @@ static int forward_double(hmm_batch *h, int64_t b, double *ll)
 /* Adds g * the gradient of sequence b's log-likelihood, computed in double
  * by the reference functions, into a group accumulator laid out as the
  * blocked path's: dA (np, np), dBT (m + 1, np), dpi (np).  -1 if out of memory. */
-static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
+static int backward_double(hmm_batch *h, int64_t b, double g, double *acc)
 {
     if (h->dense) {             /* dA, dpi into acc; g * gamma into dlogE, in its dtype */
         const int n = h->n, np = h->np, len = (int)h->lengths[b];

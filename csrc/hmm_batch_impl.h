@@ -181,7 +181,7 @@ static inline __attribute__((always_inline)) VEC FN(vexp)(VEC x)
  * constraints) h->weak = 1: the forward checks every state of nonzero
  * probability against the floors below and sends a sequence where one falls
  * short to the double reference, with the same check in double, and from
- * there to log space (logA64, logAT64, logpi64). */
+ * there to log space (logA64, logAT64, logpi64, made then: plan_logs). */
 #if IS_FLOAT32
 #define HMM_WEAK_LO 0x1p-30
 #define HMM_WEAK_R 0x1p30
@@ -216,22 +216,7 @@ static int FN(prepare_guard)(hmm_batch *h)
     const double small = apos < 1.0 ? apos : 1.0;
     h->floor_alpha = HMM_FLOOR / small;
     h->floor_alpha64 = 0x1p-1000 / small;
-    free(h->logA64);
-    free(h->logAT64);
-    free(h->logpi64);
-    h->logA64 = h->logAT64 = h->logpi64 = NULL;
-    if (!h->weak)
-        return 0;
-    h->logA64 = malloc(sizeof(double) * n * n);
-    h->logAT64 = malloc(sizeof(double) * n * n);
-    h->logpi64 = malloc(sizeof(double) * n);
-    if (!h->logA64 || !h->logAT64 || !h->logpi64)
-        return -1;
-    for (int i = 0; i < n; ++i) {
-        h->logpi64[i] = log(h->pi64[i]);
-        for (int j = 0; j < n; ++j)
-            h->logAT64[(size_t)j * n + i] = h->logA64[(size_t)i * n + j] = log(h->A64[(size_t)i * n + j]);
-    }
+    h->have_logs = 0;               /* (taken by the first sequence that needs them: plan_logs) */
     return 0;
 }
 #undef HMM_WEAK_LO
