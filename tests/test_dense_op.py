@@ -479,7 +479,8 @@ def log_space_oracle(A, pi, le, L):
 def test_far_behind_states_in_long_batches_match_log_space(backend, dtype):
     """The blocked driver: 40 sequences of up to 150 steps (blocks of many rows, most sequences
     recomputed in log space, some not), BIO zeros, scale 1e3: ll, posteriors and dA against the
-    log-space forward-backward in NumPy; and each sequence alone gives the same bits."""
+    log-space forward-backward in NumPy; each sequence alone, and the batch on 1 or 3 threads, give the
+    same bits."""
     rng = np.random.default_rng(41)
     lengths = list(rng.integers(1, 150, 40))
     lengths[:3] = [150, 150, 2]
@@ -501,6 +502,10 @@ def test_far_behind_states_in_long_batches_match_log_space(backend, dtype):
         alone = far_behind_run(backend, A, pi, le[b:b + 1, :L], [L], head[b:b + 1], dtype)
         assert alone[0][0] == ll[b]
         np.testing.assert_array_equal(alone[3][0], dle[b, :L])
+    results = under_thread_counts((1, 3), lambda: far_behind_run(backend, A, pi, le, lengths, head, dtype))
+    for r in results:
+        for name, got, want in zip(("ll", "dA", "dpi", "dle"), r, (ll, dA, dpi, dle)):
+            np.testing.assert_array_equal(got, want, err_msg=name)
 
 
 @pytest.mark.parametrize("backend", ["cython", "native"])
