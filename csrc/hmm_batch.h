@@ -135,8 +135,8 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * forward also checks, per step and row, that every state of nonzero
  * probability (pred > 0, a finite log-emission) kept its term pred * E above
  * 2^-1000 (float32: 2^-110) and above floor_alpha * c_t, floor_alpha that
- * floor over A's smallest nonzero entry (so its products with A stay normal
- * numbers); a sequence where one did not goes to the double reference, which
+ * floor over min(1, A's smallest nonzero entry) (so its products with A stay
+ * normal numbers); a sequence where one did not goes to the double reference, which
  * checks the same in double (hmm_dense_forward_scaled_checked), and where it
  * fails too, to log space (hmm_dense_forward_log, hmm_dense_backward_log: no
  * range limit; the backward recomputes the sequence the same way).  So ll and
