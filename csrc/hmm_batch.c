@@ -77,7 +77,7 @@ struct hmm_batch {
     void *Ap, *ATp, *BTp, *pip;  /* padded copies (np, np), (np, np), (m + 1, np), (np,) */
     double *A64, *AT64, *BT64, *pi64;   /* float32 plans: double copies, unpadded */
     double *ll;              /* (batch,) the forward's results */
-    unsigned char *redo;     /* (batch,) 1: computed in double (float32 plans; dense plans) */
+    unsigned char *redo;     /* (batch,) 1: computed in double (float32 plans; dense plans), 2: in log space */
     /* dense plans (hmm_batch_new_dense): m = 0, no obs */
     int dense;
     int64_t size;            /* rows of logE */
@@ -85,6 +85,12 @@ struct hmm_batch {
     const void *logE;        /* (size, n) during hmm_batch_forward/backward_dense only */
     void *dlogE;             /* (size, n) during hmm_batch_backward_dense only */
     void *E;                 /* laid out as pred: exp(logE - shift) of every step */
+    /* the guard against states lost to the range (dense plans; FN(prepare_guard)) */
+    int weak;                /* 1: A or pi has zeros or a wide spread: check every step */
+    double floor_alpha;      /* the check's floor on alpha_hat, compute dtype's */
+    double floor_alpha64;    /* and double's (the reference) */
+    double *logA64, *logAT64, *logpi64;   /* weak plans: logs of A, A^T, pi for log space */
+    int have_logs;           /* 1: those hold the logs of the current parameters (plan_logs) */
 };
 
 static void *alloc64(size_t bytes)
@@ -328,6 +334,9 @@ void hmm_batch_free(hmm_batch *h)
     free(h->pi64);
     free(h->ll);
     free(h->redo);
+    free(h->logA64);
+    free(h->logAT64);
+    free(h->logpi64);
     big_free(h->E, h->E_bytes);
     free(h);
 }
@@ -344,32 +353,90 @@ hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t
     return h;
 }
 
+/* The logs of A, A^T and pi for log space, made once per forward by the
+ * first sequence that needs them (any thread; rare).  -1 if out of memory. */
+static int plan_logs(hmm_batch *h)
+{
+    int have, status = 0;
+    #pragma omp atomic read
+    have = h->have_logs;
+    if (have)
+        return 0;
+    #pragma omp critical(hmm_plan_logs)
+    {
+        if (!h->have_logs) {
+            const int n = h->n;
+            if (!h->logA64) {
+                h->logA64 = malloc(sizeof(double) * n * n);
+                h->logAT64 = malloc(sizeof(double) * n * n);
+                h->logpi64 = malloc(sizeof(double) * n);
+            }
+            if (!h->logA64 || !h->logAT64 || !h->logpi64) {
+                status = -1;
+            } else {
+                for (int i = 0; i < n; ++i) {
+                    h->logpi64[i] = log(h->pi64[i]);
+                    for (int j = 0; j < n; ++j)
+                        h->logAT64[(size_t)j * n + i] = h->logA64[(size_t)i * n + j]
+                            = log(h->A64[(size_t)i * n + j]);
+                }
+                #pragma omp atomic write
+                h->have_logs = 1;
+            }
+        }
+    }
+    return status;
+}
+
 /* Sequence b of a dense plan by the reference, into fresh arrays: E, pred
  * (len, n), scale (len,), then logE's rows in double and alpha, in one block
- * at *mem.  Returns its log-likelihood; *mem NULL if out of memory. */
-static double dense_forward_double(const hmm_batch *h, int64_t b, double **mem)
+ * at *mem.  In a weak plan, where the checked reference reports a state lost
+ * to the range (or the forward already found one: redo[b] = 2), in log space
+ * instead: la (len, n) in E's place, lc (len,) in scale's, *log_space = 1.
+ * Returns its log-likelihood; *mem NULL if out of memory. */
+static double dense_forward_double(hmm_batch *h, int64_t b, double **mem, int *log_space)
 {
     const int n = h->n, len = (int)h->lengths[b];
     const size_t rows = (size_t)len * n, first = (size_t)h->starts[b] * n;
     double *d = *mem = malloc(sizeof(double) * (3 * rows + len + n));
+    *log_space = 0;
     if (!d)
         return 0.0;
     double *le = d + 2 * rows + len;
     for (size_t k = 0; k < rows; ++k)
         le[k] = h->dtype == HMM_FLOAT32 ? ((const float *)h->logE)[first + k]
                                         : ((const double *)h->logE)[first + k];
-    return hmm_dense_forward_scaled(n, len, h->A64, h->pi64, le, d, d + rows, d + 2 * rows,
-                                    le + rows);
+    if (!h->weak)
+        return hmm_dense_forward_scaled(n, len, h->A64, h->pi64, le, d, d + rows, d + 2 * rows,
+                                        le + rows);
+    int lost = h->redo[b] == 2;
+    if (!lost) {
+        const double ll = hmm_dense_forward_scaled_checked(n, len, h->A64, h->pi64, le, d, d + rows,
+                                                           d + 2 * rows, le + rows,
+                                                           h->floor_alpha64, &lost);
+        if (!lost)
+            return ll;
+    }
+    *log_space = 1;
+    if (plan_logs(h) != 0) {
+        free(d);
+        *mem = NULL;
+        return 0.0;
+    }
+    return hmm_dense_forward_log(n, len, h->logAT64, h->logpi64, le, d, d + 2 * rows);
 }
 
 /* *ll = log-likelihood of sequence b in double, by the reference function.
  * -1 if out of memory. */
-static int forward_double(const hmm_batch *h, int64_t b, double *ll)
+static int forward_double(hmm_batch *h, int64_t b, double *ll)
 {
     if (h->dense) {
         double *mem;
-        *ll = dense_forward_double(h, b, &mem);
+        int log_space;
+        *ll = dense_forward_double(h, b, &mem, &log_space);
         free(mem);
+        if (log_space)
+            h->redo[b] = 2;             /* the backward goes to log space at once */
         return mem ? 0 : -1;
     }
     const int n = h->n, len = (int)h->lengths[b];
@@ -386,13 +453,14 @@ static int forward_double(const hmm_batch *h, int64_t b, double *ll)
 /* Adds g * the gradient of sequence b's log-likelihood, computed in double
  * by the reference functions, into a group accumulator laid out as the
  * blocked path's: dA (np, np), dBT (m + 1, np), dpi (np).  -1 if out of memory. */
-static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
+static int backward_double(hmm_batch *h, int64_t b, double g, double *acc)
 {
     if (h->dense) {             /* dA, dpi into acc; g * gamma into dlogE, in its dtype */
         const int n = h->n, np = h->np, len = (int)h->lengths[b];
         double *mem, *work = malloc(sizeof(double) * HMM_BACKWARD_WORK(n));
         double *d = calloc((size_t)n * n + n + (size_t)len * n, sizeof(double));
-        const double ll = dense_forward_double(h, b, &mem);
+        int log_space;
+        const double ll = dense_forward_double(h, b, &mem, &log_space);
         const int status = mem && work && d ? 0 : -1;
         if (status == 0 && ll != ll) {         /* NaN in the log-emissions: NaN gradients */
             for (int i = 0; i < n; ++i) {
@@ -409,8 +477,13 @@ static int backward_double(const hmm_batch *h, int64_t b, double g, double *acc)
             }
         } else if (status == 0 && ll != -INFINITY) {
             double *dA = d, *dpi = d + (size_t)n * n, *gamma = dpi + n;
-            hmm_dense_backward_scaled(n, len, h->AT64, mem, mem + (size_t)len * n,
-                                      mem + (size_t)2 * len * n, g, dA, dpi, gamma, work);
+            const size_t rows = (size_t)len * n;
+            if (log_space)      /* la, lc where E, scale were; logE's rows after them */
+                hmm_dense_backward_log(n, len, h->logA64, mem + 2 * rows + len, mem, mem + 2 * rows,
+                                       g, dA, dpi, gamma, work);
+            else
+                hmm_dense_backward_scaled(n, len, h->AT64, mem, mem + rows, mem + 2 * rows, g, dA,
+                                          dpi, gamma, work);
             double *aA = acc, *api = acc + (size_t)np * np + np;     /* (m + 1 = 1 row of BT) */
             for (int i = 0; i < n; ++i) {
                 for (int j = 0; j < n; ++j)

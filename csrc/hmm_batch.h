@@ -123,12 +123,32 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * log(pred) + logE where the first shift underflows (so -INFINITY means
  * impossible, never an underflow).
  *
- * The limit of a scaled (not log-space) recursion: a state whose forward
- * probability falls more than ~2^-1074 (float32: 2^-149) below the step's
- * total is held as 0.  Where A has no zeros that loses nothing (every state
- * is fed again from the likeliest one at the next step); where a zero of A
- * makes such a state the only way to a later, far likelier observation, ll
- * is that of the other paths (finite, but too low). */
+ * States far behind: a scaled (not log-space) recursion holds a state whose
+ * forward probability falls more than ~e^-708 (float32: e^-87) below its
+ * step as 0 (or, a little above that, with fewer bits).  Where every entry of
+ * A and of pi lies within a factor 2^40 (float32: 2^30) of the smallest, at
+ * least 2^-100 (2^-30), that loses nothing: any path through such a state
+ * has a rival through the step's likeliest state that follows it from the
+ * next step on at most that factor less likely, so its posterior is far
+ * below the rounding.  Other plans - zeros of A or pi (a CRF's constraints,
+ * structural zeros), tiny or widely spread entries - are "weak": their
+ * forward also checks, per step and row, that every state of nonzero
+ * probability (pred > 0, a finite log-emission) kept its term pred * E above
+ * 2^-1000 (float32: 2^-110) and above floor_alpha * c_t, floor_alpha that
+ * floor over min(1, A's smallest nonzero entry) (so its products with A stay
+ * normal numbers); a sequence where one did not goes to the double reference, which
+ * checks the same in double (hmm_dense_forward_scaled_checked), and where it
+ * fails too, to log space (hmm_dense_forward_log, hmm_dense_backward_log: no
+ * range limit; the backward recomputes the sequence the same way).  So ll and
+ * the gradients are those of a log-space computation at any scale, zeros of
+ * A included; the scaled fast path keeps every sequence that loses nothing
+ * (at scores of a few hundred and below, practically all).  Not covered: the
+ * derivative dA[i, j] at a zero of A (or dpi at a zero of pi) into a state
+ * the sequence cannot be in at that step, which the fast path computes from
+ * E rows that may hold 0 in place of a value below e^-708 (float32: e^-87)
+ * - that derivative is astronomically large or small there anyway.  The check
+ * costs weak plans a compare per state and step; other plans run the
+ * unchanged scaled path. */
 
 /* A dense plan: n states; starts, lengths (batch,) not copied (they must
  * outlive the plan); size rows of logE.  NULL if out of memory. */

@@ -170,6 +170,58 @@ static inline __attribute__((always_inline)) VEC FN(vexp)(VEC x)
     return (VEC)((IVEC)(p * (VEC)bits) & keep);
 }
 
+/* The guard of a dense plan (see hmm_batch.h, "States far behind"), from
+ * the double copies A64, pi64: h->weak = 0 where every
+ * entry of A and of pi lies in [lo, lo * R] for lo their smallest entry, at
+ * least HMM_WEAK_LO; then a state the scaled forward drops (its share of the
+ * step below ~2^-95 in float32, 2^-920 in float64) has a posterior below
+ * n * R times that share (any path through it has a kept rival that follows
+ * it from the next step on, at most R times less likely), far below the
+ * rounding.  Otherwise (zeros, tiny or widely spread entries: a CRF with
+ * constraints) h->weak = 1: the forward checks every state of nonzero
+ * probability against the floors below and sends a sequence where one falls
+ * short to the double reference, with the same check in double, and from
+ * there to log space (logA64, logAT64, logpi64, made then: plan_logs). */
+#if IS_FLOAT32
+#define HMM_WEAK_LO 0x1p-30
+#define HMM_WEAK_R 0x1p30
+#define HMM_FLOOR 0x1p-110f     /* the guard's floors: products stay normal numbers, */
+#else                           /* with 2^16 (float64: 2^22) to spare */
+#define HMM_WEAK_LO 0x1p-100
+#define HMM_WEAK_R 0x1p40
+#define HMM_FLOOR 0x1p-1000
+#endif
+static int FN(prepare_guard)(hmm_batch *h)
+{
+    const int n = h->n;
+    double amin = INFINITY, amax = 0.0, apos = INFINITY, pmin = INFINITY, pmax = 0.0;
+    int nan = 0;
+    for (size_t k = 0; k < (size_t)n * n; ++k) {
+        const double a = h->A64[k];
+        nan |= a != a;
+        amin = a < amin ? a : amin;
+        amax = a > amax ? a : amax;
+        if (a > 0.0 && a < apos)
+            apos = a;
+    }
+    for (int i = 0; i < n; ++i) {
+        const double p = h->pi64[i];
+        nan |= p != p;
+        pmin = p < pmin ? p : pmin;
+        pmax = p > pmax ? p : pmax;
+    }
+    h->weak = nan || !(amin >= HMM_WEAK_LO && amax <= amin * HMM_WEAK_R
+                       && pmin >= HMM_WEAK_LO && pmax <= pmin * HMM_WEAK_R);
+    /* alpha_hat at least floor / (A's smallest nonzero entry): its products with A stay >= floor */
+    const double small = apos < 1.0 ? apos : 1.0;
+    h->floor_alpha = HMM_FLOOR / small;
+    h->floor_alpha64 = 0x1p-1000 / small;
+    h->have_logs = 0;               /* (taken by the first sequence that needs them: plan_logs) */
+    return 0;
+}
+#undef HMM_WEAK_LO
+#undef HMM_WEAK_R
+
 /* Padded copies of the parameters in the compute dtype (and, for float32,
  * double copies for the reference functions). */
 static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi)
@@ -215,6 +267,8 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
             h->BT64[(size_t)m * n + i] = 1.0;
         }
     }
+    if (h->dense && FN(prepare_guard)(h) != 0)
+        return -1;
     big_free(h->pred, h->pred_bytes);
     big_free(h->scale, h->scale_bytes);
     big_free(h->E, h->E_bytes);
@@ -230,9 +284,9 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
 
 /* The emission row of a dense step into er (np, zero-padded):
  * exp(le - max(le)); returns max(le) (-inf: a row of zeros).  Lanes past n
- * are -inf (exp: 0). */
+ * are -inf (exp: 0).  fin (np / VL vectors) or NULL: where le > -inf. */
 static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, const REAL *restrict le,
-                                                                REAL *restrict er)
+                                                                REAL *restrict er, IVEC *restrict fin)
 {
     const int nv = np / VL;
     VEC *restrict ev = (VEC *)er;
@@ -247,6 +301,8 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
                 x[l] = v * VL + l < n ? le[v * VL + l] : -(REAL)INFINITY;
         }
         ev[v] = x;
+        if (fin)                        /* (the guard's: which log-emissions are finite) */
+            fin[v] = x > -(REAL)INFINITY;
         const IVEC gt = x > mv;
         mv = (VEC)(((IVEC)x & gt) | ((IVEC)mv & ~gt));
         nan |= x != x;
@@ -276,6 +332,26 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
     return mx;
 }
 
+/* The guard of weak plans (FN(prepare_guard)): flags |= the lanes of the
+ * states of nonzero probability - pred p > 0 and a finite log-emission (fin,
+ * from dense_row; lanes past n have p = 0) - whose term a = p * E is below
+ * the floor or below floor_alpha * c (E cut to 0 by vexp included).  Vector
+ * operations only: the flags of a row are reduced once, at the end of its
+ * block. */
+static inline __attribute__((always_inline)) void
+FN(guard_flags)(int np, const VEC *restrict p, const VEC *restrict a, const IVEC *restrict fin,
+                REAL c, REAL floor_alpha, IVEC *restrict flags)
+{
+    const int nv = np / VL;
+    const REAL f = floor_alpha * c, thr = f > HMM_FLOOR ? f : HMM_FLOOR;
+    const VEC tv = (VEC){0} + thr;
+    IVEC bad = *flags;
+    for (int v = 0; v < nv; ++v)
+        bad |= (p[v] > 0) & (a[v] < tv) & fin[v];
+    *flags = bad;
+}
+#undef HMM_FLOOR
+
 /* Forward of block blk: pred, scale, and ll of its sequences (float32, and
  * dense plans of both dtypes: a sequence whose step probability leaves the
  * safe range is marked in redo and left to the double reference).  alpha:
@@ -283,7 +359,8 @@ static inline __attribute__((always_inline)) REAL FN(dense_row)(int n, int np, c
  * the emission row of a step is E's (computed here from logE, and kept for
  * the backward) rather than BT's row of the symbol. */
 static inline __attribute__((always_inline)) void
-FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restrict alpha)
+FN(forward_block_body)(const int dense, const int guard, hmm_batch *h, int64_t blk,
+                       REAL *restrict alpha)
 {
     const int n = h->n, np = h->np, nv = np / VL;
     const int64_t first = h->first[blk], T = h->T;
@@ -299,12 +376,17 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
     int len[HMM_BATCH_ROWS];
     double ll[HMM_BATCH_ROWS], prod[HMM_BATCH_ROWS], shift[HMM_BATCH_ROWS];
     unsigned char dead[HMM_BATCH_ROWS];
+    IVEC flags[HMM_BATCH_ROWS];                     /* guard: each row's lanes found short */
+    IVEC *fin = guard ? (IVEC *)(alpha + (size_t)HMM_BATCH_ROWS * np) : NULL;  /* (scratch row) */
+    const REAL floor_alpha = (REAL)h->floor_alpha;
     for (int r = 0; r < rows; ++r) {
         len[r] = (int)h->lengths[seq[r]];
         ll[r] = 0.0;
         prod[r] = 1.0;
         shift[r] = 0.0;
         dead[r] = 0;
+        if (guard)
+            flags[r] = (IVEC){0};
     }
     int active = rows;
     size_t off = 0;                                 /* step t's first row in pred, scale */
@@ -333,7 +415,7 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
                     __builtin_prefetch(le + 8 * n);
                     __builtin_prefetch(le + 9 * n - 1);
                 }
-                const REAL m = FN(dense_row)(n, np, le, er);
+                const REAL m = FN(dense_row)(n, np, le, er, guard ? fin : NULL);
                 shift[r] += m;
                 if (m != m)
                     dead[r] = 1;                    /* NaN: the reference says so (ll NaN) */
@@ -357,6 +439,8 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
             /* dense: so small that the step needs the reference's second shift */
             const int lost = dense ? !(c >= 0x1p-900 && c <= 0x1p900) : c == 0.0;
 #endif
+            if (guard && !lost && !dead[r])         /* weak plans: a state lost to the range? */
+                FN(guard_flags)(np, p, a, fin, c, floor_alpha, &flags[r]);
             if (dead[r] || lost) {                  /* the row runs on as zeros */
                 dead[r] = 1;
                 c_t[r] = 0;                         /* (never read: no backward)*/
@@ -382,6 +466,13 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
         }
     }
     for (int r = 0; r < rows; ++r) {
+        if (guard) {                                /* a state lost: the row goes to double */
+            uint64_t words[HMM_VBYTES / 8], any = 0;
+            memcpy(words, &flags[r], sizeof words);
+            for (int k = 0; k < HMM_VBYTES / 8; ++k)
+                any |= words[k];
+            dead[r] |= any != 0;
+        }
         if (!dead[r])
             h->ll[seq[r]] = ll[r] + log(prod[r]) + shift[r];
         else if (IS_FLOAT32 || dense)
@@ -393,12 +484,17 @@ FN(forward_block_body)(const int dense, hmm_batch *h, int64_t blk, REAL *restric
 
 static void FN(forward_block)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
 {
-    FN(forward_block_body)(0, h, blk, alpha);
+    FN(forward_block_body)(0, 0, h, blk, alpha);
 }
 
 static void FN(forward_block_dense)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
 {
-    FN(forward_block_body)(1, h, blk, alpha);
+    FN(forward_block_body)(1, 0, h, blk, alpha);
+}
+
+static void FN(forward_block_dense_guard)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    FN(forward_block_body)(1, 1, h, blk, alpha);
 }
 
 static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi, int nt)
@@ -412,7 +508,7 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     int fail = 0;
     #pragma omp parallel num_threads(nt)
     {
-        REAL *alpha = alloc64(sizeof(REAL) * HMM_BATCH_ROWS * h->np);
+        REAL *alpha = alloc64(sizeof(REAL) * (HMM_BATCH_ROWS + 1) * h->np);   /* + the guard's row */
         if (!alpha) {
             #pragma omp atomic write
             fail = 1;
@@ -421,7 +517,9 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         #pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < h->nblocks; ++blk)
             if (alpha) {
-                if (h->dense)
+                if (h->dense && h->weak)
+                    FN(forward_block_dense_guard)(h, blk, alpha);
+                else if (h->dense)
                     FN(forward_block_dense)(h, blk, alpha);
                 else
                     FN(forward_block)(h, blk, alpha);
@@ -646,12 +744,15 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
                     FN(block_backward)(h, blk, gll, a, &s);
             }
             int overflow = 0;
-#if IS_FLOAT32
-            for (size_t k = 0; k < width; ++k)
-                overflow |= !isfinite(a[k]);
-            if (overflow)               /* float32 overflowed somewhere: the group in double */
-                memset(a, 0, sizeof(double) * width);
-#endif
+            /* float32 overflowed somewhere, or (weak plans, float64 too) the backward variable
+             * of a state the sequence cannot be in did - huge where its future is far likelier,
+             * and 0 * inf is NaN: the group in double, by the reference (which caps it) */
+            if (IS_FLOAT32 || h->weak) {
+                for (size_t k = 0; k < width; ++k)
+                    overflow |= !isfinite(a[k]);
+                if (overflow)
+                    memset(a, 0, sizeof(double) * width);
+            }
             for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
                 for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
                     const int64_t b = h->order[k];

@@ -95,12 +95,17 @@ double hmm_forward_scaled(int n, int len, const double *restrict A,
 /* See hmm_kernel.h.  The categorical forward's recursion with a per-step
  * shift; the log of c_t is taken per step (no running product: the shifts
  * must be added anyway, and this is the rare path). */
-double hmm_dense_forward_scaled(int n, int len, const double *restrict A,
-                                const double *restrict pi, const double *restrict logE,
-                                double *restrict E, double *restrict pred,
-                                double *restrict scale, double *restrict alpha)
+/* The body of both: lost NULL, no check (hmm_dense_forward_scaled), else
+ * the check of hmm_dense_forward_scaled_checked. */
+static inline __attribute__((always_inline)) double
+dense_forward_body(int n, int len, const double *restrict A, const double *restrict pi,
+                   const double *restrict logE, double *restrict E, double *restrict pred,
+                   double *restrict scale, double *restrict alpha, double floor_alpha,
+                   int *lost)
 {
     double ll = 0.0;
+    if (lost)
+        *lost = 0;
     for (int t = 0; t < len; ++t) {
         double *restrict p = pred + (size_t)t * n;
         const double *restrict le = logE + (size_t)t * n;
@@ -144,12 +149,136 @@ double hmm_dense_forward_scaled(int n, int len, const double *restrict A,
             }
         }
         scale[t] = c;
+        if (lost && !*lost) {
+            /* a state of nonzero probability whose term left double's full precision */
+            const double floor = fmax(0x1p-1000, floor_alpha * c);
+            for (int j = 0; j < n; ++j)
+                if (p[j] > 0.0 && le[j] > -INFINITY && p[j] * e[j] < floor)
+                    *lost = 1;
+        }
         const double inv = 1.0 / c;
         for (int j = 0; j < n; ++j)
             alpha[j] = p[j] > 0.0 ? p[j] * e[j] * inv : 0.0;
         ll += log(c) + s;
     }
     return ll;
+}
+
+double hmm_dense_forward_scaled(int n, int len, const double *restrict A,
+                                const double *restrict pi, const double *restrict logE,
+                                double *restrict E, double *restrict pred,
+                                double *restrict scale, double *restrict alpha)
+{
+    return dense_forward_body(n, len, A, pi, logE, E, pred, scale, alpha, 0.0, NULL);
+}
+
+double hmm_dense_forward_scaled_checked(int n, int len, const double *restrict A,
+                                        const double *restrict pi, const double *restrict logE,
+                                        double *restrict E, double *restrict pred,
+                                        double *restrict scale, double *restrict alpha,
+                                        double floor_alpha, int *lost)
+{
+    return dense_forward_body(n, len, A, pi, logE, E, pred, scale, alpha, floor_alpha, lost);
+}
+
+/* log sum_i exp(x[i] + y[i]) over n terms: -INFINITY if every term is. */
+static double log_sum_exp2(int n, const double *restrict x, const double *restrict y)
+{
+    double m = -INFINITY;
+    for (int i = 0; i < n; ++i)
+        m = x[i] + y[i] > m ? x[i] + y[i] : m;
+    if (m == -INFINITY)
+        return -INFINITY;
+    double s = 0.0;
+    for (int i = 0; i < n; ++i)
+        s += exp(x[i] + y[i] - m);
+    return m + log(s);
+}
+
+/* log sum_i exp(x[i]) over n terms: -INFINITY if every term is. */
+static double log_sum_exp(int n, const double *restrict x)
+{
+    double m = -INFINITY;
+    for (int i = 0; i < n; ++i)
+        m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY)
+        return -INFINITY;
+    double s = 0.0;
+    for (int i = 0; i < n; ++i)
+        s += exp(x[i] - m);
+    return m + log(s);
+}
+
+double hmm_dense_forward_log(int n, int len, const double *restrict logAT,
+                             const double *restrict logpi, const double *restrict logE,
+                             double *restrict la, double *restrict lc)
+{
+    double ll = 0.0;
+    for (int t = 0; t < len; ++t) {
+        const double *restrict le = logE + (size_t)t * n;
+        double *restrict v = la + (size_t)t * n;
+        for (int j = 0; j < n; ++j)
+            if (le[j] != le[j])
+                return NAN;
+        for (int j = 0; j < n; ++j) {
+            if (le[j] == -INFINITY)
+                v[j] = -INFINITY;
+            else if (t == 0)
+                v[j] = logpi[j] + le[j];
+            else        /* log pred_t(j) = log sum_i alpha_hat_{t-1}(i) A[i, j] */
+                v[j] = log_sum_exp2(n, la + (size_t)(t - 1) * n, logAT + (size_t)j * n) + le[j];
+        }
+        const double c = log_sum_exp(n, v);
+        if (c == -INFINITY)
+            return -INFINITY;
+        lc[t] = c;
+        for (int j = 0; j < n; ++j)
+            v[j] -= c;
+        ll += c;
+    }
+    return ll;
+}
+
+void hmm_dense_backward_log(int n, int len, const double *restrict logA,
+                            const double *restrict logE, const double *restrict la,
+                            const double *restrict lc, double g, double *restrict dA,
+                            double *restrict dpi, double *restrict gamma, double *restrict work)
+{
+    double *restrict lb = work;             /* lb_t */
+    double *restrict w = work + n;          /* logE[t] + lb_t - lc[t] */
+    double *restrict nb = work + 2 * (size_t)n;
+    for (int j = 0; j < n; ++j)
+        lb[j] = 0.0;
+    for (int t = len - 1; t >= 0; --t) {
+        const double *restrict le = logE + (size_t)t * n;
+        const double *restrict a = la + (size_t)t * n;
+        double *restrict gm = gamma + (size_t)t * n;
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j) {
+            gm[j] = exp(a[j] + lb[j]);      /* a = -inf: 0 (lb is finite or -inf) */
+            sum += gm[j];
+            w[j] = le[j] + lb[j] - lc[t];
+        }
+        /* The step's posteriors sum to 1: the logs' rounding (absolute, ~1e-12 at scores of
+         * 1e4) shared by the row's terms and the step's xi terms is divided out. */
+        const double gs = sum > 0.0 ? g / sum : g;
+        for (int j = 0; j < n; ++j)
+            gm[j] *= gs;
+        if (t == 0) {
+            for (int i = 0; i < n; ++i)
+                dpi[i] += gs * fmin(exp(w[i]), DBL_MAX);
+            break;
+        }
+        const double *restrict ap = la + (size_t)(t - 1) * n;
+        for (int i = 0; i < n; ++i) {
+            double *restrict d = dA + (size_t)i * n;
+            if (ap[i] != -INFINITY)
+                for (int j = 0; j < n; ++j)
+                    d[j] += gs * fmin(exp(ap[i] + w[j]), DBL_MAX);
+            nb[i] = log_sum_exp2(n, logA + (size_t)i * n, w);
+        }
+        memcpy(lb, nb, sizeof(double) * n);
+    }
 }
 
 /* dA += X^T Y for X, Y (k, n) row-major: the sum of k outer products

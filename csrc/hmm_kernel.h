@@ -125,4 +125,49 @@ void hmm_dense_backward_scaled(int n, int len, const double *AT, const double *E
                                const double *pred, const double *scale, double g,
                                double *dA, double *dpi, double *gamma, double *work);
 
+/* hmm_dense_forward_scaled with a check that nothing was lost to the range
+ * of double (the batch driver's test for plans whose A has zeros, see
+ * hmm_batch.h): *lost = 1 (else 0) where a state of nonzero probability
+ * (pred_t(i) > 0, logE[t, i] > -INFINITY) has pred_t(i) E[t, i] below 2^-1000
+ * or below floor_alpha * c_t (alpha_hat_t(i) < floor_alpha: its products with
+ * A's smallest nonzero entry could leave the normal range).  Where *lost is 0
+ * every nonzero forward term was held to double's full relative precision,
+ * so the result is what a log-space computation gives. */
+double hmm_dense_forward_scaled_checked(int n, int len, const double *A, const double *pi,
+                                        const double *logE, double *E, double *pred,
+                                        double *scale, double *alpha, double floor_alpha,
+                                        int *lost);
+
+/* ---- Dense emissions in log space (no limit of range) ----------------------
+ *
+ * The forward in log space, normalised per step: with v_t(j) =
+ * log sum_i exp(la[t-1][i] + logA[i, j]) + logE[t, j] (log pi[j] + logE[0, j]
+ * at t = 0), lc[t] = log sum_j exp(v_t(j)) and la[t][j] = v_t(j) - lc[t]
+ * (the log of the scaled alpha_hat: each row sums to 1 in probability).
+ * Returns log P = sum_t lc[t]: -INFINITY for an impossible sequence (the rows
+ * after its first impossible step unwritten), NaN for a NaN in logE.
+ * logAT (n, n): log A transposed, logAT[j*n + i] = log A[i, j] (-INFINITY for
+ * a zero); logpi (n,) = log pi.  la (len, n), lc (len,) out. */
+double hmm_dense_forward_log(int n, int len, const double *logAT, const double *logpi,
+                             const double *logE, double *la, double *lc);
+
+/* Scratch doubles hmm_dense_backward_log needs for n states. */
+#define HMM_LOG_BACKWARD_WORK(n) ((size_t)(n) * 3)
+
+/* Backward over hmm_dense_forward_log's la, lc (a sequence whose forward
+ * returned a finite log P): adds g * dlogP/dA and g * dlogP/dpi into dA (n, n),
+ * dpi (n,) and writes gamma[t*n + i] = g * P(s_t = i | obs), all from logs:
+ * with lb the log of the scaled backward variable (lb[len-1] = 0,
+ * lb_{t-1}(i) = log sum_j exp(logA[i, j] + logE[t, j] + lb_t(j)) - lc[t]),
+ *   gamma_t(i)  = exp(la[t][i] + lb_t(i))
+ *   dlogP/dA[i, j] = sum_{t>0} exp(la[t-1][i] + logE[t, j] + lb_t(j) - lc[t])
+ *   dlogP/dpi[i]   = exp(logE[0, i] + lb_0(i) - lc[0])
+ * (the partial derivatives of the polynomial, at zeros of A and pi too; a
+ * term past double's range is held at DBL_MAX, as hmm_dense_backward_scaled
+ * does), the terms of step t divided by sum_i gamma_t(i) (1 but for the
+ * logs' rounding).  logA (n, n) = log A, row-major.  work: HMM_LOG_BACKWARD_WORK(n). */
+void hmm_dense_backward_log(int n, int len, const double *logA, const double *logE,
+                            const double *la, const double *lc, double g, double *dA,
+                            double *dpi, double *gamma, double *work);
+
 #endif

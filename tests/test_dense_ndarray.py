@@ -238,9 +238,10 @@ def large_problem(dtype):
     above the rest at some steps, and A, pi with zeros, so that the state of largest emission is
     sometimes unreachable (a shift by the largest log-emission alone would underflow there).
 
-    Within a step the states differ by a few nats (or by 2e4): a scaled forward, this one or
-    any, keeps each step's posterior only down to ~e^-700 (float64) of its largest state, so a
-    state that falls below that cannot come back later.  The oracle works in log space."""
+    Within a step the states differ by a few nats (or by 2e4): the NDArray path's scaled forward
+    keeps each step's posterior only down to ~e^-700 (float64) of its largest state, so a state
+    that falls below that cannot come back later here (the C driver would recompute it in log
+    space).  The oracle works in log space."""
     rng = np.random.default_rng(21)
     n, T, lengths = 3, 5, [5, 4, 2, 5]
     A = np.exp(rng.normal(size=(n, n))) * (rng.random((n, n)) < 0.6)

@@ -121,7 +121,11 @@ class CRF(gluon.HybridBlock):
         if "trans_mask" in p:
             mask = p["trans_mask"]
             shift = F.BlockGrad(F.max(trans + (mask - 1) * _BIG))                 # (1,)
-            A = F.exp(F.broadcast_sub(trans, F.reshape(shift, (1, 1)))) * mask
+            # where, not * mask: d log Z / dA at a zero of A is the polynomial's partial derivative,
+            # which may be astronomically large (inf: far likelier emissions behind the forbidden
+            # transition), and inf * 0 is NaN; where passes 0 to a forbidden entry (exp(0) there)
+            x = F.broadcast_sub(trans, F.reshape(shift, (1, 1))) * mask
+            A = F.where(mask, F.exp(x), F.zeros_like(x))
         else:
             shift = F.BlockGrad(F.max(trans))
             A = F.exp(F.broadcast_sub(trans, F.reshape(shift, (1, 1))))

@@ -29,9 +29,13 @@ Padding: log-emissions past a length are replaced by 0 before anything (they
 may hold anything), their ll terms and r are masked to 0, and bh passes through
 padded steps unchanged.  An impossible sequence (ll = -inf) gets g = 0.
 
-Limits, those of any scaled forward (the native operator's too): alpha keeps a
-state only down to ~1e-308 of its step's total, so a state that falls further
-behind and later leads by as much is lost (ll comes out too small); and the
+Limits, those of any scaled forward: alpha keeps a state only down to ~1e-308
+of its step's total, so a state that falls further behind and later leads by
+as much (only possible through zeros of A, or entries spread far apart) is lost
+(ll comes out too small) - the C driver of the native and Cython operators
+checks for that and recomputes those sequences in log space, this path does
+not (a per-step check and a log-space recomputation of some rows would mean
+host round trips or a second, log-space graph; left for now); and the
 derivative for a zero of A or pi into a state unreachable at that step is a
 huge r times a tiny bh, which comes out 0 or clamped once either leaves the
 float64 range (the true value is then astronomically large or small anyway).
