@@ -26,9 +26,10 @@ log_emission = emissions + start at step 0 + end at each sequence's last step (o
 1 built in the graph: hybridizable), so start, end and emissions may have any scale (the operator
 shifts each step by its largest score).  Transition scores more than ~87 (float32; ~708 in float64)
 below the largest allowed one count as forbidden in log Z.  d log Z / d emissions is the marginals.
-The gold score is gathers (pick/take) of the same parameters.  Decoding is the C Viterbi of
-hmmop._kernel (double) on the host copy; k best by Lawler's partition of the path space, one batched
-Viterbi call per rank.  No Python loop over time or over sequences in training or decoding (only the
+The gold score is gathers of the same log-emissions (pick) and transitions (take, pick); the NLL takes c
+off each gold transition instead of adding it back to log Z (about 33 MXNet operators in all).  Decoding
+is the C Viterbi of hmmop._kernel (double) on the host copy; k best by Lawler's partition of the path
+space, one batched Viterbi call per rank.  No Python loop over time or over sequences in training or decoding (only the
 final lists of paths are built per sequence).
 """
 import mxnet as mx
@@ -108,26 +109,31 @@ class CRF(gluon.HybridBlock):
         # log Z - gold = (ll + n_trans * shift) - gold = ll - (gold with every transition score less shift):
         # the gold path has n_trans transitions, so the shift is taken off the gathered transitions instead
         # of being added back to log Z (fewer operators; the same value)
-        le, ts, _, ll = self._forward(F, emissions, lengths, params)
-        return ll - self._path_score(F, le, tags, lengths, ts)
+        le, ar, ts, _, ll = self._forward(F, emissions, lengths, params)
+        return ll - self._path_score(F, le, tags, lengths, ts, ar)
 
     # -- the pieces, for F = mx.nd or mx.sym -------------------------------------------------------
-    # MXNet spends ~10-40 us per operator whatever its size, so these use few: start and end enter the
-    # log-emissions by one dot of a (batch, T, 2) indicator [step 0, last step] with [start; end] (2, K); the
-    # gold score is one pick of those log-emissions and one take of the transitions, masked by SequenceMask.
+    # MXNet spends ~10-40 us per operator whatever its size (more on a busy machine: most of its CPU kernels
+    # open an OpenMP region), so these use few - about 33 for the NLL, was 60: the gold score is one pick of
+    # the operator's log-emissions (start and end included) plus one pick of the rows take(transitions,
+    # previous tags), masked by SequenceMask; the transitions' shift is taken off the gold's transitions.
     def _log_emissions(self, F, emissions, lengths, p):
         """(le (batch, T, K) = emissions + start at step 0 + end at each sequence's last step, last (batch, T)
-        the one-hot of length - 1)."""
+        the one-hot of length - 1, ar (1, T) the step indices)."""
         ar = F.reshape(F.contrib.arange_like(emissions, axis=1), (1, -1))          # (1, T)
         last = F.broadcast_equal(ar, F.reshape(F.cast(lengths, self._dtype), (-1, 1)) - 1)
-        ends = F.stack(F.broadcast_like(ar == 0, last), last, axis=2)              # (batch, T, 2)
-        return emissions + F.dot(ends, F.stack(p["start"], p["end"])), last
+        # (not one dot of a (batch, T, 2) indicator with stack(start, end): hybridized, with grad_req 'add',
+        # MXNet 1.9.1 adds that dot's gradient into start and end twice from the second backward on)
+        le = F.broadcast_add(emissions, F.broadcast_mul(F.reshape(ar == 0, (1, -1, 1)),
+                                                        F.reshape(p["start"], (1, 1, -1))))
+        le = le + F.broadcast_mul(F.expand_dims(last, axis=2), F.reshape(p["end"], (1, 1, -1)))
+        return le, last, ar
 
     def _forward(self, F, emissions, lengths, p):
-        """(le as _log_emissions', ts = transitions - shift, shift (1, 1), ll (batch,)): ll is
+        """(le and ar as _log_emissions', ts = transitions - shift, shift (1, 1), ll (batch,)): ll is
         hmm_forward_dense's log-likelihood with A = exp(ts) (times the constraints), that is log Z - n_trans *
         shift with n_trans = max(length - 1, 0)."""
-        le, last = self._log_emissions(F, emissions, lengths, p)
+        le, last, ar = self._log_emissions(F, emissions, lengths, p)
         trans = p["transitions"]
         if "trans_mask" in p:
             mask = p["trans_mask"]
@@ -144,29 +150,33 @@ class CRF(gluon.HybridBlock):
             gate = 1 - F.broadcast_mul(F.expand_dims(last, axis=2), F.reshape(1 - p["end_mask"], (1, 1, -1)))
             le_op = le + F.BlockGrad(F.log(gate))
         if self._native_for(emissions.context) if F is mx.nd else self._native:
-            ll = native.forward_dense(F, A, pi, le_op, lengths)
+            # the op itself, without native.forward_dense's guards (an identity per input): they keep its
+            # always-overwritten gradients right where MXNet would add into them (a leaf with grad_req 'add',
+            # an input feeding 8 or more operators); here A, pi and le_op are intermediates each feeding the
+            # op alone, and lengths, start_mask are not differentiated
+            ll = getattr(F, native.DENSE_OP_NAME)(A, pi, le_op, lengths)
         else:
             ll = F.Custom(A, pi, le_op, lengths, op_type=OP_TYPE)
-        return le, ts, shift, ll
+        return le, ar, ts, shift, ll
 
-    def _path_score(self, F, le, tags, lengths, trans):
+    def _path_score(self, F, le, tags, lengths, trans, ar):
         """sum over t < length of le[t, y_t] + sum over 1 <= t < length of trans[y_{t-1}, y_t] (batch,)."""
         y = F.cast(tags, self._dtype)
         prev = F.slice_axis(F.concat(F.slice_axis(y, axis=1, begin=0, end=1), y, dim=1), axis=1, begin=0, end=-1)
-        moved = F.take(F.reshape(trans, (-1,)), prev * self.num_tags + y)           # (batch, T); step 0: y_0 -> y_0
-        moved = F.broadcast_mul(moved, F.reshape(F.contrib.arange_like(y, axis=1) >= 1, (1, -1)))
+        moved = F.pick(F.take(trans, prev), y, axis=2)           # (batch, T) trans[y_{t-1}, y_t]; step 0: y_0 -> y_0
+        moved = F.broadcast_mul(moved, ar >= 1)
         # SequenceMask: 0 at the steps at or past each length whatever the padding holds, and a 0 gradient
         total = F.SequenceMask(F.pick(le, y, axis=2) + moved, lengths, use_sequence_length=True, axis=1)
         return F.sum(total, axis=1)
 
     def _log_partition(self, F, emissions, lengths, p):
-        _, _, shift, ll = self._forward(F, emissions, lengths, p)
+        *_, shift, ll = self._forward(F, emissions, lengths, p)
         n_trans = F.relu(F.cast(lengths, self._dtype) - 1)
         return ll + F.broadcast_mul(n_trans, F.reshape(shift, (1,)))
 
     def _gold(self, F, emissions, tags, lengths, p):
-        return self._path_score(F, self._log_emissions(F, emissions, lengths, p)[0], tags, lengths,
-                                p["transitions"])
+        le, _, ar = self._log_emissions(F, emissions, lengths, p)
+        return self._path_score(F, le, tags, lengths, p["transitions"], ar)
 
     # -- imperative entry points -----------------------------------------------------------------
     def _values(self, ctx):
