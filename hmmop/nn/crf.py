@@ -43,6 +43,7 @@ from ..ops.dense import OP_TYPE
 
 ENGINES = ("fused", "native", "custom")
 _BIG = 1e30         # pushes forbidden transitions out of the max
+_THREAD_WORK = 250000   # multiply-adds per decoding thread at least (as csrc/hmm_batch.c's HMM_THREAD_WORK)
 
 
 class CRF(gluon.HybridBlock):
@@ -263,7 +264,11 @@ class CRF(gluon.HybridBlock):
             le[~inside] = 0.0         # padding may hold anything (the kernel reads only inside)
         if c != 1.0:
             le /= c
-        threads = get_num_threads()
+        # threads as the batch driver's passes take them (csrc/hmm_batch.c, HMM_THREAD_WORK): no more than
+        # about 250k multiply-adds each, nor than groups of 4 sequences; a small batch (32 x 50 at K=9) runs
+        # faster on one than it waits for a second, above all on a busy machine.  Paths and scores do not
+        # depend on the thread count.
+        threads = int(min(get_num_threads(), max(1, int(L.sum()) * K * K // _THREAD_WORK), max(1, (batch + 3) // 4)))
 
         def viterbi(x, n_steps):
             """(scores (n,), paths (n, T)) of the n sequences x (n, T, K) of lengths n_steps."""
