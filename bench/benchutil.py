@@ -2,4 +2,5 @@
 import collections
 
 RESULTS = collections.defaultdict(dict)   # table -> {(row, column): seconds}
-TABLES = {}                               # table -> (title, columns, (numerator, denominator, label) or None)
+TABLES = {}                               # table -> (title, columns, (numerator, denominator, label), a list
+                                          # of such ratios, or None)

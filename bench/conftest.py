@@ -21,16 +21,17 @@ def record(benchmark):
 def pytest_terminal_summary(terminalreporter):
     for table, cells in RESULTS.items():
         title, columns, ratio = TABLES[table]
+        ratios = [ratio] if ratio and isinstance(ratio[0], str) else list(ratio or [])   # one or a list
         rows = sorted({r for r, _ in cells}, key=lambda r: [int(x) if x.isdigit() else x
                                                             for x in re.split(r"(\d+)", r)])
         tr = terminalreporter
         tr.write_sep("=", title)
-        tr.write_line(" | ".join(["row"] + [c for c in columns] + ([ratio[2]] if ratio else [])))
+        tr.write_line(" | ".join(["row"] + [c for c in columns] + [r[2] for r in ratios]))
         for r in rows:
             vals = [cells.get((r, c)) for c in columns]
             line = [str(r)] + ["-" if v is None else _duration(v) for v in vals]
-            if ratio:
-                num, den = cells.get((r, ratio[0])), cells.get((r, ratio[1]))
+            for num, den, _ in ratios:
+                num, den = cells.get((r, num)), cells.get((r, den))
                 line.append(f"{num / den:.1f}x" if num and den else "-")
             tr.write_line(" | ".join(line))
 

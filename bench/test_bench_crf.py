@@ -16,8 +16,16 @@ Target: gluon loop / hmmop >= 20x.
 host copy) against a gluon loop (max/argmax over (batch, K, K) per step, then a backtrack loop of picks,
 paths copied out per sequence).  Target >= 10x.
 
-pytorch-crf's column (issue 17's reference) runs only where torch and torchcrf are importable: neither
-is a dependency, and the column is skipped otherwise.
+pytorch-crf's columns (issue 17's reference; targets pytorch-crf / hmmop >= 5x in both tables) run only
+where torch and torchcrf are importable: neither is a dependency, and the columns are skipped otherwise.
+They time the same batches with the same parameters, torch on 2 threads: "crf_nll" -crf(emissions, tags,
+mask, reduction="none") then .sum().backward() (emission and parameter gradients, set afresh each call);
+"crf_decode" crf.decode(emissions, mask) (lists of tags).  The mask is steps < length; pytorch-crf's path
+score is hmmop's (start[y_1] + emissions + transitions + end[y_L]), so its NLLs and gradients are checked
+against hmmop's as the loop's are, and its paths against hmmop's.  Without touching the project's
+environment:
+    pip install --target DIR torch (the CPU wheel); pip install --target DIR --no-deps pytorch-crf
+    PYTHONPATH=DIR python -m pytest bench/test_bench_crf.py
 
 Checked before timing in the same run: the NLLs agree to 1e-4 relative, the emission and parameter
 gradients to 1e-4 of the largest; the decoded paths are the same and their scores agree to 1e-4.
@@ -35,10 +43,12 @@ from benchutil import TABLES
 from hmmop.nn.crf import CRF
 
 NLL_TABLE, DECODE_TABLE = "crf_nll", "crf_decode"
-TABLES[NLL_TABLE] = ("CRF NLL + backward, float32, batch 32, T=50 (lengths 25..50), target gluon loop / "
-                     "hmmop >= 20x: median", ["gluon loop", "hmmop"], ("gluon loop", "hmmop", "gluon/hmmop"))
-TABLES[DECODE_TABLE] = ("CRF decoding (Viterbi), same batches, target gluon loop / hmmop >= 10x: median",
-                        ["gluon loop", "hmmop"], ("gluon loop", "hmmop", "gluon/hmmop"))
+TABLES[NLL_TABLE] = ("CRF NLL + backward, float32, batch 32, T=50 (lengths 25..50), targets gluon loop / "
+                     "hmmop >= 20x, pytorch-crf / hmmop >= 5x: median", ["gluon loop", "pytorch-crf", "hmmop"],
+                     [("gluon loop", "hmmop", "gluon/hmmop"), ("pytorch-crf", "hmmop", "pytorch-crf/hmmop")])
+TABLES[DECODE_TABLE] = ("CRF decoding (Viterbi), same batches, targets gluon loop / hmmop >= 10x, pytorch-crf / "
+                        "hmmop >= 5x: median", ["gluon loop", "pytorch-crf", "hmmop"],
+                        [("gluon loop", "hmmop", "gluon/hmmop"), ("pytorch-crf", "hmmop", "pytorch-crf/hmmop")])
 RTOL = 1e-4
 
 
@@ -215,9 +225,8 @@ def test_decode(benchmark, record, w, kind):
     record(DECODE_TABLE, w.label, kind)
 
 
-@pytest.mark.parametrize("w", PARAMS)
-def test_pytorch_crf(benchmark, record, w):
-    """pytorch-crf's NLL + backward on the same batch (2 threads), where torch and torchcrf exist."""
+def _torch_crf(w):
+    """(torch, crf, E, Y, mask): pytorch-crf's CRF with the workload's parameters, on 2 threads."""
     torch = pytest.importorskip("torch")
     torchcrf = pytest.importorskip("torchcrf")
     em, tags, lengths, trans, start, end = data(w)
@@ -227,16 +236,49 @@ def test_pytorch_crf(benchmark, record, w):
         for p, v in ((crf.transitions, trans), (crf.start_transitions, start), (crf.end_transitions, end)):
             p.copy_(torch.from_numpy(v))
     E = torch.from_numpy(em).requires_grad_()
-    Y = torch.from_numpy(tags)
     mask = torch.from_numpy(np.arange(w.T)[None, :] < lengths[:, None])
+    return torch, crf, E, torch.from_numpy(tags), mask
+
+
+@pytest.mark.parametrize("w", PARAMS)
+def test_pytorch_crf(benchmark, record, w):
+    """pytorch-crf's NLL + backward on the same batch (2 threads), where torch and torchcrf exist."""
+    torch, crf, E, Y, mask = _torch_crf(w)
+    params = [E] + list(crf.parameters())
 
     def call():
+        for p in params:               # gradients written, not accumulated (as MXNet's grad_req "write")
+            p.grad = None
         loss = -crf(E, Y, mask, reduction="none")
         loss.sum().backward()
         return loss
 
-    ours = nll_call(w, "hmmop")[1]()["nll"]
-    np.testing.assert_allclose(call().detach().numpy(), ours, rtol=RTOL)
+    ours = nll_call(w, "hmmop")[1]()
+    np.testing.assert_allclose(call().detach().numpy(), ours["nll"], rtol=RTOL)
+    for name, p in zip(("d_em", "d_trans", "d_start", "d_end"),
+                       (E, crf.transitions, crf.start_transitions, crf.end_transitions)):
+        err = np.max(np.abs(p.grad.numpy() - ours[name])) / np.max(np.abs(ours[name]))
+        assert err <= RTOL, f"{w.label}: pytorch-crf's {name} differs from hmmop's by {err:.3g} relative"
     benchmark.group = f"crf nll {w.label}"
     benchmark.pedantic(call, rounds=w.rounds, iterations=1, warmup_rounds=1)
     record(NLL_TABLE, w.label, "pytorch-crf")
+
+
+@pytest.mark.parametrize("w", PARAMS)
+def test_pytorch_crf_decode(benchmark, record, w):
+    """pytorch-crf's Viterbi decoding of the same batch with its mask (2 threads)."""
+    torch, crf, E, _, mask = _torch_crf(w)
+    E = E.detach()
+
+    def call():
+        with torch.no_grad():
+            return crf.decode(E, mask)
+
+    ours = decode_call(w, "hmmop")()[0]
+    theirs = call()
+    assert len(theirs) == len(ours)
+    for b, (a, c) in enumerate(zip(ours, theirs)):
+        np.testing.assert_array_equal(a, np.asarray(c), err_msg=f"{w.label}: sequence {b}'s best path differs")
+    benchmark.group = f"crf decode {w.label}"
+    benchmark.pedantic(call, rounds=w.rounds, iterations=1, warmup_rounds=1)
+    record(DECODE_TABLE, w.label, "pytorch-crf")

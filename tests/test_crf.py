@@ -318,6 +318,32 @@ def test_gluon_trainer_loop_learns():
     np.testing.assert_array_equal(crf.transitions.data().asnumpy()[~crf.allowed], forbidden)
 
 
+@pytest.mark.parametrize("kind", [None, "BIO"])
+def test_grad_req_add_accumulates_when_hybridized(kind):
+    """grad_req 'add' (gradient accumulation) on the parameters and the emissions: two backward passes give
+    twice one pass's gradients, imperatively and hybridized (with and without static_alloc)."""
+    ref = None
+    for hybrid in (None, {}, {"static_alloc": True}, {"static_alloc": True, "static_shape": True}):
+        crf = constrained_crf(kind, dtype="float32", seed=8)
+        em, tags, L = batch(crf.num_tags, T=6, lengths=(6, 4, 1, 0), seed=9, crf=crf)
+        req = "write" if ref is None else "add"
+        crf.collect_params().setattr("grad_req", req)
+        if hybrid is not None:
+            crf.hybridize(**hybrid)
+        E = nd(em, "float32")
+        E.attach_grad(grad_req=req)
+        for _ in range(1 if ref is None else 2):
+            with autograd.record():
+                loss = crf(E, nd(tags, "int32"), nd(L, "int64"))
+            loss.backward()
+        grads = [E.grad.asnumpy()] + [getattr(crf, n).grad().asnumpy() for n in ("transitions", "start", "end")]
+        if ref is None:
+            ref = grads
+            continue
+        for name, g, r in zip(("emissions", "transitions", "start", "end"), grads, ref):
+            np.testing.assert_allclose(g, 2 * r, rtol=1e-5, atol=1e-6, err_msg=f"{name}, hybridize({hybrid})")
+
+
 def test_gradient_flows_into_a_network():
     crf = constrained_crf(None, dtype="float32")
     net = gluon.nn.Dense(3, flatten=False)

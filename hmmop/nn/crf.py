@@ -26,9 +26,10 @@ log_emission = emissions + start at step 0 + end at each sequence's last step (o
 1 built in the graph: hybridizable), so start, end and emissions may have any scale (the operator
 shifts each step by its largest score).  Transition scores more than ~87 (float32; ~708 in float64)
 below the largest allowed one count as forbidden in log Z.  d log Z / d emissions is the marginals.
-The gold score is gathers (pick/take) of the same parameters.  Decoding is the C Viterbi of
-hmmop._kernel (double) on the host copy; k best by Lawler's partition of the path space, one batched
-Viterbi call per rank.  No Python loop over time or over sequences in training or decoding (only the
+The gold score is gathers of the same log-emissions (pick) and transitions (take, pick); the NLL takes c
+off each gold transition instead of adding it back to log Z (about 33 MXNet operators in all).  Decoding
+is the C Viterbi of hmmop._kernel (double) on the host copy; k best by Lawler's partition of the path
+space, one batched Viterbi call per rank.  No Python loop over time or over sequences in training or decoding (only the
 final lists of paths are built per sequence).
 """
 import mxnet as mx
@@ -42,6 +43,7 @@ from ..ops.dense import OP_TYPE
 
 ENGINES = ("fused", "native", "custom")
 _BIG = 1e30         # pushes forbidden transitions out of the max
+_THREAD_WORK = 250000   # multiply-adds per decoding thread at least (as csrc/hmm_batch.c's HMM_THREAD_WORK)
 
 
 class CRF(gluon.HybridBlock):
@@ -105,63 +107,80 @@ class CRF(gluon.HybridBlock):
         return super().forward(emissions, tags, lengths)
 
     def hybrid_forward(self, F, emissions, tags, lengths, **params):
-        steps = self._steps(F, emissions, lengths)
-        return (self._log_partition(F, emissions, lengths, params, steps)
-                - self._gold(F, emissions, tags, lengths, params, steps))
+        # log Z - gold = (ll + n_trans * shift) - gold = ll - (gold with every transition score less shift):
+        # the gold path has n_trans transitions, so the shift is taken off the gathered transitions instead
+        # of being added back to log Z (fewer operators; the same value)
+        le, ar, ts, _, ll = self._forward(F, emissions, lengths, params)
+        return ll - self._path_score(F, le, tags, lengths, ts, ar)
 
     # -- the pieces, for F = mx.nd or mx.sym -------------------------------------------------------
-    def _steps(self, F, emissions, lengths):
-        """(ar (1, T) step indices, Lf (batch, 1) lengths) in the block's dtype."""
-        ar = F.reshape(F.contrib.arange_like(emissions, axis=1), (1, -1))
-        return ar, F.reshape(F.cast(lengths, self._dtype), (-1, 1))
+    # MXNet spends ~10-40 us per operator whatever its size (more on a busy machine: most of its CPU kernels
+    # open an OpenMP region), so these use few - about 33 for the NLL, was 60: the gold score is one pick of
+    # the operator's log-emissions (start and end included) plus one pick of the rows take(transitions,
+    # previous tags), masked by SequenceMask; the transitions' shift is taken off the gold's transitions.
+    def _log_emissions(self, F, emissions, lengths, p):
+        """(le (batch, T, K) = emissions + start at step 0 + end at each sequence's last step, last (batch, T)
+        the one-hot of length - 1, ar (1, T) the step indices)."""
+        ar = F.reshape(F.contrib.arange_like(emissions, axis=1), (1, -1))          # (1, T)
+        last = F.broadcast_equal(ar, F.reshape(F.cast(lengths, self._dtype), (-1, 1)) - 1)
+        # (not one dot of a (batch, T, 2) indicator with stack(start, end): hybridized, with grad_req 'add',
+        # MXNet 1.9.1 adds that dot's gradient into start and end twice from the second backward on)
+        le = F.broadcast_add(emissions, F.broadcast_mul(F.reshape(ar == 0, (1, -1, 1)),
+                                                        F.reshape(p["start"], (1, 1, -1))))
+        le = le + F.broadcast_mul(F.expand_dims(last, axis=2), F.reshape(p["end"], (1, 1, -1)))
+        return le, last, ar
 
-    def _log_partition(self, F, emissions, lengths, p, steps=None):
-        ar, Lf = steps or self._steps(F, emissions, lengths)
+    def _forward(self, F, emissions, lengths, p):
+        """(le and ar as _log_emissions', ts = transitions - shift, shift (1, 1), ll (batch,)): ll is
+        hmm_forward_dense's log-likelihood with A = exp(ts) (times the constraints), that is log Z - n_trans *
+        shift with n_trans = max(length - 1, 0)."""
+        le, last, ar = self._log_emissions(F, emissions, lengths, p)
         trans = p["transitions"]
         if "trans_mask" in p:
             mask = p["trans_mask"]
-            shift = F.BlockGrad(F.max(trans + (mask - 1) * _BIG))                 # (1,)
+            shift = F.BlockGrad(F.max(trans + (mask - 1) * _BIG, keepdims=True))     # (1, 1)
+            ts = F.broadcast_sub(trans, shift)
             # where, not * mask: d log Z / dA at a zero of A is the polynomial's partial derivative,
             # which may be astronomically large (inf: far likelier emissions behind the forbidden
             # transition), and inf * 0 is NaN; where passes 0 to a forbidden entry (exp(0) there)
-            x = F.broadcast_sub(trans, F.reshape(shift, (1, 1))) * mask
-            A = F.where(mask, F.exp(x), F.zeros_like(x))
+            A = F.where(mask, F.exp(ts * mask), F.zeros_like(ts))
         else:
-            shift = F.BlockGrad(F.max(trans))
-            A = F.exp(F.broadcast_sub(trans, F.reshape(shift, (1, 1))))
-        pi = F.BlockGrad(p["start_mask"] if "start_mask" in p else F.ones_like(p["start"]))
-        first = F.reshape(ar == 0, (1, -1, 1))                                     # (1, T, 1)
-        last = F.expand_dims(F.broadcast_equal(ar, Lf - 1), axis=2)                 # (batch, T, 1)
-        le = F.broadcast_add(emissions, F.broadcast_mul(first, F.reshape(p["start"], (1, 1, -1))))
-        le = le + F.broadcast_mul(last, F.reshape(p["end"], (1, 1, -1)))
+            shift = F.BlockGrad(F.max(trans, keepdims=True))
+            ts = F.broadcast_sub(trans, shift)
+            A = F.exp(ts)
+        pi = p["start_mask"] if "start_mask" in p else F.ones_like(p["start"])     # no gradient either way
+        le_op = le
         if "end_mask" in p:                  # log 0 = -inf: a forbidden tag at the last step
-            gate = 1 - F.broadcast_mul(last, F.reshape(1 - p["end_mask"], (1, 1, -1)))
-            le = le + F.BlockGrad(F.log(gate))
+            gate = 1 - F.broadcast_mul(F.expand_dims(last, axis=2), F.reshape(1 - p["end_mask"], (1, 1, -1)))
+            le_op = le + F.BlockGrad(F.log(gate))
         if self._native_for(emissions.context) if F is mx.nd else self._native:
-            ll = native.forward_dense(F, A, pi, le, lengths)
+            # the op itself, without native.forward_dense's guards (an identity per input): they keep its
+            # always-overwritten gradients right where MXNet would add into them (a leaf with grad_req 'add',
+            # an input feeding 8 or more operators); here A, pi and le_op are intermediates each feeding the
+            # op alone, and lengths, start_mask are not differentiated
+            ll = getattr(F, native.DENSE_OP_NAME)(A, pi, le_op, lengths)
         else:
-            ll = F.Custom(A, pi, le, lengths, op_type=OP_TYPE)
-        n_trans = F.relu(F.reshape(Lf, (-1,)) - 1)
-        return ll + F.broadcast_mul(n_trans, shift)
+            ll = F.Custom(A, pi, le_op, lengths, op_type=OP_TYPE)
+        return le, ar, ts, shift, ll
 
-    def _gold(self, F, emissions, tags, lengths, p, steps=None):
-        ar, Lf = steps or self._steps(F, emissions, lengths)
+    def _path_score(self, F, le, tags, lengths, trans, ar):
+        """sum over t < length of le[t, y_t] + sum over 1 <= t < length of trans[y_{t-1}, y_t] (batch,)."""
         y = F.cast(tags, self._dtype)
-        inside = F.broadcast_lesser(ar, Lf)                                        # (batch, T)
-        first = F.broadcast_mul(inside, ar == 0)
-        last = F.broadcast_equal(ar, Lf - 1)
-        moved = F.broadcast_mul(inside, ar >= 1)
         prev = F.slice_axis(F.concat(F.slice_axis(y, axis=1, begin=0, end=1), y, dim=1), axis=1, begin=0, end=-1)
-        parts = (
-            (inside, F.pick(emissions, y, axis=2)),
-            (first, F.take(p["start"], y)),
-            (last, F.take(p["end"], y)),
-            (moved, F.take(F.reshape(p["transitions"], (-1,)), prev * self.num_tags + y)),
-        )
-        total = 0
-        for cond, value in parts:
-            total = total + F.where(F.broadcast_like(cond, value), value, F.zeros_like(value))
+        moved = F.pick(F.take(trans, prev), y, axis=2)           # (batch, T) trans[y_{t-1}, y_t]; step 0: y_0 -> y_0
+        moved = F.broadcast_mul(moved, ar >= 1)
+        # SequenceMask: 0 at the steps at or past each length whatever the padding holds, and a 0 gradient
+        total = F.SequenceMask(F.pick(le, y, axis=2) + moved, lengths, use_sequence_length=True, axis=1)
         return F.sum(total, axis=1)
+
+    def _log_partition(self, F, emissions, lengths, p):
+        *_, shift, ll = self._forward(F, emissions, lengths, p)
+        n_trans = F.relu(F.cast(lengths, self._dtype) - 1)
+        return ll + F.broadcast_mul(n_trans, F.reshape(shift, (1,)))
+
+    def _gold(self, F, emissions, tags, lengths, p):
+        le, _, ar = self._log_emissions(F, emissions, lengths, p)
+        return self._path_score(F, le, tags, lengths, p["transitions"], ar)
 
     # -- imperative entry points -----------------------------------------------------------------
     def _values(self, ctx):
@@ -211,32 +230,48 @@ class CRF(gluon.HybridBlock):
         -inf where a sequence has fewer than k allowed paths), by Lawler's partition of the path space
         (each part's best is one more batched Viterbi call on emissions set to -inf: k calls in all).
         """
-        lengths = self._lengths(emissions, lengths)
+        batch, T = emissions.shape[:2]
+        if lengths is None:
+            L = np.full((batch,), T, dtype=np.int64)
+        else:     # host copies only: no NDArray made (a list truncated to integers, as _lengths does)
+            L = lengths.asnumpy() if isinstance(lengths, mx.nd.NDArray) else np.asarray(lengths).astype(np.int64)
         if self.check:
-            self.check_inputs(emissions, lengths)
-        em = emissions.asnumpy().astype(np.float64)
-        L = lengths.asnumpy().astype(np.int64)
+            self.check_inputs(emissions, L)
+        em = emissions.asnumpy()
+        finite = np.isfinite(em).all()
+        if not finite:
+            checks.check_log_emission_values(em, L.astype(np.int64))
+        em = em.astype(np.float64, copy=False)     # asnumpy's copy is ours: modified in place below
+        L = L.astype(np.int64, copy=False)
         trans, start, end = (getattr(self, n).data().asnumpy().astype(np.float64)
                              for n in ("transitions", "start", "end"))
-        batch, T, K = em.shape
+        K = em.shape[2]
         steps = np.arange(T)
         inside = steps[None, :] < L[:, None]
-        checks.check_log_emission_values(em, L)
         # Viterbi's argmax is unchanged by dividing every score by c > 0: keep exp(transitions) in
         # double's range whatever their scale.
-        allowed_vals = trans[self.allowed]
-        spread = float(allowed_vals.max() - allowed_vals.min()) if allowed_vals.size else 0.0
-        c = max(1.0, spread / 600.0)
+        every = self.allowed.all()
+        allowed_vals = trans if every else trans[self.allowed]
         top = float(allowed_vals.max()) if allowed_vals.size else 0.0
-        A = np.where(self.allowed, np.exp((trans - top) / c), 0.0)
+        spread = top - float(allowed_vals.min()) if allowed_vals.size else 0.0
+        c = max(1.0, spread / 600.0)
+        A = np.exp((trans - top) / c)
+        if not every:
+            A[~self.allowed] = 0.0
         pi = self.allowed_start.astype(np.float64)
         le = em
         le[:, 0, :] += start
-        last = steps[None, :] == (L - 1)[:, None]
-        le += np.where(last[:, :, None], np.where(self.allowed_end, end, -np.inf)[None, None, :], 0.0)
-        le[~inside] = 0.0         # padding may hold anything
-        le /= c
-        threads = get_num_threads()
+        rows = np.flatnonzero(L > 0)
+        le[rows, L[rows] - 1] += end if self.allowed_end.all() else np.where(self.allowed_end, end, -np.inf)
+        if not finite:
+            le[~inside] = 0.0         # padding may hold anything (the kernel reads only inside)
+        if c != 1.0:
+            le /= c
+        # threads as the batch driver's passes take them (csrc/hmm_batch.c, HMM_THREAD_WORK): no more than
+        # about 250k multiply-adds each, nor than groups of 4 sequences; a small batch (32 x 50 at K=9) runs
+        # faster on one than it waits for a second, above all on a busy machine.  Paths and scores do not
+        # depend on the thread count.
+        threads = int(min(get_num_threads(), max(1, int(L.sum()) * K * K // _THREAD_WORK), max(1, (batch + 3) // 4)))
 
         def viterbi(x, n_steps):
             """(scores (n,), paths (n, T)) of the n sequences x (n, T, K) of lengths n_steps."""
@@ -293,7 +328,8 @@ class CRF(gluon.HybridBlock):
     # -- checks ------------------------------------------------------------------------------------
     def check_inputs(self, emissions, lengths, tags=None):
         """ValueError/TypeError naming the first bad input: emissions (batch, T, K) of the block's dtype,
-        lengths (batch,) integers in [0, T], tags (batch, T) in [0, K) and allowed, inside the lengths."""
+        lengths (batch,) integers in [0, T] (an NDArray or a NumPy array), tags (batch, T) in [0, K) and
+        allowed, inside the lengths.  The constraints' checks are skipped where nothing is forbidden."""
         K = self.num_tags
         if not isinstance(emissions, mx.nd.NDArray):
             raise TypeError(f"emissions must be an NDArray, got {type(emissions).__name__}")
@@ -305,7 +341,7 @@ class CRF(gluon.HybridBlock):
         batch, T = emissions.shape[:2]
         if lengths.shape != (batch,):
             raise ValueError(f"lengths must have shape (batch,) = ({batch},) like emissions, got {lengths.shape}")
-        L = lengths.asnumpy()
+        L = lengths.asnumpy() if isinstance(lengths, mx.nd.NDArray) else np.asarray(lengths)
         if L.dtype.kind == "f" and not np.all(L == np.round(L)):
             raise ValueError(f"lengths must hold integers, got {L.tolist()}")
         L = L.astype(np.int64)
@@ -322,25 +358,28 @@ class CRF(gluon.HybridBlock):
         inside = np.arange(T)[None, :] < L[:, None]
         if y.dtype.kind == "f" and not np.all(y[inside] == np.round(y[inside])):
             raise ValueError("tags must hold integers")
-        y = np.where(inside, y, 0).astype(np.int64)
-        bad = np.argwhere(inside & ((y < 0) | (y >= K)))
-        if bad.size:
-            b, t = bad[0]
+        y = np.where(inside, y, 0).astype(np.int64)            # 0 past the lengths
+        out = (y < 0) | (y >= K)
+        if out.any():
+            b, t = np.argwhere(out)[0]
             raise ValueError(f"tags[{b}, {t}] = {y[b, t]} is outside [0, K) = [0, {K})")
         rows = np.flatnonzero(L > 0)
-        bad = rows[~self.allowed_start[y[rows, 0]]]
-        if bad.size:
-            raise ValueError(f"tags[{bad[0]}, 0] = {y[bad[0], 0]} is not an allowed start tag")
-        bad = rows[~self.allowed_end[y[rows, L[rows] - 1]]]
-        if bad.size:
-            b = bad[0]
-            raise ValueError(f"tags[{b}, {L[b] - 1}] = {y[b, L[b] - 1]} is not an allowed end tag "
-                             f"(the last of length {L[b]})")
-        moved = inside[:, 1:]
-        bad = np.argwhere(moved & ~self.allowed[y[:, :-1], y[:, 1:]])
-        if bad.size:
-            b, t = bad[0]
-            raise ValueError(f"tags[{b}, {t}:{t + 2}] = {y[b, t]} -> {y[b, t + 1]} is a forbidden transition")
+        if not self.allowed_start.all():
+            bad = rows[~self.allowed_start[y[rows, 0]]]
+            if bad.size:
+                raise ValueError(f"tags[{bad[0]}, 0] = {y[bad[0], 0]} is not an allowed start tag")
+        if not self.allowed_end.all():
+            bad = rows[~self.allowed_end[y[rows, L[rows] - 1]]]
+            if bad.size:
+                b = bad[0]
+                raise ValueError(f"tags[{b}, {L[b] - 1}] = {y[b, L[b] - 1]} is not an allowed end tag "
+                                 f"(the last of length {L[b]})")
+        if not self.allowed.all():
+            forbidden = inside[:, 1:] & ~self.allowed[y[:, :-1], y[:, 1:]]
+            if forbidden.any():
+                b, t = np.argwhere(forbidden)[0]
+                raise ValueError(f"tags[{b}, {t}:{t + 2}] = {y[b, t]} -> {y[b, t + 1]} is a forbidden "
+                                 f"transition")
 
 
 def _bool_mask(value, shape, name):
