@@ -638,9 +638,10 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
     int status = backward_any(h, gll, acc, groups, num_threads);
     if (status == 0) {
         /* Groups summed in order, element by element (any thread may take any
-         * element: the order of the sum is fixed). */
+         * element: the order of the sum is fixed), on the threads the passes had:
+         * a small batch's sum is too little work for a second thread to wait for. */
         const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
-        #pragma omp parallel for num_threads(num_threads) schedule(static)
+        #pragma omp parallel for num_threads(pass_threads(h, num_threads)) schedule(static)
         for (int i = 0; i < n; ++i) {
             for (int j = 0; j < n; ++j) {
                 double s = 0.0;
