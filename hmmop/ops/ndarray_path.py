@@ -193,32 +193,45 @@ class NDArrayForwardMany:
         self.ll = ll.reshape(self.out_shape)
 
     def _plan_sums(self, model, lengths, ctx):
-        """Gather indices (K, rows) of each model's rows into the step-major (steps * batch) row
-        space, in NDArrayForward's order for that model alone (its steps: its longest sequence),
-        padded with steps * batch (an appended zero row): for dpi (step 0), dA (steps >= 1, with
-        the step before) and dB (every step)."""
-        k, batch, steps = self.k, self.batch, self.steps
-        pad = steps * batch
+        """Gather tables for the backward's sums: each model's rows in the step-major
+        (steps * batch) row space, in NDArrayForward's order for that model alone (its steps: its
+        longest sequence) - for dpi (step 0), dA (steps >= 1, with the step before) and dB (every
+        step).  A sum's rounding depends on its length (BLAS cuts long sums into blocks by it), so
+        models are grouped by that length: one product per group, its result placed back by the
+        model order (self.*_order).  A model without rows of a sum gets zeros there."""
+        k, batch = self.k, self.batch
         own = [np.flatnonzero(model == q) for q in range(k)]
         own_steps = [int(lengths[r].max()) if r.size else 0 for r in own]
-
-        def table(width, rows_of):
-            out = np.full((k, max(width, 1)), pad, dtype=np.float64)
-            for q in range(k):
-                r = rows_of(q)
-                out[q, :r.size] = r
-            return mx.nd.array(out, ctx=ctx, dtype=F64)
 
         def span(q, first):            # step-major rows t * batch + b, t in [first, own_steps[q])
             t = np.arange(first, own_steps[q])
             return (t[:, None] * batch + own[q][None, :]).reshape(-1)
 
-        self.sum_pi = table(max(r.size for r in own), lambda q: own[q] if own_steps[q] else own[q][:0])
-        width_a = max((s - 1) * r.size if s > 1 else 0 for s, r in zip(own_steps, own))
-        self.sum_u = table(width_a, lambda q: span(q, 1))
-        self.sum_alpha = table(width_a, lambda q: span(q, 1) - batch)
-        self.sum_b = table(max(s * r.size for s, r in zip(own_steps, own)), lambda q: span(q, 0))
-        self.any_a = width_a > 0
+        def groups(rows_of):
+            """[(index NDArray (models, width), ...)] per width > 0, and the order (K,) that takes
+            the groups' stacked results (then one zero entry) back to model order."""
+            rows = [rows_of(q) for q in range(k)]
+            widths = sorted({r.size for r in rows if r.size})
+            tables, placed, order = [], 0, np.full(k, -1, dtype=np.int64)
+            for w in widths:
+                members = [q for q in range(k) if rows[q].size == w]
+                tables.append(tuple(mx.nd.array(np.stack([rows[q] for q in members]) + shift, ctx=ctx, dtype=F64)
+                                    for shift in (0, -batch)))
+                order[members] = placed + np.arange(len(members))
+                placed += len(members)
+            order[order < 0] = placed                # the zero entry after the groups
+            return tables, mx.nd.array(order, ctx=ctx, dtype=F64)
+
+        self.sum_pi = groups(lambda q: own[q] if own_steps[q] else own[q][:0])
+        self.sum_a = groups(lambda q: span(q, 1))      # u rows; the alpha rows: shifted by -batch
+        self.sum_b = groups(lambda q: span(q, 0))
+
+    @staticmethod
+    def _per_model(groups, product, zero):
+        """Each group's product (models of the group, ...) stacked, then zero, put in model order."""
+        tables, order = groups
+        parts = [product(table) for table in tables]
+        return mx.nd.take(mx.nd.concat(*parts, zero.expand_dims(0), dim=0), order)
 
     def backward(self, gll):
         """(dA (K, N, N), dB (K, N, M), dpi (K, N)) float64 NDArrays of sum gll * ll."""
@@ -239,21 +252,21 @@ class NDArrayForwardMany:
             if t > 0:
                 w_new = mx.nd.batch_dot(us[t].expand_dims(1), self.Ag, transpose_b=True).reshape((batch, n))
                 w = mx.nd.where(self.valid[t], w_new, w) if self.padded[t] else w_new
-        zero = mx.nd.zeros((1, n), ctx=ctx, dtype=F64)
-        u_all = mx.nd.concat(*us, zero, dim=0)                            # (steps * batch + 1, N)
-        dpi = mx.nd.take(u_all, self.sum_pi).sum(axis=1)                   # (K, N)
-        if self.any_a:
-            alpha_all = mx.nd.concat(*self.alpha, zero, dim=0)
-            dA = mx.nd.batch_dot(mx.nd.take(alpha_all, self.sum_alpha), mx.nd.take(u_all, self.sum_u),
-                                 transpose_a=True)                         # (K, N, N)
-        else:
-            dA = mx.nd.zeros((k, n, n), ctx=ctx, dtype=F64)
+        zero = mx.nd.zeros((n,), ctx=ctx, dtype=F64)
+        u_all = mx.nd.concat(*us, dim=0)                                  # (steps * batch, N)
+        dpi = self._per_model(self.sum_pi, lambda ix: mx.nd.take(u_all, ix[0]).sum(axis=1), zero)
+        alpha_all = mx.nd.concat(*self.alpha, dim=0)
+        dA = self._per_model(self.sum_a, lambda ix: mx.nd.batch_dot(mx.nd.take(alpha_all, ix[1]),
+                                                                    mx.nd.take(u_all, ix[0]), transpose_a=True),
+                             mx.nd.zeros((n, n), ctx=ctx, dtype=F64))
         pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
         demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))     # (steps * batch, N)
-        demit = mx.nd.take(mx.nd.concat(demit, zero, dim=0), self.sum_b)  # (K, rows, N)
-        symbols = mx.nd.concat(self.symbols.reshape((-1,)).astype(F64), mx.nd.zeros((1,), ctx=ctx, dtype=F64),
-                               dim=0)
-        onehot = mx.nd.one_hot(mx.nd.take(symbols, self.sum_b), m + 1, dtype=F64)   # (K, rows, M + 1)
-        dBT = mx.nd.batch_dot(onehot, demit, transpose_a=True)             # (K, M + 1, N)
+        symbols = self.symbols.reshape((-1,)).astype(F64)
+
+        def dBT(ix):                   # (models, M + 1, N): one-hot(symbols)^T . demit per model
+            onehot = mx.nd.one_hot(mx.nd.take(symbols, ix[0]), m + 1, dtype=F64)
+            return mx.nd.batch_dot(onehot, mx.nd.take(demit, ix[0]), transpose_a=True)
+
+        dBT = self._per_model(self.sum_b, dBT, mx.nd.zeros((m + 1, n), ctx=ctx, dtype=F64))
         dB = mx.nd.transpose(dBT.slice_axis(axis=1, begin=0, end=m), axes=(0, 2, 1))
         return dA, dB, dpi
