@@ -7,10 +7,15 @@
 
 #include "hmm_batch.h"
 
-/* Below this much work (symbols x n x (n + m)) a plan gains little from more
- * than one thread: models that small run side by side, one thread each,
- * however few they are. */
-#define HMM_MANY_SMALL ((int64_t)1 << 22)
+/* Threads for the models side by side: no more than one per HMM_MANY_THREAD_WORK of work (symbols x
+ * n x (n + m) multiply-adds plus HMM_MANY_PLAN_WORK a model, about what hmm_batch gives a thread;
+ * a busy machine stalls an OpenMP team, so small work stays on one thread).  Models of at least
+ * HMM_MANY_LARGE work, fewer than the threads, run one after another with all the threads each. */
+#define HMM_MANY_THREAD_WORK ((int64_t)250000)
+/* A plan's own cost, as work: setting up, starting and ending its passes (~5 us forward and backward
+ * for one sequence, what ~30000 multiply-adds of hmm_batch's take). */
+#define HMM_MANY_PLAN_WORK ((int64_t)30000)
+#define HMM_MANY_LARGE ((int64_t)1 << 22)
 
 struct hmm_many {
     int k, n, m, dtype;
@@ -24,7 +29,7 @@ struct hmm_many {
     double *ll, *gll;         /* (batch,) indexed: ll and gll of the grouped rows */
     int64_t *order;           /* (active,): the models with sequences, the most work first */
     int64_t active;
-    int64_t max_work;
+    int64_t max_work, total_work;
 };
 
 static int cmp_work_desc(const void *a, const void *b)
@@ -131,12 +136,13 @@ hmm_many *hmm_many_new(int k, int n, int m, int64_t batch, int64_t T, const int3
     for (int q = 0; q < k; ++q) {
         if (!h->plans[q])
             continue;
-        const int64_t w = work[q] * n * (n + m);
+        const int64_t w = work[q] * n * (n + m) + HMM_MANY_PLAN_WORK;
         h->order[2 * h->active] = w;
         h->order[2 * h->active + 1] = q;
         h->active += 1;
         if (w > h->max_work)
             h->max_work = w;
+        h->total_work += w;
     }
     qsort(h->order, (size_t)h->active, 2 * sizeof(int64_t), cmp_work_desc);
     free(work);
@@ -149,10 +155,20 @@ fail:
     return NULL;
 }
 
-/* 1: the models run side by side, one thread each; 0: one after another, all threads each. */
+/* Threads for the models side by side, one each; 0: one model after another, each given all the
+ * threads (its plan takes those its work feeds). */
 static int side_by_side(const hmm_many *h, int threads)
 {
-    return threads > 1 && h->active > 1 && (h->active >= threads || h->max_work < HMM_MANY_SMALL);
+    if (threads <= 1 || h->active <= 1)
+        return 0;
+    if (h->active < threads && h->max_work >= HMM_MANY_LARGE)
+        return 0;
+    int64_t most = h->total_work / HMM_MANY_THREAD_WORK;
+    if (most > h->active)
+        most = h->active;
+    if (most > threads)
+        most = threads;
+    return most > 1 ? (int)most : 0;
 }
 
 static int forward_one(hmm_many *h, int q, const void *A, const void *B, const void *pi, double *ll,
@@ -181,8 +197,8 @@ int hmm_many_forward(hmm_many *h, const void *A, const void *B, const void *pi, 
 {
     const int threads = num_threads < 1 ? 1 : num_threads;
     int failed = 0;
-    if (side_by_side(h, threads)) {
-        const int nt = h->active < threads ? (int)h->active : threads;
+    const int nt = side_by_side(h, threads);
+    if (nt) {
         #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(|:failed)
         for (int64_t i = 0; i < h->active; ++i)
             failed |= forward_one(h, (int)h->order[2 * i + 1], A, B, pi, ll, 1) != 0;
@@ -213,8 +229,8 @@ int hmm_many_backward(hmm_many *h, const double *gll, double *dA, double *dB, do
         for (int64_t r = 0; r < h->batch; ++r)
             h->gll[r] = gll[h->rows[r]];
     int failed = 0;
-    if (side_by_side(h, threads)) {
-        const int nt = h->active < threads ? (int)h->active : threads;
+    const int nt = side_by_side(h, threads);
+    if (nt) {
         #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(|:failed)
         for (int64_t i = 0; i < h->active; ++i)
             failed |= backward_one(h, (int)h->order[2 * i + 1], gll, dA, dB, dpi, 1) != 0;

@@ -15,11 +15,12 @@
  * a separate call makes, and a plan's results do not depend on its threads).
  * A model with no sequences gets zero gradients.
  *
- * Threads: where several models have sequences, the models run in parallel,
- * one thread each, the largest first (dynamic schedule), unless there are
- * fewer of them than threads and they are large (then each plan in turn gets
- * all the threads); one model gets all the threads.  Results do not depend on
- * the thread count.
+ * Threads: where several models have sequences, the models run side by side,
+ * one thread each, the largest first (dynamic schedule), with no more threads
+ * than their work feeds (about hmm_batch's share per thread: small work runs on
+ * one); where there are fewer models than threads and they are large, each plan
+ * in turn gets all the threads, and one model gets all the threads.  Results
+ * do not depend on the thread count.
  *
  * Plain C with OpenMP; no knowledge of MXNet or Python.
  */

@@ -235,3 +235,25 @@ def test_rank_two_contract_unchanged():
         assert ll.shape == (3,)
         np.testing.assert_array_equal(ll.asnumpy(), mx.nd.Custom(A, B, pi, mx.nd.array(obs), op_type="hmm_forward",
                                                                  backend=backend).asnumpy())
+
+
+@pytest.mark.parametrize("form", ["every", "indexed"])
+def test_models_side_by_side_in_threads(form):
+    """Enough work for the driver to run models side by side in threads (csrc/hmm_many.c): the same
+    bits with 1 and 2 threads, and as separate calls."""
+    rng = np.random.default_rng(23)
+    k, n, m = 8, 8, 6
+    params = stacked(rng, k, n, m)
+    lengths = rng.integers(0, 120, size=48)
+    obs = random_padded(rng, m, list(lengths), T=120)
+    model = rng.integers(0, k, size=48) if form == "indexed" else None
+    head = rng.normal(size=48 if model is not None else (k, 48))
+
+    def together():
+        return with_grads(lambda a, b, p: hmmop.hmm_forward(a, b, p, obs, model=model, backend="cython"),
+                          params, np.float32, head)
+
+    want = separate(params, obs, model, head, np.float32, "cython")
+    for got in under_thread_counts([1, 2, 3], together):
+        for name, g, w in zip(["ll", "dA", "dB", "dpi"], got, want):
+            np.testing.assert_array_equal(g, w, err_msg=name)
