@@ -74,8 +74,8 @@ def native_extension():
         return None
     return Extension(
         NATIVE,
-        sources=["csrc/hmm_op.cc", *KERNEL_SOURCES, source],
-        depends=[*KERNEL_HEADERS, header],
+        sources=["csrc/hmm_op.cc", *KERNEL_SOURCES, "csrc/hmm_many.c", source],
+        depends=[*KERNEL_HEADERS, "csrc/hmm_many.h", header],
         include_dirs=["csrc", os.path.join(root, "include")],
         language="c++",
         # The kernel's flags; -ffp-contract=fast states the GNU modes' default (trap: -std=c++11).

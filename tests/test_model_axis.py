@@ -8,7 +8,9 @@ import pytest
 import hmmop
 from reference import random_model, random_padded, under_thread_counts
 
-BACKENDS = ["cython", "ndarray"]     # the native operator has no model axis (test_bad_input_errors)
+NATIVE = hmmop.native.many_available()       # libhmmop_op.so's hmm_forward_many, hmm_forward_by_model
+BACKENDS = ["cython", "ndarray"] + (["native"] if NATIVE else [])
+CUSTOM_BACKENDS = ["cython", "ndarray"]
 
 
 def stacked(rng, k, n, m):
@@ -176,7 +178,7 @@ def test_custom_op_and_symbols():
     assert shapes == [(7,)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CUSTOM_BACKENDS)
 def test_out_of_range_model_index_in_the_op(capfd, backend):
     """Unchecked values reaching the CustomOp itself: MXNet refuses, the reason is printed, and the
     process stays usable."""
@@ -219,8 +221,9 @@ def test_bad_input_errors():
         hmmop.hmm_forward(A2, B2, pi2, obs, model=[0, 0])
     with pytest.raises(TypeError, match="model has dtype"):
         hmmop.hmm_forward(A3, B3, pi3, obs, model=np.array(["a", "b"]))
-    with pytest.raises(RuntimeError, match="'native' is not available for a model axis"):
-        hmmop.hmm_forward(A3, B3, pi3, obs, backend="native")
+    if not NATIVE:
+        with pytest.raises(RuntimeError, match="'native' is not available for a model axis"):
+            hmmop.hmm_forward(A3, B3, pi3, obs, backend="native")
     with pytest.raises(ValueError, match=r"obs\[0, 1\]"):
         hmmop.hmm_forward(A3, B3, pi3, [[0, 9]], model=[1])
 
@@ -257,3 +260,30 @@ def test_models_side_by_side_in_threads(form):
     for got in under_thread_counts([1, 2, 3], together):
         for name, g, w in zip(["ll", "dA", "dB", "dpi"], got, want):
             np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+@pytest.mark.skipif(not NATIVE, reason="libhmmop_op.so without the model-axis operators")
+def test_native_ops_directly():
+    """mx.nd.hmm_forward_many / hmm_forward_by_model: the CustomOp's bits, its shapes, its refusal
+    of a bad model index (the message in MXNet's error)."""
+    _, params, obs, model = data(seed=29, lengths=(9, 4, 0, 6))
+    A, B, pi = (mx.nd.array(x) for x in params)
+    o = mx.nd.array(obs)
+    every = mx.nd.hmm_forward_many(A, B, pi, o)
+    assert every.shape == (4, 4)
+    np.testing.assert_array_equal(every.asnumpy(), mx.nd.Custom(A, B, pi, o, op_type="hmm_forward").asnumpy())
+    by_model = mx.nd.hmm_forward_by_model(A, B, pi, o, mx.nd.array(model))
+    np.testing.assert_array_equal(by_model.asnumpy(), every.asnumpy()[model, np.arange(4)])
+    with pytest.raises(mx.MXNetError, match=r"model\[2\] = 7 is not a model index in \[0, K\) = \[0, 4\)"):
+        mx.nd.hmm_forward_by_model(A, B, pi, o, mx.nd.array([0, 1, 7, 2])).asnumpy()
+    with pytest.raises(mx.MXNetError, match="same number of models"):
+        mx.nd.hmm_forward_many(A, B[:2], pi, o)
+    mx.nd.hmm_forward_many(A, B, pi, o).asnumpy()        # a good call clears the message list
+    assert hmmop.native.error_count() == 0
+    names = [mx.sym.var(x) for x in ("A", "B", "pi", "obs", "model")]
+    _, shapes, _ = mx.sym.hmm_forward_by_model(*names).infer_shape(A=(5, 3, 3), B=(5, 3, 4), pi=(5, 3),
+                                                                   obs=(7, 11), model=(7,))
+    assert shapes == [(7,)]
+    _, shapes, _ = mx.sym.hmm_forward_many(*names[:4]).infer_shape(A=(5, 3, 3), B=(5, 3, 4), pi=(5, 3),
+                                                                   obs=(7, 11))
+    assert shapes == [(5, 7)]

@@ -22,15 +22,17 @@ hmmop._kernel.forward_many: one batch plan per model, the models side by side in
 model's ll and gradients are bit for bit those of a rank-2 call on its own sequences, whatever the
 thread count.  The NDArray route (backend 'ndarray', 'auto' elsewhere) gathers each row's
 parameters by its model index and runs the batched recursion of ndarray_path once over all
-(model, sequence) rows.  The native operator (libhmmop_op.so) has no model axis:
-hmmop.hmm_forward(..., backend='native') says so.
+(model, sequence) rows.  The native operators of libhmmop_op.so, hmm_forward_many (the first
+form) and hmm_forward_by_model (the second), run the same C driver as the CPU route (the same bits)
+without the CustomOp's Python callbacks; hmmop.hmm_forward takes them for backend 'auto' on a CPU
+context where they are loaded (hmmop.ops.native.forward_many guards their gradients).
 """
 import mxnet as mx
 import numpy as np
 from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
 from .. import _kernel
-from . import checks
+from . import checks, native
 from .categorical import BACKENDS, HMMOpProp, StatefulNDArrayOp
 from .ndarray_path import NDArrayForwardMany
 from .ndview import view
@@ -140,19 +142,27 @@ class HMMForwardByModelProp(HMMOpProp):
 
 def hmm_forward_many(A, B, pi, obs, model=None, backend="auto"):
     """hmmop.hmm_forward with a model axis (see hmm_forward and this module's doc): checked NDArray
-    inputs to the CustomOp, or symbols passed through unchecked."""
-    if backend == "native":
-        raise RuntimeError("backend 'native' is not available for a model axis (parameters A (K, N, N), "
-                           "B (K, N, M), pi (K, N) or a model input): the native operator takes one model; "
-                           "use backend='auto', 'cython' or 'ndarray'")
+    inputs to the operator, or symbols passed through unchecked.  backend: 'auto' (the native
+    operators hmm_forward_many / hmm_forward_by_model on a CPU context where the library has them,
+    else the CustomOp's 'auto'; for symbols, the CustomOp), 'native', 'cython' or 'ndarray'."""
+    if backend == "native" and not native.many_available():
+        raise RuntimeError(f"backend 'native' is not available for a model axis: "
+                           f"{native.many_unavailable_reason()}; use backend='auto', 'cython' or 'ndarray'")
     if any(isinstance(x, mx.sym.Symbol) for x in (A, B, pi, obs, model)):
+        if backend == "native":
+            return native.forward_many(mx.sym, A, B, pi, obs, model)
         if model is None:
             return mx.sym.Custom(A, B, pi, obs, op_type="hmm_forward", backend=backend)
         return mx.sym.Custom(A, B, pi, obs, model, op_type=OP_TYPE_BY_MODEL, backend=backend)
     A, B, pi, obs, _, model, _ = checks.checked_many_inputs(A, B, pi, obs, model)
-    if backend == "cython" and A.context.device_type != "cpu":
-        raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
+    on_cpu = A.context.device_type == "cpu"
+    if backend == "auto" and on_cpu and native.many_available():
+        backend = "native"
+    if backend in ("cython", "native") and not on_cpu:
+        raise ValueError(f"backend {backend!r} runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")
+    if backend == "native":
+        return native.forward_many(mx.nd, A, B, pi, obs, model)
     if model is None:
         return mx.nd.Custom(A, B, pi, obs, op_type="hmm_forward", backend=backend)
     return mx.nd.Custom(A, B, pi, obs, model, op_type=OP_TYPE_BY_MODEL, backend=backend)
