@@ -49,7 +49,10 @@ def run(backend, threads):
 
     def custom():
         with mx.autograd.record():
-            ll = mx.nd.Custom(A, B, pi, obs_nd, model_nd, op_type="hmm_forward_by_model", backend=backend)
+            if backend == "native":
+                ll = mx.nd.hmm_forward_by_model(A, B, pi, obs_nd, model_nd)
+            else:
+                ll = mx.nd.Custom(A, B, pi, obs_nd, model_nd, op_type="hmm_forward_by_model", backend=backend)
         ll.backward()
 
     sep = [(mx.nd.array(A0[k], dtype=np.float32), mx.nd.array(B0[k], dtype=np.float32),
@@ -67,7 +70,7 @@ def run(backend, threads):
         return go
 
     print(f"backend={backend} threads={threads}")
-    for name, fn, inner in [("model-index wrapper", wrapper, 50), ("model-index mx.nd.Custom", custom, 50),
+    for name, fn, inner in [("model-index wrapper", wrapper, 50), ("model-index op directly", custom, 50),
                             (f"{K} separate calls ({backend})", separate(backend), 2),
                             (f"{K} separate calls (native)", separate("native"), 2)]:
         if "native" in name and not hmmop.native.load():
@@ -76,9 +79,9 @@ def run(backend, threads):
         print(f"  {name:34s} {t * 1e3:8.3f} ms per step   {t / K * 1e6:7.2f} us per model-step")
 
 
-def sgd(steps=1000, lr=0.01):
+def sgd(backend, threads, steps=1000, lr=0.01):
     """1000 plain-SGD steps on all 100 models (logits, softmax inside the record)."""
-    hmmop.set_num_threads(None)
+    hmmop.set_num_threads(threads)
     logits = [mx.nd.array(np.log(x), dtype=np.float32) for x in (A0, B0, pi0)]
     for x in logits:
         x.attach_grad()
@@ -87,18 +90,21 @@ def sgd(steps=1000, lr=0.01):
     for _ in range(steps):
         with mx.autograd.record():
             A, B, pi = (mx.nd.softmax(x, axis=-1) for x in logits)
-            loss = -mx.nd.Custom(A, B, pi, obs_nd, model_nd, op_type="hmm_forward_by_model").sum()
+            loss = -hmmop.hmm_forward(A, B, pi, obs_nd, model=model_nd, backend=backend).sum()
         loss.backward()
         for x in logits:
-            x[:] = x - lr * x.grad
+            mx.nd.sgd_update(x, x.grad, lr=lr, wd=0.0, out=x)     # one in-place op per parameter
     mx.nd.waitall()
     total = time.perf_counter() - t0
-    print(f"1000 plain-SGD steps of {K} models (softmax parametrisation, CustomOp): {total:.3f} s "
+    print(f"1000 plain-SGD steps of {K} models (softmax of logits, backend {backend}, {threads} threads): {total:.3f} s "
           f"({total / steps * 1e3:.3f} ms per step, {total / steps / K * 1e6:.2f} us per model-step)")
 
 
 if __name__ == "__main__":
     for threads in (1, 2):
+        run("native", threads)
         run("cython", threads)
     run("ndarray", 1)
-    sgd()
+    for threads in (1, 2):
+        sgd("native", threads)
+        sgd("cython", threads)

@@ -287,3 +287,20 @@ def test_native_ops_directly():
     _, shapes, _ = mx.sym.hmm_forward_many(*names[:4]).infer_shape(A=(5, 3, 3), B=(5, 3, 4), pi=(5, 3),
                                                                    obs=(7, 11))
     assert shapes == [(5, 7)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_dimensional_obs_and_float_model_indices(backend):
+    """obs (T,) is a batch of one (ll (K, 1), or (1,) with model); model may be an NDArray of
+    floats holding integers."""
+    rng = np.random.default_rng(31)
+    params = stacked(rng, 3, 2, 3)
+    A, B, pi = (mx.nd.array(x) for x in params)
+    obs = rng.integers(0, 3, size=8)
+    every = hmmop.hmm_forward(A, B, pi, obs, backend=backend).asnumpy()
+    assert every.shape == (3, 1)
+    for q in range(3):
+        one = hmmop.hmm_forward(A[q], B[q], pi[q], obs, backend=backend).asnumpy()
+        np.testing.assert_array_equal(every[q], one)
+    picked = hmmop.hmm_forward(A, B, pi, obs, model=mx.nd.array([2.0]), backend=backend).asnumpy()
+    np.testing.assert_array_equal(picked, every[2])

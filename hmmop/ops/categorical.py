@@ -193,8 +193,8 @@ def hmm_forward(A, B, pi, obs, model=None, backend="auto"):
 
     Many models in one call (hmmop.ops.model_axis): A (K, N, N), B (K, N, M), pi (K, N) give
     ll (K, batch), every sequence under every model; with model (batch,) of model indices in
-    [0, K) as well, ll (batch,), sequence b under model model[b].  Backends 'auto', 'cython' and
-    'ndarray' (not 'native').
+    [0, K) as well, ll (batch,), sequence b under model model[b].  Each model's ll and gradients
+    are, bit for bit, those of a call with its parameters on its sequences (every backend).
 
     backend: 'auto' (default: the native operator on a CPU context where it is
     loaded, else the CustomOp's 'auto'; for symbols, whose context is not
