@@ -44,8 +44,9 @@ FLAGS = ["-O3", "-fopenmp", *arch]
 
 extension = Extension(
     "hmmop._kernel",
-    sources=["hmmop/_kernel.pyx", *KERNEL_SOURCES, "csrc/hmm_gauss.c", "csrc/hmm_em.c", "csrc/hmm_mix.c"],
-    depends=[*KERNEL_HEADERS, "csrc/hmm_gauss.h", "csrc/hmm_em.h", "csrc/hmm_mix.h"],
+    sources=["hmmop/_kernel.pyx", *KERNEL_SOURCES, "csrc/hmm_gauss.c", "csrc/hmm_em.c", "csrc/hmm_mix.c",
+             "csrc/hmm_many.c"],
+    depends=[*KERNEL_HEADERS, "csrc/hmm_gauss.h", "csrc/hmm_em.h", "csrc/hmm_mix.h", "csrc/hmm_many.h"],
     include_dirs=["csrc"],
     extra_compile_args=FLAGS,
     extra_link_args=["-fopenmp"],
@@ -73,8 +74,8 @@ def native_extension():
         return None
     return Extension(
         NATIVE,
-        sources=["csrc/hmm_op.cc", *KERNEL_SOURCES, source],
-        depends=[*KERNEL_HEADERS, header],
+        sources=["csrc/hmm_op.cc", *KERNEL_SOURCES, "csrc/hmm_many.c", source],
+        depends=[*KERNEL_HEADERS, "csrc/hmm_many.h", header],
         include_dirs=["csrc", os.path.join(root, "include")],
         language="c++",
         # The kernel's flags; -ffp-contract=fast states the GNU modes' default (trap: -std=c++11).

@@ -53,6 +53,7 @@
 
 extern "C" {
 #include "hmm_batch.h"
+#include "hmm_many.h"
 }
 
 using mxnet::ext::CustomStatefulOp;
@@ -883,6 +884,248 @@ MXReturnValue create_state_dense(const std::unordered_map<std::string, std::stri
     return MX_SUCCESS;
 }
 
+
+/* ---- A model axis: hmm_forward_many and hmm_forward_by_model ----------------
+ *
+ * The contract of the CustomOps of hmmop/ops/model_axis.py: A (K, N, N),
+ * B (K, N, M), pi (K, N) of one dtype; obs as for hmm_forward.
+ * hmm_forward_many(A, B, pi, obs): ll (K, batch), every sequence under every
+ * model.  hmm_forward_by_model(A, B, pi, obs, model): model (batch,) of int32,
+ * int64, float32 or float64 holding indices in [0, K); ll (batch,), sequence b
+ * under model model[b].  Backward: dA, dB, dpi (a model's from its own terms
+ * only; zero for a model without sequences), zero gradients for obs and model.
+ * The work is csrc/hmm_many.c's, the Cython adapter's driver: the same bits. */
+
+const char kMany[] = "hmm_forward_many";
+const char kByModel[] = "hmm_forward_by_model";
+
+MXReturnValue parse_attrs_by_model(const std::unordered_map<std::string, std::string> &attrs,
+                                   int *num_in, int *num_out)
+{
+    ErrorList::get().sweep();
+    *num_in = 5;
+    *num_out = 1;
+    return MX_SUCCESS;
+}
+
+/* infer_type's rules, and model's dtype where there is one. */
+MXReturnValue infer_type_many(const std::unordered_map<std::string, std::string> &attrs,
+                              std::vector<int> *in, std::vector<int> *out)
+{
+    if (infer_type(attrs, in, out) != MX_SUCCESS)
+        return MX_FAIL;
+    std::vector<int> &t = *in;
+    if (t.size() > 4) {
+        if (t[4] < 0)
+            t[4] = 0;
+        if (t[4] != 0 && t[4] != 1 && t[4] != 4 && t[4] != 6)
+            return fail_in(kByModel, std::string("model has dtype ") + dtype_name(t[4]) +
+                                         "; expected int32, int64, float32 or float64 holding model indices");
+    }
+    return MX_SUCCESS;
+}
+
+/* Ranks and what is known of K, N, M; fills in the output: (K, batch), or (batch,) with model. */
+MXReturnValue infer_shape_many(const std::unordered_map<std::string, std::string> &attrs,
+                               std::vector<std::vector<unsigned>> *in,
+                               std::vector<std::vector<unsigned>> *out)
+{
+    ErrorList::get().sweep();
+    const bool indexed = in->size() > 4;
+    const char *op = indexed ? kByModel : kMany;
+    std::vector<unsigned> &A = (*in)[0], &B = (*in)[1], &pi = (*in)[2], &obs = (*in)[3];
+    for (auto &s : *in)
+        for (unsigned &d : s)
+            if (!known(d))
+                d = kUnknown;
+    if ((!A.empty() && A.size() != 3) || (!B.empty() && B.size() != 3) || (!pi.empty() && pi.size() != 2))
+        return fail_in(op, "A, B and pi must be A (K, N, N), B (K, N, M), pi (K, N) for a model axis, got A " +
+                               shape_str(A) + ", B " + shape_str(B) + ", pi " + shape_str(pi));
+    if (!obs.empty() && obs.size() > 2)
+        return fail_in(op, "obs must have shape (T,) or (batch, T), got shape " + shape_str(obs) +
+                               " (rank " + std::to_string(obs.size()) + ")");
+    unsigned k = kUnknown, n = kUnknown;
+    for (auto *s : {&A, &B, &pi})
+        if (!s->empty() && known((*s)[0])) {
+            if (known(k) && (*s)[0] != k)
+                return fail_in(op, "A, B and pi must hold the same number of models (their leading axis), got A " +
+                                       shape_str(A) + ", B " + shape_str(B) + ", pi " + shape_str(pi));
+            k = (*s)[0];
+        }
+    for (unsigned d : {A.size() == 3 ? A[1] : kUnknown, A.size() == 3 ? A[2] : kUnknown,
+                       B.size() == 3 ? B[1] : kUnknown, pi.size() == 2 ? pi[1] : kUnknown})
+        if (known(d)) {
+            if (known(n) && d != n)
+                return fail_in(op, "A (K, N, N), B (K, N, M), pi (K, N) disagree on N: A " + shape_str(A) +
+                                       ", B " + shape_str(B) + ", pi " + shape_str(pi));
+            n = d;
+        }
+    const unsigned m = B.size() == 3 ? B[2] : kUnknown;
+    A = {k, n, n};
+    B = {k, n, m};
+    pi = {k, n};
+    const unsigned batch = obs.size() == 1 ? 1 : obs.size() == 2 ? obs[0] : kUnknown;
+    if (indexed) {
+        std::vector<unsigned> &model = (*in)[4];
+        if (!model.empty() && (model.size() != 1 || (known(batch) && known(model[0]) && model[0] != batch)))
+            return fail_in(op, "model must have shape (batch,), one model index per sequence of obs, got shape " +
+                                   shape_str(model));
+        (*out)[0] = {known(batch) ? batch : (model.size() == 1 ? model[0] : kUnknown)};
+    } else {
+        (*out)[0] = {k, batch};
+    }
+    return MX_SUCCESS;
+}
+
+/* model (batch,) as int64, checked as hmmop.ops.checks.prepare_model does; "" or the error. */
+template <typename I>
+std::string prepare_model(const I *model, int64_t batch, int64_t k, std::vector<int64_t> *out)
+{
+    out->resize(static_cast<size_t>(batch));
+    for (int64_t b = 0; b < batch; ++b) {
+        const double v = static_cast<double>(model[b]);
+        if (!std::numeric_limits<I>::is_integer && !(v == std::floor(v)))
+            return "model[" + std::to_string(b) + "] = " + float_repr(v) + " is not an integer model index";
+        if (!(0 <= v && v < static_cast<double>(k)))
+            return "model[" + std::to_string(b) + "] = " + std::to_string(static_cast<long long>(v)) +
+                   " is not a model index in [0, K) = [0, " + std::to_string(k) +
+                   ") (K: the leading axis of A, B and pi)";
+        (*out)[b] = static_cast<int64_t>(v);
+    }
+    return "";
+}
+
+class HMMManyOp : public CustomStatefulOp {
+ public:
+    explicit HMMManyOp(bool indexed) : indexed_(indexed) {}
+    ~HMMManyOp() override { hmm_many_free(plan_); }
+
+    MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                          const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        const char *op = indexed_ ? kByModel : kMany;
+        hmm_many_free(plan_);
+        plan_ = nullptr;
+        MXTensor &A = (*inputs)[0], &B = (*inputs)[1], &pi = (*inputs)[2], &obs = (*inputs)[3];
+        MXTensor &ll = (*outputs)[0];
+        if (A.shape.size() != 3 || B.shape.size() != 3 || pi.shape.size() != 2 || obs.shape.size() < 1 ||
+            obs.shape.size() > 2 || (indexed_ && (*inputs)[4].shape.size() != 1))
+            return fail_in(op, "inputs of unexpected ranks: A " + shape_str(A.shape) + ", B " + shape_str(B.shape) +
+                                   ", pi " + shape_str(pi.shape) + ", obs " + shape_str(obs.shape));
+        const int64_t k = A.shape[0], n = A.shape[1], m = B.shape[2];
+        const int64_t batch = obs.shape.size() == 1 ? 1 : obs.shape[0];
+        const int64_t T = obs.shape.back();
+        if (k < 1 || n < 1 || m < 1 || A.shape[2] != n || B.shape[0] != k || B.shape[1] != n ||
+            pi.shape[0] != k || pi.shape[1] != n)
+            return fail_in(op, "A (K, N, N), B (K, N, M), pi (K, N) with K, N, M >= 1 expected, got A " +
+                                   shape_str(A.shape) + ", B " + shape_str(B.shape) + ", pi " + shape_str(pi.shape));
+        if (batch < 1 || T < 1)
+            return fail_in(op, "obs must hold at least one row and one time step, got shape " +
+                                   shape_str(obs.shape) + " (pad empty sequences with -1 instead)");
+        if (k > 0x7fffffff || n > 0x7fffffff || m >= 0x7fffffff)
+            return fail_in(op, "too many models, states or symbols");
+        std::string err;
+        switch (obs.dtype) {
+        case mxnet::ext::kInt32: err = prepare_obs(obs.data<int32_t>(), batch, T, m, &obs32_, &lengths_); break;
+        case mxnet::ext::kInt64: err = prepare_obs(obs.data<int64_t>(), batch, T, m, &obs32_, &lengths_); break;
+        case mxnet::ext::kFloat32: err = prepare_obs(obs.data<float>(), batch, T, m, &obs32_, &lengths_); break;
+        case mxnet::ext::kFloat64: err = prepare_obs(obs.data<double>(), batch, T, m, &obs32_, &lengths_); break;
+        default:
+            return fail_in(op, std::string("obs has dtype ") + dtype_name(obs.dtype) +
+                                   "; expected int32, int64, float32 or float64 holding integer symbols");
+        }
+        if (!err.empty())
+            return fail_in(op, err);
+        const int64_t *model = nullptr;
+        if (indexed_) {
+            MXTensor &mt = (*inputs)[4];
+            if (mt.shape[0] != batch)
+                return fail_in(op, "model must have shape (batch,) = (" + std::to_string(batch) +
+                                       ",), one model index per sequence of obs, got shape " + shape_str(mt.shape));
+            switch (mt.dtype) {
+            case mxnet::ext::kInt32: err = prepare_model(mt.data<int32_t>(), batch, k, &model_); break;
+            case mxnet::ext::kInt64: err = prepare_model(mt.data<int64_t>(), batch, k, &model_); break;
+            case mxnet::ext::kFloat32: err = prepare_model(mt.data<float>(), batch, k, &model_); break;
+            case mxnet::ext::kFloat64: err = prepare_model(mt.data<double>(), batch, k, &model_); break;
+            default:
+                return fail_in(op, std::string("model has dtype ") + dtype_name(mt.dtype) +
+                                       "; expected int32, int64, float32 or float64 holding model indices");
+            }
+            if (!err.empty())
+                return fail_in(op, err);
+            model = model_.data();
+        }
+        if (A.dtype != B.dtype || A.dtype != pi.dtype || A.dtype != ll.dtype ||
+            (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
+            return fail_in(op, "A, B, pi and ll must share one dtype, float32 or float64");
+        dtype_ = A.dtype;
+        const int dt = dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64;
+        k_ = static_cast<int>(k);
+        n_ = static_cast<int>(n);
+        m_ = static_cast<int>(m);
+        int64_t bad = -1;
+        plan_ = hmm_many_new(k_, n_, m_, batch, T, obs32_.data(), lengths_.data(), model, dt, &bad);
+        if (!plan_)
+            return fail_in(op, "no memory for the model-axis plan");
+        const int64_t size = hmm_many_size(plan_);
+        if (ll.size() != size)
+            return fail_in(op, "ll has " + std::to_string(ll.size()) + " elements, expected " + std::to_string(size));
+        ll64_.assign(static_cast<size_t>(size), 0.0);
+        if (hmm_many_forward(plan_, A.data_ptr, B.data_ptr, pi.data_ptr, ll64_.data(),
+                             std::max(1, num_threads())) != 0)
+            return fail_in(op, "no memory for the forward pass");
+        store_as(ll, dtype_, ll64_.data());
+        return MX_SUCCESS;
+    }
+
+    /* inputs: dll, then the forward's inputs and output; outputs: dA, dB, dpi, dobs (, dmodel),
+     * always overwritten (lib_api passes no gradient request). */
+    MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                           const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        const char *op = indexed_ ? kByModel : kMany;
+        if (!plan_)
+            return fail_in(op, "backward without a successful forward");
+        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
+        if (!err.empty())
+            return fail_in(op, err);
+        const size_t k = k_, n = n_, m = m_;
+        grads_.assign(k * (n * n + n * m + n), 0.0);
+        double *dA = grads_.data(), *dB = dA + k * n * n, *dpi = dB + k * n * m;
+        if (hmm_many_backward(plan_, g64_.data(), dA, dB, dpi, std::max(1, num_threads())) != 0)
+            return fail_in(op, "no memory for the backward pass");
+        const double *src[3] = {dA, dB, dpi};
+        for (int i = 0; i < 3; ++i)
+            if ((*outputs)[i].data_ptr)
+                store_as((*outputs)[i], dtype_, src[i]);
+        for (size_t i = 3; i < outputs->size(); ++i)
+            zero_grad((*outputs)[i]);
+        return MX_SUCCESS;
+    }
+
+ private:
+    bool indexed_;
+    hmm_many *plan_ = nullptr;
+    int k_ = 0, n_ = 0, m_ = 0;
+    int dtype_ = 0;
+    std::vector<int32_t> obs32_;     /* read by plan_ until it is freed */
+    std::vector<int64_t> lengths_;   /* likewise */
+    std::vector<int64_t> model_;
+    std::vector<double> ll64_, g64_, grads_;
+};
+
+MXReturnValue create_state_many(const std::unordered_map<std::string, std::string> &attrs,
+                                const MXContext &ctx,
+                                const std::vector<std::vector<unsigned int>> &in_shapes,
+                                const std::vector<int> in_types, CustomStatefulOp **op)
+{
+    ErrorList::get().sweep();
+    *op = CustomStatefulOp::create<HMMManyOp>(in_shapes.size() > 4);
+    return MX_SUCCESS;
+}
+
 }  // namespace
 
 REGISTER_OP(hmm_forward)
@@ -896,6 +1139,18 @@ REGISTER_OP(hmm_forward_dense)
     .setInferType(infer_type_dense)
     .setInferShape(infer_shape_dense)
     .setCreateOpState(create_state_dense, "cpu");
+
+REGISTER_OP(hmm_forward_many)
+    .setParseAttrs(parse_attrs)         /* 4 inputs, 1 output: A, B, pi with a model axis, obs */
+    .setInferType(infer_type_many)
+    .setInferShape(infer_shape_many)
+    .setCreateOpState(create_state_many, "cpu");
+
+REGISTER_OP(hmm_forward_by_model)
+    .setParseAttrs(parse_attrs_by_model)   /* 5 inputs: the model index of each sequence last */
+    .setInferType(infer_type_many)
+    .setInferShape(infer_shape_many)
+    .setCreateOpState(create_state_many, "cpu");
 
 /* For tests: how many messages lib_api's list holds now; the thread count a
  * call would use now. */

@@ -1265,3 +1265,105 @@ def mix_loglik_diag(const double[:, ::1] X, const double[::1] c, const double[:,
                                      max(1, num_threads))
     if status != 0:
         raise MemoryError("mix_loglik_diag: out of memory")
+
+
+# ---- Many models in one call (a model axis on hmm_forward; csrc/hmm_many.h) -------------------
+
+cdef extern from "hmm_many.h" nogil:
+    ctypedef struct hmm_many:
+        pass
+    hmm_many *hmm_many_new(int k, int n, int m, int64_t batch, int64_t T, const int32_t *obs,
+                           const int64_t *lengths, const int64_t *model, int dtype, int64_t *bad)
+    int hmm_many_forward(hmm_many *h, const void *A, const void *B, const void *pi, double *ll,
+                         int num_threads)
+    int hmm_many_backward(hmm_many *h, const double *gll, double *dA, double *dB, double *dpi,
+                          int num_threads)
+    void hmm_many_free(hmm_many *h)
+
+
+cdef class ManyWorkspace:
+    """What forward_many keeps for backward_many: the C plan and the arrays it points into."""
+    cdef hmm_many *plan
+    cdef readonly object ll, obs32, lengths, dtype
+    cdef readonly int k, n, m
+
+    def __dealloc__(self):
+        hmm_many_free(self.plan)
+
+
+def forward_many(const real[:, :, ::1] A, const real[:, :, ::1] B, const real[:, ::1] pi,
+                 const int32_t[:, ::1] obs32, const int64_t[::1] lengths, model, int num_threads):
+    """Log-likelihoods under K models at once, by csrc/hmm_many.c (one batch plan per model).
+
+    A (K, n, n), B (K, n, m), pi (K, n) all float32 or all float64; obs32 and lengths from
+    prepare_obs; model None (every model scores every sequence: ll (K, batch)) or (batch,)
+    int64 indices in [0, K) (sequence b by model model[b]: ll (batch,)).  Returns a
+    ManyWorkspace whose ``ll`` (float64) is the result, for backward_many.  Each model's
+    numbers are those of forward() on its own sequences, bit for bit.
+    """
+    cdef int k = A.shape[0], n = A.shape[1], m = B.shape[2]
+    cdef int64_t batch = obs32.shape[0], T = obs32.shape[1], bad = -1
+    if (A.shape[2] != n or B.shape[0] != k or B.shape[1] != n or pi.shape[0] != k or pi.shape[1] != n
+            or lengths.shape[0] != batch or k < 1):
+        raise ValueError("forward_many: A (K, n, n), B (K, n, m), pi (K, n), lengths (batch,) do not fit")
+    cdef const int64_t[::1] mv
+    cdef const int64_t *mp = NULL
+    if model is not None:
+        model = np.ascontiguousarray(model, dtype=np.int64)
+        if model.shape != (batch,):
+            raise ValueError(f"forward_many: model must have shape ({batch},), got {model.shape}")
+        mv = model
+        if batch:
+            mp = &mv[0]
+    ws = ManyWorkspace()
+    ws.k, ws.n, ws.m = k, n, m
+    ws.dtype = np.float32 if real is float else np.float64
+    ws.obs32, ws.lengths = obs32.base, lengths.base     # the plan reads them until freed
+    shape = (int(batch),) if model is not None else (int(k), int(batch))
+    ws.ll = np.zeros(shape, dtype=np.float64)
+    cdef double[::1] ll = ws.ll.reshape(-1)
+    cdef int dtype = HMM_FLOAT32 if real is float else HMM_FLOAT64
+    cdef int status
+    cdef const int32_t *o = &obs32[0, 0] if batch and T else NULL
+    cdef const int64_t *L = &lengths[0] if batch else NULL
+    with nogil:
+        ws.plan = hmm_many_new(k, n, m, batch, T, o, L, mp, dtype, &bad)
+    if ws.plan == NULL:
+        if bad >= 0:
+            raise ValueError(f"model[{bad}] = {model[bad]} is not a model index in [0, K) = [0, {k})")
+        raise MemoryError("hmm_forward: no memory for the model-axis plan")
+    with nogil:
+        status = hmm_many_forward(ws.plan, &A[0, 0, 0], &B[0, 0, 0], &pi[0, 0],
+                                  &ll[0] if ll.shape[0] else NULL, max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward: no memory for the forward pass")
+    return ws
+
+
+def backward_many(ManyWorkspace ws, const real[::1] gll, real[::1] dA, real[::1] dB, real[::1] dpi,
+                  int req_A, int req_B, int req_pi, int num_threads):
+    """Gradients of sum gll * ll (gll flattened, ll's size) with respect to A, B and pi.
+
+    dA (K * n * n,), dB (K * n * m,), dpi (K * n,): the gradients flattened, of gll's dtype,
+    written by the MXNet request codes req_* (0 skips, 1/2 overwrite, 3 adds).  A model with no
+    sequences gets zero.
+    """
+    if req_A == 0 and req_B == 0 and req_pi == 0:
+        return
+    cdef int k = ws.k, n = ws.n, m = ws.m, status
+    if gll.shape[0] != ws.ll.size:
+        raise ValueError(f"backward_many: gll has {gll.shape[0]} entries, ll {ws.ll.size}")
+    g64 = np.asarray(gll, dtype=np.float64)
+    dA64 = np.empty(k * n * n, dtype=np.float64)
+    dB64 = np.empty(k * n * m, dtype=np.float64)
+    dpi64 = np.empty(k * n, dtype=np.float64)
+    cdef const double[::1] g = g64
+    cdef double[::1] a = dA64, b = dB64, p = dpi64
+    with nogil:
+        status = hmm_many_backward(ws.plan, &g[0] if g.shape[0] else NULL, &a[0], &b[0], &p[0],
+                                   max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward: no memory for the backward pass")
+    store(dA, dA64, req_A)
+    store(dB, dB64, req_B)
+    store(dpi, dpi64, req_pi)

@@ -158,6 +158,19 @@ class HMMForwardProp(HMMOpProp):
     def batch_of(self, in_shape):
         return checks.check_shapes(*in_shape)[2]
 
+    def infer_shape(self, in_shape):
+        if checks.has_model_axis(*in_shape[:3]):        # K models: ll (K, batch) (model_axis.py)
+            if self.backend not in BACKENDS:
+                raise ValueError(f"{self.OP_NAME}: backend must be one of {BACKENDS}, got {self.backend!r}")
+            k, _, _, batch, _ = checks.check_many_shapes(*in_shape)
+            return in_shape, [(k, batch)], []
+        return super().infer_shape(in_shape)
+
+    def create_operator(self, ctx, in_shapes, in_dtypes):
+        if len(in_shapes[0]) == 3:
+            return model_axis.create_many_operator(self, ctx, in_shapes, in_dtypes, indexed=False)
+        return super().create_operator(ctx, in_shapes, in_dtypes)
+
     def dtype_of(self, in_type):
         return checks.check_dtypes(*in_type)
 
@@ -171,8 +184,17 @@ def _is_symbol(x):
     return isinstance(x, mx.sym.Symbol)
 
 
-def hmm_forward(A, B, pi, obs, backend="auto"):
+def _shape(x):
+    return tuple(getattr(x, "shape", ()) or ())
+
+
+def hmm_forward(A, B, pi, obs, model=None, backend="auto"):
     """Per-sequence log-likelihood with the fused operator, inputs checked first.
+
+    Many models in one call (hmmop.ops.model_axis): A (K, N, N), B (K, N, M), pi (K, N) give
+    ll (K, batch), every sequence under every model; with model (batch,) of model indices in
+    [0, K) as well, ll (batch,), sequence b under model model[b].  Each model's ll and gradients
+    are, bit for bit, those of a call with its parameters on its sequences (every backend).
 
     backend: 'auto' (default: the native operator on a CPU context where it is
     loaded, else the CustomOp's 'auto'; for symbols, whose context is not
@@ -192,6 +214,9 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
     """
     if backend not in WRAPPER_BACKENDS:
         raise ValueError(f"backend must be one of {WRAPPER_BACKENDS}, got {backend!r}")
+    if model is not None or (not any(_is_symbol(x) for x in (A, B, pi))
+                             and checks.has_model_axis(_shape(A), _shape(B), _shape(pi))):
+        return model_axis.hmm_forward_many(A, B, pi, obs, model, backend)
     if backend == "native" and not native.load():
         raise RuntimeError(f"backend 'native' is not available: {native.unavailable_reason()}")
     if any(_is_symbol(x) for x in (A, B, pi, obs)):
@@ -210,3 +235,6 @@ def hmm_forward(A, B, pi, obs, backend="auto"):
         raise ValueError(f"backend 'cython' runs on the CPU only, but A, B and pi are on {A.context}; "
                          f"use backend='auto' or 'ndarray' there")
     return mx.nd.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
+
+
+from . import model_axis  # noqa: E402  (the model-axis ops build on the classes above)

@@ -133,6 +133,110 @@ def checked_inputs(A, B, pi, obs):
     return A, B, pi, obs, obs_np
 
 
+# -- a model axis on hmm_forward (hmmop.ops.model_axis) -----------------------------------------
+
+
+def has_model_axis(A_shape, B_shape, pi_shape):
+    """True where any of A, B, pi has a leading model axis (A rank 3, B rank 3, pi rank 2);
+    check_many_shapes then says whether they all do."""
+    return len(tuple(A_shape)) == 3 or len(tuple(B_shape)) == 3 or len(tuple(pi_shape)) == 2
+
+
+def check_many_shapes(A_shape, B_shape, pi_shape, obs_shape, model_shape=None):
+    """Validate the shapes of hmm_forward with a model axis; return (K, n_states, n_symbols, batch, T).
+
+    A (K, N, N), B (K, N, M), pi (K, N): K models; obs (T,) or (batch, T); model (batch,) or None.
+    """
+    A_shape, B_shape, pi_shape = tuple(A_shape), tuple(B_shape), tuple(pi_shape)
+    ranks = {"A": (len(A_shape), 3, "(K, N, N)"), "B": (len(B_shape), 3, "(K, N, M)"),
+             "pi": (len(pi_shape), 2, "(K, N)")}
+    with_axis = [name for name, (r, want, _) in ranks.items() if r == want]
+    if len(with_axis) != 3:
+        without = [name for name in ranks if name not in with_axis]
+        if not with_axis:
+            if model_shape is not None:
+                raise ValueError(
+                    f"a model input (one model index per sequence) needs parameters with a leading model "
+                    f"axis: A (K, N, N), B (K, N, M), pi (K, N); got A {A_shape}, B {B_shape}, pi {pi_shape} "
+                    f"(without model, rank-2 parameters are one model)")
+            raise ValueError(f"A, B and pi must be A (K, N, N), B (K, N, M), pi (K, N) for a model axis, "
+                             f"got A {A_shape}, B {B_shape}, pi {pi_shape}")
+        listing = ", ".join(f"{name} {shape}" for name, shape in
+                            (("A", A_shape), ("B", B_shape), ("pi", pi_shape)))
+        raise ValueError(
+            f"a model axis on some parameters and not others: {_listed(with_axis)} "
+            f"{'has' if len(with_axis) == 1 else 'have'} one, {_listed(without)} "
+            f"{'does' if len(without) == 1 else 'do'} not ({listing}); give all of A (K, N, N), "
+            f"B (K, N, M), pi (K, N) a leading model axis, or none")
+    counts = {"A": A_shape[0], "B": B_shape[0], "pi": pi_shape[0]}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise ValueError(f"A, B and pi must hold the same number of models (their leading axis), "
+                         f"got {listing}")
+    k = A_shape[0]
+    if k < 1:
+        raise ValueError(f"A, B and pi must hold at least one model, got A {A_shape}")
+    n, m, batch, T = check_shapes(A_shape[1:], B_shape[1:], pi_shape[1:], obs_shape)
+    if model_shape is not None and tuple(model_shape) != (batch,):
+        raise ValueError(f"model must have shape (batch,) = ({batch},), one model index per sequence of "
+                         f"obs, got shape {tuple(model_shape)}")
+    return k, n, m, batch, T
+
+
+def check_model_dtype(model_dtype):
+    """TypeError unless model's dtype is int32, int64, float32 or float64."""
+    if np.dtype(model_dtype) not in OBS_DTYPES:
+        raise TypeError(f"model has dtype {np.dtype(model_dtype)}; expected int32, int64, float32 or "
+                        f"float64 holding model indices")
+
+
+def prepare_model(model, k):
+    """model (batch,) NumPy as int64, checked: integers in [0, K).  ValueError names the first bad one."""
+    model = np.asarray(model).reshape(-1)
+    if model.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(model) & (model == np.floor(model))
+        if not whole.all():
+            b = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"model[{b}] = {model[b]!r} is not an integer model index")
+    as_int = model.astype(np.int64)
+    bad = np.flatnonzero((as_int < 0) | (as_int >= k))
+    if bad.size:
+        b = int(bad[0])
+        raise ValueError(f"model[{b}] = {as_int[b]} is not a model index in [0, K) = [0, {k}) "
+                         f"(K: the leading axis of A, B and pi)")
+    return np.ascontiguousarray(as_int)
+
+
+def checked_many_inputs(A, B, pi, obs, model=None):
+    """Validate NDArray inputs of hmm_forward with a model axis.
+
+    Returns (A, B, pi, obs NDArray on A's context, obs NumPy, model NDArray on A's context or None,
+    model int64 NumPy or None).
+    """
+    ctx = _one_context({"A": A, "B": B, "pi": pi})
+    obs_np = _on_host(obs)
+    check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
+    model_np = None if model is None else _on_host(model)
+    if model_np is not None:
+        check_model_dtype(model_np.dtype)
+    k, _, m, _, _ = check_many_shapes(A.shape, B.shape, pi.shape, obs_np.shape,
+                                      None if model_np is None else model_np.shape)
+    prepare_obs(obs_np, m)
+    if not isinstance(obs, mx.nd.NDArray):
+        obs = from_host(obs_np, obs_np.dtype, ctx)
+    elif obs.context != ctx:
+        obs = obs.as_in_context(ctx)
+    model64 = None
+    if model_np is not None:
+        model64 = prepare_model(model_np, k)
+        if not isinstance(model, mx.nd.NDArray):
+            model = from_host(model_np, model_np.dtype, ctx)
+        elif model.context != ctx:
+            model = model.as_in_context(ctx)
+    return A, B, pi, obs, obs_np, model, model64
+
+
 # -- hmm_forward_dense ------------------------------------------------------------------------
 
 

@@ -50,6 +50,11 @@ LIBRARY = "libhmmop_op.so"
 OP_NAME = "hmm_forward"
 DENSE_OP_NAME = "hmm_forward_dense"
 OP_NAMES = (OP_NAME, DENSE_OP_NAME)       # the library registers both; load() requires both
+# The model axis (hmmop.ops.model_axis): A (K, N, N), B (K, N, M), pi (K, N); ll (K, batch), or with a
+# model index per sequence (the 5th input) ll (batch,).  Not required by load(): a library without
+# them still serves the ops above, and many_available() says whether these are there.
+MANY_OP_NAME, BY_MODEL_OP_NAME = "hmm_forward_many", "hmm_forward_by_model"
+MANY_OP_NAMES = (MANY_OP_NAME, BY_MODEL_OP_NAME)
 
 _lock = threading.Lock()
 _loaded = None          # None: not tried yet; then True or False
@@ -62,12 +67,12 @@ def library_path():
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), LIBRARY)
 
 
-def _registered():
-    """Which of OP_NAMES MXNet already has (a library loaded before), as a set."""
+def _registered(among=OP_NAMES):
+    """Which of ``among`` (OP_NAMES) MXNet already has (a library loaded before), as a set."""
     size = mx.base.mx_uint()
     names = ctypes.POINTER(ctypes.c_char_p)()
     mx.base.check_call(mx.base._LIB.MXListAllOpNames(ctypes.byref(size), ctypes.byref(names)))
-    wanted = {name.encode(): name for name in OP_NAMES}
+    wanted = {name.encode(): name for name in among}
     return {wanted[names[i]] for i in range(size.value) if names[i] in wanted}
 
 
@@ -128,6 +133,24 @@ def dense_available():
     """Whether the native hmm_forward_dense is loaded: the same as available(), since load()
     requires both operators."""
     return load()
+
+
+_many = None
+
+
+def many_available():
+    """Whether the loaded library also has the model-axis operators (MANY_OP_NAMES)."""
+    global _many
+    if _many is None:
+        _many = bool(load()) and len(_registered(MANY_OP_NAMES)) == len(MANY_OP_NAMES)
+    return _many
+
+
+def many_unavailable_reason():
+    """Why the model-axis native operators are not available, or None."""
+    if many_available():
+        return None
+    return _reason or f"the loaded {LIBRARY} has no {', '.join(map(repr, MANY_OP_NAMES))} (an older build?)"
 
 
 def unavailable_reason():
@@ -218,3 +241,20 @@ def forward_dense(F, A, pi, log_emission, lengths):
     if mx.autograd.is_recording():
         return op(*guard_dense_nd(A, pi, log_emission, lengths))
     return op(A, pi, log_emission, lengths)
+
+
+def forward_many(F, A, B, pi, obs, model=None):
+    """ll = the native model-axis op on guarded inputs: hmm_forward_many (ll (K, batch)), or with
+    model hmm_forward_by_model (ll (batch,)); F: mx.nd (under autograd or not) or mx.sym."""
+    inputs = [A, B, pi, obs]
+    if F is mx.sym:
+        inputs = list(guard(F, *inputs))
+    elif mx.autograd.is_recording():
+        inputs = guard_nd(*inputs)
+    if model is not None:
+        if F is mx.sym:
+            model = F.BlockGrad(model)
+        elif mx.autograd.is_recording() and model.grad is not None:
+            model = mx.nd.BlockGrad(model)
+        inputs.append(model)
+    return getattr(F, BY_MODEL_OP_NAME if model is not None else MANY_OP_NAME)(*inputs)

@@ -123,3 +123,150 @@ class NDArrayForward:
         onehot = mx.nd.one_hot(self.symbols.reshape((-1,)), m + 1, dtype=F64)  # (steps*batch, M+1)
         dBT = mx.nd.dot(onehot, demit, transpose_a=True).slice_axis(axis=0, begin=0, end=m)
         return dA, dBT.T, dpi
+
+
+class NDArrayForwardMany:
+    """State of one forward pass of hmm_forward with a model axis, kept for the backward.
+
+    NDArrayForwardMany(A, B, pi, obs, lengths, model): A (K, N, N), B (K, N, M), pi (K, N)
+    NDArrays of float32/float64; obs (batch, T) NDArray of the symbols on the same context;
+    lengths (batch,) NumPy int64 from checks.prepare_obs; model None (every model scores every
+    sequence: ll (K, batch)) or (batch,) NumPy int64 model indices in [0, K) (ll (batch,)).
+
+    The recursion of NDArrayForward, run once over all (model, sequence) rows: each row gathers
+    its model's A (batch_dot), its emission rows (one take from the K stacked B^T, each with its
+    all-ones row M) and pi.  The backward's sums over rows (dA, dB, dpi) are NDArrayForward's
+    products, one per model (batch_dot over the models), each over that model's rows gathered in
+    the order a call on its sequences alone has them, then zero rows: so every model's numbers
+    are those of NDArrayForward on its own sequences.  Sets self.ll, a float64 NDArray of ll's
+    shape.
+    """
+
+    def __init__(self, A, B, pi, obs, lengths, model=None):
+        ctx = A.context
+        self.k, self.n, self.m = k, n, m = B.shape
+        batch0 = len(lengths)
+        self.out_shape = (k, batch0) if model is None else (batch0,)
+        obs = obs.reshape((batch0, -1))
+        if model is None:       # every model, every sequence: rows (model, sequence), model-major
+            model = np.repeat(np.arange(k, dtype=np.int64), batch0)
+            lengths = np.tile(lengths, k)
+            obs = mx.nd.tile(obs, reps=(k, 1)) if k > 1 else obs
+        self.batch = batch = len(lengths)
+        self.steps = steps = int(lengths.max()) if batch else 0
+        if steps == 0:
+            self.ll = mx.nd.zeros(self.out_shape, ctx=ctx, dtype=F64)
+            return
+        self._plan_sums(model, lengths, ctx)
+        index = mx.nd.array(model, ctx=ctx, dtype=F64)                    # (batch,)
+        # Copies (take): the backward may run after MXNet has reused the inputs' memory.
+        self.Ag = mx.nd.take(A.astype(F64, copy=False), index)             # (batch, N, N)
+        pig = mx.nd.take(pi.astype(F64, copy=False), index)                # (batch, N)
+        self.padded = [bool((lengths <= t).any()) for t in range(steps)]
+        obs = obs.slice_axis(axis=1, begin=0, end=steps)
+        self.valid = (obs != -1).astype(F64).T                            # (steps, batch)
+        symbols = mx.nd.maximum(obs, 0) + (obs == -2) * m                 # (batch, steps), in [0, M]
+        self.symbols = symbols.astype(np.int32).T                          # (steps, batch)
+        # Row model * (M + 1) + symbol of the K stacked (M + 1, N) tables B^T + ones row.
+        rows = mx.nd.broadcast_add(symbols.astype(F64), index.reshape((-1, 1)) * (m + 1))
+        B64 = B.astype(F64, copy=False)
+        BT1 = mx.nd.concat(mx.nd.transpose(B64, axes=(0, 2, 1)), mx.nd.ones((k, 1, n), ctx=ctx, dtype=F64),
+                           dim=1).reshape((k * (m + 1), n))
+        self.emit = mx.nd.take(BT1, rows.T)                                # (steps, batch, N)
+        emit = _rows(self.emit, steps)
+        self.pred, self.alpha, scales, guarded = [], [], [], []
+        alpha = None
+        for t in range(steps):
+            pred = pig if t == 0 else mx.nd.batch_dot(alpha.expand_dims(1), self.Ag).reshape((batch, n))
+            f = pred * emit[t]
+            c = f.sum(axis=1, keepdims=True)
+            cg = mx.nd.maximum(c, TINY)
+            alpha = mx.nd.broadcast_div(f, cg)
+            self.pred.append(pred)
+            self.alpha.append(alpha)
+            scales.append(c)
+            guarded.append(cg)
+        self.scale = mx.nd.stack(*guarded, axis=0)                        # (steps, batch, 1)
+        logc = mx.nd.log(mx.nd.concat(*scales, dim=1)).T                   # (steps, batch)
+        ll = mx.nd.where(self.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
+        self.ll_rows = ll
+        self.ll = ll.reshape(self.out_shape)
+
+    def _plan_sums(self, model, lengths, ctx):
+        """Gather tables for the backward's sums: each model's rows in the step-major
+        (steps * batch) row space, in NDArrayForward's order for that model alone (its steps: its
+        longest sequence) - for dpi (step 0), dA (steps >= 1, with the step before) and dB (every
+        step).  A sum's rounding depends on its length (BLAS cuts long sums into blocks by it), so
+        models are grouped by that length: one product per group, its result placed back by the
+        model order (self.*_order).  A model without rows of a sum gets zeros there."""
+        k, batch = self.k, self.batch
+        own = [np.flatnonzero(model == q) for q in range(k)]
+        own_steps = [int(lengths[r].max()) if r.size else 0 for r in own]
+
+        def span(q, first):            # step-major rows t * batch + b, t in [first, own_steps[q])
+            t = np.arange(first, own_steps[q])
+            return (t[:, None] * batch + own[q][None, :]).reshape(-1)
+
+        def groups(rows_of):
+            """[(index NDArray (models, width), ...)] per width > 0, and the order (K,) that takes
+            the groups' stacked results (then one zero entry) back to model order."""
+            rows = [rows_of(q) for q in range(k)]
+            widths = sorted({r.size for r in rows if r.size})
+            tables, placed, order = [], 0, np.full(k, -1, dtype=np.int64)
+            for w in widths:
+                members = [q for q in range(k) if rows[q].size == w]
+                tables.append(tuple(mx.nd.array(np.stack([rows[q] for q in members]) + shift, ctx=ctx, dtype=F64)
+                                    for shift in (0, -batch)))
+                order[members] = placed + np.arange(len(members))
+                placed += len(members)
+            order[order < 0] = placed                # the zero entry after the groups
+            return tables, mx.nd.array(order, ctx=ctx, dtype=F64)
+
+        self.sum_pi = groups(lambda q: own[q] if own_steps[q] else own[q][:0])
+        self.sum_a = groups(lambda q: span(q, 1))      # u rows; the alpha rows: shifted by -batch
+        self.sum_b = groups(lambda q: span(q, 0))
+
+    @staticmethod
+    def _per_model(groups, product, zero):
+        """Each group's product (models of the group, ...) stacked, then zero, put in model order."""
+        tables, order = groups
+        parts = [product(table) for table in tables]
+        return mx.nd.take(mx.nd.concat(*parts, zero.expand_dims(0), dim=0), order)
+
+    def backward(self, gll):
+        """(dA (K, N, N), dB (K, N, M), dpi (K, N)) float64 NDArrays of sum gll * ll."""
+        k, n, m, steps, batch = self.k, self.n, self.m, self.steps, self.batch
+        ctx = self.ll.context
+        if steps == 0:
+            return (mx.nd.zeros((k, n, n), ctx=ctx, dtype=F64), mx.nd.zeros((k, n, m), ctx=ctx, dtype=F64),
+                    mx.nd.zeros((k, n), ctx=ctx, dtype=F64))
+        g = gll.astype(F64, copy=False).reshape((-1,))
+        g = mx.nd.where(self.ll_rows == -np.inf, mx.nd.zeros_like(g), g)
+        w = mx.nd.broadcast_to(g.reshape((-1, 1)), (batch, n))
+        inv = mx.nd.broadcast_div(self.valid.expand_dims(2), self.scale)   # (steps, batch, 1)
+        emit_c = _rows(mx.nd.broadcast_mul(self.emit, inv), steps)
+        us, ws = [None] * steps, [None] * steps
+        for t in range(steps - 1, -1, -1):
+            ws[t] = w
+            us[t] = emit_c[t] * w
+            if t > 0:
+                w_new = mx.nd.batch_dot(us[t].expand_dims(1), self.Ag, transpose_b=True).reshape((batch, n))
+                w = mx.nd.where(self.valid[t], w_new, w) if self.padded[t] else w_new
+        zero = mx.nd.zeros((n,), ctx=ctx, dtype=F64)
+        u_all = mx.nd.concat(*us, dim=0)                                  # (steps * batch, N)
+        dpi = self._per_model(self.sum_pi, lambda ix: mx.nd.take(u_all, ix[0]).sum(axis=1), zero)
+        alpha_all = mx.nd.concat(*self.alpha, dim=0)
+        dA = self._per_model(self.sum_a, lambda ix: mx.nd.batch_dot(mx.nd.take(alpha_all, ix[1]),
+                                                                    mx.nd.take(u_all, ix[0]), transpose_a=True),
+                             mx.nd.zeros((n, n), ctx=ctx, dtype=F64))
+        pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
+        demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))     # (steps * batch, N)
+        symbols = self.symbols.reshape((-1,)).astype(F64)
+
+        def dBT(ix):                   # (models, M + 1, N): one-hot(symbols)^T . demit per model
+            onehot = mx.nd.one_hot(mx.nd.take(symbols, ix[0]), m + 1, dtype=F64)
+            return mx.nd.batch_dot(onehot, mx.nd.take(demit, ix[0]), transpose_a=True)
+
+        dBT = self._per_model(self.sum_b, dBT, mx.nd.zeros((m + 1, n), ctx=ctx, dtype=F64))
+        dB = mx.nd.transpose(dBT.slice_axis(axis=1, begin=0, end=m), axes=(0, 2, 1))
+        return dA, dB, dpi

@@ -12,16 +12,21 @@ lengths for padding).
 import mxnet as mx
 import numpy as np
 
-from .checks import checked_dense_inputs, checked_inputs
+from .checks import checked_dense_inputs, checked_inputs, checked_many_inputs, has_model_axis
 
 
-def unroll_forward(A, B, pi, obs):
+def unroll_forward(A, B, pi, obs, model=None):
     """Per-sequence log-likelihood ll (batch,) by the autograd unroll.
 
     A (N, N), B (N, M), pi (N,) NDArrays of one float dtype; obs (T,) or
     (batch, T) as for hmm_forward.  Costs about ten NDArray operations per
-    time step, whatever the batch size.
+    time step, whatever the batch size.  A model axis as for hmm_forward:
+    A (K, N, N), B (K, N, M), pi (K, N) give ll (K, batch), and with model
+    (batch,) of model indices ll (batch,) (see _unroll_many).
     """
+    if model is not None or has_model_axis(getattr(A, "shape", ()), getattr(B, "shape", ()),
+                                           getattr(pi, "shape", ())):
+        return _unroll_many(A, B, pi, obs, model)
     A, B, pi, obs, obs_np = checked_inputs(A, B, pi, obs)
     obs_np = obs_np.reshape(-1, obs_np.shape[-1]).astype(np.int64)
     batch, T = obs_np.shape
@@ -50,6 +55,46 @@ def unroll_forward(A, B, pi, obs):
         alpha = f / c.reshape((-1, 1))
         ll = ll + mx.nd.log(c)
     return ll
+
+
+def _unroll_many(A, B, pi, obs, model):
+    """unroll_forward with a model axis: each (model, sequence) row gathers its model's A, B^T
+    and pi by index, then the same steps (batch_dot for the transition)."""
+    A, B, pi, obs, obs_np, _, model_np = checked_many_inputs(A, B, pi, obs, model)
+    obs_np = obs_np.reshape(-1, obs_np.shape[-1]).astype(np.int64)
+    k, n, m = B.shape
+    batch0, T = obs_np.shape
+    if model_np is None:
+        model_np = np.repeat(np.arange(k), batch0)
+        obs_np = np.tile(obs_np, (k, 1))
+    out_shape = (batch0,) if model is not None else (k, batch0)
+    ctx, dtype = A.context, A.dtype
+    batch = obs_np.shape[0]
+    valid_np = obs_np != -1
+    # Zeros in the recorded graph, so that ll.backward() works (zero gradients) even when no step is run.
+    ll = mx.nd.zeros((batch,), ctx=ctx, dtype=dtype) + (A.sum() + B.sum() + pi.sum()) * 0
+    index = mx.nd.array(model_np, ctx=ctx, dtype=np.int32)
+    symbols = np.where(obs_np == -2, m, np.maximum(obs_np, 0)) + model_np[:, None] * (m + 1)
+    steps = mx.nd.array(symbols.T, ctx=ctx, dtype=np.int32)
+    masks = mx.nd.array(valid_np.T, ctx=ctx, dtype=dtype)
+    BT = mx.nd.concat(mx.nd.transpose(B, axes=(0, 2, 1)), mx.nd.ones((k, 1, n), ctx=ctx, dtype=dtype),
+                      dim=1).reshape((k * (m + 1), n))
+    Ag = mx.nd.take(A, index)                              # (batch, N, N)
+    pig = mx.nd.take(pi, index)                            # (batch, N)
+    alpha = None
+    for t in range(T):
+        if not valid_np[:, t].any():
+            break
+        emit = mx.nd.take(BT, steps[t])
+        pred = pig if t == 0 else mx.nd.batch_dot(alpha.expand_dims(1), Ag).reshape((batch, n))
+        f = pred * emit
+        c = f.sum(axis=1)
+        if not valid_np[:, t].all():
+            mask = masks[t]
+            c = c * mask + (1 - mask)
+        alpha = f / c.reshape((-1, 1))
+        ll = ll + mx.nd.log(c)
+    return ll.reshape(out_shape)
 
 
 def unroll_forward_dense(A, pi, log_emission, lengths):
