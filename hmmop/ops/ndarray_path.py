@@ -39,6 +39,29 @@ def _rows(x, count):
     return list(mx.nd.split(x, num_outputs=count, axis=0, squeeze_axis=True))
 
 
+def _scaled_forward(state, emit, first, advance):
+    """The scaled forward recursion both forward classes run: emit (steps of (batch, N) emission rows),
+    first (the first step's predictions: pi, broadcast or (batch, N)), advance(alpha) -> the next
+    step's predictions.  Sets state.pred, state.alpha (lists per step) and state.scale (steps, batch,
+    1), the scales as the backward divides by them; returns ll (batch,) over state.valid's steps."""
+    state.pred, state.alpha, scales, guarded = [], [], [], []
+    alpha = None
+    for t in range(len(emit)):
+        pred = first if t == 0 else advance(alpha)
+        f = mx.nd.broadcast_mul(pred, emit[t])
+        c = f.sum(axis=1, keepdims=True)
+        # max(c, tiny) keeps alpha at 0, not NaN, after an impossible step.
+        cg = mx.nd.maximum(c, TINY)
+        alpha = mx.nd.broadcast_div(f, cg)
+        state.pred.append(pred)
+        state.alpha.append(alpha)
+        scales.append(c)
+        guarded.append(cg)
+    state.scale = mx.nd.stack(*guarded, axis=0)                   # (steps, batch, 1)
+    logc = mx.nd.log(mx.nd.concat(*scales, dim=1)).T              # (steps, batch)
+    return mx.nd.where(state.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
+
+
 class NDArrayForward:
     """State of one forward pass, kept for the backward.
 
@@ -70,23 +93,8 @@ class NDArrayForward:
         self.symbols = symbols.astype(np.int32).T
         BT1 = mx.nd.concat(B64.T, mx.nd.ones((1, n), ctx=ctx, dtype=F64), dim=0)   # (M + 1, N)
         self.emit = mx.nd.take(BT1, self.symbols)                 # (steps, batch, N)
-        emit = _rows(self.emit, steps)
-        self.pred, self.alpha, scales, guarded = [], [], [], []
-        alpha = None
-        for t in range(steps):
-            pred = pi64.reshape((1, -1)) if t == 0 else mx.nd.dot(alpha, self.A)
-            f = mx.nd.broadcast_mul(pred, emit[t])
-            c = f.sum(axis=1, keepdims=True)
-            # max(c, tiny) keeps alpha at 0, not NaN, after an impossible step.
-            cg = mx.nd.maximum(c, TINY)
-            alpha = mx.nd.broadcast_div(f, cg)
-            self.pred.append(pred)
-            self.alpha.append(alpha)
-            scales.append(c)
-            guarded.append(cg)
-        self.scale = mx.nd.stack(*guarded, axis=0)                # (steps, batch, 1)
-        logc = mx.nd.log(mx.nd.concat(*scales, dim=1)).T           # (steps, batch)
-        self.ll = mx.nd.where(self.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
+        self.ll = _scaled_forward(self, _rows(self.emit, steps), pi64.reshape((1, -1)),
+                                  lambda alpha: mx.nd.dot(alpha, self.A))
 
     def backward(self, gll):
         """(dA (N, N), dB (N, M), dpi (N,)) float64 NDArrays of sum_b gll[b] ll[b]."""
@@ -173,22 +181,8 @@ class NDArrayForwardMany:
         BT1 = mx.nd.concat(mx.nd.transpose(B64, axes=(0, 2, 1)), mx.nd.ones((k, 1, n), ctx=ctx, dtype=F64),
                            dim=1).reshape((k * (m + 1), n))
         self.emit = mx.nd.take(BT1, rows.T)                                # (steps, batch, N)
-        emit = _rows(self.emit, steps)
-        self.pred, self.alpha, scales, guarded = [], [], [], []
-        alpha = None
-        for t in range(steps):
-            pred = pig if t == 0 else mx.nd.batch_dot(alpha.expand_dims(1), self.Ag).reshape((batch, n))
-            f = pred * emit[t]
-            c = f.sum(axis=1, keepdims=True)
-            cg = mx.nd.maximum(c, TINY)
-            alpha = mx.nd.broadcast_div(f, cg)
-            self.pred.append(pred)
-            self.alpha.append(alpha)
-            scales.append(c)
-            guarded.append(cg)
-        self.scale = mx.nd.stack(*guarded, axis=0)                        # (steps, batch, 1)
-        logc = mx.nd.log(mx.nd.concat(*scales, dim=1)).T                   # (steps, batch)
-        ll = mx.nd.where(self.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
+        ll = _scaled_forward(self, _rows(self.emit, steps), pig,
+                             lambda alpha: mx.nd.batch_dot(alpha.expand_dims(1), self.Ag).reshape((batch, n)))
         self.ll_rows = ll
         self.ll = ll.reshape(self.out_shape)
 
