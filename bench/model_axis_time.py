@@ -96,8 +96,8 @@ def sgd(backend, threads, steps=1000, lr=0.01):
             mx.nd.sgd_update(x, x.grad, lr=lr, wd=0.0, out=x)     # one in-place op per parameter
     mx.nd.waitall()
     total = time.perf_counter() - t0
-    print(f"1000 plain-SGD steps of {K} models (softmax of logits, backend {backend}, {threads} threads): {total:.3f} s "
-          f"({total / steps * 1e3:.3f} ms per step, {total / steps / K * 1e6:.2f} us per model-step)")
+    print(f"1000 plain-SGD steps of {K} models (softmax of logits, backend {backend}, {threads} threads): "
+          f"{total:.3f} s ({total / steps * 1e3:.3f} ms per step, {total / steps / K * 1e6:.2f} us per model-step)")
 
 
 if __name__ == "__main__":
