@@ -62,6 +62,26 @@ def _scaled_forward(state, emit, first, advance):
     return mx.nd.where(state.valid, logc, mx.nd.zeros_like(logc)).sum(axis=0)
 
 
+def _scaled_backward(state, g, batch, n, back):
+    """The backward recursion of _scaled_forward's state: g (batch,) the head gradient (0 for an
+    impossible sequence), back(u) -> u . A^T for the rows' own A.  Returns (us: per step (batch, N),
+    u_t = B[:, o_t] / c_t * w_t with w_t = g * beta_hat_t; demit (steps * batch, N): d ll / d B[:, o_t]
+    = pred_t * w_t / c_t), zero on padding."""
+    steps = len(state.pred)
+    w = mx.nd.broadcast_to(g.reshape((-1, 1)), (batch, n))        # g * beta_hat
+    inv = mx.nd.broadcast_div(state.valid.expand_dims(2), state.scale)   # (steps, batch, 1): 1 / c_t, 0 on padding
+    emit_c = _rows(mx.nd.broadcast_mul(state.emit, inv), steps)
+    us, ws = [None] * steps, [None] * steps
+    for t in range(steps - 1, -1, -1):
+        ws[t] = w
+        us[t] = emit_c[t] * w
+        if t > 0:
+            w_new = back(us[t])
+            w = mx.nd.where(state.valid[t], w_new, w) if state.padded[t] else w_new
+    pred = mx.nd.concat(mx.nd.broadcast_to(state.pred[0], (batch, n)), *state.pred[1:], dim=0)
+    return us, pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))
+
+
 class NDArrayForward:
     """State of one forward pass, kept for the backward.
 
@@ -107,27 +127,15 @@ class NDArrayForward:
         batch = g.shape[0]
         # An impossible sequence (ll = -inf) contributes nothing.
         g = mx.nd.where(self.ll == -np.inf, mx.nd.zeros_like(g), g)
-        w = mx.nd.broadcast_to(g.reshape((-1, 1)), (batch, n))     # g * beta_hat
-        # B[:, o_t] / c_t, zero on padding: then u_t = emit_c[t] * w_t.
-        inv = mx.nd.broadcast_div(self.valid.expand_dims(2), self.scale)   # (steps, batch, 1)
-        emit_c = _rows(mx.nd.broadcast_mul(self.emit, inv), steps)
-        us, ws = [None] * steps, [None] * steps
-        for t in range(steps - 1, -1, -1):
-            ws[t] = w
-            us[t] = emit_c[t] * w
-            if t > 0:
-                w_new = mx.nd.dot(us[t], self.A, transpose_b=True)
-                w = mx.nd.where(self.valid[t], w_new, w) if self.padded[t] else w_new
+        us, demit = _scaled_backward(self, g, batch, n, lambda u: mx.nd.dot(u, self.A, transpose_b=True))
         dpi = us[0].sum(axis=0)
         if steps > 1:
             dA = mx.nd.dot(mx.nd.concat(*self.alpha[:-1], dim=0), mx.nd.concat(*us[1:], dim=0),
                            transpose_a=True)
         else:
             dA = mx.nd.zeros((n, n), ctx=ctx, dtype=F64)
-        # d ll / d B[:, o_t] = pred_t * w_t / c_t, summed per symbol by a one-hot product;
-        # its last column gathers the missing steps (the constant ones row) and is dropped.
-        pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
-        demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))
+        # d ll / d B[:, o_t], summed per symbol by a one-hot product; its last column gathers the
+        # missing steps (the constant ones row) and is dropped.
         onehot = mx.nd.one_hot(self.symbols.reshape((-1,)), m + 1, dtype=F64)  # (steps*batch, M+1)
         dBT = mx.nd.dot(onehot, demit, transpose_a=True).slice_axis(axis=0, begin=0, end=m)
         return dA, dBT.T, dpi
@@ -236,16 +244,8 @@ class NDArrayForwardMany:
                     mx.nd.zeros((k, n), ctx=ctx, dtype=F64))
         g = gll.astype(F64, copy=False).reshape((-1,))
         g = mx.nd.where(self.ll_rows == -np.inf, mx.nd.zeros_like(g), g)
-        w = mx.nd.broadcast_to(g.reshape((-1, 1)), (batch, n))
-        inv = mx.nd.broadcast_div(self.valid.expand_dims(2), self.scale)   # (steps, batch, 1)
-        emit_c = _rows(mx.nd.broadcast_mul(self.emit, inv), steps)
-        us, ws = [None] * steps, [None] * steps
-        for t in range(steps - 1, -1, -1):
-            ws[t] = w
-            us[t] = emit_c[t] * w
-            if t > 0:
-                w_new = mx.nd.batch_dot(us[t].expand_dims(1), self.Ag, transpose_b=True).reshape((batch, n))
-                w = mx.nd.where(self.valid[t], w_new, w) if self.padded[t] else w_new
+        us, demit = _scaled_backward(self, g, batch, n, lambda u: mx.nd.batch_dot(
+            u.expand_dims(1), self.Ag, transpose_b=True).reshape((batch, n)))
         zero = mx.nd.zeros((n,), ctx=ctx, dtype=F64)
         u_all = mx.nd.concat(*us, dim=0)                                  # (steps * batch, N)
         dpi = self._per_model(self.sum_pi, lambda ix: mx.nd.take(u_all, ix[0]).sum(axis=1), zero)
@@ -253,8 +253,6 @@ class NDArrayForwardMany:
         dA = self._per_model(self.sum_a, lambda ix: mx.nd.batch_dot(mx.nd.take(alpha_all, ix[1]),
                                                                     mx.nd.take(u_all, ix[0]), transpose_a=True),
                              mx.nd.zeros((n, n), ctx=ctx, dtype=F64))
-        pred = mx.nd.concat(mx.nd.broadcast_to(self.pred[0], (batch, n)), *self.pred[1:], dim=0)
-        demit = pred * mx.nd.concat(*ws, dim=0) * inv.reshape((-1, 1))     # (steps * batch, N)
         symbols = self.symbols.reshape((-1,)).astype(F64)
 
         def dBT(ix):                   # (models, M + 1, N): one-hot(symbols)^T . demit per model
