@@ -378,8 +378,14 @@ class EmissionHMM:
         in C, a CPU model, no callback, no bar shown, the emission's own prior for it."""
         import sys
         return self._starts_together and getattr(self.emission, "fused_em_arrays", None) is not None \
-            and self.ctx.device_type == "cpu" and callback is None \
-            and not (sys.stderr.isatty() if progress is None else progress) \
+            and self._em_in_c(prior, callback, None) \
+            and not (sys.stderr.isatty() if progress is None else progress)
+
+    def _em_in_c(self, prior, callback, labels):
+        """Whether the emission's whole EM loop can run in C (em_iterations' fused path): it has one, a
+        CPU model, no callback, no labels, and the emission's own prior for its parameters."""
+        return getattr(self.emission, "fused_em", None) is not None and callback is None and labels is None \
+            and self.ctx.device_type == "cpu" \
             and ("B" not in prior or np.array_equal(prior["B"], getattr(self.emission, "emission_prior", None)))
 
     def _em_task(self, starts, lengths, n_iter, tol, params, prior):
@@ -558,17 +564,14 @@ class EmissionHMM:
         prior = check_prior(prior, {n: self._shape(n) for n in self._prior_names()}) if prior else {}
         in_objective = tuple(prior) if objective == "map" else ()
         emission_params = "".join(c for c in params if c not in "st")
-        fused = getattr(self.emission, "fused_em", None)
-        if fused is not None and callback is None and labels is None and self.ctx.device_type == "cpu" and \
-                ("B" not in prior or np.array_equal(prior["B"], getattr(self.emission, "emission_prior", None))):
+        if self._em_in_c(prior, callback, labels):
             A, pi = self._A.copy(), self._pi.copy()
             learn = [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params]
             learn += ["B"] if emission_params else []
-            history, stop, last = fused(A, pi, rows, lengths, starts, int(n_iter), learn,
-                                        {n: prior[n] for n in CORE if n in prior},
-                                        {n: self.mask[n] for n in CORE if n in self.mask},
-                                        in_objective, None if tol is None else float(tol), tol_rule,
-                                        get_num_threads())
+            history, stop, last = self.emission.fused_em(
+                A, pi, rows, lengths, starts, int(n_iter), learn, {n: prior[n] for n in CORE if n in prior},
+                {n: self.mask[n] for n in CORE if n in self.mask}, in_objective,
+                None if tol is None else float(tol), tol_rule, get_num_threads())
             self._A, self._pi = A, pi
             if stop == "non-finite":
                 self._em_diverged(last, history)
