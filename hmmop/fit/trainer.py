@@ -107,6 +107,13 @@ class Trainer:
             if self._prior:
                 ll = ll.sum() + prior_share * self.block.log_prior(self._prior, self.ctx)
         ll.backward(out_grad=self._head_gradient(scale, ll.shape[0]))
+        self._update()
+        # Reading the value waits for it: without a wait, a loop of steps would queue
+        # its work in MXNet's engine faster than it runs, holding its memory.
+        return float(ll.asnumpy().sum(dtype=np.float64))
+
+    def _update(self):
+        """The optimizer's update of the learned parameters from their gradients (rescaled by 1)."""
         if self._plain_sgd:
             weights = [p.data(self.ctx) for p in self._learned]
             pairs = [x for p, w in zip(self._learned, weights) for x in (w, p.grad(self.ctx))]
@@ -115,9 +122,6 @@ class Trainer:
                                    wds=(0.0,) * len(weights))
         else:
             self.gluon_trainer.step(1)
-        # Reading the value waits for it: without a wait, a loop of steps would queue
-        # its work in MXNet's engine faster than it runs, holding its memory.
-        return float(ll.asnumpy().sum(dtype=np.float64))
 
     def _head_gradient(self, n, size):
         """d loss / d ll = -1/n as a (size,) NDArray, kept per (n, size): minibatches repeat sizes."""

@@ -42,6 +42,7 @@ from ..fit.labels import check_labels, supervised_counts
 from ..fit.monitor import DivergenceError, Monitor
 from ..fit.priors import check_masks, check_prior, log_prior
 from ..fit import distributed
+from ..fit.together import TogetherTrainer, elementwise
 from ..fit.trainer import Trainer, check_learning_rate
 from ..nn.hmm_block import _masked_softmax
 from ..ops import native
@@ -326,6 +327,10 @@ class EmissionHMM:
                 self._em_together(prior, callback, progress):
             return self._fit_em_starts(rows, lengths, starts, n_observed, epochs, tol, params, prior, seed, init,
                                        n_init)
+        if method == "gradient" and n_init > 1 and kv is None and labels is None and \
+                self._gradient_together(optimizer, callback):
+            return self._fit_gradient_starts(rows, lengths, starts, epochs, tol, params, prior, progress, init,
+                                             n_init, **gradient)
         best, inits, histories = None, [], []
         for start in range(n_init):
             if start or not self.initialized:
@@ -353,6 +358,75 @@ class EmissionHMM:
                 ll = distributed.allreduce_sum(kv, [ll])[0]
             best = self._kept_start(best, ll, history, inits)
         return self._chosen_start(best, inits, histories)
+
+    # -- n_init gradient starts trained together (one stack of models; see hmmop/fit/together.py) ------
+    def _gradient_together(self, optimizer, callback):
+        """Whether fit's gradient starts can train as one stack: a family with a stacked block, a CPU
+        model, an optimizer acting elementwise, no callback (it would see one start at a time)."""
+        return self._starts_together and callback is None and elementwise(optimizer) \
+            and self.ctx.device_type == "cpu" and self._stack_block(1) is not None
+
+    def _stack_block(self, n_models):
+        """A gluon block of n_models models of this one's kind, parameters (K, ...), with
+        set_stack(k, values) and the trainer's protocol; None where the family has none (yet)."""
+        return None
+
+    def _fit_gradient_starts(self, rows, lengths, starts, epochs, tol, params, prior, progress, init, n_init,
+                             optimizer, learning_rate, optimizer_params, batch_size, normalize, hybridize, seed):
+        """fit's gradient training from n_init starts as one stack (hmmop.fit.together): the starts fit
+        draws, each trained as fit trains it alone, then fit's choice among them."""
+        values, kept = self._gradient_start_values(rows, seed, init, params, n_init)
+        block = self._stack_block(n_init)
+        for k, v in enumerate(values):
+            block.set_stack(k, v)
+        trainer = TogetherTrainer(block, optimizer, learning_rate, optimizer_params,
+                                  learn=block.learn_names(params), normalize=normalize, ctx=self.ctx,
+                                  prior=self._prior_weights(prior))
+        if hybridize:
+            block.hybridize()
+        outcomes = trainer.fit(self._split(rows, lengths), epochs=epochs, batch_size=batch_size, tol=tol,
+                               seed=seed, progress=progress, counts=self._observed_counts(rows, lengths))
+        return self._gradient_starts_done(block, trainer.learn, outcomes, kept, rows, lengths)
+
+    def _gradient_start_values(self, rows, seed, init, params, n_init):
+        """The n_init starts fit trains, drawn in fit's order: ([block values {name: NumPy}],
+        [the model's snapshot at each start])."""
+        values, kept = [], []
+        for start in range(n_init):
+            if start or not self.initialized:
+                self._start(rows, seed, start, init, params)
+            values.append(self._block_values())
+            kept.append(self._snapshot())
+        return values, kept
+
+    def _gradient_starts_done(self, block, learn, outcomes, kept, rows, lengths, first=0):
+        """fit's end after the stack's models first .. first + len(outcomes) - 1 trained (outcomes:
+        TogetherTrainer.fit's; kept: each start's snapshot, for the parameters not learned): each
+        start's final log-likelihood in inits_, histories_, the best start's parameters and history_;
+        the first start that diverged raises its DivergenceError, the model holding that start's
+        last finite parameters (as fit leaves it)."""
+        best, inits, histories = None, [], []
+        for k, (history, error) in enumerate(outcomes):
+            self._restore(kept[k])
+            self._take_stacked(block, first + k, learn)
+            if error is not None:
+                self.history_ = error.history
+                raise error
+            histories.append(history)
+            if len(outcomes) == 1:
+                best = (None, history, None)
+                break
+            best = self._kept_start(best, float(self._score_rows(rows, lengths).sum()), history, inits)
+        return self._chosen_start(best, inits, histories)
+
+    def _prior_weights(self, prior):
+        """Gradient training's prior weights {name: (a - 1) where not a structural zero}."""
+        return {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
+
+    def _observed_counts(self, rows, lengths):
+        """The observed (not missing) rows of each sequence: what gradient training normalises by."""
+        return [len(r) - int(m.sum()) for r, m in zip(self._split(rows, lengths),
+                                                       self._split(self.emission.missing_rows(rows), lengths))]
 
     def _kept_start(self, best, ll, history, inits):
         """n_init's running choice (ll, history, snapshot) after a start ending at ll (added to inits):
@@ -653,9 +727,8 @@ class EmissionHMM:
         parameters go back into the model after (also after a divergence: the last finite ones).
         labels: the block adds their -inf to the log-emissions of each batch."""
         block = self._gradient_block(labels)
-        weights = {n: (a - 1) * self.mask.get(n, 1) for n, a in prior.items()}
         trainer = Trainer(block, optimizer, learning_rate, optimizer_params, learn=block.learn_names(params),
-                          normalize=normalize, ctx=self.ctx, prior=weights, kvstore=kv)
+                          normalize=normalize, ctx=self.ctx, prior=self._prior_weights(prior), kvstore=kv)
         if hybridize:
             block.hybridize()
         if callback is not None:
@@ -665,8 +738,7 @@ class EmissionHMM:
                 self._store_block(block, trainer, epoch, during=True)
                 user_callback(epoch, value)
         sequences = self._split(rows, lengths)
-        counts = [len(r) - int(m.sum()) for r, m in zip(sequences, self._split(self.emission.missing_rows(rows),
-                                                                                lengths))]
+        counts = self._observed_counts(rows, lengths)
         try:
             history = trainer.fit(sequences, epochs=epochs, batch_size=batch_size, tol=tol, seed=seed,
                                   progress=progress, callback=callback, counts=counts)

@@ -49,7 +49,7 @@ from ..fit.priors import check_masks, check_prior
 from ..nn.hmm_block import NAMES, HMMBlock
 from ..ops import checks
 from ..ops.checks import check_sizes
-from ..ops.ndview import from_host
+from ..ops.ndview import from_host, view
 from ..ops.threads import get_num_threads
 from .core import ENGINES as CORE_ENGINES
 from .core import EmissionHMM
@@ -253,6 +253,17 @@ class HMM(EmissionHMM):
         finally:
             self.emission.emission_prior = kept
 
+    def _gradient_tasks(self, rows, lengths, n_init=1, seed=None, prior=None, learn=None):
+        """What fit(those sequences, method="gradient", n_init=n_init, seed=seed, prior=prior,
+        learn=learn) trains, for a stack shared with other models (hmmop.fit_many): (each start's
+        block values, each start's snapshot, the learned names, the prior's weights), the starts
+        drawn as fit draws them.  rows (n,) int32, lengths: this model's sequences."""
+        params = self._params_of(learn)
+        self._starts = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
+        prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.fixed})
+        values, kept = self._gradient_start_values(rows, seed, "random", params, n_init)
+        return values, kept, self.block.learn_names(params), self._prior_weights(prior)
+
     def _em_starts_done(self, tasks, outcomes, rows, lengths):
         try:
             return EmissionHMM._em_starts_done(self, tasks, outcomes, rows, lengths)
@@ -328,6 +339,28 @@ class HMM(EmissionHMM):
             return EmissionHMM._gradient_block(self, labels)
         self._to_block()
         return self.block
+
+    def _stack_block(self, n_models):
+        """An HMMBlock of n_models stacked models with this one's settings (fit's starts together)."""
+        block = HMMBlock(self.n_states, self.n_symbols, engine=self.block.engine, dtype=self.dtype.name,
+                         fixed=self.fixed, mask=self.mask, n_models=n_models)
+        block.initialize(ctx=self.ctx)
+        return block
+
+    def _block_values(self):
+        """The block's values for the current parameters (what a gradient fit starts from)."""
+        self._to_block()
+        mx.nd.waitall()
+        return {self.block.param_name(n): view(self._param(n).data(self.ctx)).copy() for n in NAMES}
+
+    def _take_stacked(self, block, k, learn):
+        """The model's parameters ``learn`` from model k of a stacked block (as _store_block takes a
+        trained block's); the block then holds them."""
+        values = block.stacked(k)
+        for n in NAMES:
+            self._write(n, values[self.block.param_name(n)])
+        self._in_block = True
+        self._from_block(learn)
 
     def _store_block(self, block, trainer, epoch, history=None, during=False):
         if block is not self.block:

@@ -11,13 +11,16 @@ gives (``HMM(n_states, n_symbols, seed=s).fit(its sequences, method="em", seed=s
 task runs exactly the loop a single fit runs.  Models of different sizes share the call (select
 fits every N in its range together: no model is embedded in a larger one, no work is wasted).
 
-Gradient training over a model axis (the operator's) is not here yet: these functions run EM.
+fit_many(..., method="gradient") trains every model's starts as slices of one stack of parameters,
+each sequence scored by its own model through hmm_forward's model-index form (hmmop.fit.together):
+one forward, backward and optimizer update per epoch for all of them.
 """
 import numpy as np
 
 from .. import _kernel
 from ..data import encode_flat
 from ..fit.monitor import DivergenceError
+from ..fit.together import ELEMENTWISE, TogetherTrainer, elementwise
 from ..ops.threads import get_num_threads
 from .hmm import HMM
 
@@ -66,17 +69,28 @@ def _seed(seed, i):
 
 
 def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=None, n_init=1, epochs=100,
-             tol=None, seed=None, prior=None, learn=None, **model_kwargs):
-    """One HMM per group of sequences, all fitted by EM in one call; returns {group: HMM}.
+             tol=None, seed=None, prior=None, learn=None, method="em", optimizer="sgd", learning_rate=1e-2,
+             optimizer_params=None, normalize=True, progress=None, **model_kwargs):
+    """One HMM per group of sequences, all fitted in one call; returns {group: HMM}.
 
     sequences: as HMM.fit takes them (lists of symbols or tokens, or hmmlearn's concatenated form
     with ``lengths``).  groups: (n_sequences,) one hashable label per sequence; the dict keeps the
-    groups' order of first appearance.  The model of the i-th group is, bit for bit,
+    groups' order of first appearance.  The model of the i-th group is
     ``HMM(n_states, n_symbols, symbols=symbols, seed=seed + i, **model_kwargs)`` fitted with
-    ``fit(its sequences, method="em", epochs=epochs, tol=tol, n_init=n_init, seed=seed + i,
-    prior=prior, learn=learn)`` (seed None: unseeded).  model_kwargs: HMM's (dtype, mask, fixed,
-    ...).  Each model keeps history_, histories_ and inits_ as fit leaves them.
+    ``fit(its sequences, method=method, epochs=epochs, tol=tol, n_init=n_init, seed=seed + i,
+    prior=prior, learn=learn, ...)`` (seed None: unseeded) - bit for bit for EM; for gradient
+    training (optimizer, learning_rate, optimizer_params, normalize as HMM.fit's; full batches;
+    progress: one bar) the same to rounding (bit for bit without a prior).  model_kwargs: HMM's
+    (dtype, mask, fixed, ...).  Each model keeps history_, histories_ and inits_ as fit leaves them.
+
+    EM: every model's whole loop runs in one C call.  Gradient: every model (and each of its starts)
+    is one slice of one stack of parameters, each sequence scored by its own model through
+    hmm_forward's model-index form - one forward, backward and optimizer update per epoch for all
+    (hmmop.fit.together; optimizers acting elementwise only, e.g. "sgd", "adam").  A non-finite
+    objective raises DivergenceError naming the group, after every model is finished.
     """
+    if method not in ("em", "gradient"):
+        raise ValueError(f"method must be 'em' or 'gradient', got {method!r}")
     rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
     groups = list(groups)
     if len(groups) != len(lengths):
@@ -89,11 +103,55 @@ def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=
         idx = np.asarray(idx, dtype=np.int64)
         model = HMM(n_states, n_symbols, symbols=symbols, seed=_seed(seed, i), **model_kwargs)
         own, own_lengths, own_starts = _part(rows, lengths, starts, idx)
-        tasks = model._em_tasks(rows, own_starts, own_lengths, epochs, tol, n_init, _seed(seed, i), prior, learn)
+        if method == "em":
+            tasks = model._em_tasks(rows, own_starts, own_lengths, epochs, tol, n_init, _seed(seed, i), prior,
+                                    learn)
+        else:
+            tasks = model._gradient_tasks(own, own_lengths, n_init, _seed(seed, i), prior, learn)
         jobs.append((model, tasks, own, own_lengths))
         models[g] = model
-    _run(jobs, rows, [f"group {g!r}" for g in models])
+    names = [f"group {g!r}" for g in models]
+    if method == "em":
+        _run(jobs, rows, names)
+    else:
+        _run_gradient(jobs, n_init, names, epochs=epochs, tol=tol, optimizer=optimizer,
+                      learning_rate=learning_rate, optimizer_params=optimizer_params, normalize=normalize,
+                      progress=progress)
     return models
+
+
+def _run_gradient(jobs, n_init, names, epochs, tol, optimizer, learning_rate, optimizer_params, normalize,
+                  progress):
+    """jobs: [(model, its _gradient_tasks, own rows, own lengths)]; every start of every model one slice of
+    one stacked block (model k * n_init + j: start j of model k, trained on model k's sequences), trained
+    together; then every model finished as its fit finishes, and the first DivergenceError raised."""
+    if not elementwise(optimizer):
+        raise ValueError(f"optimizer: fit_many trains with one of {ELEMENTWISE}, got {optimizer!r}")
+    first = jobs[0][0]
+    block = first._stack_block(len(jobs) * n_init)
+    sequences, counts, model_of = [], [], []
+    for k, (model, (values, _, _, _), own, own_lengths) in enumerate(jobs):
+        for j, v in enumerate(values):
+            block.set_stack(k * n_init + j, v)
+            seqs = model._split(own, own_lengths)
+            sequences += seqs
+            counts += model._observed_counts(own, own_lengths)
+            model_of += [k * n_init + j] * len(seqs)
+    _, _, learn, weights = jobs[0][1]
+    trainer = TogetherTrainer(block, optimizer, learning_rate, optimizer_params, learn=learn, normalize=normalize,
+                              ctx=first.ctx, prior=weights)
+    block.hybridize()
+    outcomes = trainer.fit(sequences, epochs=epochs, tol=tol, progress=progress, counts=counts, model_of=model_of)
+    failed = None
+    for k, (name, (model, (_, kept, _, _), own, own_lengths)) in enumerate(zip(names, jobs)):
+        try:
+            model._gradient_starts_done(block, trainer.learn, outcomes[k * n_init:(k + 1) * n_init], kept, own,
+                                        own_lengths, first=k * n_init)
+        except DivergenceError as exc:
+            if failed is None:
+                failed = DivergenceError(f"{name}: {exc}", exc.epoch, exc.history)
+    if failed is not None:
+        raise failed
 
 
 class Selection:

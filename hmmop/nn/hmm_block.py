@@ -17,6 +17,15 @@ the softmax runs over the free entries only (exp of the shifted logits times
 the mask), the masked logits get an exactly zero gradient, so they never
 move.  The masks are held as gluon Constants NAME_mask, inputs of the graph.
 
+n_models=K stacks K models on a leading axis (hmm_forward's model axis): every
+parameter gets shape (K, ...) - fixed ones too, each model's copy - and
+block(obs) gives ll (K, batch), every sequence under every model, or
+block(obs, model) with model (batch,) int32 indices, ll (batch,), sequence b
+under model model[b].  A mask (the parameter's unstacked shape) holds for every model.
+log_prior gives one value per model, (K,).  Each model's numbers are those of
+an unstacked block with its parameters (the operator's model axis is bit for
+bit K separate calls; softmax and the optimizers act elementwise).
+
 engine: 'fused' (the hmm_forward op: the native operator on a CPU context
 where it is loaded, else the CustomOp), 'native' (the native operator, CPU
 only), 'custom' (the CustomOp: Cython kernel on the CPU, NDArray path
@@ -34,7 +43,8 @@ from mxnet import gluon
 from ..data import pad
 from ..ops import native
 from ..ops.categorical import OP_TYPE
-from ..ops.ndview import from_host
+from ..ops.model_axis import OP_TYPE_BY_MODEL
+from ..ops.ndview import from_host, view
 from ..ops.unroll import unroll_forward
 
 ENGINES = ("fused", "native", "custom", "ndarray", "unroll")
@@ -45,7 +55,8 @@ _TINY = 1e-300
 
 
 class HMMBlock(gluon.HybridBlock):
-    def __init__(self, n_states, n_symbols, engine="fused", dtype="float32", fixed=(), mask=None, **kwargs):
+    def __init__(self, n_states, n_symbols, engine="fused", dtype="float32", fixed=(), mask=None, n_models=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -58,7 +69,11 @@ class HMMBlock(gluon.HybridBlock):
             raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
         self._native = self._native_for(mx.cpu())    # what a graph built from symbols holds
         self.fixed = tuple(name for name in NAMES if name in fixed)
-        shapes = {"A": (n_states, n_states), "B": (n_states, n_symbols), "pi": (n_states,)}
+        if n_models is not None and (isinstance(n_models, bool) or int(n_models) != n_models or n_models < 1):
+            raise ValueError(f"n_models must be a positive integer or None, got {n_models!r}")
+        self.n_models = None if n_models is None else int(n_models)
+        stack = () if n_models is None else (self.n_models,)
+        shapes = {"A": stack + (n_states, n_states), "B": stack + (n_states, n_symbols), "pi": stack + (n_states,)}
         with self.name_scope():
             for name in NAMES:
                 param = self.params.get(self.param_name(name), shape=shapes[name], dtype=dtype,
@@ -101,6 +116,21 @@ class HMMBlock(gluon.HybridBlock):
     def values(self, ctx):
         """{name: NDArray} of every parameter and mask constant, as hybrid_forward receives them."""
         return {name: p.data(ctx) for name, p in self._reg_params.items()}
+
+    def set_stack(self, k, values):
+        """Model k's parameters (n_models) from values {gluon parameter name: NumPy array of the unstacked
+        shape}, e.g. an unstacked block's: written straight into its slice (CPU)."""
+        mx.nd.waitall()
+        for name, value in values.items():
+            view(self._reg_params[name].data())[k] = value
+
+    def stacked(self, k):
+        """{gluon parameter name: NumPy copy} of model k's parameters (n_models; CPU)."""
+        mx.nd.waitall()
+        return {name: view(p.data())[k].copy() for name, p in self._reg_params.items() if name in self._names()}
+
+    def _names(self):
+        return tuple(self.param_name(n) for n in NAMES)
 
     def probabilities(self, F, params):
         """(A, B, pi) as used by the model, from the parameter values in ``params``."""
@@ -161,23 +191,33 @@ class HMMBlock(gluon.HybridBlock):
 
     def log_prior(self, weights, ctx):
         """sum over names of sum(w * log(max(p, 1e-300))): the Dirichlet log-prior (up to a
-        constant) of weights {name: NDArray of a - 1}."""
+        constant) of weights {name: NDArray of a - 1, the parameter's unstacked shape}; (1,),
+        or (K,) one per model with n_models."""
         probs = dict(zip(NAMES, self.probabilities(mx.nd, self.values(ctx))))
-        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], _TINY))) for name, w in weights.items())
+        if self.n_models is None:
+            return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], _TINY))) for name, w in weights.items())
+        return sum(mx.nd.sum(mx.nd.broadcast_mul(w.expand_dims(0), mx.nd.log(mx.nd.maximum(probs[name], _TINY))),
+                             axis=tuple(range(1, w.ndim + 1))) for name, w in weights.items())
 
-    def hybrid_forward(self, F, obs, **params):
-        """ll (batch,) of obs (batch, T) symbols (-1 padding, -2 missing)."""
-        return self.loglik(F, *self.probabilities(F, params), obs)
+    def hybrid_forward(self, F, obs, *model, **params):
+        """ll (batch,) of obs (batch, T) symbols (-1 padding, -2 missing); with n_models, (K, batch),
+        or given model (batch,) int32 indices, (batch,)."""
+        return self.loglik(F, *self.probabilities(F, params), obs, *model)
 
-    def loglik(self, F, A, B, pi, obs):
-        """ll (batch,) of obs under probabilities A, B, pi, by this block's engine."""
+    def loglik(self, F, A, B, pi, obs, model=None):
+        """ll of obs under probabilities A, B, pi (with a model axis: model as for hmm_forward), by this
+        block's engine."""
         if self.engine == "unroll":
             if F is not mx.nd:
                 raise TypeError("the 'unroll' engine cannot be hybridized")
-            return unroll_forward(A, B, pi, obs)
+            return unroll_forward(A, B, pi, obs, model=model)
         if self._native_for(A.context) if F is mx.nd else self._native:
+            if self.n_models is not None:
+                return native.forward_many(F, A, B, pi, obs, model)
             return native.forward(F, A, B, pi, obs)
         backend = "ndarray" if self.engine == "ndarray" else "auto"
+        if model is not None:
+            return F.Custom(A, B, pi, obs, F.BlockGrad(model), op_type=OP_TYPE_BY_MODEL, backend=backend)
         return F.Custom(A, B, pi, obs, op_type=OP_TYPE, backend=backend)
 
 
