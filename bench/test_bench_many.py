@@ -82,6 +82,7 @@ def hmmlearn_restarts():
 
 
 def same_fit(a, b):
+    """Bit for bit the same parameters, inits_ and histories_."""
     for x, y in zip(a.probabilities(), b.probabilities()):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(a.inits_, b.inits_)
@@ -139,3 +140,69 @@ def test_selection(benchmark, record, impl):
         ref.fit(X, lengths, method="em", epochs=ITERATIONS, n_init=10, seed=8, progress=False)
         same_fit(sel.models[8], ref)
     record(SELECTION, ROW, impl)
+
+
+# -- gradient training over the model axis -----------------------------------------------------------
+GRADIENT = "gradient"
+TABLES[GRADIENT] = ("Gradient training of many models (target: 100 models x 1000 plain-SGD steps <= 1 s, i.e. "
+                    "<= 10 us a model-step): median time per model-step", ["one by one", "together"],
+                    ("one by one", "together", "one by one/together"))
+ENTITIES, ENTITY_T, SGD_STEPS = 100, 30, 1000
+
+
+@functools.lru_cache(maxsize=None)
+def entities():
+    """100 sequences of 30 symbols, one per entity, drawn uniformly (seeded)."""
+    rng = np.random.default_rng(180)
+    return [rng.integers(0, M, ENTITY_T) for _ in range(ENTITIES)]
+
+
+def sgd_together():
+    return hmmop.fit_many(entities(), list(range(ENTITIES)), N, M, seed=0, method="gradient", epochs=SGD_STEPS,
+                          progress=False)
+
+
+def sgd_one_by_one(count):
+    models = []
+    for i, x in enumerate(entities()[:count]):
+        model = hmmop.HMM(N, M, seed=i)
+        model.fit([x], method="gradient", epochs=SGD_STEPS, seed=i, progress=False)
+        models.append(model)
+    return models
+
+
+def gradient_restarts(together):
+    X, lengths = problem()
+    model = hmmop.HMM(N, M, seed=0)
+    model._starts_together = together
+    model.fit(X, lengths, method="gradient", epochs=100, n_init=STARTS, seed=1, progress=False)
+    return model
+
+
+@pytest.mark.parametrize("impl", ["one by one", "together"])
+def test_gradient_many_models(benchmark, record, impl):
+    """fit_many(method="gradient"): 100 entities, one model each, 1000 plain-SGD steps (the gist's
+    learning rate); "one by one": 5 of them fitted alone (HMM(4, 3, seed=i).fit(its sequence,
+    method="gradient", epochs=1000, seed=i)), the time per model-step.  Checked: those 5 models equal
+    fit_many's bit for bit."""
+    benchmark.group = "gradient: 100 models"
+    if impl == "together":
+        models = benchmark.pedantic(sgd_together, rounds=3, iterations=1, warmup_rounds=1)
+        record(GRADIENT, "100 models x 1000 SGD steps", impl, per=ENTITIES * SGD_STEPS)
+        for i, alone in enumerate(sgd_one_by_one(2)):
+            same_fit(models[i], alone)
+    else:
+        benchmark.pedantic(sgd_one_by_one, args=(5,), rounds=1, iterations=1)
+        record(GRADIENT, "100 models x 1000 SGD steps", impl, per=5 * SGD_STEPS)
+
+
+@pytest.mark.parametrize("impl", ["one by one", "together"])
+def test_gradient_restarts(benchmark, record, impl):
+    """HMM.fit(method="gradient", n_init=20, epochs=100) on the 50 x 100 data: the 20 starts as one stack
+    against one after the other (bit for bit the same fit, checked)."""
+    benchmark.group = "gradient: restarts"
+    model = benchmark.pedantic(gradient_restarts, args=(impl == "together",), rounds=1 if impl == "one by one"
+                               else 3, iterations=1)
+    record(GRADIENT, "n_init=20 x 100 SGD steps, 50 x 100", impl, per=STARTS * 100)
+    if impl == "together":
+        same_fit(model, gradient_restarts(False))
