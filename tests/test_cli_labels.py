@@ -92,6 +92,25 @@ def test_score_with_labels_prints_log_p_of_sequence_and_labels(categorical):
     assert json.loads(out)["log_likelihoods"] == model.score_sequences(SEQS, labels=categorical["labels"]).tolist()
 
 
+def test_score_json_writes_an_impossible_sequence_as_null(categorical):
+    """JSON has no infinities: log P = -inf (labels no path agrees with) comes out as null, valid JSON."""
+    model = HMM.from_probabilities([[0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], [0.5, 0.5],
+                                   symbols=SYMBOLS, tokens="chars", dtype="float64", keep_zeros=True)
+    path = str(categorical["dir"] / "zeros.hmmop.npz")
+    model.save(path)
+    data = _write(categorical, "two.txt", "abc\nbca\n")
+    labels = _write(categorical, "impossible.txt", "- - -\n0 - -\n")     # state 0 cannot emit 'b'
+    status, out, err = run("score", path, data, "--labels", labels, "--json")
+    assert status == 0, err
+
+    def strict(name):
+        raise AssertionError(f"not JSON: {name}")
+    result = json.loads(out, parse_constant=strict)
+    expected = model.score_sequences([list("abc"), list("bca")], labels=[[-1, -1, -1], [0, -1, -1]])
+    assert np.isfinite(expected[0]) and expected[1] == -np.inf
+    assert result["log_likelihoods"] == [expected[0], None] and result["total"] is None
+
+
 def _supervised_counts(states, symbols, n_symbols, N=3):
     """(pi, A, B) by counting fully labelled sequences (B from symbol counts)."""
     pi, A, B = np.zeros(N), np.zeros((N, N)), np.zeros((N, n_symbols))

@@ -210,9 +210,9 @@ def select(args):
     seconds = time.perf_counter() - start
     chosen = choice.best_n_states
     if args.json:
-        print(json.dumps({"states": choice.states, "loglik": choice.loglik.tolist(), "aic": choice.aic.tolist(),
-                          "bic": choice.bic.tolist(), "n_parameters": choice.n_parameters.tolist(),
-                          "criterion": choice.criterion, "chosen": chosen}))
+        print(_json({"states": choice.states, "loglik": _numbers(choice.loglik), "aic": _numbers(choice.aic),
+                     "bic": _numbers(choice.bic), "n_parameters": choice.n_parameters.tolist(),
+                     "criterion": choice.criterion, "chosen": chosen}))
     else:
         print(choice.table())
         print(f"chosen: {chosen} states ({_CHOSEN_BY[args.criterion]})")
@@ -295,13 +295,23 @@ def _states_list(text):
     return states
 
 
+def _numbers(values):
+    """Floats for JSON: a non-finite one (the -inf of an impossible sequence) as null - JSON has no
+    infinities, and Python's -Infinity breaks other readers."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _json(obj):
+    return json.dumps(obj, allow_nan=False)
+
+
 def score(args):
     model, sequences, n, labels = _model_and_data(args)
     lls = model.score_sequences(sequences, labels=labels)
     total = float(lls.sum())
     unit = "observation" if isinstance(model, GaussianHMM) else "symbol"
     if args.json:
-        print(json.dumps({"log_likelihoods": lls.tolist(), "total": total, f"{unit}s": n}))
+        print(_json({"log_likelihoods": _numbers(lls), "total": _numbers([total])[0], f"{unit}s": n}))
     else:
         for ll in lls:
             print(repr(float(ll)))
@@ -723,7 +733,8 @@ def _parser():
                 "hmmop score book.hmmop.npz chapter2.txt --json")
     p.add_argument("model")
     p.add_argument("data")
-    p.add_argument("--json", action="store_true", help="one JSON object instead of one number per line")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of one number per line "
+                   "(the -inf of an impossible sequence written as null)")
     labels(p, "prints log P(sequence, labels)")
     data_options(p)
 
