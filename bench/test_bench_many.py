@@ -94,7 +94,7 @@ def same_fit(a, b):
 def test_restarts(benchmark, record, impl):
     benchmark.group = "restarts"
     if impl == "hmmlearn":
-        # a timing alone (nothing to check): under --benchmark-disable (CI) two of the 20 fits, ~3 s less
+        # a timing alone (nothing to check): under --benchmark-disable (CI) two of the 20 fits (20 take ~30 s)
         benchmark.pedantic(hmmlearn_restarts, args=(2 if benchmark.disabled else STARTS,), rounds=1, iterations=1)
     else:
         together = impl == "hmmop together"
