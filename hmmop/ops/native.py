@@ -10,7 +10,10 @@ extension library API, each with the contract of its CustomOp (hmmop/ops/categor
 hmmop/ops/dense.py) and the same C batch driver, so the results are bit-identical;
 they run on CPU contexts and skip the CustomOps' Python callbacks.  load()
 requires both (OP_NAMES); hmmop feeds them through ``forward`` and
-``forward_dense`` (below).
+``forward_dense`` (below).  The library also registers their model axis
+(MANY_OP_NAMES: hmm_forward_many, hmm_forward_by_model, hmm_forward_dense_many,
+hmm_forward_dense_by_model; see hmmop.ops.model_axis), fed through
+``forward_many`` and ``forward_dense_many`` with the same guards.
 
 What MXNet's extension API cannot do, and how hmmop copes (see also
 hmmop.ops.categorical.hmm_forward's backend="native"):
