@@ -1,4 +1,6 @@
-/* hmm_op: the stateful MXNet operators `hmm_forward` and `hmm_forward_dense`,
+/* hmm_op: the stateful MXNet operators `hmm_forward` and `hmm_forward_dense`
+ * (and their model axis: hmm_forward_many, hmm_forward_by_model,
+ * hmm_forward_dense_many, hmm_forward_dense_by_model; see below),
  * through MXNet's extension library API (include/mxnet/lib_api.h,
  * MX_LIBRARY_VERSION 11, MXNet 1.9.x).
  *
@@ -749,6 +751,20 @@ std::string prepare_lengths(const L *src, int64_t batch, int64_t T, std::vector<
     return "";
 }
 
+/* lengths (batch,) of any dtype the op takes, as int64 (prepare_lengths); "" or the error. */
+std::string read_lengths(MXTensor &len, int64_t batch, int64_t T, std::vector<int64_t> *out)
+{
+    switch (len.dtype) {
+    case mxnet::ext::kInt32: return prepare_lengths(len.data<int32_t>(), batch, T, out);
+    case mxnet::ext::kInt64: return prepare_lengths(len.data<int64_t>(), batch, T, out);
+    case mxnet::ext::kFloat32: return prepare_lengths(len.data<float>(), batch, T, out);
+    case mxnet::ext::kFloat64: return prepare_lengths(len.data<double>(), batch, T, out);
+    default:
+        return std::string("lengths has dtype ") + dtype_name(len.dtype) +
+               "; expected int32, int64, float32 or float64 holding integer lengths";
+    }
+}
+
 class HMMForwardDenseOp : public CustomStatefulOp {
  public:
     ~HMMForwardDenseOp() override { hmm_batch_free(plan_); }
@@ -781,25 +797,7 @@ class HMMForwardDenseOp : public CustomStatefulOp {
                               shape_str(len.shape));
         if (n > 0x7fffffff)
             return fail_dense("too many states");
-        std::string err;
-        switch (len.dtype) {
-        case mxnet::ext::kInt32:
-            err = prepare_lengths(len.data<int32_t>(), batch, T, &lengths_);
-            break;
-        case mxnet::ext::kInt64:
-            err = prepare_lengths(len.data<int64_t>(), batch, T, &lengths_);
-            break;
-        case mxnet::ext::kFloat32:
-            err = prepare_lengths(len.data<float>(), batch, T, &lengths_);
-            break;
-        case mxnet::ext::kFloat64:
-            err = prepare_lengths(len.data<double>(), batch, T, &lengths_);
-            break;
-        default:
-            return fail_dense(std::string("lengths has dtype ") + dtype_name(len.dtype) +
-                              "; expected int32, int64, float32 or float64 holding integer "
-                              "lengths");
-        }
+        const std::string err = read_lengths(len, batch, T, &lengths_);
         if (!err.empty())
             return fail_dense(err);
         if (A.dtype != pi.dtype || A.dtype != le.dtype || A.dtype != ll.dtype ||
@@ -908,21 +906,27 @@ MXReturnValue parse_attrs_by_model(const std::unordered_map<std::string, std::st
     return MX_SUCCESS;
 }
 
+/* model's dtype (the 5th input) where there is one, unknown: fallback; op names a failure. */
+MXReturnValue infer_model_type(std::vector<int> *in, int fallback, const char *op)
+{
+    std::vector<int> &t = *in;
+    if (t.size() > 4) {
+        if (t[4] < 0)
+            t[4] = fallback;
+        if (t[4] != 0 && t[4] != 1 && t[4] != 4 && t[4] != 6)
+            return fail_in(op, std::string("model has dtype ") + dtype_name(t[4]) +
+                                   "; expected int32, int64, float32 or float64 holding model indices");
+    }
+    return MX_SUCCESS;
+}
+
 /* infer_type's rules, and model's dtype where there is one. */
 MXReturnValue infer_type_many(const std::unordered_map<std::string, std::string> &attrs,
                               std::vector<int> *in, std::vector<int> *out)
 {
     if (infer_type(attrs, in, out) != MX_SUCCESS)
         return MX_FAIL;
-    std::vector<int> &t = *in;
-    if (t.size() > 4) {
-        if (t[4] < 0)
-            t[4] = 0;
-        if (t[4] != 0 && t[4] != 1 && t[4] != 4 && t[4] != 6)
-            return fail_in(kByModel, std::string("model has dtype ") + dtype_name(t[4]) +
-                                         "; expected int32, int64, float32 or float64 holding model indices");
-    }
-    return MX_SUCCESS;
+    return infer_model_type(in, mxnet::ext::kFloat32, kByModel);
 }
 
 /* Ranks and what is known of K, N, M; fills in the output: (K, batch), or (batch,) with model. */
@@ -977,9 +981,10 @@ MXReturnValue infer_shape_many(const std::unordered_map<std::string, std::string
     return MX_SUCCESS;
 }
 
-/* model (batch,) as int64, checked as hmmop.ops.checks.prepare_model does; "" or the error. */
+/* model (batch,) as int64, checked as hmmop.ops.checks.prepare_model does (params: whose leading axis
+ * K is); "" or the error. */
 template <typename I>
-std::string prepare_model(const I *model, int64_t batch, int64_t k, std::vector<int64_t> *out)
+std::string prepare_model(const I *model, int64_t batch, int64_t k, const char *params, std::vector<int64_t> *out)
 {
     out->resize(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) {
@@ -989,10 +994,39 @@ std::string prepare_model(const I *model, int64_t batch, int64_t k, std::vector<
         if (!(0 <= v && v < static_cast<double>(k)))
             return "model[" + std::to_string(b) + "] = " + std::to_string(static_cast<long long>(v)) +
                    " is not a model index in [0, K) = [0, " + std::to_string(k) +
-                   ") (K: the leading axis of A, B and pi)";
+                   ") (K: the leading axis of " + params + ")";
         (*out)[b] = static_cast<int64_t>(v);
     }
     return "";
+}
+
+/* model (batch,) of any dtype the ops take, as int64 (prepare_model); "" or the error. */
+std::string read_model(MXTensor &mt, int64_t batch, int64_t k, const char *params, const char *of,
+                       std::vector<int64_t> *out)
+{
+    if (mt.shape.size() != 1 || mt.shape[0] != batch)
+        return "model must have shape (batch,) = (" + std::to_string(batch) + ",), one model index per sequence of " +
+               of + ", got shape " + shape_str(mt.shape);
+    switch (mt.dtype) {
+    case mxnet::ext::kInt32: return prepare_model(mt.data<int32_t>(), batch, k, params, out);
+    case mxnet::ext::kInt64: return prepare_model(mt.data<int64_t>(), batch, k, params, out);
+    case mxnet::ext::kFloat32: return prepare_model(mt.data<float>(), batch, k, params, out);
+    case mxnet::ext::kFloat64: return prepare_model(mt.data<double>(), batch, k, params, out);
+    default:
+        return std::string("model has dtype ") + dtype_name(mt.dtype) +
+               "; expected int32, int64, float32 or float64 holding model indices";
+    }
+}
+
+/* The parameters' gradients src[i] (double; nullptr: written by the driver) into outputs[i] where
+ * asked for, and a zero gradient for the outputs from `zeros` on (the integer-valued inputs'). */
+void store_grads(std::vector<MXTensor> *outputs, int dtype, const std::vector<const double *> &src, size_t zeros)
+{
+    for (size_t i = 0; i < src.size(); ++i)
+        if (src[i] && (*outputs)[i].data_ptr)        /* none where not asked for (grad_req 'null') */
+            store_as((*outputs)[i], dtype, src[i]);
+    for (size_t i = zeros; i < outputs->size(); ++i)
+        zero_grad((*outputs)[i]);
 }
 
 class HMMManyOp : public CustomStatefulOp {
@@ -1039,19 +1073,7 @@ class HMMManyOp : public CustomStatefulOp {
             return fail_in(op, err);
         const int64_t *model = nullptr;
         if (indexed_) {
-            MXTensor &mt = (*inputs)[4];
-            if (mt.shape[0] != batch)
-                return fail_in(op, "model must have shape (batch,) = (" + std::to_string(batch) +
-                                       ",), one model index per sequence of obs, got shape " + shape_str(mt.shape));
-            switch (mt.dtype) {
-            case mxnet::ext::kInt32: err = prepare_model(mt.data<int32_t>(), batch, k, &model_); break;
-            case mxnet::ext::kInt64: err = prepare_model(mt.data<int64_t>(), batch, k, &model_); break;
-            case mxnet::ext::kFloat32: err = prepare_model(mt.data<float>(), batch, k, &model_); break;
-            case mxnet::ext::kFloat64: err = prepare_model(mt.data<double>(), batch, k, &model_); break;
-            default:
-                return fail_in(op, std::string("model has dtype ") + dtype_name(mt.dtype) +
-                                       "; expected int32, int64, float32 or float64 holding model indices");
-            }
+            err = read_model((*inputs)[4], batch, k, "A, B and pi", "obs", &model_);
             if (!err.empty())
                 return fail_in(op, err);
             model = model_.data();
@@ -1096,12 +1118,7 @@ class HMMManyOp : public CustomStatefulOp {
         double *dA = grads_.data(), *dB = dA + k * n * n, *dpi = dB + k * n * m;
         if (hmm_many_backward(plan_, g64_.data(), dA, dB, dpi, std::max(1, num_threads())) != 0)
             return fail_in(op, "no memory for the backward pass");
-        const double *src[3] = {dA, dB, dpi};
-        for (int i = 0; i < 3; ++i)
-            if ((*outputs)[i].data_ptr)
-                store_as((*outputs)[i], dtype_, src[i]);
-        for (size_t i = 3; i < outputs->size(); ++i)
-            zero_grad((*outputs)[i]);
+        store_grads(outputs, dtype_, {dA, dB, dpi}, 3);
         return MX_SUCCESS;
     }
 
@@ -1123,6 +1140,214 @@ MXReturnValue create_state_many(const std::unordered_map<std::string, std::strin
 {
     ErrorList::get().sweep();
     *op = CustomStatefulOp::create<HMMManyOp>(in_shapes.size() > 4);
+    return MX_SUCCESS;
+}
+
+/* ---- A model axis on hmm_forward_dense: hmm_forward_dense_many, hmm_forward_dense_by_model ----
+ *
+ * The contract of the CustomOps of hmmop/ops/model_axis.py: A (K, N, N), pi (K, N) of one dtype;
+ * lengths as for hmm_forward_dense.  hmm_forward_dense_many(A, pi, log_emission, lengths):
+ * log_emission (K, batch, T, N), each model's own scores of the sequences; ll (K, batch).
+ * hmm_forward_dense_by_model(A, pi, log_emission, lengths, model): log_emission (batch, T, N), each
+ * sequence's scores under its own model, model (batch,) as for hmm_forward_by_model; ll (batch,).
+ * Backward: dA, dpi (a model's from its own terms, zero without sequences), dlog_emission (the
+ * posteriors times dll, 0 in the padding), zero gradients for lengths and model.  The work is
+ * csrc/hmm_many.c's dense plans, the Cython adapter's driver: the same bits. */
+
+const char kDenseMany[] = "hmm_forward_dense_many";
+const char kDenseByModel[] = "hmm_forward_dense_by_model";
+
+/* infer_type_dense's rules, and model's dtype (int64 where unknown) where there is one. */
+MXReturnValue infer_type_dense_many(const std::unordered_map<std::string, std::string> &attrs,
+                                    std::vector<int> *in, std::vector<int> *out)
+{
+    if (infer_type_dense(attrs, in, out) != MX_SUCCESS)
+        return MX_FAIL;
+    return infer_model_type(in, mxnet::ext::kInt64, kDenseByModel);
+}
+
+/* Ranks and what is known of K, N and batch; fills in the output: (K, batch), or (batch,) with model. */
+MXReturnValue infer_shape_dense_many(const std::unordered_map<std::string, std::string> &attrs,
+                                     std::vector<std::vector<unsigned>> *in,
+                                     std::vector<std::vector<unsigned>> *out)
+{
+    ErrorList::get().sweep();
+    const bool indexed = in->size() > 4;
+    const char *op = indexed ? kDenseByModel : kDenseMany;
+    std::vector<unsigned> &A = (*in)[0], &pi = (*in)[1], &le = (*in)[2], &len = (*in)[3];
+    for (auto &s : *in)
+        for (unsigned &d : s)
+            if (!known(d))
+                d = kUnknown;
+    const size_t le_rank = indexed ? 3 : 4;     /* (batch, T, N) or (K, batch, T, N) */
+    if ((!A.empty() && A.size() != 3) || (!pi.empty() && pi.size() != 2) || (!le.empty() && le.size() != le_rank) ||
+        (!len.empty() && len.size() != 1))
+        return fail_in(op, std::string("A (K, N, N), pi (K, N), log_emission ") +
+                               (indexed ? "(batch, T, N)" : "(K, batch, T, N)") + ", lengths (batch,) expected, got A " +
+                               shape_str(A) + ", pi " + shape_str(pi) + ", log_emission " + shape_str(le) +
+                               ", lengths " + shape_str(len));
+    unsigned k = kUnknown, n = kUnknown, batch = kUnknown;
+    for (unsigned d : {A.empty() ? kUnknown : A[0], pi.empty() ? kUnknown : pi[0],
+                       le.size() == 4 ? le[0] : kUnknown})
+        if (known(d)) {
+            if (known(k) && d != k)
+                return fail_in(op, "A, pi and log_emission must hold the same number of models (their leading axis), "
+                                   "got A " + shape_str(A) + ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
+            k = d;
+        }
+    for (unsigned d : {A.empty() ? kUnknown : A[1], A.empty() ? kUnknown : A[2], pi.empty() ? kUnknown : pi[1],
+                       le.empty() ? kUnknown : le.back()})
+        if (known(d)) {
+            if (known(n) && d != n)
+                return fail_in(op, "A (K, N, N), pi (K, N), log_emission (.., N) disagree on N: A " + shape_str(A) +
+                                       ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
+            n = d;
+        }
+    std::vector<unsigned *> batches;        /* every place batch appears */
+    if (!le.empty())
+        batches.push_back(&le[le_rank - 3]);
+    if (!len.empty())
+        batches.push_back(&len[0]);
+    if (indexed && (*in)[4].size() == 1)
+        batches.push_back(&(*in)[4][0]);
+    else if (indexed && !(*in)[4].empty())
+        return fail_in(op, "model must have shape (batch,), one model index per sequence of log_emission, got shape " +
+                               shape_str((*in)[4]));
+    for (unsigned *d : batches)
+        if (known(*d)) {
+            if (known(batch) && *d != batch)
+                return fail_in(op, "log_emission, lengths and model disagree on batch: log_emission " + shape_str(le) +
+                                       ", lengths " + shape_str(len) + (indexed ? ", model " + shape_str((*in)[4]) : ""));
+            batch = *d;
+        }
+    A = {k, n, n};
+    pi = {k, n};
+    const unsigned T = le.empty() ? kUnknown : le[le_rank - 2];
+    le = indexed ? std::vector<unsigned>{batch, T, n} : std::vector<unsigned>{k, batch, T, n};
+    len = {batch};
+    if (indexed)
+        (*in)[4] = {batch};
+    (*out)[0] = indexed ? std::vector<unsigned>{batch} : std::vector<unsigned>{k, batch};
+    return MX_SUCCESS;
+}
+
+class HMMDenseManyOp : public CustomStatefulOp {
+ public:
+    explicit HMMDenseManyOp(bool indexed) : indexed_(indexed) {}
+    ~HMMDenseManyOp() override { hmm_many_free(plan_); }
+
+    MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                          const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        const char *op = indexed_ ? kDenseByModel : kDenseMany;
+        hmm_many_free(plan_);
+        plan_ = nullptr;
+        MXTensor &A = (*inputs)[0], &pi = (*inputs)[1], &le = (*inputs)[2], &len = (*inputs)[3];
+        MXTensor &ll = (*outputs)[0];
+        const size_t le_rank = indexed_ ? 3 : 4;
+        if (A.shape.size() != 3 || pi.shape.size() != 2 || le.shape.size() != le_rank || len.shape.size() != 1)
+            return fail_in(op, "inputs of unexpected ranks: A " + shape_str(A.shape) + ", pi " + shape_str(pi.shape) +
+                                   ", log_emission " + shape_str(le.shape) + ", lengths " + shape_str(len.shape));
+        const int64_t k = A.shape[0], n = A.shape[1];
+        const int64_t batch = le.shape[le_rank - 3], T = le.shape[le_rank - 2];
+        if (k < 1 || n < 1 || A.shape[2] != n || pi.shape[0] != k || pi.shape[1] != n || le.shape.back() != n ||
+            (!indexed_ && le.shape[0] != k))
+            return fail_in(op, "A (K, N, N), pi (K, N), log_emission " +
+                                   std::string(indexed_ ? "(batch, T, N)" : "(K, batch, T, N)") +
+                                   " with K, N >= 1 expected, got A " + shape_str(A.shape) + ", pi " + shape_str(pi.shape) +
+                                   ", log_emission " + shape_str(le.shape));
+        if (batch < 1 || T < 1)
+            return fail_in(op, "log_emission must hold at least one sequence and one time step, got shape " +
+                                   shape_str(le.shape) + " (give empty sequences length 0 instead)");
+        if (len.shape[0] != batch)
+            return fail_in(op, "lengths must have shape (batch,) = (" + std::to_string(batch) +
+                                   ",), one length per sequence of log_emission, got shape " + shape_str(len.shape));
+        if (k > 0x7fffffff || n > 0x7fffffff)
+            return fail_in(op, "too many models or states");
+        std::string err = read_lengths(len, batch, T, &lengths_);
+        if (!err.empty())
+            return fail_in(op, err);
+        const int64_t *model = nullptr;
+        if (indexed_) {
+            err = read_model((*inputs)[4], batch, k, "A and pi", "log_emission", &model_);
+            if (!err.empty())
+                return fail_in(op, err);
+            model = model_.data();
+        }
+        if (A.dtype != pi.dtype || A.dtype != le.dtype || A.dtype != ll.dtype ||
+            (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
+            return fail_in(op, "A, pi, log_emission and ll must share one dtype, float32 or float64");
+        dtype_ = A.dtype;
+        k_ = static_cast<int>(k);
+        n_ = static_cast<int>(n);
+        le_size_ = le.size();
+        int64_t bad = -1;
+        plan_ = hmm_many_new_dense(k_, n_, batch, T, lengths_.data(), model,
+                                   dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64, &bad);
+        if (!plan_)
+            return fail_in(op, "no memory for the model-axis plan");
+        const int64_t size = hmm_many_size(plan_);
+        if (ll.size() != size)
+            return fail_in(op, "ll has " + std::to_string(ll.size()) + " elements, expected " + std::to_string(size));
+        ll64_.assign(static_cast<size_t>(size), 0.0);
+        if (hmm_many_forward_dense(plan_, A.data_ptr, pi.data_ptr, le.data_ptr, ll64_.data(),
+                                   std::max(1, num_threads())) != 0)
+            return fail_in(op, "no memory for the forward pass");
+        store_as(ll, dtype_, ll64_.data());
+        return MX_SUCCESS;
+    }
+
+    /* inputs: dll, then the forward's inputs and output; outputs: dA, dpi, dlog_emission, dlengths
+     * (, dmodel), always overwritten (lib_api passes no gradient request). */
+    MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
+                           const OpResource &res) override
+    {
+        ErrorList::get().sweep();
+        const char *op = indexed_ ? kDenseByModel : kDenseMany;
+        if (!plan_)
+            return fail_in(op, "backward without a successful forward");
+        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
+        if (!err.empty())
+            return fail_in(op, err);
+        /* As hmm_forward_dense's: log_emission again, dlog_emission written by the driver. */
+        MXTensor &le = (*inputs)[3], &dle = (*outputs)[2];
+        for (MXTensor *t : {&le, &dle})
+            if (t->data_ptr && (t->dtype != dtype_ || t->size() != le_size_))
+                return fail_in(op, std::string(t == &le ? "log_emission" : "its gradient") + " has dtype " +
+                                       dtype_name(t->dtype) + " and " + std::to_string(t->size()) +
+                                       " elements in the backward, expected " + dtype_name(dtype_) + " and " +
+                                       std::to_string(le_size_));
+        if (!le.data_ptr)
+            return fail_in(op, "backward without log_emission");
+        const size_t k = k_, n = n_;
+        grads_.assign(k * (n * n + n), 0.0);
+        double *dA = grads_.data(), *dpi = dA + k * n * n;
+        if (hmm_many_backward_dense(plan_, g64_.data(), le.data_ptr, dA, dpi, dle.data_ptr,
+                                    std::max(1, num_threads())) != 0)
+            return fail_in(op, "no memory for the backward pass");
+        store_grads(outputs, dtype_, {dA, dpi}, 3);
+        return MX_SUCCESS;
+    }
+
+ private:
+    bool indexed_;
+    hmm_many *plan_ = nullptr;
+    int k_ = 0, n_ = 0;
+    int dtype_ = 0;
+    int64_t le_size_ = 0;            /* log_emission's elements */
+    std::vector<int64_t> lengths_;   /* read by plan_ until it is freed */
+    std::vector<int64_t> model_;
+    std::vector<double> ll64_, g64_, grads_;
+};
+
+MXReturnValue create_state_dense_many(const std::unordered_map<std::string, std::string> &attrs,
+                                      const MXContext &ctx,
+                                      const std::vector<std::vector<unsigned int>> &in_shapes,
+                                      const std::vector<int> in_types, CustomStatefulOp **op)
+{
+    ErrorList::get().sweep();
+    *op = CustomStatefulOp::create<HMMDenseManyOp>(in_shapes.size() > 4);
     return MX_SUCCESS;
 }
 
@@ -1151,6 +1376,18 @@ REGISTER_OP(hmm_forward_by_model)
     .setInferType(infer_type_many)
     .setInferShape(infer_shape_many)
     .setCreateOpState(create_state_many, "cpu");
+
+REGISTER_OP(hmm_forward_dense_many)
+    .setParseAttrs(parse_attrs)         /* 4 inputs: A, pi with a model axis, log_emission (K, ...), lengths */
+    .setInferType(infer_type_dense_many)
+    .setInferShape(infer_shape_dense_many)
+    .setCreateOpState(create_state_dense_many, "cpu");
+
+REGISTER_OP(hmm_forward_dense_by_model)
+    .setParseAttrs(parse_attrs_by_model)   /* 5 inputs: the model index of each sequence last */
+    .setInferType(infer_type_dense_many)
+    .setInferShape(infer_shape_dense_many)
+    .setCreateOpState(create_state_dense_many, "cpu");
 
 /* For tests: how many messages lib_api's list holds now; the thread count a
  * call would use now. */

@@ -1278,17 +1278,49 @@ cdef extern from "hmm_many.h" nogil:
                          int num_threads)
     int hmm_many_backward(hmm_many *h, const double *gll, double *dA, double *dB, double *dpi,
                           int num_threads)
+    hmm_many *hmm_many_new_dense(int k, int n, int64_t batch, int64_t T, const int64_t *lengths,
+                                 const int64_t *model, int dtype, int64_t *bad)
+    int hmm_many_forward_dense(hmm_many *h, const void *A, const void *pi, const void *logE, double *ll,
+                               int num_threads)
+    int hmm_many_backward_dense(hmm_many *h, const double *gll, const void *logE, double *dA, double *dpi,
+                                void *dlogE, int num_threads)
     void hmm_many_free(hmm_many *h)
 
 
 cdef class ManyWorkspace:
-    """What forward_many keeps for backward_many: the C plan and the arrays it points into."""
+    """What forward_many (forward_many_dense) keeps for backward_many (backward_many_dense): the C
+    plan and the arrays it points into."""
     cdef hmm_many *plan
     cdef readonly object ll, obs32, lengths, dtype
     cdef readonly int k, n, m
+    cdef readonly bint dense
 
     def __dealloc__(self):
         hmm_many_free(self.plan)
+
+
+cdef _model_view(model, int64_t batch, const int64_t **mp, name):
+    """model as a checked int64 array (None stays None), *mp its data (NULL for None or batch 0)."""
+    cdef const int64_t[::1] mv
+    mp[0] = NULL
+    if model is None:
+        return None
+    model = np.ascontiguousarray(model, dtype=np.int64)
+    if model.shape != (batch,):
+        raise ValueError(f"{name}: model must have shape ({batch},), got {model.shape}")
+    mv = model
+    if batch:
+        mp[0] = &mv[0]
+    return model
+
+
+def _check_many_plan(ManyWorkspace ws, model, int64_t bad, op):
+    """ValueError for a model index out of range (bad >= 0), MemoryError for no plan; else nothing."""
+    if ws.plan != NULL:
+        return
+    if bad >= 0:
+        raise ValueError(f"model[{bad}] = {model[bad]} is not a model index in [0, K) = [0, {ws.k})")
+    raise MemoryError(f"{op}: no memory for the model-axis plan")
 
 
 def forward_many(const real[:, :, ::1] A, const real[:, :, ::1] B, const real[:, ::1] pi,
@@ -1306,15 +1338,8 @@ def forward_many(const real[:, :, ::1] A, const real[:, :, ::1] B, const real[:,
     if (A.shape[2] != n or B.shape[0] != k or B.shape[1] != n or pi.shape[0] != k or pi.shape[1] != n
             or lengths.shape[0] != batch or k < 1):
         raise ValueError("forward_many: A (K, n, n), B (K, n, m), pi (K, n), lengths (batch,) do not fit")
-    cdef const int64_t[::1] mv
     cdef const int64_t *mp = NULL
-    if model is not None:
-        model = np.ascontiguousarray(model, dtype=np.int64)
-        if model.shape != (batch,):
-            raise ValueError(f"forward_many: model must have shape ({batch},), got {model.shape}")
-        mv = model
-        if batch:
-            mp = &mv[0]
+    model = _model_view(model, batch, &mp, "forward_many")
     ws = ManyWorkspace()
     ws.k, ws.n, ws.m = k, n, m
     ws.dtype = np.float32 if real is float else np.float64
@@ -1328,10 +1353,7 @@ def forward_many(const real[:, :, ::1] A, const real[:, :, ::1] B, const real[:,
     cdef const int64_t *L = &lengths[0] if batch else NULL
     with nogil:
         ws.plan = hmm_many_new(k, n, m, batch, T, o, L, mp, dtype, &bad)
-    if ws.plan == NULL:
-        if bad >= 0:
-            raise ValueError(f"model[{bad}] = {model[bad]} is not a model index in [0, K) = [0, {k})")
-        raise MemoryError("hmm_forward: no memory for the model-axis plan")
+    _check_many_plan(ws, model, bad, "hmm_forward")
     with nogil:
         status = hmm_many_forward(ws.plan, &A[0, 0, 0], &B[0, 0, 0], &pi[0, 0],
                                   &ll[0] if ll.shape[0] else NULL, max(1, num_threads))
@@ -1367,3 +1389,87 @@ def backward_many(ManyWorkspace ws, const real[::1] gll, real[::1] dA, real[::1]
     store(dA, dA64, req_A)
     store(dB, dB64, req_B)
     store(dpi, dpi64, req_pi)
+
+
+def forward_many_dense(const real[:, :, ::1] A, const real[:, ::1] pi, const real[:, :, ::1] logE, lengths,
+                       model, int num_threads):
+    """Log-likelihoods of K dense models at once, by csrc/hmm_many.c (one dense batch plan per model).
+
+    A (K, n, n), pi (K, n), logE all float32 or all float64; lengths (batch,) in [0, T]; model None
+    (every model scores every sequence: logE (K * batch, T, n), model k's scores of the batch in
+    rows k * batch ..; ll (K, batch)) or (batch,) int64 indices in [0, K) (logE (batch, T, n), each
+    sequence's scores under its own model; ll (batch,)).  Returns a ManyWorkspace whose ``ll``
+    (float64) is the result, for backward_many_dense (which needs logE again).  Each model's
+    numbers are those of forward_dense() on its own sequences, bit for bit.
+    """
+    cdef int k = A.shape[0], n = A.shape[1]
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    cdef int64_t batch = lengths.shape[0], T = logE.shape[1], bad = -1
+    cdef int64_t rows = batch if model is not None else k * batch
+    if (A.shape[2] != n or pi.shape[0] != k or pi.shape[1] != n or logE.shape[0] != rows
+            or logE.shape[2] != n or lengths.ndim != 1 or k < 1):
+        raise ValueError("forward_many_dense: A (K, n, n), pi (K, n), logE (K * batch or batch, T, n), "
+                         "lengths (batch,) do not fit")
+    if ((lengths < 0) | (lengths > T)).any():
+        raise ValueError(f"forward_many_dense: lengths must lie in [0, T] = [0, {T}]")
+    cdef const int64_t *mp = NULL
+    model = _model_view(model, batch, &mp, "forward_many_dense")
+    ws = ManyWorkspace()
+    ws.k, ws.n, ws.m, ws.dense = k, n, 0, True
+    ws.dtype = np.float32 if real is float else np.float64
+    ws.lengths = lengths                                # the plan reads them until freed
+    shape = (int(batch),) if model is not None else (int(k), int(batch))
+    ws.ll = np.zeros(shape, dtype=np.float64)
+    cdef double[::1] ll = ws.ll.reshape(-1)
+    cdef const int64_t[::1] L = lengths
+    cdef int dtype = HMM_FLOAT32 if real is float else HMM_FLOAT64
+    cdef int status
+    with nogil:
+        ws.plan = hmm_many_new_dense(k, n, batch, T, &L[0] if batch else NULL, mp, dtype, &bad)
+    _check_many_plan(ws, model, bad, "hmm_forward_dense")
+    with nogil:
+        status = hmm_many_forward_dense(ws.plan, &A[0, 0, 0], &pi[0, 0], &logE[0, 0, 0] if rows else NULL,
+                                        &ll[0] if ll.shape[0] else NULL, max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward_dense: no memory for the forward pass")
+    return ws
+
+
+def backward_many_dense(ManyWorkspace ws, const real[::1] gll, const real[:, :, ::1] logE, real[::1] dA,
+                        real[::1] dpi, real[:, :, ::1] dlogE, int req_A, int req_pi, int req_le, int num_threads):
+    """Gradients of sum gll * ll (gll flattened, ll's size) with respect to A, pi and logE.
+
+    ws from forward_many_dense; logE: the same values as given to it; dA (K * n * n,), dpi (K * n,)
+    the gradients flattened and dlogE shaped as logE (gll times the posteriors, 0 outside the
+    sequences), of gll's dtype, written by the MXNet request codes req_* (0 skips, 1/2 overwrite, 3
+    adds).  A model with no sequences gets zero.
+    """
+    if req_A == 0 and req_pi == 0 and req_le == 0:
+        return
+    if not ws.dense:
+        raise ValueError("backward_many_dense: the workspace is not a dense plan's")
+    cdef int k = ws.k, n = ws.n, status
+    if gll.shape[0] != ws.ll.size:
+        raise ValueError(f"backward_many_dense: gll has {gll.shape[0]} entries, ll {ws.ll.size}")
+    g64 = np.asarray(gll, dtype=np.float64)
+    dA64 = np.empty(k * n * n, dtype=np.float64)
+    dpi64 = np.empty(k * n, dtype=np.float64)
+    cdef const double[::1] g = g64
+    cdef double[::1] a = dA64, p = dpi64
+    cdef real[:, :, ::1] target = dlogE
+    if req_le == 3 or req_le == 0:                  # add (or no output): into a buffer of our own
+        buffer = np.empty_like(np.asarray(dlogE)) if req_le == 3 else None
+        target = buffer if req_le == 3 else None
+    cdef void *out = NULL
+    if target is not None and target.shape[0] > 0:
+        out = &target[0, 0, 0]
+    with nogil:
+        status = hmm_many_backward_dense(ws.plan, &g[0] if g.shape[0] else NULL,
+                                         &logE[0, 0, 0] if logE.shape[0] else NULL, &a[0], &p[0], out,
+                                         max(1, num_threads))
+    if status != 0:
+        raise MemoryError("hmm_forward_dense: no memory for the backward pass")
+    store(dA, dA64, req_A)
+    store(dpi, dpi64, req_pi)
+    if req_le == 3:
+        np.add(np.asarray(dlogE), buffer, out=np.asarray(dlogE))

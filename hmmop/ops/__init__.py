@@ -2,8 +2,8 @@
 
 - ``categorical``: ``hmm_forward`` on symbol sequences (the CustomOp, its prop, the checked wrapper);
 - ``dense``: ``hmm_forward_dense`` on (batch, T, N) log-emissions (the same three);
-- ``model_axis``: ``hmm_forward`` with a model axis - K models in one call, every model on every sequence or
-  one model index per sequence (its CustomOps; the native ones are in ``native``);
+- ``model_axis``: ``hmm_forward`` and ``hmm_forward_dense`` with a model axis - K models in one call, every
+  model on every sequence or one model index per sequence (their CustomOps; the native ones are in ``native``);
 - ``native``: the native operators of hmmop/libhmmop_op.so, their loader and guards;
 - ``ndarray_path``, ``dense_ndarray``: the CustomOps' NDArray paths (the GPU route);
 - ``unroll``: the baseline autograd unroll with the same contracts;

@@ -142,44 +142,54 @@ def has_model_axis(A_shape, B_shape, pi_shape):
     return len(tuple(A_shape)) == 3 or len(tuple(B_shape)) == 3 or len(tuple(pi_shape)) == 2
 
 
+def _model_count(shapes, model_shape=None, hint=""):
+    """K, the leading model axis that every one of ``shapes`` ({name: (shape, its rank with the axis, its
+    form)}) must have, the same on all; ValueError naming them otherwise (none has one, only some, different
+    counts, K = 0).  model_shape: the model input's shape, or None without one; hint: added to the message
+    on a model axis on some only."""
+    shapes = {name: (tuple(shape), rank, form) for name, (shape, rank, form) in shapes.items()}
+    names = list(shapes)
+    forms = ", ".join(f"{name} {form}" for name, (_, _, form) in shapes.items())
+    got = ", ".join(f"{name} {shape}" for name, (shape, _, _) in shapes.items())
+    with_axis = [name for name, (shape, rank, _) in shapes.items() if len(shape) == rank]
+    if len(with_axis) != len(shapes):
+        without = [name for name in names if name not in with_axis]
+        if not with_axis:
+            if model_shape is not None:
+                raise ValueError(f"a model input (one model index per sequence) needs parameters with a leading "
+                                 f"model axis: {forms}; got {got} (without model, rank-2 parameters are one model)")
+            raise ValueError(f"{_listed(names)} must be {forms} for a model axis, got {got}")
+        raise ValueError(
+            f"a model axis on some parameters and not others: {_listed(with_axis)} "
+            f"{'has' if len(with_axis) == 1 else 'have'} one, {_listed(without)} "
+            f"{'does' if len(without) == 1 else 'do'} not ({got}); give all of {forms} a leading model axis, "
+            f"or none{hint}")
+    counts = {name: shape[0] for name, (shape, _, _) in shapes.items()}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise ValueError(f"{_listed(names)} must hold the same number of models (their leading axis), got {listing}")
+    k = counts[names[0]]
+    if k < 1:
+        raise ValueError(f"{_listed(names)} must hold at least one model, got {names[0]} {shapes[names[0]][0]}")
+    return k
+
+
+def _check_model_shape(model_shape, batch, of):
+    if model_shape is not None and tuple(model_shape) != (batch,):
+        raise ValueError(f"model must have shape (batch,) = ({batch},), one model index per sequence of {of}, "
+                         f"got shape {tuple(model_shape)}")
+
+
 def check_many_shapes(A_shape, B_shape, pi_shape, obs_shape, model_shape=None):
     """Validate the shapes of hmm_forward with a model axis; return (K, n_states, n_symbols, batch, T).
 
     A (K, N, N), B (K, N, M), pi (K, N): K models; obs (T,) or (batch, T); model (batch,) or None.
     """
     A_shape, B_shape, pi_shape = tuple(A_shape), tuple(B_shape), tuple(pi_shape)
-    ranks = {"A": (len(A_shape), 3, "(K, N, N)"), "B": (len(B_shape), 3, "(K, N, M)"),
-             "pi": (len(pi_shape), 2, "(K, N)")}
-    with_axis = [name for name, (r, want, _) in ranks.items() if r == want]
-    if len(with_axis) != 3:
-        without = [name for name in ranks if name not in with_axis]
-        if not with_axis:
-            if model_shape is not None:
-                raise ValueError(
-                    f"a model input (one model index per sequence) needs parameters with a leading model "
-                    f"axis: A (K, N, N), B (K, N, M), pi (K, N); got A {A_shape}, B {B_shape}, pi {pi_shape} "
-                    f"(without model, rank-2 parameters are one model)")
-            raise ValueError(f"A, B and pi must be A (K, N, N), B (K, N, M), pi (K, N) for a model axis, "
-                             f"got A {A_shape}, B {B_shape}, pi {pi_shape}")
-        listing = ", ".join(f"{name} {shape}" for name, shape in
-                            (("A", A_shape), ("B", B_shape), ("pi", pi_shape)))
-        raise ValueError(
-            f"a model axis on some parameters and not others: {_listed(with_axis)} "
-            f"{'has' if len(with_axis) == 1 else 'have'} one, {_listed(without)} "
-            f"{'does' if len(without) == 1 else 'do'} not ({listing}); give all of A (K, N, N), "
-            f"B (K, N, M), pi (K, N) a leading model axis, or none")
-    counts = {"A": A_shape[0], "B": B_shape[0], "pi": pi_shape[0]}
-    if len(set(counts.values())) > 1:
-        listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise ValueError(f"A, B and pi must hold the same number of models (their leading axis), "
-                         f"got {listing}")
-    k = A_shape[0]
-    if k < 1:
-        raise ValueError(f"A, B and pi must hold at least one model, got A {A_shape}")
+    k = _model_count({"A": (A_shape, 3, "(K, N, N)"), "B": (B_shape, 3, "(K, N, M)"), "pi": (pi_shape, 2, "(K, N)")},
+                     model_shape)
     n, m, batch, T = check_shapes(A_shape[1:], B_shape[1:], pi_shape[1:], obs_shape)
-    if model_shape is not None and tuple(model_shape) != (batch,):
-        raise ValueError(f"model must have shape (batch,) = ({batch},), one model index per sequence of "
-                         f"obs, got shape {tuple(model_shape)}")
+    _check_model_shape(model_shape, batch, "obs")
     return k, n, m, batch, T
 
 
@@ -190,8 +200,9 @@ def check_model_dtype(model_dtype):
                         f"float64 holding model indices")
 
 
-def prepare_model(model, k):
-    """model (batch,) NumPy as int64, checked: integers in [0, K).  ValueError names the first bad one."""
+def prepare_model(model, k, params="A, B and pi"):
+    """model (batch,) NumPy as int64, checked: integers in [0, K).  ValueError names the first bad one
+    (params: the parameters whose leading axis K is, for the message)."""
     model = np.asarray(model).reshape(-1)
     if model.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
@@ -204,7 +215,7 @@ def prepare_model(model, k):
     if bad.size:
         b = int(bad[0])
         raise ValueError(f"model[{b}] = {as_int[b]} is not a model index in [0, K) = [0, {k}) "
-                         f"(K: the leading axis of A, B and pi)")
+                         f"(K: the leading axis of {params})")
     return np.ascontiguousarray(as_int)
 
 
@@ -223,18 +234,18 @@ def checked_many_inputs(A, B, pi, obs, model=None):
     k, _, m, _, _ = check_many_shapes(A.shape, B.shape, pi.shape, obs_np.shape,
                                       None if model_np is None else model_np.shape)
     prepare_obs(obs_np, m)
-    if not isinstance(obs, mx.nd.NDArray):
-        obs = from_host(obs_np, obs_np.dtype, ctx)
-    elif obs.context != ctx:
-        obs = obs.as_in_context(ctx)
-    model64 = None
-    if model_np is not None:
-        model64 = prepare_model(model_np, k)
-        if not isinstance(model, mx.nd.NDArray):
-            model = from_host(model_np, model_np.dtype, ctx)
-        elif model.context != ctx:
-            model = model.as_in_context(ctx)
-    return A, B, pi, obs, obs_np, model, model64
+    model64 = None if model_np is None else prepare_model(model_np, k)
+    return A, B, pi, _on(ctx, obs, obs_np), obs_np, _on(ctx, model, model_np), model64
+
+
+def _on(ctx, x, x_np):
+    """An index-like input as an NDArray on ctx: x itself (moved there if need be), or x_np (its host
+    copy, as _on_host made it) copied there; None stays None."""
+    if x is None:
+        return None
+    if not isinstance(x, mx.nd.NDArray):
+        return from_host(x_np, x_np.dtype, ctx)
+    return x if x.context == ctx else x.as_in_context(ctx)
 
 
 # -- hmm_forward_dense ------------------------------------------------------------------------
@@ -294,15 +305,16 @@ def prepare_lengths(lengths, T):
 
 def check_log_emission_values(le, lengths):
     """ValueError naming the first NaN or +inf of log_emission inside a sequence (-inf is allowed:
-    an impossible emission).  le (batch, T, N) NumPy, lengths (batch,) int64."""
+    an impossible emission).  le (batch, T, N) NumPy, or (K, batch, T, N) (a model axis); lengths
+    (batch,) int64."""
     bad = np.isnan(le) | (le == np.inf)
     if not bad.any():
         return
-    inside = np.arange(le.shape[1])[None, :] < lengths[:, None]          # (batch, T)
-    where = np.argwhere(bad & inside[:, :, None])
+    inside = np.arange(le.shape[-2])[None, :] < lengths[:, None]         # (batch, T)
+    where = np.argwhere(bad & inside[..., None])
     if len(where):
-        b, t, i = (int(v) for v in where[0])
-        raise ValueError(f"log_emission[{b}, {t}, {i}] = {le[b, t, i]!r}: log-emissions must be real "
+        at = tuple(int(v) for v in where[0])
+        raise ValueError(f"log_emission[{', '.join(map(str, at))}] = {le[at]!r}: log-emissions must be real "
                          f"numbers or -inf (an impossible emission), not NaN or +inf")
 
 
@@ -320,11 +332,67 @@ def checked_dense_inputs(A, pi, log_emission, lengths, check_values=True):
     lengths64 = prepare_lengths(lengths_np, T)
     if check_values:
         check_log_emission_values(log_emission.asnumpy(), lengths64)
-    if not isinstance(lengths, mx.nd.NDArray):
-        lengths = from_host(lengths64, np.int64, ctx)
-    elif lengths.context != ctx:
-        lengths = lengths.as_in_context(ctx)
-    return A, pi, log_emission, lengths, lengths64
+    return A, pi, log_emission, _on(ctx, lengths, lengths64), lengths64
+
+
+# -- a model axis on hmm_forward_dense (hmmop.ops.model_axis) -------------------------------------
+
+DENSE_PARAMS = "A and pi"       # whose leading axis K is (prepare_model's message)
+
+
+def has_dense_model_axis(A_shape, pi_shape=(), le_shape=()):
+    """True where A has a leading model axis (rank 3), or pi (rank 2) and log_emission (rank 4) both
+    have one; check_dense_many_shapes then says whether the shapes fit one of the two forms.  With a
+    rank-2 A, pi (K, N) alone or log_emission (K, batch, T, N) alone is a wrong shape of the rank-2 op
+    (check_dense_shapes names it: hmm_forward_dense's contract for rank-2 parameters is as before)."""
+    A_shape, pi_shape, le_shape = tuple(A_shape), tuple(pi_shape), tuple(le_shape)
+    return len(A_shape) == 3 or (len(pi_shape) == 2 and len(le_shape) == 4)
+
+
+def check_dense_many_shapes(A_shape, pi_shape, le_shape, lengths_shape, model_shape=None):
+    """Validate the shapes of hmm_forward_dense with a model axis; return (K, n_states, batch, T).
+
+    A (K, N, N), pi (K, N): K models; without model, log_emission (K, batch, T, N) (each model's own
+    scores of the sequences), with model (batch,), log_emission (batch, T, N); lengths (batch,).
+    """
+    A_shape, pi_shape, le_shape = tuple(A_shape), tuple(pi_shape), tuple(le_shape)
+    shapes = {"A": (A_shape, 3, "(K, N, N)"), "pi": (pi_shape, 2, "(K, N)")}
+    if model_shape is None:
+        shapes["log_emission"] = (le_shape, 4, "(K, batch, T, N)")
+    k = _model_count(shapes, model_shape, hint=" (with model, one index per sequence: log_emission (batch, T, N))")
+    if model_shape is None:
+        n = A_shape[-1]
+        if le_shape[-1] != n:
+            raise ValueError(f"log_emission must have shape (K, batch, T, N) = ({k}, batch, T, {n}) with one "
+                             f"column per state of A, got shape {le_shape}")
+        le_shape = le_shape[1:]
+    elif len(le_shape) != 3:
+        raise ValueError(f"log_emission must have shape (batch, T, N) with model (each sequence's scores under "
+                         f"its own model), got shape {le_shape}; without model, (K, batch, T, N)")
+    n, batch, T = check_dense_shapes(A_shape[1:], pi_shape[1:], le_shape, lengths_shape)
+    _check_model_shape(model_shape, batch, "log_emission")
+    return k, n, batch, T
+
+
+def checked_dense_many_inputs(A, pi, log_emission, lengths, model=None, check_values=True):
+    """Validate NDArray inputs of hmm_forward_dense with a model axis.
+
+    Returns (A, pi, log_emission, lengths NDArray on A's context, lengths int64 NumPy, model NDArray on
+    A's context or None, model int64 NumPy or None).
+    """
+    ctx = _one_context({"A": A, "pi": pi, "log_emission": log_emission})
+    lengths_np = _on_host(lengths)
+    check_dense_dtypes(A.dtype, pi.dtype, log_emission.dtype, lengths_np.dtype)
+    model_np = None if model is None else _on_host(model)
+    if model_np is not None:
+        check_model_dtype(model_np.dtype)
+    k, _, _, T = check_dense_many_shapes(A.shape, pi.shape, log_emission.shape, lengths_np.shape,
+                                         None if model_np is None else model_np.shape)
+    lengths64 = prepare_lengths(lengths_np, T)
+    model64 = None if model_np is None else prepare_model(model_np, k, DENSE_PARAMS)
+    if check_values:
+        check_log_emission_values(log_emission.asnumpy(), lengths64)
+    return (A, pi, log_emission, _on(ctx, lengths, lengths64), lengths64, _on(ctx, model, model_np), model64)
 
 
 # -- sizes that cannot be allocated ------------------------------------------------------------

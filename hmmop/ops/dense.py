@@ -24,6 +24,12 @@ Attribute backend: 'auto' (the Cython kernel on a CPU context, the NDArray
 path on any other), 'cython' (CPU only) or 'ndarray' (any context).  This
 module only adapts MXNet's contract; the C batch driver (csrc/hmm_batch.h,
 through hmmop._kernel) and hmmop.ops.dense_ndarray do the work.
+
+A model axis (hmmop.ops.model_axis): A (K, N, N), pi (K, N) with log_emission
+(K, batch, T, N) - each model's own scores of the sequences - give ll (K, batch),
+every sequence under every model (this op type takes them); with model (batch,)
+of model indices as well, log_emission (batch, T, N) and ll (batch,), sequence b
+under model model[b] (op type 'hmm_forward_dense_by_model').
 """
 import mxnet as mx
 import numpy as np
@@ -32,7 +38,8 @@ from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 from .. import _kernel
 from . import checks, native
 from .ndview import view
-from .categorical import WRAPPER_BACKENDS, HMMOpProp, StatefulNDArrayOp, _is_symbol
+from . import model_axis
+from .categorical import BACKENDS, WRAPPER_BACKENDS, HMMOpProp, StatefulNDArrayOp, _is_symbol, _shape
 from .dense_ndarray import NDArrayForwardDense
 from .threads import get_num_threads
 
@@ -92,6 +99,19 @@ class HMMForwardDenseProp(HMMOpProp):
     def batch_of(self, in_shape):
         return checks.check_dense_shapes(*in_shape)[1]
 
+    def infer_shape(self, in_shape):
+        if checks.has_dense_model_axis(*in_shape[:3]):      # K models: ll (K, batch) (model_axis.py)
+            if self.backend not in BACKENDS:
+                raise ValueError(f"{self.OP_NAME}: backend must be one of {BACKENDS}, got {self.backend!r}")
+            k, _, batch, _ = checks.check_dense_many_shapes(*in_shape)
+            return in_shape, [(k, batch)], []
+        return super().infer_shape(in_shape)
+
+    def create_operator(self, ctx, in_shapes, in_dtypes):
+        if len(in_shapes[0]) == 3:
+            return model_axis.create_many_operator(self, ctx, in_shapes, in_dtypes, indexed=False, dense=True)
+        return super().create_operator(ctx, in_shapes, in_dtypes)
+
     def dtype_of(self, in_type):
         return checks.check_dense_dtypes(*in_type)
 
@@ -106,8 +126,15 @@ def _native_dense():
     return native.load() and getattr(native, "dense_available", lambda: False)()
 
 
-def hmm_forward_dense(A, pi, log_emission, lengths, backend="auto", check_values=True):
+def hmm_forward_dense(A, pi, log_emission, lengths, model=None, backend="auto", check_values=True):
     """Per-sequence log-likelihood on dense log-emissions, inputs checked first.
+
+    Many models in one call (hmmop.ops.model_axis): A (K, N, N), pi (K, N) and log_emission
+    (K, batch, T, N), each model's own scores, give ll (K, batch), every sequence under every model;
+    with model (batch,) of model indices in [0, K) as well, log_emission (batch, T, N) (each
+    sequence's scores under its own model) and ll (batch,), sequence b under model model[b].  Each
+    model's ll and gradients are, bit for bit, those of a call with its parameters on its sequences
+    (the C routes; the NDArray route to rounding).
 
     A (N, N), pi (N,), log_emission (batch, T, N): NDArrays of one dtype
     (float32/float64) on one context.  lengths (batch,): NDArray, NumPy array
@@ -125,6 +152,9 @@ def hmm_forward_dense(A, pi, log_emission, lengths, backend="auto", check_values
     """
     if backend not in WRAPPER_BACKENDS:
         raise ValueError(f"backend must be one of {WRAPPER_BACKENDS}, got {backend!r}")
+    if model is not None or (not any(_is_symbol(x) for x in (A, pi, log_emission)) and checks.has_dense_model_axis(
+            _shape(A), _shape(pi), _shape(log_emission))):
+        return model_axis.hmm_forward_dense_many(A, pi, log_emission, lengths, model, backend, check_values)
     if backend == "native" and not _native_dense():
         raise RuntimeError(f"backend 'native' is not available: {native.unavailable_reason()}")
     if any(_is_symbol(x) for x in (A, pi, log_emission, lengths)):

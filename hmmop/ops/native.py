@@ -10,7 +10,10 @@ extension library API, each with the contract of its CustomOp (hmmop/ops/categor
 hmmop/ops/dense.py) and the same C batch driver, so the results are bit-identical;
 they run on CPU contexts and skip the CustomOps' Python callbacks.  load()
 requires both (OP_NAMES); hmmop feeds them through ``forward`` and
-``forward_dense`` (below).
+``forward_dense`` (below).  The library also registers their model axis
+(MANY_OP_NAMES: hmm_forward_many, hmm_forward_by_model, hmm_forward_dense_many,
+hmm_forward_dense_by_model; see hmmop.ops.model_axis), fed through
+``forward_many`` and ``forward_dense_many`` with the same guards.
 
 What MXNet's extension API cannot do, and how hmmop copes (see also
 hmmop.ops.categorical.hmm_forward's backend="native"):
@@ -54,7 +57,10 @@ OP_NAMES = (OP_NAME, DENSE_OP_NAME)       # the library registers both; load() r
 # model index per sequence (the 5th input) ll (batch,).  Not required by load(): a library without
 # them still serves the ops above, and many_available() says whether these are there.
 MANY_OP_NAME, BY_MODEL_OP_NAME = "hmm_forward_many", "hmm_forward_by_model"
-MANY_OP_NAMES = (MANY_OP_NAME, BY_MODEL_OP_NAME)
+# The same for hmm_forward_dense: A (K, N, N), pi (K, N), log_emission (K, batch, T, N) -> ll (K, batch), or
+# log_emission (batch, T, N) and model (the 5th input) -> ll (batch,).
+DENSE_MANY_OP_NAME, DENSE_BY_MODEL_OP_NAME = "hmm_forward_dense_many", "hmm_forward_dense_by_model"
+MANY_OP_NAMES = (MANY_OP_NAME, BY_MODEL_OP_NAME, DENSE_MANY_OP_NAME, DENSE_BY_MODEL_OP_NAME)
 
 _lock = threading.Lock()
 _loaded = None          # None: not tried yet; then True or False
@@ -246,15 +252,27 @@ def forward_dense(F, A, pi, log_emission, lengths):
 def forward_many(F, A, B, pi, obs, model=None):
     """ll = the native model-axis op on guarded inputs: hmm_forward_many (ll (K, batch)), or with
     model hmm_forward_by_model (ll (batch,)); F: mx.nd (under autograd or not) or mx.sym."""
-    inputs = [A, B, pi, obs]
+    return _many_op(F, [A, B, pi, obs], model, guard, guard_nd, MANY_OP_NAME, BY_MODEL_OP_NAME)
+
+
+def forward_dense_many(F, A, pi, log_emission, lengths, model=None):
+    """ll = the native model-axis hmm_forward_dense on guarded inputs (as guard_dense):
+    hmm_forward_dense_many (ll (K, batch)), or with model hmm_forward_dense_by_model (ll (batch,))."""
+    return _many_op(F, [A, pi, log_emission, lengths], model, guard_dense, guard_dense_nd, DENSE_MANY_OP_NAME,
+                 DENSE_BY_MODEL_OP_NAME)
+
+
+def _many_op(F, inputs, model, guard_sym, guard_imperative, every, by_model):
+    """A model-axis op (every: without model, by_model: with it) on inputs guarded by guard_sym (F = mx.sym)
+    or guard_imperative (mx.nd under autograd); model (no gradient) through BlockGrad likewise."""
     if F is mx.sym:
-        inputs = list(guard(F, *inputs))
+        inputs = list(guard_sym(F, *inputs))
     elif mx.autograd.is_recording():
-        inputs = guard_nd(*inputs)
+        inputs = guard_imperative(*inputs)
     if model is not None:
         if F is mx.sym:
             model = F.BlockGrad(model)
         elif mx.autograd.is_recording() and model.grad is not None:
             model = mx.nd.BlockGrad(model)
         inputs.append(model)
-    return getattr(F, BY_MODEL_OP_NAME if model is not None else MANY_OP_NAME)(*inputs)
+    return getattr(F, by_model if model is not None else every)(*inputs)

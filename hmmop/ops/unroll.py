@@ -12,7 +12,8 @@ lengths for padding).
 import mxnet as mx
 import numpy as np
 
-from .checks import checked_dense_inputs, checked_inputs, checked_many_inputs, has_model_axis
+from .checks import (checked_dense_inputs, checked_dense_many_inputs, checked_inputs, checked_many_inputs,
+                     has_dense_model_axis, has_model_axis)
 
 
 def unroll_forward(A, B, pi, obs, model=None):
@@ -97,7 +98,7 @@ def _unroll_many(A, B, pi, obs, model):
     return ll.reshape(out_shape)
 
 
-def unroll_forward_dense(A, pi, log_emission, lengths):
+def unroll_forward_dense(A, pi, log_emission, lengths, model=None):
     """Per-sequence log-likelihood ll (batch,) of hmm_forward_dense, by the autograd unroll.
 
     A (N, N), pi (N,), log_emission (batch, T, N) NDArrays of one float dtype
@@ -108,16 +109,44 @@ def unroll_forward_dense(A, pi, log_emission, lengths):
     gives ll = -inf (its gradient is NaN, as autograd of log 0 makes it).
     A scaled forward, with the limits noted in hmmop/ops/dense_ndarray.py (in
     float32 a state is kept down to ~1e-38 of its step's total, not ~1e-308).
+    A model axis as for hmm_forward_dense: A (K, N, N), pi (K, N) with
+    log_emission (K, batch, T, N) give ll (K, batch), and with model (batch,)
+    and log_emission (batch, T, N), ll (batch,); each row gathers its model's
+    A (batch_dot) and pi by index.
     """
+    if model is not None or has_dense_model_axis(getattr(A, "shape", ()), getattr(pi, "shape", ()),
+                                                 getattr(log_emission, "shape", ())):
+        A, pi, log_emission, _, lengths_np, _, model_np = checked_dense_many_inputs(A, pi, log_emission, lengths,
+                                                                                    model)
+        k, n = pi.shape
+        batch0 = len(lengths_np)
+        out_shape = (batch0,) if model is not None else (k, batch0)
+        if model_np is None:
+            model_np = np.repeat(np.arange(k), batch0)
+            lengths_np = np.tile(lengths_np, k)
+            log_emission = log_emission.reshape((k * batch0,) + log_emission.shape[2:])
+        index = mx.nd.array(model_np, ctx=A.context, dtype=np.int32)
+        Ag, rows = mx.nd.take(A, index), len(model_np)                          # (rows, N, N)
+        ll = _unroll_dense(mx.nd.take(pi, index),
+                           lambda alpha: mx.nd.batch_dot(alpha.expand_dims(1), Ag).reshape((rows, n)),
+                           A.sum() * 0 + pi.sum() * 0, log_emission, lengths_np)
+        return ll.reshape(out_shape)
     A, pi, log_emission, _, lengths_np = checked_dense_inputs(A, pi, log_emission, lengths)
+    return _unroll_dense(pi.reshape((1, -1)), lambda alpha: mx.nd.dot(alpha, A),
+                         mx.nd.zeros_like(A).sum() + mx.nd.zeros_like(pi).sum(), log_emission, lengths_np)
+
+
+def _unroll_dense(first, advance, anchor, log_emission, lengths_np):
+    """The steps of unroll_forward_dense over the rows (batch, T, N) of log_emission, lengths_np
+    (batch,) int64: first the first step's pred ((1, N) or (batch, N)), advance(alpha) the next
+    step's; anchor: a zero in the recorded graph of the parameters."""
     batch, T, n = log_emission.shape
-    ctx, dtype = A.context, A.dtype
-    steps = int(lengths_np.max())
+    ctx, dtype = log_emission.context, log_emission.dtype
+    steps = int(lengths_np.max()) if batch else 0
     if steps == 0:
         # Zeros that are still in the recorded graph (zero gradient to every input), so
         # that ll.backward() works as for any other lengths.
-        zero = mx.nd.zeros_like(A).sum() + mx.nd.zeros_like(pi).sum()
-        return mx.nd.broadcast_add(mx.nd.zeros_like(log_emission).sum(axis=(1, 2)), zero)
+        return mx.nd.broadcast_add(mx.nd.zeros_like(log_emission).sum(axis=(1, 2)), anchor)
     ll = mx.nd.zeros((batch,), ctx=ctx, dtype=dtype)
     big = float(np.finfo(dtype).max)
     # exp(le - s) <= 1 / pred for a reachable state: below exp(cap) for any pred that is a
@@ -131,7 +160,7 @@ def unroll_forward_dense(A, pi, log_emission, lengths):
     le = mx.nd.where(mx.nd.broadcast_to(masks.expand_dims(2), le.shape), le, mx.nd.zeros_like(le))
     alpha = None
     for t in range(steps):
-        pred = pi.reshape((1, -1)) if t == 0 else mx.nd.dot(alpha, A)
+        pred = first if t == 0 else advance(alpha)
         emission = le[t]
         x = mx.nd.broadcast_add(mx.nd.log(pred.detach()), emission.detach())
         s = mx.nd.maximum(x.max(axis=1, keepdims=True), -big)          # -inf: an impossible step
