@@ -166,3 +166,43 @@ def test_fit_many_gradient_names_the_group_that_diverged():
         hmmop.fit_many(X, [0, 1] * 3, 4, 3, method="newton")
     with pytest.raises(ValueError, match="optimizer"):
         hmmop.fit_many(X, [0, 1] * 3, 4, 3, method="gradient", optimizer="lamb")
+
+
+def family_data(kind, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(15, 40, 8)
+    if kind == "poisson":
+        return rng.poisson(3.0, (lengths.sum(), 2)).astype(np.float64), lengths
+    X = rng.normal(size=(lengths.sum(), 2)) + np.repeat(rng.normal(scale=2, size=(len(lengths), 1)), lengths, 0)
+    return X, lengths
+
+
+FAMILIES = [
+    (lambda: hmmop.GaussianHMM(3, 2, covariance_type="diag", seed=0), "gaussian", {}),
+    (lambda: hmmop.GaussianHMM(2, 2, covariance_type="full", seed=0, dtype="float64"), "gaussian",
+     {"optimizer": "sgd", "learning_rate": 0.01, "tol": 1e-5}),
+    (lambda: hmmop.PoissonHMM(3, 2, seed=0), "poisson", {"batch_size": 3}),
+    (lambda: hmmop.GMMHMM(2, 2, n_mix=2, seed=0), "gaussian", {"params": "stm"}),
+]
+
+
+@pytest.mark.parametrize("make, kind, options", FAMILIES)
+def test_families_gradient_starts_together_equal_one_after_the_other(make, kind, options):
+    """The core's families (hmm_forward_dense's model axis, each start's log-emissions stacked)."""
+    X, lengths = family_data(kind)
+    fits = []
+    for together in (True, False):
+        model = make()
+        model._starts_together = together
+        kwargs = dict(method="gradient", epochs=25, n_init=3, seed=5, progress=False)
+        kwargs.update(options)
+        model.fit(X, lengths, **kwargs)
+        fits.append(model)
+    a, b = fits
+    np.testing.assert_array_equal(a.A, b.A)
+    np.testing.assert_array_equal(a.pi, b.pi)
+    for name, value in a.emission.raw_parameters().items():
+        np.testing.assert_array_equal(value, b.emission.raw_parameters()[name])
+    np.testing.assert_array_equal(a.inits_, b.inits_)
+    for x, y in zip(a.histories_, b.histories_):
+        np.testing.assert_array_equal(x, y)

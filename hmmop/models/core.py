@@ -49,6 +49,7 @@ from ..ops import native
 from ..ops.checks import check_sizes
 from ..ops.dense import OP_TYPE as DENSE_OP
 from ..ops.dense import _native_dense
+from ..ops.ndview import view
 from ..ops.threads import get_num_threads
 
 FORMAT, VERSION = "hmmop.HMM", 2
@@ -364,12 +365,31 @@ class EmissionHMM:
         """Whether fit's gradient starts can train as one stack: a family with a stacked block, a CPU
         model, an optimizer acting elementwise, no callback (it would see one start at a time)."""
         return self._starts_together and callback is None and elementwise(optimizer) \
-            and self.ctx.device_type == "cpu" and self._stack_block(1) is not None
+            and self.ctx.device_type == "cpu"
 
     def _stack_block(self, n_models):
         """A gluon block of n_models models of this one's kind, parameters (K, ...), with
-        set_stack(k, values) and the trainer's protocol; None where the family has none (yet)."""
-        return None
+        set_stack(k, values), stacked(k) and the trainer's protocol (n_init's starts together)."""
+        block = _DenseHMMBlock(self, n_models=n_models)
+        block.initialize(ctx=self.ctx)
+        return block
+
+    def _block_values(self):
+        """The gradient block's values {name: NumPy of the model's dtype} for the current parameters."""
+        return _DenseHMMBlock.values_of(self)
+
+    def _take_stacked(self, block, k, learn):
+        """The model's parameters ``learn`` from model k of a stacked block (as _store_block takes a
+        trained block's).  Where the emission cannot hold them, DivergenceError (the model keeps the
+        start's parameters)."""
+        single = _DenseHMMBlock(self)
+        single.initialize(ctx=self.ctx)
+        single.restore(block.stacked(k))
+        try:
+            single.store_into(self, learn)
+        except ValueError as exc:
+            raise DivergenceError(f"training diverged: the parameters left the range the emission can hold "
+                                  f"({exc}). The model keeps its start's parameters.", 0, np.array([])) from None
 
     def _fit_gradient_starts(self, rows, lengths, starts, epochs, tol, params, prior, progress, init, n_init,
                              optimizer, learning_rate, optimizer_params, batch_size, normalize, hybridize, seed):
@@ -901,7 +921,7 @@ class _DenseHMMBlock(gluon.HybridBlock):
     with ``labels`` (a fit.labels.Labels of the sequences training passes) a fourth input, bias
     (batch, T, N): -inf where the labels rule a state out, else 0, added to the log-emissions."""
 
-    def __init__(self, model, labels=None, **kwargs):
+    def __init__(self, model, labels=None, n_models=None, **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.labels = labels
@@ -909,7 +929,12 @@ class _DenseHMMBlock(gluon.HybridBlock):
         raw = self.emission.raw_parameters()
         self.raw_names = tuple(raw)
         n, dtype = model.n_states, model.dtype.name
+        # n_models=K: K models stacked on a leading axis (n_init's starts trained together): every parameter
+        # (K, ...), ll (K, batch) through hmm_forward_dense's model axis, log_prior (K,); no labels
+        self.n_models = None if n_models is None else int(n_models)
+        stack = () if n_models is None else (self.n_models,)
         shapes = {"A_logits": (n, n), "pi_logits": (n,), **{f"em_{k}": v.shape for k, v in raw.items()}}
+        self.shapes = shapes
         self.masked = tuple(name for name in CORE if name in model.mask)
         # structural zeros of the emission's raw parameters (categorical B): pushed to -1e30 before its
         # log-likelihood, so they stay probability 0 (gradient 0) in imperative and hybridized runs alike
@@ -917,13 +942,14 @@ class _DenseHMMBlock(gluon.HybridBlock):
         self.raw_masked = tuple(raw_masks)
         with self.name_scope():
             for name, shape in shapes.items():
-                setattr(self, name, self.params.get(name, shape=shape, dtype=dtype, init=mx.init.Zero()))
+                setattr(self, name, self.params.get(name, shape=stack + shape, dtype=dtype, init=mx.init.Zero()))
             for name in self.masked:
                 setattr(self, f"{name}_mask", self.params.get_constant(
-                    f"{name}_mask", mx.nd.array(model.mask[name], dtype=dtype)))
+                    f"{name}_mask", mx.nd.array(np.broadcast_to(model.mask[name], stack + shapes[f"{name}_logits"]),
+                                                dtype=dtype)))
             for name, value in raw_masks.items():
                 setattr(self, f"em_{name}_mask", self.params.get_constant(
-                    f"em_{name}_mask", mx.nd.array(value, dtype=dtype)))
+                    f"em_{name}_mask", mx.nd.array(np.broadcast_to(value, stack + np.shape(value)), dtype=dtype)))
         self._use_native = model.engine in ("fused", "native") and model.ctx.device_type == "cpu" \
             and _native_dense()
         if model.engine == "native" and not self._use_native:
@@ -999,10 +1025,19 @@ class _DenseHMMBlock(gluon.HybridBlock):
         raw = {k: params[f"em_{k}"] for k in self.raw_names}
         for k in self.raw_masked:
             raw[k] = raw[k] + (params[f"em_{k}_mask"] - 1) * 1e30
-        le = F.broadcast_mul(self.emission.log_likelihood_nd(F, X, **raw), observed)
+        if self.n_models is None:
+            le = F.broadcast_mul(self.emission.log_likelihood_nd(F, X, **raw), observed)
+        else:
+            # each model's log-likelihoods of the same rows, stacked: (K, batch, T, N)
+            parts = {k: _split_models(F, v, self.n_models) for k, v in raw.items()}
+            le = F.stack(*[self.emission.log_likelihood_nd(F, X, **{k: v[i] for k, v in parts.items()})
+                           for i in range(self.n_models)], axis=0)
+            le = F.broadcast_mul(le, F.expand_dims(observed, axis=0))
         if bias:                        # labels: -inf where they rule a state out (after the product: 0 * -inf)
             le = le + bias[0]
         if self._use_native:
+            if self.n_models is not None:
+                return native.forward_dense_many(F, A, pi, le, lengths)
             return native.forward_dense(F, A, pi, le, lengths)
         backend = "ndarray" if self.model.engine == "ndarray" else "auto"
         return F.Custom(A, pi, le, lengths, op_type=DENSE_OP, backend=backend)
@@ -1018,18 +1053,37 @@ class _DenseHMMBlock(gluon.HybridBlock):
     def log_prior(self, weights, ctx):
         values = {name: p.data(ctx) for name, p in self._reg_params.items()}
         probs = dict(zip(CORE, self.probabilities(mx.nd, values)))
-        return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], 1e-300))) for name, w in weights.items())
+        if self.n_models is None:
+            return sum(mx.nd.sum(w * mx.nd.log(mx.nd.maximum(probs[name], 1e-300))) for name, w in weights.items())
+        return sum(mx.nd.sum(mx.nd.broadcast_mul(w.expand_dims(0), mx.nd.log(mx.nd.maximum(probs[name], 1e-300))),
+                             axis=tuple(range(1, w.ndim + 1))) for name, w in weights.items())
 
-    def load_from(self, model):
-        """The block's parameters from the model's current ones."""
+    @staticmethod
+    def values_of(model):
+        """{name: NumPy array of the model's dtype}: the block's parameters for the model's current ones."""
         values = {"A_logits": model._A, "pi_logits": model._pi}
         for name in CORE:
             with np.errstate(divide="ignore"):
                 logits = np.log(np.maximum(values[f"{name}_logits"], _FLOOR))
             values[f"{name}_logits"] = np.where(model.mask[name], logits, 0.0) if name in model.mask else logits
         values.update({f"em_{k}": v for k, v in model.emission.raw_parameters().items()})
-        for name, value in values.items():
+        return {name: np.asarray(value, dtype=model.dtype) for name, value in values.items()}
+
+    def load_from(self, model):
+        """The block's parameters from the model's current ones."""
+        for name, value in self.values_of(model).items():
             getattr(self, name).set_data(mx.nd.array(value, dtype=model.dtype, ctx=model.ctx))
+
+    def set_stack(self, k, values):
+        """Model k's parameters (n_models) from values {name: NumPy array of the unstacked shape} (CPU)."""
+        mx.nd.waitall()
+        for name, value in values.items():
+            view(getattr(self, name).data(self.model.ctx))[k] = value
+
+    def stacked(self, k):
+        """{name: NumPy copy} of model k's parameters (n_models; CPU)."""
+        mx.nd.waitall()
+        return {name: view(p.data(self.model.ctx))[k].copy() for name, p in self.named_parameters().items()}
 
     def snapshot(self):
         return {name: p.data(self.model.ctx).asnumpy() for name, p in self.named_parameters().items()}
@@ -1052,6 +1106,14 @@ class _DenseHMMBlock(gluon.HybridBlock):
             model._A = A / A.sum(axis=-1, keepdims=True)
         if "pi_logits" in learn:
             model._pi = pi / pi.sum()
+
+def _split_models(F, x, k):
+    """[x[0], ..., x[k - 1]] of a stacked parameter x (k, ...), as F's expressions."""
+    if k == 1:
+        return [F.squeeze(x, axis=0)]
+    parts = F.split(x, num_outputs=k, axis=0, squeeze_axis=True)
+    return [parts[i] for i in range(k)]
+
 
 def _counts_m_step(counts, current, prior, mask):
     """Rows of max(counts + prior - 1, 0) restricted to the mask and normalised (fit.priors.m_step's rule,
