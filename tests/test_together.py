@@ -206,3 +206,32 @@ def test_families_gradient_starts_together_equal_one_after_the_other(make, kind,
     np.testing.assert_array_equal(a.inits_, b.inits_)
     for x, y in zip(a.histories_, b.histories_):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("family, settings, options", [
+    (hmmop.GaussianHMM, {"n_features": 2, "covariance_type": "diag"}, {"method": "gradient", "epochs": 20}),
+    (hmmop.GaussianHMM, {"n_features": 2, "covariance_type": "full", "dtype": "float64"},
+     {"method": "gradient", "epochs": 20, "n_init": 2, "optimizer": "sgd", "learning_rate": 0.01, "tol": 1e-5}),
+    (hmmop.PoissonHMM, {"n_features": 2}, {"method": "gradient", "epochs": 15, "n_init": 2}),
+    (hmmop.GaussianHMM, {"n_features": 2}, {"method": "em", "epochs": 8, "n_init": 2}),
+])
+def test_fit_many_of_a_family_equals_one_fit_per_group(family, settings, options):
+    """One model per group for the core's families: gradient training as one stack (each model its own
+    rows through hmm_forward_dense's model-index form), EM one group after another."""
+    rng = np.random.default_rng(8)
+    kind = "poisson" if family is hmmop.PoissonHMM else "gaussian"
+    X, lengths = family_data(kind, seed=9)
+    sequences = np.split(X, np.cumsum(lengths)[:-1])
+    groups = [int(g) for g in rng.integers(0, 3, len(sequences))]
+    models = hmmop.fit_many(sequences, groups, 2, seed=4, family=family, progress=False, **settings, **options)
+    assert list(models) == list(dict.fromkeys(groups))
+    for i, g in enumerate(models):
+        alone = family(2, seed=4 + i, **settings)
+        alone.fit([x for x, h in zip(sequences, groups) if h == g], seed=4 + i, progress=False, **options)
+        np.testing.assert_array_equal(models[g].A, alone.A)
+        for name, value in alone.emission.raw_parameters().items():
+            np.testing.assert_array_equal(models[g].emission.raw_parameters()[name], value)
+        for x, y in zip(models[g].histories_, alone.histories_):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="n_symbols"):
+        hmmop.fit_many(sequences, groups, 2, n_symbols=3, family=family, **settings)

@@ -49,6 +49,7 @@ from ..ops import native
 from ..ops.checks import check_sizes
 from ..ops.dense import OP_TYPE as DENSE_OP
 from ..ops.dense import _native_dense
+from ..ops.model_axis import DENSE_OP_TYPE_BY_MODEL as DENSE_BY_MODEL_OP
 from ..ops.ndview import view
 from ..ops.threads import get_num_threads
 
@@ -367,12 +368,28 @@ class EmissionHMM:
         return self._starts_together and callback is None and elementwise(optimizer) \
             and self.ctx.device_type == "cpu"
 
-    def _stack_block(self, n_models):
+    def _stack_block(self, n_models, sizes=None):
         """A gluon block of n_models models of this one's kind, parameters (K, ...), with
-        set_stack(k, values), stacked(k) and the trainer's protocol (n_init's starts together)."""
-        block = _DenseHMMBlock(self, n_models=n_models)
+        set_stack(k, values), stacked(k) and the trainer's protocol: every model scores every sequence
+        (n_init's starts together), or with sizes (K,) model k its sizes[k] sequences, the rows grouped
+        by model in order, and a model index input (hmmop.fit_many)."""
+        block = _DenseHMMBlock(self, n_models=n_models, sizes=sizes)
         block.initialize(ctx=self.ctx)
         return block
+
+    def _gradient_tasks(self, X, lengths=None, n_init=1, seed=None, prior=None, params=None, init="kmeans"):
+        """What fit(X, lengths, method="gradient", n_init=n_init, seed=seed, prior=prior, params=params,
+        init=init) trains, for a stack shared with other models (hmmop.fit_many): (each start's block
+        values, each start's snapshot, the learned names, the prior's weights), the starts drawn as
+        fit draws them, and (rows, lengths) of the checked data."""
+        params = self._checked_params(params)
+        prior = check_prior(prior, {n: self._shape(n) for n in self._prior_names() if n not in self._held()})
+        rows, lengths, _, n_observed = self._data(X, lengths, observed=True)
+        if n_observed == 0:
+            raise ValueError("X: no observed row to fit (every row is missing or there is none)")
+        values, kept = self._gradient_start_values(rows, seed, init, params, n_init)
+        learn = _DenseHMMBlock(self).learn_names(params)
+        return (values, kept, learn, self._prior_weights(prior)), rows, lengths
 
     def _block_values(self):
         """The gradient block's values {name: NumPy of the model's dtype} for the current parameters."""
@@ -921,7 +938,7 @@ class _DenseHMMBlock(gluon.HybridBlock):
     with ``labels`` (a fit.labels.Labels of the sequences training passes) a fourth input, bias
     (batch, T, N): -inf where the labels rule a state out, else 0, added to the log-emissions."""
 
-    def __init__(self, model, labels=None, n_models=None, **kwargs):
+    def __init__(self, model, labels=None, n_models=None, sizes=None, **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.labels = labels
@@ -931,7 +948,10 @@ class _DenseHMMBlock(gluon.HybridBlock):
         n, dtype = model.n_states, model.dtype.name
         # n_models=K: K models stacked on a leading axis (n_init's starts trained together): every parameter
         # (K, ...), ll (K, batch) through hmm_forward_dense's model axis, log_prior (K,); no labels
+        # sizes (K,): model k scores its sizes[k] sequences, the batch's rows grouped by model in order, and the
+        # block takes a fourth input, the model index of each row (hmm_forward_dense's model-index form)
         self.n_models = None if n_models is None else int(n_models)
+        self.firsts = None if sizes is None else np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
         stack = () if n_models is None else (self.n_models,)
         shapes = {"A_logits": (n, n), "pi_logits": (n,), **{f"em_{k}": v.shape for k, v in raw.items()}}
         self.shapes = shapes
@@ -1025,21 +1045,30 @@ class _DenseHMMBlock(gluon.HybridBlock):
         raw = {k: params[f"em_{k}"] for k in self.raw_names}
         for k in self.raw_masked:
             raw[k] = raw[k] + (params[f"em_{k}_mask"] - 1) * 1e30
+        model = None
         if self.n_models is None:
             le = F.broadcast_mul(self.emission.log_likelihood_nd(F, X, **raw), observed)
         else:
-            # each model's log-likelihoods of the same rows, stacked: (K, batch, T, N)
             parts = {k: _split_models(F, v, self.n_models) for k, v in raw.items()}
-            le = F.stack(*[self.emission.log_likelihood_nd(F, X, **{k: v[i] for k, v in parts.items()})
-                           for i in range(self.n_models)], axis=0)
-            le = F.broadcast_mul(le, F.expand_dims(observed, axis=0))
+            mine = [{k: v[i] for k, v in parts.items()} for i in range(self.n_models)]
+            if self.firsts is None:     # each model's log-likelihoods of the same rows, stacked: (K, batch, T, N)
+                le = F.stack(*[self.emission.log_likelihood_nd(F, X, **raw_i) for raw_i in mine], axis=0)
+                le = F.broadcast_mul(le, F.expand_dims(observed, axis=0))
+            else:                       # each model's of its own rows, in the batch's order: (batch, T, N)
+                (model,), bias = bias[:1], ()
+                f = self.firsts
+                le = [self.emission.log_likelihood_nd(F, F.slice_axis(X, axis=0, begin=f[i], end=f[i + 1]), **raw_i)
+                      for i, raw_i in enumerate(mine)]
+                le = F.broadcast_mul(le[0] if len(le) == 1 else F.concat(*le, dim=0), observed)
         if bias:                        # labels: -inf where they rule a state out (after the product: 0 * -inf)
             le = le + bias[0]
         if self._use_native:
             if self.n_models is not None:
-                return native.forward_dense_many(F, A, pi, le, lengths)
+                return native.forward_dense_many(F, A, pi, le, lengths, model)
             return native.forward_dense(F, A, pi, le, lengths)
         backend = "ndarray" if self.model.engine == "ndarray" else "auto"
+        if model is not None:
+            return F.Custom(A, pi, le, lengths, F.BlockGrad(model), op_type=DENSE_BY_MODEL_OP, backend=backend)
         return F.Custom(A, pi, le, lengths, op_type=DENSE_OP, backend=backend)
 
     def probabilities(self, F, params):

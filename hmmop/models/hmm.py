@@ -340,8 +340,9 @@ class HMM(EmissionHMM):
         self._to_block()
         return self.block
 
-    def _stack_block(self, n_models):
-        """An HMMBlock of n_models stacked models with this one's settings (fit's starts together)."""
+    def _stack_block(self, n_models, sizes=None):
+        """An HMMBlock of n_models stacked models with this one's settings (fit's starts together; with a
+        model index input, fit_many's models on their own sequences: sizes is not needed)."""
         block = HMMBlock(self.n_states, self.n_symbols, engine=self.block.engine, dtype=self.dtype.name,
                          fixed=self.fixed, mask=self.mask, n_models=n_models)
         block.initialize(ctx=self.ctx)

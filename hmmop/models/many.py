@@ -68,39 +68,43 @@ def _seed(seed, i):
     return None if seed is None else int(seed) + i
 
 
-def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=None, n_init=1, epochs=100,
-             tol=None, seed=None, prior=None, learn=None, method="em", optimizer="sgd", learning_rate=1e-2,
-             optimizer_params=None, normalize=True, progress=None, **model_kwargs):
-    """One HMM per group of sequences, all fitted in one call; returns {group: HMM}.
+def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=None, n_init=1, epochs=None,
+             tol=None, seed=None, prior=None, learn=None, method="em", optimizer=None, learning_rate=None,
+             optimizer_params=None, normalize=True, progress=None, family=None, **model_kwargs):
+    """One model per group of sequences, all fitted in one call; returns {group: model}.
 
-    sequences: as HMM.fit takes them (lists of symbols or tokens, or hmmlearn's concatenated form
-    with ``lengths``).  groups: (n_sequences,) one hashable label per sequence; the dict keeps the
-    groups' order of first appearance.  The model of the i-th group is
-    ``HMM(n_states, n_symbols, symbols=symbols, seed=seed + i, **model_kwargs)`` fitted with
-    ``fit(its sequences, method=method, epochs=epochs, tol=tol, n_init=n_init, seed=seed + i,
-    prior=prior, learn=learn, ...)`` (seed None: unseeded) - bit for bit for EM; for gradient
-    training (optimizer, learning_rate, optimizer_params, normalize as HMM.fit's; full batches;
-    progress: one bar) the same to rounding (bit for bit without a prior).  model_kwargs: HMM's
-    (dtype, mask, fixed, ...).  Each model keeps history_, histories_ and inits_ as fit leaves them.
+    sequences: as the model's fit takes them (HMM: lists of symbols or tokens; the other families:
+    a list of (T_i, D) arrays; or hmmlearn's concatenated form with ``lengths``).  groups:
+    (n_sequences,) one hashable label per sequence; the dict keeps the groups' order of first
+    appearance.  family: None (hmmop.HMM, categorical) or a family's class (hmmop.GaussianHMM, GMMHMM,
+    PoissonHMM, MultinomialHMM).  The model of the i-th group is ``HMM(n_states, n_symbols,
+    symbols=symbols, seed=seed + i, **model_kwargs)`` (or ``family(n_states, seed=seed + i,
+    **model_kwargs)``, e.g. n_features=, covariance_type=) fitted with ``fit(its sequences,
+    method=method, epochs=epochs, tol=tol, n_init=n_init, seed=seed + i, prior=prior, ...)`` with
+    learn=learn (HMM: names among 'A', 'B', 'pi') or params=learn (a family: hmmlearn's letters),
+    and for gradient training optimizer, learning_rate, optimizer_params, normalize (None: the
+    model's fit's defaults; full batches; progress: one bar) - seed None: unseeded; epochs None:
+    fit's default.  The same results: bit for bit for EM and for HMM's gradient training without a
+    prior, else to rounding.  Each model keeps history_, histories_ and inits_ as fit leaves them.
 
-    EM: every model's whole loop runs in one C call.  Gradient: every model (and each of its starts)
-    is one slice of one stack of parameters, each sequence scored by its own model through
-    hmm_forward's model-index form - one forward, backward and optimizer update per epoch for all
-    (hmmop.fit.together; optimizers acting elementwise only, e.g. "sgd", "adam").  A non-finite
-    objective raises DivergenceError naming the group, after every model is finished.
+    HMM's EM: every model's whole loop runs in one C call.  Gradient (every family): every model (and
+    each of its starts) is one slice of one stack of parameters, each sequence scored by its own
+    model through the operators' model-index form - one forward, backward and optimizer update per
+    epoch for all (hmmop.fit.together; optimizers acting elementwise only, e.g. "sgd", "adam").  The
+    other families' EM runs the groups' fits one after another (their M-step is Python's).  A
+    non-finite objective raises DivergenceError naming the group, after every model is finished.
     """
     if method not in ("em", "gradient"):
         raise ValueError(f"method must be 'em' or 'gradient', got {method!r}")
+    if family is not None and family is not HMM:
+        return _fit_many_family(family, sequences, groups, n_states, lengths, n_init, epochs, tol, seed, prior,
+                                learn, method, optimizer, learning_rate, optimizer_params, normalize, progress,
+                                model_kwargs, n_symbols, symbols)
+    epochs = 100 if epochs is None else epochs
     rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
-    groups = list(groups)
-    if len(groups) != len(lengths):
-        raise ValueError(f"groups: {len(groups)} labels for {len(lengths)} sequences")
-    members = {}
-    for b, g in enumerate(groups):
-        members.setdefault(g, []).append(b)
+    members = _members(groups, len(lengths))
     models, jobs = {}, []
     for i, (g, idx) in enumerate(members.items()):
-        idx = np.asarray(idx, dtype=np.int64)
         model = HMM(n_states, n_symbols, symbols=symbols, seed=_seed(seed, i), **model_kwargs)
         own, own_lengths, own_starts = _part(rows, lengths, starts, idx)
         if method == "em":
@@ -114,9 +118,59 @@ def fit_many(sequences, groups, n_states, n_symbols=None, symbols=None, lengths=
     if method == "em":
         _run(jobs, rows, names)
     else:
-        _run_gradient(jobs, n_init, names, epochs=epochs, tol=tol, optimizer=optimizer,
-                      learning_rate=learning_rate, optimizer_params=optimizer_params, normalize=normalize,
-                      progress=progress)
+        _run_gradient(jobs, n_init, names, epochs=epochs, tol=tol, optimizer=optimizer or "sgd",
+                      learning_rate=1e-2 if learning_rate is None else learning_rate,
+                      optimizer_params=optimizer_params, normalize=normalize, progress=progress)
+    return models
+
+
+def _members(groups, n_sequences):
+    """{group: (its sequences' indices,) int64} in the order the groups first appear."""
+    groups = list(groups)
+    if len(groups) != n_sequences:
+        raise ValueError(f"groups: {len(groups)} labels for {n_sequences} sequences")
+    members = {}
+    for b, g in enumerate(groups):
+        members.setdefault(g, []).append(b)
+    return {g: np.asarray(idx, dtype=np.int64) for g, idx in members.items()}
+
+
+def _fit_many_family(family, sequences, groups, n_states, lengths, n_init, epochs, tol, seed, prior, learn, method,
+                     optimizer, learning_rate, optimizer_params, normalize, progress, model_kwargs, n_symbols,
+                     symbols):
+    """fit_many for a family of the core (GaussianHMM, ...): EM one group after another, gradient training
+    as one stack (the dense operator's model-index form)."""
+    if n_symbols is not None or symbols is not None:
+        raise ValueError(f"n_symbols and symbols are hmmop.HMM's; {family.__name__} takes its own settings "
+                         f"(e.g. n_features=)")
+    probe = family(n_states, **model_kwargs)            # checks the settings; reads the data's form
+    rows, lengths = probe.emission.prepare(sequences, lengths)
+    starts = np.cumsum(lengths) - lengths
+    members = _members(groups, len(lengths))
+    models, jobs, failed = {}, [], None
+    options = {} if method == "em" else {k: v for k, v in (("optimizer", optimizer), ("learning_rate", learning_rate))
+                                         if v is not None}
+    epochs = (100 if method == "em" else 1000) if epochs is None else epochs
+    for i, (g, idx) in enumerate(members.items()):
+        model = family(n_states, seed=_seed(seed, i), **model_kwargs)
+        own = np.concatenate([rows[s:s + L] for s, L in zip(starts[idx].tolist(), lengths[idx].tolist())])
+        own_lengths = lengths[idx]
+        models[g] = model
+        if method == "em":
+            try:
+                model.fit(own, own_lengths, method="em", epochs=epochs, tol=tol, n_init=n_init, seed=_seed(seed, i),
+                          params=learn, prior=prior, progress=False)
+            except DivergenceError as exc:
+                failed = failed or DivergenceError(f"group {g!r}: {exc}", exc.epoch, exc.history)
+            continue
+        tasks, own, own_lengths = model._gradient_tasks(own, own_lengths, n_init, _seed(seed, i), prior, learn)
+        jobs.append((model, tasks, own, own_lengths))
+    if method == "gradient":
+        _run_gradient(jobs, n_init, [f"group {g!r}" for g in models], epochs=epochs, tol=tol,
+                      optimizer=options.get("optimizer", "adam"), learning_rate=options.get("learning_rate", 0.05),
+                      optimizer_params=optimizer_params, normalize=normalize, progress=progress)
+    if failed is not None:
+        raise failed
     return models
 
 
@@ -128,7 +182,8 @@ def _run_gradient(jobs, n_init, names, epochs, tol, optimizer, learning_rate, op
     if not elementwise(optimizer):
         raise ValueError(f"optimizer: fit_many trains with one of {ELEMENTWISE}, got {optimizer!r}")
     first = jobs[0][0]
-    block = first._stack_block(len(jobs) * n_init)
+    sizes = [len(own_lengths) for _, _, _, own_lengths in jobs for _ in range(n_init)]
+    block = first._stack_block(len(jobs) * n_init, sizes)
     sequences, counts, model_of = [], [], []
     for k, (model, (values, _, _, _), own, own_lengths) in enumerate(jobs):
         for j, v in enumerate(values):
