@@ -91,7 +91,22 @@ struct hmm_batch {
     double floor_alpha64;    /* and double's (the reference) */
     double *logA64, *logAT64, *logpi64;   /* weak plans: logs of A, A^T, pi for log space */
     int have_logs;           /* 1: those hold the logs of the current parameters (plan_logs) */
+    /* Kept from one pass to the next (see "Fixed costs" below): */
+    void *params;            /* one block for Ap, ATp, BTp, pip (and A64, AT64, BT64, pi64) */
+    void *work;              /* the scratch of a pass run on the calling thread alone */
+    double *acc;             /* small gradient accumulators (NULL: calloc'd per backward) */
 };
+
+/* Fixed costs.  A plan's passes are often tiny (a model of 4 states and one
+ * sequence of 30 symbols: a few microseconds of arithmetic; an EM loop calls
+ * them hundreds of times), so what a pass costs besides its arithmetic counts:
+ * a plan is one allocation (the struct and its index arrays); the parameter
+ * copies, pred and scale (and E) are allocated by the first forward and kept
+ * (their sizes are the plan's); a pass that runs on one thread opens no OpenMP
+ * region (an inactive region of one thread still costs a team's set-up, and
+ * nested inside a caller's team a new team each time) and uses scratch kept
+ * with the plan; the backward's accumulators are kept too when small.  None of
+ * this changes an operation of the arithmetic or its order. */
 
 static void *alloc64(size_t bytes)
 {
@@ -242,7 +257,8 @@ static int64_t order_by_length(int64_t batch, const int64_t *lengths, int64_t *o
     int64_t nseq = 0;
     for (int64_t b = 0; b < batch; ++b)
         nseq += lengths[b] > 0;
-    int64_t *pairs = malloc(sizeof(int64_t) * 2 * (nseq ? nseq : 1));
+    int64_t local[2 * 64];              /* (few sequences: no allocation) */
+    int64_t *pairs = nseq <= 64 ? local : malloc(sizeof(int64_t) * 2 * nseq);
     if (!pairs)
         return -1;
     int64_t k = 0;
@@ -255,16 +271,43 @@ static int64_t order_by_length(int64_t batch, const int64_t *lengths, int64_t *o
     qsort(pairs, nseq, 2 * sizeof(int64_t), cmp_pairs_desc);
     for (k = 0; k < nseq; ++k)
         order[k] = pairs[2 * k + 1];
-    free(pairs);
+    if (pairs != local)
+        free(pairs);
     return nseq;
+}
+
+/* Rounds a byte count up to 64 (the pieces of one allocation stay aligned). */
+static size_t up64(size_t bytes)
+{
+    return (bytes + 63) & ~(size_t)63;
 }
 
 hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
                          const int32_t *obs, const int64_t *lengths, int dtype)
 {
-    hmm_batch *h = calloc(1, sizeof *h);
-    if (!h)
+    int64_t nseq = 0;
+    for (int64_t b = 0; b < batch; ++b)
+        nseq += lengths[b] > 0;
+    int64_t nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
+    for (int64_t mult = 8; mult >= 2; mult /= 2) {
+        const int64_t nb = (nblocks + mult - 1) / mult * mult;
+        if (nseq >= HMM_BALANCE_ROWS * nb) {
+            nblocks = nb;
+            break;
+        }
+    }
+    /* the struct and its arrays in one allocation: order, step_off, first, ll, redo */
+    const size_t one = batch ? (size_t)batch : 1;
+    const size_t at_order = up64(sizeof(hmm_batch));
+    const size_t at_step = at_order + up64(sizeof(int64_t) * (nseq ? (size_t)nseq : 1));
+    const size_t at_first = at_step + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
+    const size_t at_ll = at_first + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
+    const size_t at_redo = at_ll + up64(sizeof(double) * one);
+    char *mem = alloc64(at_redo + one);
+    if (!mem)
         return NULL;
+    hmm_batch *h = (hmm_batch *)mem;
+    memset(h, 0, sizeof *h);
     const int lanes = HMM_VBYTES / (dtype == HMM_FLOAT32 ? 4 : 8);
     h->n = n;
     h->m = m;
@@ -280,24 +323,15 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     h->T = T;
     h->obs = obs;
     h->lengths = lengths;
-    int64_t nseq = 0;
-    for (int64_t b = 0; b < batch; ++b)
-        nseq += lengths[b] > 0;
     h->nseq = nseq;
-    h->order = malloc(sizeof(int64_t) * (nseq ? nseq : 1));
-    h->nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
-    for (int64_t mult = 8; mult >= 2; mult /= 2) {
-        const int64_t nb = (h->nblocks + mult - 1) / mult * mult;
-        if (nseq >= HMM_BALANCE_ROWS * nb) {
-            h->nblocks = nb;
-            break;
-        }
-    }
-    h->step_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
-    h->first = malloc(sizeof(int64_t) * (h->nblocks + 1));
-    h->ll = malloc(sizeof(double) * (batch ? batch : 1));
-    h->redo = calloc(batch ? batch : 1, 1);
-    if (!h->order || !h->step_off || !h->first || !h->ll || !h->redo || order_by_length(batch, lengths, h->order) < 0) {
+    h->nblocks = nblocks;
+    h->order = (int64_t *)(mem + at_order);
+    h->step_off = (int64_t *)(mem + at_step);
+    h->first = (int64_t *)(mem + at_first);
+    h->ll = (double *)(mem + at_ll);
+    h->redo = (unsigned char *)(mem + at_redo);
+    memset(h->redo, 0, one);
+    if (order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
     }
@@ -319,26 +353,16 @@ void hmm_batch_free(hmm_batch *h)
 {
     if (!h)
         return;
-    free(h->order);
-    free(h->step_off);
-    free(h->first);
     big_free(h->pred, h->pred_bytes);
     big_free(h->scale, h->scale_bytes);
-    free(h->Ap);
-    free(h->ATp);
-    free(h->BTp);
-    free(h->pip);
-    free(h->A64);
-    free(h->AT64);
-    free(h->BT64);
-    free(h->pi64);
-    free(h->ll);
-    free(h->redo);
+    big_free(h->E, h->E_bytes);
+    free(h->params);
+    free(h->work);
+    free(h->acc);
     free(h->logA64);
     free(h->logAT64);
     free(h->logpi64);
-    big_free(h->E, h->E_bytes);
-    free(h);
+    free(h);                    /* (with order, step_off, first, ll, redo) */
 }
 
 hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
@@ -620,6 +644,34 @@ int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
     return status;
 }
 
+/* The backward's accumulators kept with the plan up to this size (zeroed per
+ * backward); larger ones are calloc'd per backward, as fresh zero pages. */
+#define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
+
+/* dA, dB, dpi's row i: the sums over the groups of acc, in group order. */
+static void sum_groups(const hmm_batch *h, const double *acc, size_t width, int64_t groups, int i,
+                       double *dA, double *dB, double *dpi)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
+    for (int j = 0; j < n; ++j) {
+        double s = 0.0;
+        for (int64_t g = 0; g < groups; ++g)
+            s += acc[g * width + (size_t)i * np + j];
+        dA[(size_t)i * n + j] = s;
+    }
+    for (int k = 0; k < m; ++k) {
+        double s = 0.0;
+        for (int64_t g = 0; g < groups; ++g)
+            s += aBT[g * width + (size_t)k * np + i];
+        dB[(size_t)i * m + k] = s;
+    }
+    double s = 0.0;
+    for (int64_t g = 0; g < groups; ++g)
+        s += api[g * width + i];
+    dpi[i] = s;
+}
+
 int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
                        double *dB, double *dpi, int num_threads)
 {
@@ -632,39 +684,37 @@ int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
         groups = HMM_MIN_GROUPS;
     if (groups > h->nblocks)
         groups = h->nblocks > 0 ? h->nblocks : 1;
-    double *acc = calloc(width * groups, sizeof(double));
-    if (!acc)
-        return -1;
+    const size_t acc_bytes = sizeof(double) * width * groups;
+    double *acc;
+    if (acc_bytes <= HMM_KEEP_ACC_BYTES) {
+        if (!h->acc && !(h->acc = malloc(acc_bytes)))
+            return -1;
+        acc = h->acc;
+        memset(acc, 0, acc_bytes);
+    } else {
+        acc = calloc(width * groups, sizeof(double));
+        if (!acc)
+            return -1;
+    }
     int status = backward_any(h, gll, acc, groups, num_threads);
     if (status == 0) {
         /* Groups summed in order, element by element (any thread may take any
          * element: the order of the sum is fixed), on the threads the passes had:
          * a small batch's sum is too little work for a second thread to wait for. */
-        const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
-        #pragma omp parallel for num_threads(pass_threads(h, num_threads)) schedule(static)
-        for (int i = 0; i < n; ++i) {
-            for (int j = 0; j < n; ++j) {
-                double s = 0.0;
-                for (int64_t g = 0; g < groups; ++g)
-                    s += acc[g * width + (size_t)i * np + j];
-                dA[(size_t)i * n + j] = s;
-            }
-            for (int k = 0; k < m; ++k) {
-                double s = 0.0;
-                for (int64_t g = 0; g < groups; ++g)
-                    s += aBT[g * width + (size_t)k * np + i];
-                dB[(size_t)i * m + k] = s;
-            }
-            double s = 0.0;
-            for (int64_t g = 0; g < groups; ++g)
-                s += api[g * width + i];
-            dpi[i] = s;
+        const int nt = pass_threads(h, num_threads);
+        if (nt > 1) {
+            #pragma omp parallel for num_threads(nt) schedule(static)
+            for (int i = 0; i < n; ++i)
+                sum_groups(h, acc, width, groups, i, dA, dB, dpi);
+        } else {
+            for (int i = 0; i < n; ++i)
+                sum_groups(h, acc, width, groups, i, dA, dB, dpi);
         }
     }
-    free(acc);
+    if (acc != h->acc)
+        free(acc);
     return status;
 }
-
 
 int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
                             double *ll, int num_threads)
