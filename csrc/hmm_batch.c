@@ -95,18 +95,25 @@ struct hmm_batch {
     void *params;            /* one block for Ap, ATp, BTp, pip (and A64, AT64, BT64, pi64) */
     void *work;              /* the scratch of a pass run on the calling thread alone */
     double *acc;             /* small gradient accumulators (NULL: calloc'd per backward) */
+    int64_t groups;          /* gradient accumulators (plan_groups) */
+    int small;               /* 1: params, pred, scale, E, work and acc lie in the plan's own block */
 };
 
 /* Fixed costs.  A plan's passes are often tiny (a model of 4 states and one
  * sequence of 30 symbols: a few microseconds of arithmetic; an EM loop calls
- * them hundreds of times), so what a pass costs besides its arithmetic counts:
- * a plan is one allocation (the struct and its index arrays); the parameter
- * copies, pred and scale (and E) are allocated by the first forward and kept
- * (their sizes are the plan's); a pass that runs on one thread opens no OpenMP
- * region (an inactive region of one thread still costs a team's set-up, and
- * nested inside a caller's team a new team each time) and uses scratch kept
- * with the plan; the backward's accumulators are kept too when small.  None of
- * this changes an operation of the arithmetic or its order. */
+ * them hundreds of times), so what a pass costs besides its arithmetic counts.
+ * A plan is one allocation: the struct and its index arrays, and in a small
+ * plan (HMM_SMALL_PLAN) everything its passes use - the parameter copies,
+ * pred, scale (and E), the one-thread scratch and the gradient accumulators.
+ * A larger plan allocates those at its first forward (pred, scale and E from
+ * the cache of large blocks) and keeps them: their sizes are the plan's.  A
+ * pass that runs on one thread opens no OpenMP region (a region of one thread
+ * still sets up a team, and nested in a caller's team - hmm_many, EM starts -
+ * a new team each time) and uses the plan's scratch.  None of this changes an
+ * operation of the arithmetic or its order.  Measured (100 plans of N = 4,
+ * one sequence of 30 symbols each, float32, forward and backward, one
+ * thread): ~600 us -> ~150 us a call, most of it malloc and free before. */
+#define HMM_SMALL_PLAN ((size_t)256 << 10)
 
 static void *alloc64(size_t bytes)
 {
@@ -282,12 +289,75 @@ static size_t up64(size_t bytes)
     return (bytes + 63) & ~(size_t)63;
 }
 
-hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
-                         const int32_t *obs, const int64_t *lengths, int dtype)
+/* The bytes of the parameter copies (FN(prepare)): Ap, ATp (np, np), BTp
+ * (m + 1, np), pip (np,) of the compute dtype, and for float32 and dense
+ * plans A64, AT64 (n, n), BT64 (m + 1, n), pi64 (n,) in double.  With p, the
+ * pointers are set into the block p. */
+static size_t params_layout(hmm_batch *h, char *p)
 {
-    int64_t nseq = 0;
+    const int n = h->n, m = h->m, np = h->np;
+    const size_t es = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t sA = up64(es * np * np), sBT = up64(es * (size_t)(m + 1) * np), spi = up64(es * np);
+    const size_t dA = up64(sizeof(double) * n * n), dBT = up64(sizeof(double) * (size_t)(m + 1) * n);
+    const int doubles = h->dtype == HMM_FLOAT32 || h->dense;     /* for the double reference */
+    if (p) {
+        h->Ap = p;
+        h->ATp = p + sA;
+        h->BTp = p + 2 * sA;
+        h->pip = p + 2 * sA + sBT;
+        if (doubles) {
+            char *d = p + 2 * sA + sBT + spi;
+            h->A64 = (double *)d;
+            h->AT64 = (double *)(d + dA);
+            h->BT64 = (double *)(d + 2 * dA);
+            h->pi64 = (double *)(d + 2 * dA + dBT);
+        }
+    }
+    return 2 * sA + sBT + spi + (doubles ? 2 * dA + dBT + up64(sizeof(double) * n) : 0);
+}
+
+/* The scratch of a pass on one thread: the larger of the forward's alpha
+ * ((HMM_BATCH_ROWS + 1) rows of np) and the backward's (FN(scratch): 2 +
+ * 2 HMM_WINDOW times HMM_BATCH_ROWS rows, and np more), in bytes. */
+static size_t work_bytes(const hmm_batch *h)
+{
+    const size_t es = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    return es * h->np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + h->np);
+}
+
+/* Doubles in one group's gradient accumulator: dA (np, np), dBT (m + 1, np), dpi (np). */
+static size_t acc_width(const hmm_batch *h)
+{
+    return (size_t)h->np * h->np + (size_t)(h->m + 1) * h->np + h->np;
+}
+
+/* The backward's gradient accumulators (see HMM_MAX_GROUPS): a number that
+ * depends on the plan alone. */
+static int64_t plan_groups(const hmm_batch *h)
+{
+    int64_t groups = (int64_t)(HMM_GROUP_BYTES / (acc_width(h) * sizeof(double)));
+    if (groups > HMM_MAX_GROUPS)
+        groups = HMM_MAX_GROUPS;
+    if (groups < HMM_MIN_GROUPS)
+        groups = HMM_MIN_GROUPS;
+    if (groups > h->nblocks)
+        groups = h->nblocks > 0 ? h->nblocks : 1;
+    return groups;
+}
+
+/* The backward's accumulators kept with the plan up to this size (zeroed per
+ * backward); larger ones are calloc'd per backward, as fresh zero pages. */
+#define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
+
+static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t *obs,
+                           const int64_t *lengths, int dtype, int dense)
+{
+    int64_t nseq = 0, steps = 0;
     for (int64_t b = 0; b < batch; ++b)
-        nseq += lengths[b] > 0;
+        if (lengths[b] > 0) {
+            nseq += 1;
+            steps += lengths[b];
+        }
     int64_t nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
     for (int64_t mult = 8; mult >= 2; mult /= 2) {
         const int64_t nb = (nblocks + mult - 1) / mult * mult;
@@ -296,6 +366,22 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
             break;
         }
     }
+    hmm_batch shape;                    /* what the sizes below read */
+    memset(&shape, 0, sizeof shape);
+    const int lanes = HMM_VBYTES / (dtype == HMM_FLOAT32 ? 4 : 8);
+    shape.n = n;
+    shape.m = m;
+    shape.dtype = dtype;
+    shape.dense = dense;
+    shape.nblocks = nblocks;
+    shape.np = (n + lanes - 1) / lanes * lanes;
+#ifdef HMM_NARROW
+    if ((n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2) < shape.np) {
+        shape.narrow = 1;
+        shape.np = (n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2);
+    }
+#endif
+    shape.groups = plan_groups(&shape);
     /* the struct and its arrays in one allocation: order, step_off, first, ll, redo */
     const size_t one = batch ? (size_t)batch : 1;
     const size_t at_order = up64(sizeof(hmm_batch));
@@ -303,34 +389,42 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     const size_t at_first = at_step + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
     const size_t at_ll = at_first + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
     const size_t at_redo = at_ll + up64(sizeof(double) * one);
-    char *mem = alloc64(at_redo + one);
+    /* and, in a small plan, what its passes use */
+    const size_t es = dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t row = up64(es * (size_t)steps * shape.np), acc = sizeof(double) * acc_width(&shape) * shape.groups;
+    const size_t at_params = at_redo + up64(one);
+    const size_t at_pred = at_params + params_layout(&shape, NULL);
+    const size_t at_scale = at_pred + row;
+    const size_t at_E = at_scale + up64(es * (size_t)steps);
+    const size_t at_work = at_E + (dense ? row : 0);
+    const size_t at_acc = at_work + up64(work_bytes(&shape));
+    const int small = acc <= HMM_KEEP_ACC_BYTES && at_acc + acc - at_params <= HMM_SMALL_PLAN;
+    char *mem = alloc64(small ? at_acc + acc : at_redo + one);
     if (!mem)
         return NULL;
     hmm_batch *h = (hmm_batch *)mem;
-    memset(h, 0, sizeof *h);
-    const int lanes = HMM_VBYTES / (dtype == HMM_FLOAT32 ? 4 : 8);
-    h->n = n;
-    h->m = m;
-    h->dtype = dtype;
-    h->np = (n + lanes - 1) / lanes * lanes;
-#ifdef HMM_NARROW
-    if ((n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2) < h->np) {
-        h->narrow = 1;
-        h->np = (n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2);
-    }
-#endif
+    *h = shape;
     h->batch = batch;
     h->T = T;
     h->obs = obs;
     h->lengths = lengths;
     h->nseq = nseq;
-    h->nblocks = nblocks;
     h->order = (int64_t *)(mem + at_order);
     h->step_off = (int64_t *)(mem + at_step);
     h->first = (int64_t *)(mem + at_first);
     h->ll = (double *)(mem + at_ll);
     h->redo = (unsigned char *)(mem + at_redo);
     memset(h->redo, 0, one);
+    if (small) {
+        h->small = 1;
+        h->params = mem + at_params;
+        params_layout(h, h->params);
+        h->pred = mem + at_pred;
+        h->scale = mem + at_scale;
+        h->E = dense ? mem + at_E : NULL;
+        h->work = mem + at_work;
+        h->acc = (double *)(mem + at_acc);
+    }
     if (order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
@@ -349,29 +443,36 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     return h;
 }
 
+hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
+                         const int32_t *obs, const int64_t *lengths, int dtype)
+{
+    return plan_new(n, m, batch, T, obs, lengths, dtype, 0);
+}
+
 void hmm_batch_free(hmm_batch *h)
 {
     if (!h)
         return;
-    big_free(h->pred, h->pred_bytes);
-    big_free(h->scale, h->scale_bytes);
-    big_free(h->E, h->E_bytes);
-    free(h->params);
-    free(h->work);
-    free(h->acc);
+    if (!h->small) {
+        big_free(h->pred, h->pred_bytes);
+        big_free(h->scale, h->scale_bytes);
+        big_free(h->E, h->E_bytes);
+        free(h->params);
+        free(h->work);
+        free(h->acc);
+    }
     free(h->logA64);
     free(h->logAT64);
     free(h->logpi64);
-    free(h);                    /* (with order, step_off, first, ll, redo) */
+    free(h);                    /* (with order, step_off, first, ll, redo; a small plan's all) */
 }
 
 hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
                                const int64_t *lengths, int dtype)
 {
-    hmm_batch *h = hmm_batch_new(n, 0, batch, 0, NULL, lengths, dtype);
+    hmm_batch *h = plan_new(n, 0, batch, 0, NULL, lengths, dtype, 1);
     if (!h)
         return NULL;
-    h->dense = 1;
     h->size = size;
     h->starts = starts;
     return h;
@@ -644,10 +745,6 @@ int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
     return status;
 }
 
-/* The backward's accumulators kept with the plan up to this size (zeroed per
- * backward); larger ones are calloc'd per backward, as fresh zero pages. */
-#define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
-
 /* dA, dB, dpi's row i: the sums over the groups of acc, in group order. */
 static void sum_groups(const hmm_batch *h, const double *acc, size_t width, int64_t groups, int i,
                        double *dA, double *dB, double *dpi)
@@ -675,15 +772,9 @@ static void sum_groups(const hmm_batch *h, const double *acc, size_t width, int6
 int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
                        double *dB, double *dpi, int num_threads)
 {
-    const int n = h->n, m = h->m, np = h->np;
-    const size_t width = (size_t)np * np + (size_t)(m + 1) * np + np;
-    int64_t groups = (int64_t)(HMM_GROUP_BYTES / (width * sizeof(double)));
-    if (groups > HMM_MAX_GROUPS)
-        groups = HMM_MAX_GROUPS;
-    if (groups < HMM_MIN_GROUPS)
-        groups = HMM_MIN_GROUPS;
-    if (groups > h->nblocks)
-        groups = h->nblocks > 0 ? h->nblocks : 1;
+    const int n = h->n;
+    const size_t width = acc_width(h);
+    const int64_t groups = h->groups;
     const size_t acc_bytes = sizeof(double) * width * groups;
     double *acc;
     if (acc_bytes <= HMM_KEEP_ACC_BYTES) {

@@ -230,25 +230,10 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
 {
     const int n = h->n, m = h->m, np = h->np;
     const int doubles = IS_FLOAT32 || h->dense;      /* for the double reference */
-    const size_t sA = up64(sizeof(REAL) * np * np), sBT = up64(sizeof(REAL) * (size_t)(m + 1) * np);
-    const size_t spi = up64(sizeof(REAL) * np);
-    const size_t dA = up64(sizeof(double) * n * n), dBT = up64(sizeof(double) * (size_t)(m + 1) * n);
     if (!h->params) {
-        const size_t bytes = 2 * sA + sBT + spi + (doubles ? 2 * dA + dBT + sizeof(double) * n : 0);
-        char *p = h->params = alloc64(bytes);
-        if (!p)
+        if (!(h->params = alloc64(params_layout(h, NULL))))
             return -1;
-        h->Ap = p;
-        h->ATp = p + sA;
-        h->BTp = p + 2 * sA;
-        h->pip = p + 2 * sA + sBT;
-        if (doubles) {
-            p += 2 * sA + sBT + spi;
-            h->A64 = (double *)p;
-            h->AT64 = (double *)(p + dA);
-            h->BT64 = (double *)(p + 2 * dA);
-            h->pi64 = (double *)(p + 2 * dA + dBT);
-        }
+        params_layout(h, h->params);
     }
     REAL *Ap = h->Ap, *ATp = h->ATp, *BTp = h->BTp, *pip = h->pip;
     memset(Ap, 0, sizeof(REAL) * np * np);
@@ -290,14 +275,12 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     return 0;
 }
 
-/* The scratch of a pass on the calling thread alone, kept with the plan: the
- * larger of the forward's alpha ((HMM_BATCH_ROWS + 1) rows of np) and the
- * backward's (FN(scratch) below: 2 + 2 HMM_WINDOW times HMM_BATCH_ROWS rows,
- * and np more).  NULL if out of memory. */
+/* The scratch of a pass on the calling thread alone, kept with the plan (see
+ * work_bytes).  NULL if out of memory. */
 static REAL *FN(plan_work)(hmm_batch *h)
 {
     if (!h->work)
-        h->work = alloc64(sizeof(REAL) * h->np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + h->np));
+        h->work = alloc64(work_bytes(h));
     return h->work;
 }
 
@@ -823,7 +806,7 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
     #pragma omp parallel num_threads(nt)
     {
         FN(scratch) s;
-        REAL *mem = alloc64(sizeof(REAL) * np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + np));
+        REAL *mem = alloc64(work_bytes(h));
         if (!mem) {
             #pragma omp atomic write
             fail = 1;
