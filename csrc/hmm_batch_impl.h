@@ -499,6 +499,16 @@ static void FN(forward_block_dense_guard)(hmm_batch *h, int64_t blk, REAL *restr
     FN(forward_block_body)(1, 1, h, blk, alpha);
 }
 
+/* Categorical plans whose states fit one vector (np == VL: N <= 4 in double, N <= 8 in float32 -
+ * small models, EM restarts, the model axis) run the same block bodies compiled for that case: the
+ * test below tells the compiler np (hence every loop over a row's vectors runs once), nothing else
+ * changes - the same operations in the same order, so the same results, bit for bit. */
+static void FN(forward_block_1v)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    if (h->np == VL)
+        FN(forward_block_body)(0, 0, h, blk, alpha);
+}
+
 /* Block blk of the forward, by the plan's kind.  alpha: (HMM_BATCH_ROWS + 1) * np scratch. */
 static void FN(forward_one)(hmm_batch *h, int64_t blk, REAL *alpha)
 {
@@ -506,6 +516,8 @@ static void FN(forward_one)(hmm_batch *h, int64_t blk, REAL *alpha)
         FN(forward_block_dense_guard)(h, blk, alpha);
     else if (h->dense)
         FN(forward_block_dense)(h, blk, alpha);
+    else if (h->np == VL)
+        FN(forward_block_1v)(h, blk, alpha);
     else
         FN(forward_block)(h, blk, alpha);
 }
@@ -739,6 +751,14 @@ static void FN(block_backward_dense)(const hmm_batch *h, int64_t blk, const doub
     FN(block_backward_body)(1, h, blk, gll, acc, s);
 }
 
+/* (See FN(forward_block_1v).) */
+static void FN(block_backward_1v)(const hmm_batch *h, int64_t blk, const double *gll, double *acc,
+                                  FN(scratch) *s)
+{
+    if (h->np == VL)
+        FN(block_backward_body)(0, h, blk, gll, acc, s);
+}
+
 /* Group gi of the backward: blocks gi, gi + groups, ... in that order, whichever
  * thread runs it (the result does not depend on the thread count), into its
  * accumulator a; then, where float32 overflowed, the group again in double.
@@ -752,6 +772,8 @@ static int FN(backward_group)(hmm_batch *h, const double *gll, double *a, int64_
     for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
         if (h->dense)
             FN(block_backward_dense)(h, blk, gll, a, s);
+        else if (h->np == VL)
+            FN(block_backward_1v)(h, blk, gll, a, s);
         else
             FN(block_backward)(h, blk, gll, a, s);
     }
