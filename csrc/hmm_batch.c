@@ -91,7 +91,30 @@ struct hmm_batch {
     double floor_alpha64;    /* and double's (the reference) */
     double *logA64, *logAT64, *logpi64;   /* weak plans: logs of A, A^T, pi for log space */
     int have_logs;           /* 1: those hold the logs of the current parameters (plan_logs) */
+    /* Kept from one pass to the next (see "Fixed costs" below): */
+    void *params;            /* one block for Ap, ATp, BTp, pip (and A64, AT64, BT64, pi64) */
+    void *work;              /* the scratch of a pass run on the calling thread alone */
+    double *acc;             /* small gradient accumulators (NULL: calloc'd per backward) */
+    int64_t groups;          /* gradient accumulators (plan_groups) */
+    int small;               /* 1: params, pred, scale, E, work and acc lie in the plan's own block */
 };
+
+/* Fixed costs.  A plan's passes are often tiny (a model of 4 states and one
+ * sequence of 30 symbols: a few microseconds of arithmetic; an EM loop calls
+ * them hundreds of times), so what a pass costs besides its arithmetic counts.
+ * A plan is one allocation: the struct and its index arrays, and in a small
+ * plan (HMM_SMALL_PLAN) everything its passes use - the parameter copies,
+ * pred, scale (and E), the one-thread scratch and the gradient accumulators.
+ * A larger plan allocates those at its first forward (pred, scale and E from
+ * the cache of large blocks) and keeps them: their sizes are the plan's.  A
+ * pass that runs on one thread opens no OpenMP region (a region of one thread
+ * still sets up a team, and nested in a caller's team - hmm_many, EM starts -
+ * a new team each time) and uses the plan's scratch.  None of this changes an
+ * operation of the arithmetic or its order.  Measured (hmm_many: 100 plans
+ * of N = 4, one sequence of 30 symbols each, float32, forward and backward,
+ * one thread, through Python): ~600 us -> ~190 us a call; most of the rest
+ * is the arithmetic of one-row blocks, each step a dependent chain. */
+#define HMM_SMALL_PLAN ((size_t)256 << 10)
 
 static void *alloc64(size_t bytes)
 {
@@ -242,7 +265,8 @@ static int64_t order_by_length(int64_t batch, const int64_t *lengths, int64_t *o
     int64_t nseq = 0;
     for (int64_t b = 0; b < batch; ++b)
         nseq += lengths[b] > 0;
-    int64_t *pairs = malloc(sizeof(int64_t) * 2 * (nseq ? nseq : 1));
+    int64_t local[2 * 64];              /* (few sequences: no allocation) */
+    int64_t *pairs = nseq <= 64 ? local : malloc(sizeof(int64_t) * 2 * nseq);
     if (!pairs)
         return -1;
     int64_t k = 0;
@@ -255,49 +279,154 @@ static int64_t order_by_length(int64_t batch, const int64_t *lengths, int64_t *o
     qsort(pairs, nseq, 2 * sizeof(int64_t), cmp_pairs_desc);
     for (k = 0; k < nseq; ++k)
         order[k] = pairs[2 * k + 1];
-    free(pairs);
+    if (pairs != local)
+        free(pairs);
     return nseq;
 }
 
-hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
-                         const int32_t *obs, const int64_t *lengths, int dtype)
+/* Rounds a byte count up to 64 (the pieces of one allocation stay aligned). */
+static size_t up64(size_t bytes)
 {
-    hmm_batch *h = calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* The bytes of the parameter copies (FN(prepare)): Ap, ATp (np, np), BTp
+ * (m + 1, np), pip (np,) of the compute dtype, and for float32 and dense
+ * plans A64, AT64 (n, n), BT64 (m + 1, n), pi64 (n,) in double.  With p, the
+ * pointers are set into the block p. */
+static size_t params_layout(hmm_batch *h, char *p)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    const size_t es = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t sA = up64(es * np * np), sBT = up64(es * (size_t)(m + 1) * np), spi = up64(es * np);
+    const size_t dA = up64(sizeof(double) * n * n), dBT = up64(sizeof(double) * (size_t)(m + 1) * n);
+    const int doubles = h->dtype == HMM_FLOAT32 || h->dense;     /* for the double reference */
+    if (p) {
+        h->Ap = p;
+        h->ATp = p + sA;
+        h->BTp = p + 2 * sA;
+        h->pip = p + 2 * sA + sBT;
+        if (doubles) {
+            char *d = p + 2 * sA + sBT + spi;
+            h->A64 = (double *)d;
+            h->AT64 = (double *)(d + dA);
+            h->BT64 = (double *)(d + 2 * dA);
+            h->pi64 = (double *)(d + 2 * dA + dBT);
+        }
+    }
+    return 2 * sA + sBT + spi + (doubles ? 2 * dA + dBT + up64(sizeof(double) * n) : 0);
+}
+
+/* The scratch of a pass on one thread: the larger of the forward's alpha
+ * ((HMM_BATCH_ROWS + 1) rows of np) and the backward's (FN(scratch): 2 +
+ * 2 HMM_WINDOW times HMM_BATCH_ROWS rows, and np more), in bytes. */
+static size_t work_bytes(const hmm_batch *h)
+{
+    const size_t es = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    return es * h->np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + h->np);
+}
+
+/* Doubles in one group's gradient accumulator: dA (np, np), dBT (m + 1, np), dpi (np). */
+static size_t acc_width(const hmm_batch *h)
+{
+    return (size_t)h->np * h->np + (size_t)(h->m + 1) * h->np + h->np;
+}
+
+/* The backward's gradient accumulators (see HMM_MAX_GROUPS): a number that
+ * depends on the plan alone. */
+static int64_t plan_groups(const hmm_batch *h)
+{
+    int64_t groups = (int64_t)(HMM_GROUP_BYTES / (acc_width(h) * sizeof(double)));
+    if (groups > HMM_MAX_GROUPS)
+        groups = HMM_MAX_GROUPS;
+    if (groups < HMM_MIN_GROUPS)
+        groups = HMM_MIN_GROUPS;
+    if (groups > h->nblocks)
+        groups = h->nblocks > 0 ? h->nblocks : 1;
+    return groups;
+}
+
+/* The backward's accumulators kept with the plan up to this size (zeroed per
+ * backward); larger ones are calloc'd per backward, as fresh zero pages. */
+#define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
+
+static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t *obs,
+                           const int64_t *lengths, int dtype, int dense)
+{
+    int64_t nseq = 0, steps = 0;
+    for (int64_t b = 0; b < batch; ++b)
+        if (lengths[b] > 0) {
+            nseq += 1;
+            steps += lengths[b];
+        }
+    int64_t nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
+    for (int64_t mult = 8; mult >= 2; mult /= 2) {
+        const int64_t nb = (nblocks + mult - 1) / mult * mult;
+        if (nseq >= HMM_BALANCE_ROWS * nb) {
+            nblocks = nb;
+            break;
+        }
+    }
+    hmm_batch shape;                    /* what the sizes below read */
+    memset(&shape, 0, sizeof shape);
     const int lanes = HMM_VBYTES / (dtype == HMM_FLOAT32 ? 4 : 8);
-    h->n = n;
-    h->m = m;
-    h->dtype = dtype;
-    h->np = (n + lanes - 1) / lanes * lanes;
+    shape.n = n;
+    shape.m = m;
+    shape.dtype = dtype;
+    shape.dense = dense;
+    shape.nblocks = nblocks;
+    shape.np = (n + lanes - 1) / lanes * lanes;
 #ifdef HMM_NARROW
-    if ((n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2) < h->np) {
-        h->narrow = 1;
-        h->np = (n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2);
+    if ((n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2) < shape.np) {
+        shape.narrow = 1;
+        shape.np = (n + lanes / 2 - 1) / (lanes / 2) * (lanes / 2);
     }
 #endif
+    shape.groups = plan_groups(&shape);
+    /* the struct and its arrays in one allocation: order, step_off, first, ll, redo */
+    const size_t one = batch ? (size_t)batch : 1;
+    const size_t at_order = up64(sizeof(hmm_batch));
+    const size_t at_step = at_order + up64(sizeof(int64_t) * (nseq ? (size_t)nseq : 1));
+    const size_t at_first = at_step + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
+    const size_t at_ll = at_first + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
+    const size_t at_redo = at_ll + up64(sizeof(double) * one);
+    /* and, in a small plan, what its passes use */
+    const size_t es = dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t row = up64(es * (size_t)steps * shape.np), acc = sizeof(double) * acc_width(&shape) * shape.groups;
+    const size_t at_params = at_redo + up64(one);
+    const size_t at_pred = at_params + params_layout(&shape, NULL);
+    const size_t at_scale = at_pred + row;
+    const size_t at_E = at_scale + up64(es * (size_t)steps);
+    const size_t at_work = at_E + (dense ? row : 0);
+    const size_t at_acc = at_work + up64(work_bytes(&shape));
+    const int small = acc <= HMM_KEEP_ACC_BYTES && at_acc + acc - at_params <= HMM_SMALL_PLAN;
+    char *mem = alloc64(small ? at_acc + acc : at_redo + one);
+    if (!mem)
+        return NULL;
+    hmm_batch *h = (hmm_batch *)mem;
+    *h = shape;
     h->batch = batch;
     h->T = T;
     h->obs = obs;
     h->lengths = lengths;
-    int64_t nseq = 0;
-    for (int64_t b = 0; b < batch; ++b)
-        nseq += lengths[b] > 0;
     h->nseq = nseq;
-    h->order = malloc(sizeof(int64_t) * (nseq ? nseq : 1));
-    h->nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
-    for (int64_t mult = 8; mult >= 2; mult /= 2) {
-        const int64_t nb = (h->nblocks + mult - 1) / mult * mult;
-        if (nseq >= HMM_BALANCE_ROWS * nb) {
-            h->nblocks = nb;
-            break;
-        }
+    h->order = (int64_t *)(mem + at_order);
+    h->step_off = (int64_t *)(mem + at_step);
+    h->first = (int64_t *)(mem + at_first);
+    h->ll = (double *)(mem + at_ll);
+    h->redo = (unsigned char *)(mem + at_redo);
+    memset(h->redo, 0, one);
+    if (small) {
+        h->small = 1;
+        h->params = mem + at_params;
+        params_layout(h, h->params);
+        h->pred = mem + at_pred;
+        h->scale = mem + at_scale;
+        h->E = dense ? mem + at_E : NULL;
+        h->work = mem + at_work;
+        h->acc = (double *)(mem + at_acc);
     }
-    h->step_off = malloc(sizeof(int64_t) * (h->nblocks + 1));
-    h->first = malloc(sizeof(int64_t) * (h->nblocks + 1));
-    h->ll = malloc(sizeof(double) * (batch ? batch : 1));
-    h->redo = calloc(batch ? batch : 1, 1);
-    if (!h->order || !h->step_off || !h->first || !h->ll || !h->redo || order_by_length(batch, lengths, h->order) < 0) {
+    if (order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
     }
@@ -315,39 +444,36 @@ hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
     return h;
 }
 
+hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
+                         const int32_t *obs, const int64_t *lengths, int dtype)
+{
+    return plan_new(n, m, batch, T, obs, lengths, dtype, 0);
+}
+
 void hmm_batch_free(hmm_batch *h)
 {
     if (!h)
         return;
-    free(h->order);
-    free(h->step_off);
-    free(h->first);
-    big_free(h->pred, h->pred_bytes);
-    big_free(h->scale, h->scale_bytes);
-    free(h->Ap);
-    free(h->ATp);
-    free(h->BTp);
-    free(h->pip);
-    free(h->A64);
-    free(h->AT64);
-    free(h->BT64);
-    free(h->pi64);
-    free(h->ll);
-    free(h->redo);
+    if (!h->small) {
+        big_free(h->pred, h->pred_bytes);
+        big_free(h->scale, h->scale_bytes);
+        big_free(h->E, h->E_bytes);
+        free(h->params);
+        free(h->work);
+        free(h->acc);
+    }
     free(h->logA64);
     free(h->logAT64);
     free(h->logpi64);
-    big_free(h->E, h->E_bytes);
-    free(h);
+    free(h);                    /* (with order, step_off, first, ll, redo; a small plan's all) */
 }
 
 hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
                                const int64_t *lengths, int dtype)
 {
-    hmm_batch *h = hmm_batch_new(n, 0, batch, 0, NULL, lengths, dtype);
+    hmm_batch *h = plan_new(n, 0, batch, 0, NULL, lengths, dtype, 1);
     if (!h)
         return NULL;
-    h->dense = 1;
     h->size = size;
     h->starts = starts;
     return h;
@@ -620,51 +746,67 @@ int hmm_batch_forward(hmm_batch *h, const void *A, const void *B,
     return status;
 }
 
+/* dA, dB, dpi's row i: the sums over the groups of acc, in group order. */
+static void sum_groups(const hmm_batch *h, const double *acc, size_t width, int64_t groups, int i,
+                       double *dA, double *dB, double *dpi)
+{
+    const int n = h->n, m = h->m, np = h->np;
+    const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
+    for (int j = 0; j < n; ++j) {
+        double s = 0.0;
+        for (int64_t g = 0; g < groups; ++g)
+            s += acc[g * width + (size_t)i * np + j];
+        dA[(size_t)i * n + j] = s;
+    }
+    for (int k = 0; k < m; ++k) {
+        double s = 0.0;
+        for (int64_t g = 0; g < groups; ++g)
+            s += aBT[g * width + (size_t)k * np + i];
+        dB[(size_t)i * m + k] = s;
+    }
+    double s = 0.0;
+    for (int64_t g = 0; g < groups; ++g)
+        s += api[g * width + i];
+    dpi[i] = s;
+}
+
 int hmm_batch_backward(hmm_batch *h, const double *gll, double *dA,
                        double *dB, double *dpi, int num_threads)
 {
-    const int n = h->n, m = h->m, np = h->np;
-    const size_t width = (size_t)np * np + (size_t)(m + 1) * np + np;
-    int64_t groups = (int64_t)(HMM_GROUP_BYTES / (width * sizeof(double)));
-    if (groups > HMM_MAX_GROUPS)
-        groups = HMM_MAX_GROUPS;
-    if (groups < HMM_MIN_GROUPS)
-        groups = HMM_MIN_GROUPS;
-    if (groups > h->nblocks)
-        groups = h->nblocks > 0 ? h->nblocks : 1;
-    double *acc = calloc(width * groups, sizeof(double));
-    if (!acc)
-        return -1;
+    const int n = h->n;
+    const size_t width = acc_width(h);
+    const int64_t groups = h->groups;
+    const size_t acc_bytes = sizeof(double) * width * groups;
+    double *acc;
+    if (acc_bytes <= HMM_KEEP_ACC_BYTES) {
+        if (!h->acc && !(h->acc = malloc(acc_bytes)))
+            return -1;
+        acc = h->acc;
+        memset(acc, 0, acc_bytes);
+    } else {
+        acc = calloc(width * groups, sizeof(double));
+        if (!acc)
+            return -1;
+    }
     int status = backward_any(h, gll, acc, groups, num_threads);
     if (status == 0) {
         /* Groups summed in order, element by element (any thread may take any
          * element: the order of the sum is fixed), on the threads the passes had:
          * a small batch's sum is too little work for a second thread to wait for. */
-        const double *aBT = acc + (size_t)np * np, *api = aBT + (size_t)(m + 1) * np;
-        #pragma omp parallel for num_threads(pass_threads(h, num_threads)) schedule(static)
-        for (int i = 0; i < n; ++i) {
-            for (int j = 0; j < n; ++j) {
-                double s = 0.0;
-                for (int64_t g = 0; g < groups; ++g)
-                    s += acc[g * width + (size_t)i * np + j];
-                dA[(size_t)i * n + j] = s;
-            }
-            for (int k = 0; k < m; ++k) {
-                double s = 0.0;
-                for (int64_t g = 0; g < groups; ++g)
-                    s += aBT[g * width + (size_t)k * np + i];
-                dB[(size_t)i * m + k] = s;
-            }
-            double s = 0.0;
-            for (int64_t g = 0; g < groups; ++g)
-                s += api[g * width + i];
-            dpi[i] = s;
+        const int nt = pass_threads(h, num_threads);
+        if (nt > 1) {
+            #pragma omp parallel for num_threads(nt) schedule(static)
+            for (int i = 0; i < n; ++i)
+                sum_groups(h, acc, width, groups, i, dA, dB, dpi);
+        } else {
+            for (int i = 0; i < n; ++i)
+                sum_groups(h, acc, width, groups, i, dA, dB, dpi);
         }
     }
-    free(acc);
+    if (acc != h->acc)
+        free(acc);
     return status;
 }
-
 
 int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
                             double *ll, int num_threads)

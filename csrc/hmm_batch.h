@@ -42,7 +42,16 @@ typedef struct hmm_batch hmm_batch;
  * symbols in [0, m] (m: a missing step, emission probability 1), -1 after
  * each sequence's end; lengths (batch,).  obs and lengths are not copied and
  * must outlive the plan.  dtype: HMM_FLOAT32 or HMM_FLOAT64, the dtype of
- * the parameters given to hmm_batch_forward.  NULL if out of memory. */
+ * the parameters given to hmm_batch_forward.  NULL if out of memory.
+ *
+ * Fixed costs: a plan keeps what its passes use (parameter copies, the
+ * forward's rows, scratch) from one call to the next - a small plan in its
+ * one allocation, made here - and a pass on one thread (num_threads 1, or
+ * too little work for more) opens no OpenMP region, so a plan of a few
+ * sequences costs little more than its arithmetic, call after call (an EM
+ * loop, a plan per model).  A plan is used by one caller at a time (its
+ * passes are not reentrant); different plans run side by side in any
+ * threads. */
 hmm_batch *hmm_batch_new(int n, int m, int64_t batch, int64_t T,
                          const int32_t *obs, const int64_t *lengths, int dtype);
 

@@ -222,18 +222,20 @@ static int FN(prepare_guard)(hmm_batch *h)
 #undef HMM_WEAK_LO
 #undef HMM_WEAK_R
 
-/* Padded copies of the parameters in the compute dtype (and, for float32,
- * double copies for the reference functions). */
+/* Padded copies of the parameters in the compute dtype (and, for float32 and
+ * dense plans, double copies for the reference functions), in one block made
+ * by the plan's first forward and kept; pred and scale (and E) likewise: their
+ * sizes are the plan's (see "Fixed costs" in hmm_batch.c). */
 static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi)
 {
     const int n = h->n, m = h->m, np = h->np;
-    free(h->Ap); free(h->ATp); free(h->BTp); free(h->pip);
-    REAL *Ap = h->Ap = alloc64(sizeof(REAL) * np * np);
-    REAL *ATp = h->ATp = alloc64(sizeof(REAL) * np * np);
-    REAL *BTp = h->BTp = alloc64(sizeof(REAL) * (size_t)(m + 1) * np);
-    REAL *pip = h->pip = alloc64(sizeof(REAL) * np);
-    if (!Ap || !ATp || !BTp || !pip)
-        return -1;
+    const int doubles = IS_FLOAT32 || h->dense;      /* for the double reference */
+    if (!h->params) {
+        if (!(h->params = alloc64(params_layout(h, NULL))))
+            return -1;
+        params_layout(h, h->params);
+    }
+    REAL *Ap = h->Ap, *ATp = h->ATp, *BTp = h->BTp, *pip = h->pip;
     memset(Ap, 0, sizeof(REAL) * np * np);
     memset(ATp, 0, sizeof(REAL) * np * np);
     memset(BTp, 0, sizeof(REAL) * (size_t)(m + 1) * np);
@@ -248,14 +250,7 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
             BTp[(size_t)k * np + i] = B[(size_t)i * m + k];
         BTp[(size_t)m * np + i] = 1;                /* a missing step */
     }
-    if (IS_FLOAT32 || h->dense) {       /* for the double reference */
-        free(h->A64); free(h->AT64); free(h->BT64); free(h->pi64);
-        h->A64 = malloc(sizeof(double) * n * n);
-        h->AT64 = malloc(sizeof(double) * n * n);
-        h->BT64 = malloc(sizeof(double) * (size_t)(m + 1) * n);
-        h->pi64 = malloc(sizeof(double) * n);
-        if (!h->A64 || !h->AT64 || !h->BT64 || !h->pi64)
-            return -1;
+    if (doubles) {
         for (int i = 0; i < n; ++i) {
             h->pi64[i] = pi[i];
             for (int j = 0; j < n; ++j) {
@@ -269,17 +264,24 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     }
     if (h->dense && FN(prepare_guard)(h) != 0)
         return -1;
-    big_free(h->pred, h->pred_bytes);
-    big_free(h->scale, h->scale_bytes);
-    big_free(h->E, h->E_bytes);
-    h->E = NULL;
-    h->pred = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->pred_bytes);
-    h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
-    if (h->dense)       /* the emission rows exp(logE - shift), laid out as pred */
+    if (!h->pred)
+        h->pred = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->pred_bytes);
+    if (!h->scale)
+        h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
+    if (h->dense && !h->E)  /* the emission rows exp(logE - shift), laid out as pred */
         h->E = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->E_bytes);
     if (!h->pred || !h->scale || (h->dense && !h->E))
         return -1;
     return 0;
+}
+
+/* The scratch of a pass on the calling thread alone, kept with the plan (see
+ * work_bytes).  NULL if out of memory. */
+static REAL *FN(plan_work)(hmm_batch *h)
+{
+    if (!h->work)
+        h->work = alloc64(work_bytes(h));
+    return h->work;
 }
 
 /* The emission row of a dense step into er (np, zero-padded):
@@ -497,6 +499,41 @@ static void FN(forward_block_dense_guard)(hmm_batch *h, int64_t blk, REAL *restr
     FN(forward_block_body)(1, 1, h, blk, alpha);
 }
 
+/* Categorical plans whose states fit one vector (np == VL: N <= 4 in double, N <= 8 in float32 -
+ * small models, EM restarts, the model axis) run the same block bodies compiled for that case: the
+ * test below tells the compiler np (hence every loop over a row's vectors runs once), nothing else
+ * changes - the same operations in the same order, so the same results, bit for bit. */
+static void FN(forward_block_1v)(hmm_batch *h, int64_t blk, REAL *restrict alpha)
+{
+    if (h->np == VL)
+        FN(forward_block_body)(0, 0, h, blk, alpha);
+}
+
+/* Block blk of the forward, by the plan's kind.  alpha: (HMM_BATCH_ROWS + 1) * np scratch. */
+static void FN(forward_one)(hmm_batch *h, int64_t blk, REAL *alpha)
+{
+    if (h->dense && h->weak)
+        FN(forward_block_dense_guard)(h, blk, alpha);
+    else if (h->dense)
+        FN(forward_block_dense)(h, blk, alpha);
+    else if (h->np == VL)
+        FN(forward_block_1v)(h, blk, alpha);
+    else
+        FN(forward_block)(h, blk, alpha);
+}
+
+/* Sequence b again in double if the blocked forward left it so (redo); -1 if out of memory. */
+static int FN(forward_redo)(hmm_batch *h, int64_t b)
+{
+    if (!h->redo[b])
+        return 0;
+    if (forward_double(h, b, &h->ll[b]) != 0)
+        return -1;
+    if (h->ll[b] == -INFINITY)
+        h->redo[b] = 0;                     /* impossible: no gradient */
+    return 0;
+}
+
 static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *pi, int nt)
 {
     if (FN(prepare)(h, A, B, pi) != 0)
@@ -504,6 +541,19 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     for (int64_t b = 0; b < h->batch; ++b) {
         h->ll[b] = 0.0;
         h->redo[b] = 0;
+    }
+    const int redo = IS_FLOAT32 || h->dense;
+    if (nt <= 1) {          /* the same blocks and sequences in order, on this thread, with no team */
+        REAL *alpha = FN(plan_work)(h);
+        if (!alpha)
+            return -1;
+        for (int64_t blk = 0; blk < h->nblocks; ++blk)
+            FN(forward_one)(h, blk, alpha);
+        int fail = 0;
+        if (redo)
+            for (int64_t b = 0; b < h->batch; ++b)
+                fail |= FN(forward_redo)(h, b) != 0;
+        return fail ? -1 : 0;
     }
     int fail = 0;
     #pragma omp parallel num_threads(nt)
@@ -516,25 +566,15 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         /* Any thread may take any block: a block's results do not depend on it. */
         #pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < h->nblocks; ++blk)
-            if (alpha) {
-                if (h->dense && h->weak)
-                    FN(forward_block_dense_guard)(h, blk, alpha);
-                else if (h->dense)
-                    FN(forward_block_dense)(h, blk, alpha);
-                else
-                    FN(forward_block)(h, blk, alpha);
-            }
+            if (alpha)
+                FN(forward_one)(h, blk, alpha);
         free(alpha);
-        if (IS_FLOAT32 || h->dense) {
+        if (redo) {
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < h->batch; ++b)
-                if (h->redo[b]) {
-                    if (forward_double(h, b, &h->ll[b]) != 0) {
-                        #pragma omp atomic write
-                        fail = 1;
-                    } else if (h->ll[b] == -INFINITY) {
-                        h->redo[b] = 0;             /* impossible: no gradient */
-                    }
+                if (FN(forward_redo)(h, b) != 0) {
+                    #pragma omp atomic write
+                    fail = 1;
                 }
         }
     }
@@ -711,64 +751,97 @@ static void FN(block_backward_dense)(const hmm_batch *h, int64_t blk, const doub
     FN(block_backward_body)(1, h, blk, gll, acc, s);
 }
 
-static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
+/* (See FN(forward_block_1v).) */
+static void FN(block_backward_1v)(const hmm_batch *h, int64_t blk, const double *gll, double *acc,
+                                  FN(scratch) *s)
+{
+    if (h->np == VL)
+        FN(block_backward_body)(0, h, blk, gll, acc, s);
+}
+
+/* Group gi of the backward: blocks gi, gi + groups, ... in that order, whichever
+ * thread runs it (the result does not depend on the thread count), into its
+ * accumulator a; then, where float32 overflowed, the group again in double.
+ * -1 if out of memory. */
+static int FN(backward_group)(hmm_batch *h, const double *gll, double *a, int64_t gi, int64_t groups,
+                              FN(scratch) *s)
 {
     const int np = h->np;
     const size_t width = (size_t)np * np + (size_t)(h->m + 1) * np + np;
     int fail = 0;
+    for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
+        if (h->dense)
+            FN(block_backward_dense)(h, blk, gll, a, s);
+        else if (h->np == VL)
+            FN(block_backward_1v)(h, blk, gll, a, s);
+        else
+            FN(block_backward)(h, blk, gll, a, s);
+    }
+    int overflow = 0;
+    /* float32 overflowed somewhere, or (weak plans, float64 too) the backward variable
+     * of a state the sequence cannot be in did - huge where its future is far likelier,
+     * and 0 * inf is NaN: the group in double, by the reference (which caps it) */
+    if (IS_FLOAT32 || h->weak) {
+        for (size_t k = 0; k < width; ++k)
+            overflow |= !isfinite(a[k]);
+        if (overflow)
+            memset(a, 0, sizeof(double) * width);
+    }
+    for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
+        for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
+            const int64_t b = h->order[k];
+            if ((overflow || h->redo[b]) && gll[b] != 0.0 && h->ll[b] != -INFINITY
+                    && backward_double(h, b, gll[b], a) != 0)
+                fail = 1;
+        }
+    }
+    return fail ? -1 : 0;
+}
+
+/* A thread's scratch for block_backward, laid out in mem (see FN(plan_work)). */
+static void FN(scratch_at)(FN(scratch) *s, REAL *mem, int np)
+{
+    const size_t row = (size_t)np;
+    s->W = mem;
+    s->U = s->W + row * HMM_BATCH_ROWS;
+    s->X = s->U + row * HMM_BATCH_ROWS;
+    s->G = s->X + row * HMM_WINDOW * HMM_BATCH_ROWS;
+    s->dA = s->G + row * HMM_WINDOW * HMM_BATCH_ROWS;
+}
+
+static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
+{
+    const int np = h->np;
+    const size_t width = (size_t)np * np + (size_t)(h->m + 1) * np + np;
+    if (nt <= 1) {          /* the groups in order, on this thread, with no team */
+        REAL *mem = FN(plan_work)(h);
+        if (!mem)
+            return -1;
+        FN(scratch) s;
+        FN(scratch_at)(&s, mem, np);
+        int fail = 0;
+        for (int64_t gi = 0; gi < groups; ++gi)
+            fail |= FN(backward_group)(h, gll, acc + gi * width, gi, groups, &s) != 0;
+        return fail ? -1 : 0;
+    }
+    int fail = 0;
     #pragma omp parallel num_threads(nt)
     {
         FN(scratch) s;
-        const size_t rowbytes = sizeof(REAL) * np;
-        s.W = alloc64(rowbytes * HMM_BATCH_ROWS);
-        s.U = alloc64(rowbytes * HMM_BATCH_ROWS);
-        s.X = alloc64(rowbytes * HMM_WINDOW * HMM_BATCH_ROWS);
-        s.G = alloc64(rowbytes * HMM_WINDOW * HMM_BATCH_ROWS);
-        s.dA = alloc64(rowbytes * np);
-        const int ok = s.W && s.U && s.X && s.G && s.dA;
-        if (!ok) {
+        REAL *mem = alloc64(work_bytes(h));
+        if (!mem) {
             #pragma omp atomic write
             fail = 1;
+        } else {
+            FN(scratch_at)(&s, mem, np);
         }
-        /* Group gi sums blocks gi, gi + groups, ... in that order, whichever
-         * thread runs it: the result does not depend on the thread count. */
         #pragma omp for schedule(dynamic, 1)
-        for (int64_t gi = 0; gi < groups; ++gi) {
-            if (!ok)
-                continue;
-            double *a = acc + gi * width;
-            for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
-                if (h->dense)
-                    FN(block_backward_dense)(h, blk, gll, a, &s);
-                else
-                    FN(block_backward)(h, blk, gll, a, &s);
+        for (int64_t gi = 0; gi < groups; ++gi)
+            if (mem && FN(backward_group)(h, gll, acc + gi * width, gi, groups, &s) != 0) {
+                #pragma omp atomic write
+                fail = 1;
             }
-            int overflow = 0;
-            /* float32 overflowed somewhere, or (weak plans, float64 too) the backward variable
-             * of a state the sequence cannot be in did - huge where its future is far likelier,
-             * and 0 * inf is NaN: the group in double, by the reference (which caps it) */
-            if (IS_FLOAT32 || h->weak) {
-                for (size_t k = 0; k < width; ++k)
-                    overflow |= !isfinite(a[k]);
-                if (overflow)
-                    memset(a, 0, sizeof(double) * width);
-            }
-            for (int64_t blk = gi; blk < h->nblocks; blk += groups) {
-                for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
-                    const int64_t b = h->order[k];
-                    if ((overflow || h->redo[b]) && gll[b] != 0.0 && h->ll[b] != -INFINITY
-                            && backward_double(h, b, gll[b], a) != 0) {
-                        #pragma omp atomic write
-                        fail = 1;
-                    }
-                }
-            }
-        }
-        free(s.W);
-        free(s.U);
-        free(s.X);
-        free(s.G);
-        free(s.dA);
+        free(mem);
     }
     return fail ? -1 : 0;
 }
