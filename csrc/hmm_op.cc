@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -229,6 +230,27 @@ const char *dtype_name(int code)
 const unsigned kUnknown = 0;
 bool known(unsigned d) { return d != 0 && d < 0x80000000u; }
 
+/* Every unknown dimension of the inputs' shapes as kUnknown. */
+void mark_unknown(std::vector<std::vector<unsigned>> *in)
+{
+    for (auto &s : *in)
+        for (unsigned &d : s)
+            if (!known(d))
+                d = kUnknown;
+}
+
+/* Folds the known ones of dims into *d (kUnknown while none is); false where two known ones differ. */
+bool agree(std::initializer_list<unsigned> dims, unsigned *d)
+{
+    for (unsigned x : dims)
+        if (known(x)) {
+            if (known(*d) && x != *d)
+                return false;
+            *d = x;
+        }
+    return true;
+}
+
 std::string shape_str(const std::vector<unsigned> &s)
 {
     std::string out = "(";
@@ -351,10 +373,7 @@ MXReturnValue infer_shape(const std::unordered_map<std::string, std::string> &at
 {
     ErrorList::get().sweep();
     std::vector<unsigned> &A = (*in)[0], &B = (*in)[1], &pi = (*in)[2], &obs = (*in)[3];
-    for (auto *s : {&A, &B, &pi, &obs})
-        for (unsigned &d : *s)
-            if (!known(d))
-                d = kUnknown;
+    mark_unknown(in);
     if (!A.empty() && A.size() != 2)
         return fail("A must be a square (N, N) transition matrix, got shape " + shape_str(A));
     if (!B.empty() && B.size() != 2)
@@ -674,10 +693,7 @@ MXReturnValue infer_shape_dense(const std::unordered_map<std::string, std::strin
 {
     ErrorList::get().sweep();
     std::vector<unsigned> &A = (*in)[0], &pi = (*in)[1], &le = (*in)[2], &len = (*in)[3];
-    for (auto *s : {&A, &pi, &le, &len})
-        for (unsigned &d : *s)
-            if (!known(d))
-                d = kUnknown;
+    mark_unknown(in);
     if (!A.empty() && (A.size() != 2 || (known(A[0]) && known(A[1]) && A[0] != A[1])))
         return fail_dense("A must be a square (N, N) transition matrix, got shape " +
                           shape_str(A));
@@ -906,27 +922,35 @@ MXReturnValue parse_attrs_by_model(const std::unordered_map<std::string, std::st
     return MX_SUCCESS;
 }
 
-/* model's dtype (the 5th input) where there is one, unknown: fallback; op names a failure. */
-MXReturnValue infer_model_type(std::vector<int> *in, int fallback, const char *op)
+/* A model-axis op's dtypes: the rank-2 op's rules (rank2), then model's (the 5th input) where there is
+ * one: fallback where unknown, by_model names a failure. */
+template <mxnet::ext::inferType_t rank2, int fallback, const char *by_model>
+MXReturnValue infer_type_model_axis(const std::unordered_map<std::string, std::string> &attrs,
+                                    std::vector<int> *in, std::vector<int> *out)
 {
+    if (rank2(attrs, in, out) != MX_SUCCESS)
+        return MX_FAIL;
     std::vector<int> &t = *in;
     if (t.size() > 4) {
         if (t[4] < 0)
             t[4] = fallback;
         if (t[4] != 0 && t[4] != 1 && t[4] != 4 && t[4] != 6)
-            return fail_in(op, std::string("model has dtype ") + dtype_name(t[4]) +
-                                   "; expected int32, int64, float32 or float64 holding model indices");
+            return fail_in(by_model, std::string("model has dtype ") + dtype_name(t[4]) +
+                                         "; expected int32, int64, float32 or float64 holding model indices");
     }
     return MX_SUCCESS;
 }
 
-/* infer_type's rules, and model's dtype where there is one. */
-MXReturnValue infer_type_many(const std::unordered_map<std::string, std::string> &attrs,
-                              std::vector<int> *in, std::vector<int> *out)
+/* infer_type's rules, and model's dtype (float32 where unknown) where there is one. */
+const auto infer_type_many = infer_type_model_axis<infer_type, mxnet::ext::kFloat32, kByModel>;
+
+/* The start of a model-axis op's shape inference: every unknown dimension marked; the op's name,
+ * by_model where there is model (the 5th input), else many. */
+const char *model_axis_shapes(std::vector<std::vector<unsigned>> *in, const char *many, const char *by_model)
 {
-    if (infer_type(attrs, in, out) != MX_SUCCESS)
-        return MX_FAIL;
-    return infer_model_type(in, mxnet::ext::kFloat32, kByModel);
+    ErrorList::get().sweep();
+    mark_unknown(in);
+    return in->size() > 4 ? by_model : many;
 }
 
 /* Ranks and what is known of K, N, M; fills in the output: (K, batch), or (batch,) with model. */
@@ -934,14 +958,9 @@ MXReturnValue infer_shape_many(const std::unordered_map<std::string, std::string
                                std::vector<std::vector<unsigned>> *in,
                                std::vector<std::vector<unsigned>> *out)
 {
-    ErrorList::get().sweep();
-    const bool indexed = in->size() > 4;
-    const char *op = indexed ? kByModel : kMany;
+    const char *op = model_axis_shapes(in, kMany, kByModel);
+    const bool indexed = op == kByModel;
     std::vector<unsigned> &A = (*in)[0], &B = (*in)[1], &pi = (*in)[2], &obs = (*in)[3];
-    for (auto &s : *in)
-        for (unsigned &d : s)
-            if (!known(d))
-                d = kUnknown;
     if ((!A.empty() && A.size() != 3) || (!B.empty() && B.size() != 3) || (!pi.empty() && pi.size() != 2))
         return fail_in(op, "A, B and pi must be A (K, N, N), B (K, N, M), pi (K, N) for a model axis, got A " +
                                shape_str(A) + ", B " + shape_str(B) + ", pi " + shape_str(pi));
@@ -949,21 +968,14 @@ MXReturnValue infer_shape_many(const std::unordered_map<std::string, std::string
         return fail_in(op, "obs must have shape (T,) or (batch, T), got shape " + shape_str(obs) +
                                " (rank " + std::to_string(obs.size()) + ")");
     unsigned k = kUnknown, n = kUnknown;
-    for (auto *s : {&A, &B, &pi})
-        if (!s->empty() && known((*s)[0])) {
-            if (known(k) && (*s)[0] != k)
-                return fail_in(op, "A, B and pi must hold the same number of models (their leading axis), got A " +
-                                       shape_str(A) + ", B " + shape_str(B) + ", pi " + shape_str(pi));
-            k = (*s)[0];
-        }
-    for (unsigned d : {A.size() == 3 ? A[1] : kUnknown, A.size() == 3 ? A[2] : kUnknown,
-                       B.size() == 3 ? B[1] : kUnknown, pi.size() == 2 ? pi[1] : kUnknown})
-        if (known(d)) {
-            if (known(n) && d != n)
-                return fail_in(op, "A (K, N, N), B (K, N, M), pi (K, N) disagree on N: A " + shape_str(A) +
-                                       ", B " + shape_str(B) + ", pi " + shape_str(pi));
-            n = d;
-        }
+    if (!agree({A.empty() ? kUnknown : A[0], B.empty() ? kUnknown : B[0], pi.empty() ? kUnknown : pi[0]}, &k))
+        return fail_in(op, "A, B and pi must hold the same number of models (their leading axis), got A " +
+                               shape_str(A) + ", B " + shape_str(B) + ", pi " + shape_str(pi));
+    if (!agree({A.size() == 3 ? A[1] : kUnknown, A.size() == 3 ? A[2] : kUnknown, B.size() == 3 ? B[1] : kUnknown,
+                pi.size() == 2 ? pi[1] : kUnknown},
+               &n))
+        return fail_in(op, "A (K, N, N), B (K, N, M), pi (K, N) disagree on N: A " + shape_str(A) + ", B " +
+                               shape_str(B) + ", pi " + shape_str(pi));
     const unsigned m = B.size() == 3 ? B[2] : kUnknown;
     A = {k, n, n};
     B = {k, n, m};
@@ -1029,119 +1041,199 @@ void store_grads(std::vector<MXTensor> *outputs, int dtype, const std::vector<co
         zero_grad((*outputs)[i]);
 }
 
-class HMMManyOp : public CustomStatefulOp {
+/* What the model-axis operators (hmm_forward_many, hmm_forward_by_model and their dense forms) share:
+ * a csrc/hmm_many.c plan made by each Forward; the model indices where there are any (the 5th input);
+ * ll, of the plan's size; the output gradient and the parameters' gradients in Backward.  An op adds
+ * its inputs' checks (prepare), its plan (new_plan) and its drivers (forward, backward). */
+class HMMModelAxisOp : public CustomStatefulOp {
  public:
-    explicit HMMManyOp(bool indexed) : indexed_(indexed) {}
-    ~HMMManyOp() override { hmm_many_free(plan_); }
+    ~HMMModelAxisOp() override { hmm_many_free(plan_); }
 
     MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
                           const OpResource &res) override
     {
         ErrorList::get().sweep();
-        const char *op = indexed_ ? kByModel : kMany;
         hmm_many_free(plan_);
         plan_ = nullptr;
-        MXTensor &A = (*inputs)[0], &B = (*inputs)[1], &pi = (*inputs)[2], &obs = (*inputs)[3];
-        MXTensor &ll = (*outputs)[0];
-        if (A.shape.size() != 3 || B.shape.size() != 3 || pi.shape.size() != 2 || obs.shape.size() < 1 ||
-            obs.shape.size() > 2 || (indexed_ && (*inputs)[4].shape.size() != 1))
-            return fail_in(op, "inputs of unexpected ranks: A " + shape_str(A.shape) + ", B " + shape_str(B.shape) +
-                                   ", pi " + shape_str(pi.shape) + ", obs " + shape_str(obs.shape));
-        const int64_t k = A.shape[0], n = A.shape[1], m = B.shape[2];
-        const int64_t batch = obs.shape.size() == 1 ? 1 : obs.shape[0];
-        const int64_t T = obs.shape.back();
-        if (k < 1 || n < 1 || m < 1 || A.shape[2] != n || B.shape[0] != k || B.shape[1] != n ||
-            pi.shape[0] != k || pi.shape[1] != n)
-            return fail_in(op, "A (K, N, N), B (K, N, M), pi (K, N) with K, N, M >= 1 expected, got A " +
-                                   shape_str(A.shape) + ", B " + shape_str(B.shape) + ", pi " + shape_str(pi.shape));
-        if (batch < 1 || T < 1)
-            return fail_in(op, "obs must hold at least one row and one time step, got shape " +
-                                   shape_str(obs.shape) + " (pad empty sequences with -1 instead)");
-        if (k > 0x7fffffff || n > 0x7fffffff || m >= 0x7fffffff)
-            return fail_in(op, "too many models, states or symbols");
-        std::string err;
-        switch (obs.dtype) {
-        case mxnet::ext::kInt32: err = prepare_obs(obs.data<int32_t>(), batch, T, m, &obs32_, &lengths_); break;
-        case mxnet::ext::kInt64: err = prepare_obs(obs.data<int64_t>(), batch, T, m, &obs32_, &lengths_); break;
-        case mxnet::ext::kFloat32: err = prepare_obs(obs.data<float>(), batch, T, m, &obs32_, &lengths_); break;
-        case mxnet::ext::kFloat64: err = prepare_obs(obs.data<double>(), batch, T, m, &obs32_, &lengths_); break;
-        default:
-            return fail_in(op, std::string("obs has dtype ") + dtype_name(obs.dtype) +
-                                   "; expected int32, int64, float32 or float64 holding integer symbols");
-        }
+        MXTensor &A = (*inputs)[0], &ll = (*outputs)[0];
+        int64_t batch = 0, T = 0;
+        std::string err = prepare(*inputs, &batch, &T);
         if (!err.empty())
-            return fail_in(op, err);
+            return fail_in(op_, err);
+        const int64_t k = A.shape[0];
         const int64_t *model = nullptr;
         if (indexed_) {
-            err = read_model((*inputs)[4], batch, k, "A, B and pi", "obs", &model_);
+            err = read_model((*inputs)[4], batch, k, params_, of_, &model_);
             if (!err.empty())
-                return fail_in(op, err);
+                return fail_in(op_, err);
             model = model_.data();
         }
-        if (A.dtype != B.dtype || A.dtype != pi.dtype || A.dtype != ll.dtype ||
+        if (A.dtype != (*inputs)[1].dtype || A.dtype != (*inputs)[2].dtype || A.dtype != ll.dtype ||
             (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
-            return fail_in(op, "A, B, pi and ll must share one dtype, float32 or float64");
+            return fail_in(op_, std::string(floats_) + " and ll must share one dtype, float32 or float64");
         dtype_ = A.dtype;
-        const int dt = dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64;
         k_ = static_cast<int>(k);
-        n_ = static_cast<int>(n);
-        m_ = static_cast<int>(m);
+        n_ = static_cast<int>(A.shape[1]);
         int64_t bad = -1;
-        plan_ = hmm_many_new(k_, n_, m_, batch, T, obs32_.data(), lengths_.data(), model, dt, &bad);
+        plan_ = new_plan(batch, T, model, dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64, &bad);
         if (!plan_)
-            return fail_in(op, "no memory for the model-axis plan");
+            return fail_in(op_, "no memory for the model-axis plan");
         const int64_t size = hmm_many_size(plan_);
         if (ll.size() != size)
-            return fail_in(op, "ll has " + std::to_string(ll.size()) + " elements, expected " + std::to_string(size));
+            return fail_in(op_, "ll has " + std::to_string(ll.size()) + " elements, expected " + std::to_string(size));
         ll64_.assign(static_cast<size_t>(size), 0.0);
-        if (hmm_many_forward(plan_, A.data_ptr, B.data_ptr, pi.data_ptr, ll64_.data(),
-                             std::max(1, num_threads())) != 0)
-            return fail_in(op, "no memory for the forward pass");
+        if (forward(*inputs, ll64_.data(), std::max(1, num_threads())) != 0)
+            return fail_in(op_, "no memory for the forward pass");
         store_as(ll, dtype_, ll64_.data());
         return MX_SUCCESS;
     }
 
-    /* inputs: dll, then the forward's inputs and output; outputs: dA, dB, dpi, dobs (, dmodel),
-     * always overwritten (lib_api passes no gradient request). */
+    /* inputs: dll, then the forward's inputs and output; outputs: the parameters' gradients, then
+     * zero gradients for the integer-valued inputs (obs or lengths, and model), always overwritten
+     * (lib_api passes no gradient request). */
     MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
                            const OpResource &res) override
     {
         ErrorList::get().sweep();
-        const char *op = indexed_ ? kByModel : kMany;
         if (!plan_)
-            return fail_in(op, "backward without a successful forward");
-        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
+            return fail_in(op_, "backward without a successful forward");
+        std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
         if (!err.empty())
-            return fail_in(op, err);
-        const size_t k = k_, n = n_, m = m_;
-        grads_.assign(k * (n * n + n * m + n), 0.0);
-        double *dA = grads_.data(), *dB = dA + k * n * n, *dpi = dB + k * n * m;
-        if (hmm_many_backward(plan_, g64_.data(), dA, dB, dpi, std::max(1, num_threads())) != 0)
-            return fail_in(op, "no memory for the backward pass");
-        store_grads(outputs, dtype_, {dA, dB, dpi}, 3);
+            return fail_in(op_, err);
+        err = check_backward(*inputs, *outputs);
+        if (!err.empty())
+            return fail_in(op_, err);
+        /* grads_: one block per parameter whose gradient is summed here, K times a model's size */
+        const size_t k = k_;
+        const std::vector<size_t> sizes = grad_sizes();
+        size_t total = 0;
+        for (size_t s : sizes)
+            total += k * s;
+        grads_.assign(total, 0.0);
+        std::vector<double *> d;
+        double *at = grads_.data();
+        for (size_t s : sizes) {
+            d.push_back(at);
+            at += k * s;
+        }
+        if (backward(*inputs, *outputs, d, std::max(1, num_threads())) != 0)
+            return fail_in(op_, "no memory for the backward pass");
+        /* zero gradients from the 4th output on: obs or lengths, and model */
+        store_grads(outputs, dtype_, std::vector<const double *>(d.begin(), d.end()), 3);
         return MX_SUCCESS;
     }
 
- private:
-    bool indexed_;
+ protected:
+    /* op: the operator's name in messages; params, of: read_model's (whose leading axis K is, what
+     * model indexes); floats: the float inputs that share ll's dtype, for the message. */
+    HMMModelAxisOp(bool indexed, const char *op, const char *params, const char *of, const char *floats)
+        : indexed_(indexed), op_(op), params_(params), of_(of), floats_(floats)
+    {
+    }
+
+    /* The checks of the inputs before model's (ranks, shapes, obs or lengths), keeping what the plan
+     * reads; batch and T of the sequences.  "" or the error. */
+    virtual std::string prepare(std::vector<MXTensor> &in, int64_t *batch, int64_t *T) = 0;
+    /* The plan of k_ models of n_ states (nullptr: no memory). */
+    virtual hmm_many *new_plan(int64_t batch, int64_t T, const int64_t *model, int dt, int64_t *bad) = 0;
+    /* The forward driver into ll64 (nonzero: no memory). */
+    virtual int forward(std::vector<MXTensor> &in, double *ll64, int threads) = 0;
+    /* What the backward checks beyond dll; "" or the error. */
+    virtual std::string check_backward(std::vector<MXTensor> &in, std::vector<MXTensor> &out) { return ""; }
+    /* A model's number of elements in each parameter gradient that grads_ holds, in output order. */
+    virtual std::vector<size_t> grad_sizes() const = 0;
+    /* The backward driver from g64_ into d (grads_'s blocks; nonzero: no memory). */
+    virtual int backward(std::vector<MXTensor> &in, std::vector<MXTensor> &out, const std::vector<double *> &d,
+                         int threads) = 0;
+
+    const bool indexed_;
+    const char *const op_, *const params_, *const of_, *const floats_;
     hmm_many *plan_ = nullptr;
-    int k_ = 0, n_ = 0, m_ = 0;
+    int k_ = 0, n_ = 0;
     int dtype_ = 0;
-    std::vector<int32_t> obs32_;     /* read by plan_ until it is freed */
-    std::vector<int64_t> lengths_;   /* likewise */
+    std::vector<int64_t> lengths_;   /* read by plan_ until it is freed */
     std::vector<int64_t> model_;
     std::vector<double> ll64_, g64_, grads_;
 };
 
-MXReturnValue create_state_many(const std::unordered_map<std::string, std::string> &attrs,
-                                const MXContext &ctx,
-                                const std::vector<std::vector<unsigned int>> &in_shapes,
-                                const std::vector<int> in_types, CustomStatefulOp **op)
+/* A model-axis operator's state: Op(indexed), indexed with the 5th input, model. */
+template <class Op>
+MXReturnValue create_state_model_axis(const std::unordered_map<std::string, std::string> &attrs,
+                                      const MXContext &ctx,
+                                      const std::vector<std::vector<unsigned int>> &in_shapes,
+                                      const std::vector<int> in_types, CustomStatefulOp **op)
 {
     ErrorList::get().sweep();
-    *op = CustomStatefulOp::create<HMMManyOp>(in_shapes.size() > 4);
+    *op = CustomStatefulOp::create<Op>(in_shapes.size() > 4);
     return MX_SUCCESS;
 }
+
+class HMMManyOp : public HMMModelAxisOp {
+ public:
+    explicit HMMManyOp(bool indexed)
+        : HMMModelAxisOp(indexed, indexed ? kByModel : kMany, "A, B and pi", "obs", "A, B, pi")
+    {
+    }
+
+ protected:
+    std::string prepare(std::vector<MXTensor> &in, int64_t *batch, int64_t *T) override
+    {
+        MXTensor &A = in[0], &B = in[1], &pi = in[2], &obs = in[3];
+        if (A.shape.size() != 3 || B.shape.size() != 3 || pi.shape.size() != 2 || obs.shape.size() < 1 ||
+            obs.shape.size() > 2 || (indexed_ && in[4].shape.size() != 1))
+            return "inputs of unexpected ranks: A " + shape_str(A.shape) + ", B " + shape_str(B.shape) + ", pi " +
+                   shape_str(pi.shape) + ", obs " + shape_str(obs.shape);
+        const int64_t k = A.shape[0], n = A.shape[1], m = B.shape[2];
+        *batch = obs.shape.size() == 1 ? 1 : obs.shape[0];
+        *T = obs.shape.back();
+        if (k < 1 || n < 1 || m < 1 || A.shape[2] != n || B.shape[0] != k || B.shape[1] != n ||
+            pi.shape[0] != k || pi.shape[1] != n)
+            return "A (K, N, N), B (K, N, M), pi (K, N) with K, N, M >= 1 expected, got A " + shape_str(A.shape) +
+                   ", B " + shape_str(B.shape) + ", pi " + shape_str(pi.shape);
+        if (*batch < 1 || *T < 1)
+            return "obs must hold at least one row and one time step, got shape " + shape_str(obs.shape) +
+                   " (pad empty sequences with -1 instead)";
+        if (k > 0x7fffffff || n > 0x7fffffff || m >= 0x7fffffff)
+            return "too many models, states or symbols";
+        m_ = static_cast<int>(m);
+        switch (obs.dtype) {
+        case mxnet::ext::kInt32: return prepare_obs(obs.data<int32_t>(), *batch, *T, m, &obs32_, &lengths_);
+        case mxnet::ext::kInt64: return prepare_obs(obs.data<int64_t>(), *batch, *T, m, &obs32_, &lengths_);
+        case mxnet::ext::kFloat32: return prepare_obs(obs.data<float>(), *batch, *T, m, &obs32_, &lengths_);
+        case mxnet::ext::kFloat64: return prepare_obs(obs.data<double>(), *batch, *T, m, &obs32_, &lengths_);
+        default:
+            return std::string("obs has dtype ") + dtype_name(obs.dtype) +
+                   "; expected int32, int64, float32 or float64 holding integer symbols";
+        }
+    }
+
+    hmm_many *new_plan(int64_t batch, int64_t T, const int64_t *model, int dt, int64_t *bad) override
+    {
+        return hmm_many_new(k_, n_, m_, batch, T, obs32_.data(), lengths_.data(), model, dt, bad);
+    }
+
+    int forward(std::vector<MXTensor> &in, double *ll64, int threads) override
+    {
+        return hmm_many_forward(plan_, in[0].data_ptr, in[1].data_ptr, in[2].data_ptr, ll64, threads);
+    }
+
+    /* outputs: dA, dB, dpi, dobs (, dmodel) */
+    std::vector<size_t> grad_sizes() const override
+    {
+        const size_t n = n_, m = m_;
+        return {n * n, n * m, n};
+    }
+
+    int backward(std::vector<MXTensor> &in, std::vector<MXTensor> &out, const std::vector<double *> &d,
+                 int threads) override
+    {
+        return hmm_many_backward(plan_, g64_.data(), d[0], d[1], d[2], threads);
+    }
+
+ private:
+    int m_ = 0;
+    std::vector<int32_t> obs32_;     /* read by plan_ until it is freed, as lengths_ */
+};
 
 /* ---- A model axis on hmm_forward_dense: hmm_forward_dense_many, hmm_forward_dense_by_model ----
  *
@@ -1158,27 +1250,16 @@ const char kDenseMany[] = "hmm_forward_dense_many";
 const char kDenseByModel[] = "hmm_forward_dense_by_model";
 
 /* infer_type_dense's rules, and model's dtype (int64 where unknown) where there is one. */
-MXReturnValue infer_type_dense_many(const std::unordered_map<std::string, std::string> &attrs,
-                                    std::vector<int> *in, std::vector<int> *out)
-{
-    if (infer_type_dense(attrs, in, out) != MX_SUCCESS)
-        return MX_FAIL;
-    return infer_model_type(in, mxnet::ext::kInt64, kDenseByModel);
-}
+const auto infer_type_dense_many = infer_type_model_axis<infer_type_dense, mxnet::ext::kInt64, kDenseByModel>;
 
 /* Ranks and what is known of K, N and batch; fills in the output: (K, batch), or (batch,) with model. */
 MXReturnValue infer_shape_dense_many(const std::unordered_map<std::string, std::string> &attrs,
                                      std::vector<std::vector<unsigned>> *in,
                                      std::vector<std::vector<unsigned>> *out)
 {
-    ErrorList::get().sweep();
-    const bool indexed = in->size() > 4;
-    const char *op = indexed ? kDenseByModel : kDenseMany;
+    const char *op = model_axis_shapes(in, kDenseMany, kDenseByModel);
+    const bool indexed = op == kDenseByModel;
     std::vector<unsigned> &A = (*in)[0], &pi = (*in)[1], &le = (*in)[2], &len = (*in)[3];
-    for (auto &s : *in)
-        for (unsigned &d : s)
-            if (!known(d))
-                d = kUnknown;
     const size_t le_rank = indexed ? 3 : 4;     /* (batch, T, N) or (K, batch, T, N) */
     if ((!A.empty() && A.size() != 3) || (!pi.empty() && pi.size() != 2) || (!le.empty() && le.size() != le_rank) ||
         (!len.empty() && len.size() != 1))
@@ -1187,39 +1268,24 @@ MXReturnValue infer_shape_dense_many(const std::unordered_map<std::string, std::
                                shape_str(A) + ", pi " + shape_str(pi) + ", log_emission " + shape_str(le) +
                                ", lengths " + shape_str(len));
     unsigned k = kUnknown, n = kUnknown, batch = kUnknown;
-    for (unsigned d : {A.empty() ? kUnknown : A[0], pi.empty() ? kUnknown : pi[0],
-                       le.size() == 4 ? le[0] : kUnknown})
-        if (known(d)) {
-            if (known(k) && d != k)
-                return fail_in(op, "A, pi and log_emission must hold the same number of models (their leading axis), "
-                                   "got A " + shape_str(A) + ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
-            k = d;
-        }
-    for (unsigned d : {A.empty() ? kUnknown : A[1], A.empty() ? kUnknown : A[2], pi.empty() ? kUnknown : pi[1],
-                       le.empty() ? kUnknown : le.back()})
-        if (known(d)) {
-            if (known(n) && d != n)
-                return fail_in(op, "A (K, N, N), pi (K, N), log_emission (.., N) disagree on N: A " + shape_str(A) +
-                                       ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
-            n = d;
-        }
-    std::vector<unsigned *> batches;        /* every place batch appears */
-    if (!le.empty())
-        batches.push_back(&le[le_rank - 3]);
-    if (!len.empty())
-        batches.push_back(&len[0]);
-    if (indexed && (*in)[4].size() == 1)
-        batches.push_back(&(*in)[4][0]);
-    else if (indexed && !(*in)[4].empty())
+    if (!agree({A.empty() ? kUnknown : A[0], pi.empty() ? kUnknown : pi[0], le.size() == 4 ? le[0] : kUnknown}, &k))
+        return fail_in(op, "A, pi and log_emission must hold the same number of models (their leading axis), "
+                           "got A " + shape_str(A) + ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
+    if (!agree({A.empty() ? kUnknown : A[1], A.empty() ? kUnknown : A[2], pi.empty() ? kUnknown : pi[1],
+                le.empty() ? kUnknown : le.back()},
+               &n))
+        return fail_in(op, "A (K, N, N), pi (K, N), log_emission (.., N) disagree on N: A " + shape_str(A) +
+                               ", pi " + shape_str(pi) + ", log_emission " + shape_str(le));
+    const bool has_model = indexed && (*in)[4].size() == 1;
+    if (indexed && !has_model && !(*in)[4].empty())
         return fail_in(op, "model must have shape (batch,), one model index per sequence of log_emission, got shape " +
                                shape_str((*in)[4]));
-    for (unsigned *d : batches)
-        if (known(*d)) {
-            if (known(batch) && *d != batch)
-                return fail_in(op, "log_emission, lengths and model disagree on batch: log_emission " + shape_str(le) +
-                                       ", lengths " + shape_str(len) + (indexed ? ", model " + shape_str((*in)[4]) : ""));
-            batch = *d;
-        }
+    /* every place batch appears: log_emission, lengths, model */
+    if (!agree({le.empty() ? kUnknown : le[le_rank - 3], len.empty() ? kUnknown : len[0],
+                has_model ? (*in)[4][0] : kUnknown},
+               &batch))
+        return fail_in(op, "log_emission, lengths and model disagree on batch: log_emission " + shape_str(le) +
+                               ", lengths " + shape_str(len) + (indexed ? ", model " + shape_str((*in)[4]) : ""));
     A = {k, n, n};
     pi = {k, n};
     const unsigned T = le.empty() ? kUnknown : le[le_rank - 2];
@@ -1231,125 +1297,83 @@ MXReturnValue infer_shape_dense_many(const std::unordered_map<std::string, std::
     return MX_SUCCESS;
 }
 
-class HMMDenseManyOp : public CustomStatefulOp {
+class HMMDenseManyOp : public HMMModelAxisOp {
  public:
-    explicit HMMDenseManyOp(bool indexed) : indexed_(indexed) {}
-    ~HMMDenseManyOp() override { hmm_many_free(plan_); }
-
-    MXReturnValue Forward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
-                          const OpResource &res) override
+    explicit HMMDenseManyOp(bool indexed)
+        : HMMModelAxisOp(indexed, indexed ? kDenseByModel : kDenseMany, "A and pi", "log_emission",
+                         "A, pi, log_emission")
     {
-        ErrorList::get().sweep();
-        const char *op = indexed_ ? kDenseByModel : kDenseMany;
-        hmm_many_free(plan_);
-        plan_ = nullptr;
-        MXTensor &A = (*inputs)[0], &pi = (*inputs)[1], &le = (*inputs)[2], &len = (*inputs)[3];
-        MXTensor &ll = (*outputs)[0];
-        const size_t le_rank = indexed_ ? 3 : 4;
-        if (A.shape.size() != 3 || pi.shape.size() != 2 || le.shape.size() != le_rank || len.shape.size() != 1)
-            return fail_in(op, "inputs of unexpected ranks: A " + shape_str(A.shape) + ", pi " + shape_str(pi.shape) +
-                                   ", log_emission " + shape_str(le.shape) + ", lengths " + shape_str(len.shape));
-        const int64_t k = A.shape[0], n = A.shape[1];
-        const int64_t batch = le.shape[le_rank - 3], T = le.shape[le_rank - 2];
-        if (k < 1 || n < 1 || A.shape[2] != n || pi.shape[0] != k || pi.shape[1] != n || le.shape.back() != n ||
-            (!indexed_ && le.shape[0] != k))
-            return fail_in(op, "A (K, N, N), pi (K, N), log_emission " +
-                                   std::string(indexed_ ? "(batch, T, N)" : "(K, batch, T, N)") +
-                                   " with K, N >= 1 expected, got A " + shape_str(A.shape) + ", pi " + shape_str(pi.shape) +
-                                   ", log_emission " + shape_str(le.shape));
-        if (batch < 1 || T < 1)
-            return fail_in(op, "log_emission must hold at least one sequence and one time step, got shape " +
-                                   shape_str(le.shape) + " (give empty sequences length 0 instead)");
-        if (len.shape[0] != batch)
-            return fail_in(op, "lengths must have shape (batch,) = (" + std::to_string(batch) +
-                                   ",), one length per sequence of log_emission, got shape " + shape_str(len.shape));
-        if (k > 0x7fffffff || n > 0x7fffffff)
-            return fail_in(op, "too many models or states");
-        std::string err = read_lengths(len, batch, T, &lengths_);
-        if (!err.empty())
-            return fail_in(op, err);
-        const int64_t *model = nullptr;
-        if (indexed_) {
-            err = read_model((*inputs)[4], batch, k, "A and pi", "log_emission", &model_);
-            if (!err.empty())
-                return fail_in(op, err);
-            model = model_.data();
-        }
-        if (A.dtype != pi.dtype || A.dtype != le.dtype || A.dtype != ll.dtype ||
-            (A.dtype != mxnet::ext::kFloat32 && A.dtype != mxnet::ext::kFloat64))
-            return fail_in(op, "A, pi, log_emission and ll must share one dtype, float32 or float64");
-        dtype_ = A.dtype;
-        k_ = static_cast<int>(k);
-        n_ = static_cast<int>(n);
-        le_size_ = le.size();
-        int64_t bad = -1;
-        plan_ = hmm_many_new_dense(k_, n_, batch, T, lengths_.data(), model,
-                                   dtype_ == mxnet::ext::kFloat32 ? HMM_FLOAT32 : HMM_FLOAT64, &bad);
-        if (!plan_)
-            return fail_in(op, "no memory for the model-axis plan");
-        const int64_t size = hmm_many_size(plan_);
-        if (ll.size() != size)
-            return fail_in(op, "ll has " + std::to_string(ll.size()) + " elements, expected " + std::to_string(size));
-        ll64_.assign(static_cast<size_t>(size), 0.0);
-        if (hmm_many_forward_dense(plan_, A.data_ptr, pi.data_ptr, le.data_ptr, ll64_.data(),
-                                   std::max(1, num_threads())) != 0)
-            return fail_in(op, "no memory for the forward pass");
-        store_as(ll, dtype_, ll64_.data());
-        return MX_SUCCESS;
     }
 
-    /* inputs: dll, then the forward's inputs and output; outputs: dA, dpi, dlog_emission, dlengths
-     * (, dmodel), always overwritten (lib_api passes no gradient request). */
-    MXReturnValue Backward(std::vector<MXTensor> *inputs, std::vector<MXTensor> *outputs,
-                           const OpResource &res) override
+ protected:
+    std::string prepare(std::vector<MXTensor> &in, int64_t *batch, int64_t *T) override
     {
-        ErrorList::get().sweep();
-        const char *op = indexed_ ? kDenseByModel : kDenseMany;
-        if (!plan_)
-            return fail_in(op, "backward without a successful forward");
-        const std::string err = read_head((*inputs)[0], ll64_.size(), &g64_);
-        if (!err.empty())
-            return fail_in(op, err);
-        /* As hmm_forward_dense's: log_emission again, dlog_emission written by the driver. */
-        MXTensor &le = (*inputs)[3], &dle = (*outputs)[2];
+        MXTensor &A = in[0], &pi = in[1], &le = in[2], &len = in[3];
+        const size_t le_rank = indexed_ ? 3 : 4;
+        if (A.shape.size() != 3 || pi.shape.size() != 2 || le.shape.size() != le_rank || len.shape.size() != 1)
+            return "inputs of unexpected ranks: A " + shape_str(A.shape) + ", pi " + shape_str(pi.shape) +
+                   ", log_emission " + shape_str(le.shape) + ", lengths " + shape_str(len.shape);
+        const int64_t k = A.shape[0], n = A.shape[1];
+        *batch = le.shape[le_rank - 3];
+        *T = le.shape[le_rank - 2];
+        if (k < 1 || n < 1 || A.shape[2] != n || pi.shape[0] != k || pi.shape[1] != n || le.shape.back() != n ||
+            (!indexed_ && le.shape[0] != k))
+            return "A (K, N, N), pi (K, N), log_emission " +
+                   std::string(indexed_ ? "(batch, T, N)" : "(K, batch, T, N)") + " with K, N >= 1 expected, got A " +
+                   shape_str(A.shape) + ", pi " + shape_str(pi.shape) + ", log_emission " + shape_str(le.shape);
+        if (*batch < 1 || *T < 1)
+            return "log_emission must hold at least one sequence and one time step, got shape " +
+                   shape_str(le.shape) + " (give empty sequences length 0 instead)";
+        if (len.shape[0] != *batch)
+            return "lengths must have shape (batch,) = (" + std::to_string(*batch) +
+                   ",), one length per sequence of log_emission, got shape " + shape_str(len.shape);
+        if (k > 0x7fffffff || n > 0x7fffffff)
+            return "too many models or states";
+        le_size_ = le.size();
+        return read_lengths(len, *batch, *T, &lengths_);
+    }
+
+    hmm_many *new_plan(int64_t batch, int64_t T, const int64_t *model, int dt, int64_t *bad) override
+    {
+        return hmm_many_new_dense(k_, n_, batch, T, lengths_.data(), model, dt, bad);
+    }
+
+    int forward(std::vector<MXTensor> &in, double *ll64, int threads) override
+    {
+        return hmm_many_forward_dense(plan_, in[0].data_ptr, in[1].data_ptr, in[2].data_ptr, ll64, threads);
+    }
+
+    /* As hmm_forward_dense's: log_emission again, dlog_emission written by the driver. */
+    std::string check_backward(std::vector<MXTensor> &in, std::vector<MXTensor> &out) override
+    {
+        MXTensor &le = in[3], &dle = out[2];
         for (MXTensor *t : {&le, &dle})
             if (t->data_ptr && (t->dtype != dtype_ || t->size() != le_size_))
-                return fail_in(op, std::string(t == &le ? "log_emission" : "its gradient") + " has dtype " +
-                                       dtype_name(t->dtype) + " and " + std::to_string(t->size()) +
-                                       " elements in the backward, expected " + dtype_name(dtype_) + " and " +
-                                       std::to_string(le_size_));
+                return std::string(t == &le ? "log_emission" : "its gradient") + " has dtype " +
+                       dtype_name(t->dtype) + " and " + std::to_string(t->size()) +
+                       " elements in the backward, expected " + dtype_name(dtype_) + " and " +
+                       std::to_string(le_size_);
         if (!le.data_ptr)
-            return fail_in(op, "backward without log_emission");
-        const size_t k = k_, n = n_;
-        grads_.assign(k * (n * n + n), 0.0);
-        double *dA = grads_.data(), *dpi = dA + k * n * n;
-        if (hmm_many_backward_dense(plan_, g64_.data(), le.data_ptr, dA, dpi, dle.data_ptr,
-                                    std::max(1, num_threads())) != 0)
-            return fail_in(op, "no memory for the backward pass");
-        store_grads(outputs, dtype_, {dA, dpi}, 3);
-        return MX_SUCCESS;
+            return "backward without log_emission";
+        return "";
+    }
+
+    /* outputs: dA, dpi, dlog_emission (the driver's, straight into MXNet's buffer), dlengths (, dmodel) */
+    std::vector<size_t> grad_sizes() const override
+    {
+        const size_t n = n_;
+        return {n * n, n};
+    }
+
+    int backward(std::vector<MXTensor> &in, std::vector<MXTensor> &out, const std::vector<double *> &d,
+                 int threads) override
+    {
+        return hmm_many_backward_dense(plan_, g64_.data(), in[3].data_ptr, d[0], d[1], out[2].data_ptr, threads);
     }
 
  private:
-    bool indexed_;
-    hmm_many *plan_ = nullptr;
-    int k_ = 0, n_ = 0;
-    int dtype_ = 0;
     int64_t le_size_ = 0;            /* log_emission's elements */
-    std::vector<int64_t> lengths_;   /* read by plan_ until it is freed */
-    std::vector<int64_t> model_;
-    std::vector<double> ll64_, g64_, grads_;
 };
-
-MXReturnValue create_state_dense_many(const std::unordered_map<std::string, std::string> &attrs,
-                                      const MXContext &ctx,
-                                      const std::vector<std::vector<unsigned int>> &in_shapes,
-                                      const std::vector<int> in_types, CustomStatefulOp **op)
-{
-    ErrorList::get().sweep();
-    *op = CustomStatefulOp::create<HMMDenseManyOp>(in_shapes.size() > 4);
-    return MX_SUCCESS;
-}
 
 }  // namespace
 
@@ -1369,25 +1393,25 @@ REGISTER_OP(hmm_forward_many)
     .setParseAttrs(parse_attrs)         /* 4 inputs, 1 output: A, B, pi with a model axis, obs */
     .setInferType(infer_type_many)
     .setInferShape(infer_shape_many)
-    .setCreateOpState(create_state_many, "cpu");
+    .setCreateOpState(create_state_model_axis<HMMManyOp>, "cpu");
 
 REGISTER_OP(hmm_forward_by_model)
     .setParseAttrs(parse_attrs_by_model)   /* 5 inputs: the model index of each sequence last */
     .setInferType(infer_type_many)
     .setInferShape(infer_shape_many)
-    .setCreateOpState(create_state_many, "cpu");
+    .setCreateOpState(create_state_model_axis<HMMManyOp>, "cpu");
 
 REGISTER_OP(hmm_forward_dense_many)
     .setParseAttrs(parse_attrs)         /* 4 inputs: A, pi with a model axis, log_emission (K, ...), lengths */
     .setInferType(infer_type_dense_many)
     .setInferShape(infer_shape_dense_many)
-    .setCreateOpState(create_state_dense_many, "cpu");
+    .setCreateOpState(create_state_model_axis<HMMDenseManyOp>, "cpu");
 
 REGISTER_OP(hmm_forward_dense_by_model)
     .setParseAttrs(parse_attrs_by_model)   /* 5 inputs: the model index of each sequence last */
     .setInferType(infer_type_dense_many)
     .setInferShape(infer_shape_dense_many)
-    .setCreateOpState(create_state_dense_many, "cpu");
+    .setCreateOpState(create_state_model_axis<HMMDenseManyOp>, "cpu");
 
 /* For tests: how many messages lib_api's list holds now; the thread count a
  * call would use now. */

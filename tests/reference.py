@@ -78,6 +78,18 @@ def grads_of(fn, A, B, pi, obs, head=None, dtype=np.float64):
     return [ll.asnumpy()] + [x.grad.asnumpy() for x in (a, b, p)]
 
 
+def with_grads(fn, arrays, dtype, head):
+    """(ll, then each array's gradient) NumPy of sum head * fn(*arrays) through MXNet autograd; arrays:
+    NumPy, as NDArrays of dtype."""
+    arrays = [mx.nd.array(x, dtype=dtype) for x in arrays]
+    for x in arrays:
+        x.attach_grad()
+    with mx.autograd.record():
+        ll = fn(*arrays)
+    ll.backward(mx.nd.array(head, dtype=dtype))
+    return [ll.asnumpy()] + [x.grad.asnumpy() for x in arrays]
+
+
 def numeric_grad(f, x, eps=1e-6):
     """Central finite differences of the scalar f() w.r.t. every entry of the float64 array x (in place)."""
     g = np.zeros_like(x)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import under_thread_counts
+from reference import under_thread_counts, with_grads
 
 NATIVE = hmmop.native.many_available()   # libhmmop_op.so's hmm_forward_dense_many, hmm_forward_dense_by_model
 C_BACKENDS = ["cython"] + (["native"] if NATIVE else [])
@@ -30,17 +30,6 @@ def data(seed=0, k=4, n=3, lengths=(20, 0, 13, 1, 17, 20, 6, 19, 3), T=None, sca
         le[:, b, L:] = np.nan                           # padding may hold anything
     model = rng.choice([q for q in range(k) if q != 1], size=len(lengths))
     return rng, A, pi, le, lengths, model
-
-
-def with_grads(fn, arrays, dtype, head):
-    """(ll, dA, dpi, dle) NumPy of sum head * fn(A, pi, le) through MXNet autograd."""
-    arrays = [mx.nd.array(x, dtype=dtype) for x in arrays]
-    for x in arrays:
-        x.attach_grad()
-    with mx.autograd.record():
-        ll = fn(*arrays)
-    ll.backward(mx.nd.array(head, dtype=dtype))
-    return [ll.asnumpy()] + [x.grad.asnumpy() for x in arrays]
 
 
 def call(backend, lengths, model=None, **kw):

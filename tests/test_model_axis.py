@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hmmop
-from reference import random_model, random_padded, under_thread_counts
+from reference import random_model, random_padded, under_thread_counts, with_grads
 
 NATIVE = hmmop.native.many_available()       # libhmmop_op.so's hmm_forward_many, hmm_forward_by_model
 BACKENDS = ["cython", "ndarray"] + (["native"] if NATIVE else [])
@@ -17,17 +17,6 @@ def stacked(rng, k, n, m):
     """K random models stacked: A (K, n, n), B (K, n, m), pi (K, n) NumPy float64."""
     models = [random_model(rng, n, m) for _ in range(k)]
     return tuple(np.stack([x[i] for x in models]) for i in range(3))
-
-
-def with_grads(fn, params, dtype, head):
-    """(ll, dA, dB, dpi) NumPy of sum head * fn(A, B, pi) through MXNet autograd."""
-    arrays = [mx.nd.array(x, dtype=dtype) for x in params]
-    for x in arrays:
-        x.attach_grad()
-    with mx.autograd.record():
-        ll = fn(*arrays)
-    ll.backward(mx.nd.array(head, dtype=dtype))
-    return [ll.asnumpy()] + [x.grad.asnumpy() for x in arrays]
 
 
 def separate(params, obs, model, head, dtype, backend):

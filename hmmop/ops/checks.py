@@ -219,6 +219,15 @@ def prepare_model(model, k, params="A, B and pi"):
     return np.ascontiguousarray(as_int)
 
 
+def _model_on_host(model):
+    """model's host copy (as _on_host makes it), its dtype checked; None stays None."""
+    if model is None:
+        return None
+    model_np = _on_host(model)
+    check_model_dtype(model_np.dtype)
+    return model_np
+
+
 def checked_many_inputs(A, B, pi, obs, model=None):
     """Validate NDArray inputs of hmm_forward with a model axis.
 
@@ -228,9 +237,7 @@ def checked_many_inputs(A, B, pi, obs, model=None):
     ctx = _one_context({"A": A, "B": B, "pi": pi})
     obs_np = _on_host(obs)
     check_dtypes(A.dtype, B.dtype, pi.dtype, obs_np.dtype)
-    model_np = None if model is None else _on_host(model)
-    if model_np is not None:
-        check_model_dtype(model_np.dtype)
+    model_np = _model_on_host(model)
     k, _, m, _, _ = check_many_shapes(A.shape, B.shape, pi.shape, obs_np.shape,
                                       None if model_np is None else model_np.shape)
     prepare_obs(obs_np, m)
@@ -383,9 +390,7 @@ def checked_dense_many_inputs(A, pi, log_emission, lengths, model=None, check_va
     ctx = _one_context({"A": A, "pi": pi, "log_emission": log_emission})
     lengths_np = _on_host(lengths)
     check_dense_dtypes(A.dtype, pi.dtype, log_emission.dtype, lengths_np.dtype)
-    model_np = None if model is None else _on_host(model)
-    if model_np is not None:
-        check_model_dtype(model_np.dtype)
+    model_np = _model_on_host(model)
     k, _, _, T = check_dense_many_shapes(A.shape, pi.shape, log_emission.shape, lengths_np.shape,
                                          None if model_np is None else model_np.shape)
     lengths64 = prepare_lengths(lengths_np, T)
