@@ -235,3 +235,21 @@ def test_fit_many_of_a_family_equals_one_fit_per_group(family, settings, options
             np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="n_symbols"):
         hmmop.fit_many(sequences, groups, 2, n_symbols=3, family=family, **settings)
+
+
+def test_a_model_from_the_stack_trains_on_as_one_trained_alone():
+    """fit_many's models hold the stack's logits (their block, made on first use, takes them): a second
+    fit goes on exactly as the second fit of a model trained alone."""
+    X = data(10, n=6)
+    groups = [0, 1] * 3
+    models = hmmop.fit_many(X, groups, 4, 3, seed=2, method="gradient", epochs=15, progress=False)
+    for i, g in enumerate(models):
+        alone = hmmop.HMM(4, 3, seed=2 + i)
+        own = [x for x, h in zip(X, groups) if h == g]
+        alone.fit(own, method="gradient", epochs=15, seed=2 + i, progress=False)
+        assert models[g]._block is None                          # not made by fit_many
+        for m in (models[g], alone):
+            m.fit(own, method="gradient", epochs=5, progress=False, optimizer="adam", learning_rate=0.05)
+        for x, y in zip(models[g].probabilities(), alone.probabilities()):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(models[g].history_, alone.history_)

@@ -46,7 +46,7 @@ from ..fit import distributed
 from ..fit.em import fit_em
 from ..fit.monitor import Monitor
 from ..fit.priors import check_masks, check_prior
-from ..nn.hmm_block import NAMES, HMMBlock
+from ..nn.hmm_block import NAMES, HMMBlock, check_settings, learn_names, learnable, param_name
 from ..ops import checks
 from ..ops.checks import check_sizes
 from ..ops.ndview import from_host, view
@@ -107,14 +107,31 @@ class HMM(EmissionHMM):
                              mask={n: masks[n] for n in ("A", "pi") if n in masks},
                              engine=engine if engine in CORE_ENGINES else "fused")
         self.mask = masks
-        self.block = HMMBlock(self.n_states, self.n_symbols, engine=engine, dtype=self.dtype.name,
-                              fixed=fixed, mask=self.mask)
-        self.block.initialize(ctx=self.ctx)
-        self._in_block = False          # whether the block's parameters are the model's
+        self._engine = engine
+        self._fixed = check_settings(engine, fixed)
+        # The HMMBlock is made on first use (``block``): a gluon block costs ~3 ms to make, which a model
+        # that is only ever fitted by EM, or trained in a stack with others (fit_many), need not pay.
+        self._block = None
+        self._in_block = False          # whether the block's parameters (or _pending ones) are the model's
+        self._pending = None            # {parameter name: NumPy}: what a block not made yet is to hold
         self.set_probabilities(**self._random_probabilities(np.random.default_rng(seed)))
         self.initialized = True
 
-    fixed = property(lambda self: self.block.fixed, doc="names of the parameters held as given")
+    fixed = property(lambda self: self._fixed, doc="names of the parameters held as given")
+
+    @property
+    def block(self):
+        """The HMMBlock gradient training runs, holding the model's parameters as logits (made on first use)."""
+        if self._block is None:
+            block = HMMBlock(self.n_states, self.n_symbols, engine=self._engine, dtype=self.dtype.name,
+                             fixed=self._fixed, mask=self.mask)
+            block.initialize(ctx=self.ctx)
+            self._block = block
+            if self._in_block:          # logits a stack trained (fit_many): the block takes them as they are
+                for n in NAMES:
+                    self._write(n, self._pending[block.param_name(n)])
+            self._pending = None
+        return self._block
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -229,7 +246,7 @@ class HMM(EmissionHMM):
                                    n_init=n_init, seed=seed, params=params, prior=prior, progress=progress,
                                    callback=callback, optimizer=optimizer, learning_rate=learning_rate,
                                    optimizer_params=optimizer_params, batch_size=batch_size,
-                                   normalize=normalize, hybridize=hybridize and self.block.engine != "unroll",
+                                   normalize=normalize, hybridize=hybridize and self._engine != "unroll",
                                    kvstore=kvstore, shard=shard, labels=labels)
         finally:
             self.emission.emission_prior = kept
@@ -262,7 +279,7 @@ class HMM(EmissionHMM):
         self._starts = np.random.default_rng([int(seed), 1] if isinstance(seed, (int, np.integer)) else seed)
         prior = check_prior(prior, {n: self._shape(n) for n in NAMES if n not in self.fixed})
         values, kept = self._gradient_start_values(rows, seed, "random", params, n_init)
-        return values, kept, self.block.learn_names(params), self._prior_weights(prior)
+        return values, kept, learn_names(params), self._prior_weights(prior)
 
     def _em_starts_done(self, tasks, outcomes, rows, lengths):
         try:
@@ -291,7 +308,7 @@ class HMM(EmissionHMM):
 
     def _params_of(self, learn):
         """hmmlearn's letters of the names ``learn`` (default: every parameter not fixed)."""
-        learn = self.block.learnable(learn)
+        learn = learnable(self._fixed, learn)
         return "".join(_LETTERS[n] for n in ("pi", "A", "B") if n in learn)
 
     def _use_emission_prior(self, prior):
@@ -343,25 +360,34 @@ class HMM(EmissionHMM):
     def _stack_block(self, n_models, sizes=None):
         """An HMMBlock of n_models stacked models with this one's settings (fit's starts together; with a
         model index input, fit_many's models on their own sequences: sizes is not needed)."""
-        block = HMMBlock(self.n_states, self.n_symbols, engine=self.block.engine, dtype=self.dtype.name,
+        block = HMMBlock(self.n_states, self.n_symbols, engine=self._engine, dtype=self.dtype.name,
                          fixed=self.fixed, mask=self.mask, n_models=n_models)
         block.initialize(ctx=self.ctx)
         return block
 
     def _block_values(self):
-        """The block's values for the current parameters (what a gradient fit starts from)."""
-        self._to_block()
+        """The block's values {parameter name: NumPy} for the current parameters (what a gradient fit
+        starts from), without making a block that is not there."""
+        if not self._in_block:
+            return {param_name(n, self._fixed): np.asarray(v, dtype=self.dtype) for n, v in self._logits().items()}
+        if self._block is None:
+            return {name: value.copy() for name, value in self._pending.items()}
         mx.nd.waitall()
         return {self.block.param_name(n): view(self._param(n).data(self.ctx)).copy() for n in NAMES}
 
     def _take_stacked(self, block, k, learn):
         """The model's parameters ``learn`` from model k of a stacked block (as _store_block takes a
-        trained block's); the block then holds them."""
+        trained block's, bit for bit); its block (made or not yet) then holds them."""
         values = block.stacked(k)
-        for n in NAMES:
-            self._write(n, values[self.block.param_name(n)])
+        if self._block is None:
+            self._pending = values
+        else:
+            for n in NAMES:
+                self._write(n, values[self.block.param_name(n)])
         self._in_block = True
-        self._from_block(learn)
+        for name, value in zip(NAMES, block.stacked_probabilities(k)):
+            if name in learn:
+                self._store(name, value)
 
     def _store_block(self, block, trainer, epoch, history=None, during=False):
         if block is not self.block:
@@ -539,15 +565,25 @@ class HMM(EmissionHMM):
     def _to_block(self):
         """Write the model's parameters into the block (learned ones as logits), unless it holds them."""
         if self._in_block:
+            if self._block is None:
+                self.block                  # made now: it takes the pending logits
             return
+        for name, value in self._logits().items():
+            self._write(name, value)
+        self._in_block = True
+
+    def _logits(self):
+        """{name: float64 NumPy} what the block holds for the model's parameters: logits of the learned
+        ones (log of the probabilities; 0 at structural zeros), the fixed ones' probabilities."""
+        out = {}
         for name, value in zip(NAMES, self.probabilities()):
             if name not in self.fixed:
                 with np.errstate(divide="ignore"):
                     value = np.log(np.maximum(value, _FLOOR))
                 if name in self.mask:
                     value = np.where(self.mask[name], value, 0.0)   # masked logits: never read, never move
-            self._write(name, value)
-        self._in_block = True
+            out[name] = value
+        return out
 
     def _from_block(self, names):
         """The model's parameters ``names`` from the block's (after training, or new logits); the
@@ -609,7 +645,7 @@ class HMM(EmissionHMM):
 
     def __repr__(self):
         return (f"HMM(n_states={self.n_states}, n_symbols={self.n_symbols}, dtype={self.dtype.name}, "
-                f"engine={self.block.engine!r}, fixed={self.fixed}, masked={tuple(self.mask)})")
+                f"engine={self._engine!r}, fixed={self.fixed}, masked={tuple(self.mask)})")
 
 
 class _CountSum:

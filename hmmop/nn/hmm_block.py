@@ -54,21 +54,52 @@ NAMES = ("A", "B", "pi")
 _TINY = 1e-300
 
 
+def check_settings(engine, fixed):
+    """HMMBlock's checks of ``engine`` and ``fixed`` (without making a block); returns fixed's names
+    in NAMES' order."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    unknown = set(fixed) - set(NAMES)
+    if unknown:
+        raise ValueError(f"fixed may only name {NAMES}, got {sorted(unknown)}")
+    if engine == "native" and not native.load():
+        raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
+    return tuple(name for name in NAMES if name in fixed)
+
+
+def learnable(fixed, learn=None):
+    """Checked tuple of the names to learn (default: every one not in ``fixed``), in NAMES' order."""
+    learn = tuple(n for n in NAMES if n not in fixed) if learn is None else tuple(learn)
+    bad = [n for n in learn if n not in NAMES]
+    if bad:
+        raise ValueError(f"learn may only name {NAMES}, got {bad}")
+    held = [n for n in learn if n in fixed]
+    if held:
+        raise ValueError(f"cannot learn {held}: the model holds them as fixed probabilities")
+    if not learn:
+        raise ValueError("learn names no parameter: there is nothing to train")
+    return tuple(n for n in NAMES if n in learn)
+
+
+def param_name(name, fixed):
+    """The gluon parameter name of 'A', 'B' or 'pi' in a block holding ``fixed``: NAME_probs when fixed,
+    else NAME_logits."""
+    return f"{name}_probs" if name in fixed else f"{name}_logits"
+
+
+def learn_names(params):
+    """The names that hmmlearn's letters ``params`` learn ('s' pi, 't' A, 'e' B)."""
+    return tuple(n for n, letter in zip(NAMES, "tes") if letter in params)
+
+
 class HMMBlock(gluon.HybridBlock):
     def __init__(self, n_states, n_symbols, engine="fused", dtype="float32", fixed=(), mask=None, n_models=None,
                  **kwargs):
         super().__init__(**kwargs)
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-        unknown = set(fixed) - set(NAMES)
-        if unknown:
-            raise ValueError(f"fixed may only name {NAMES}, got {sorted(unknown)}")
+        self.fixed = check_settings(engine, fixed)
         self.n_states, self.n_symbols = int(n_states), int(n_symbols)
         self.engine = engine
-        if engine == "native" and not native.load():
-            raise RuntimeError(f"engine 'native' is not available: {native.unavailable_reason()}")
         self._native = self._native_for(mx.cpu())    # what a graph built from symbols holds
-        self.fixed = tuple(name for name in NAMES if name in fixed)
         if n_models is not None and (isinstance(n_models, bool) or int(n_models) != n_models or n_models < 1):
             raise ValueError(f"n_models must be a positive integer or None, got {n_models!r}")
         self.n_models = None if n_models is None else int(n_models)
@@ -89,7 +120,7 @@ class HMMBlock(gluon.HybridBlock):
 
     def param_name(self, name):
         """Gluon parameter name of 'A', 'B' or 'pi': NAME_logits, or NAME_probs when fixed."""
-        return f"{name}_probs" if name in self.fixed else f"{name}_logits"
+        return param_name(name, self.fixed)
 
     def _native_for(self, ctx):
         """Whether this block runs the native operator on context ctx."""
@@ -120,6 +151,7 @@ class HMMBlock(gluon.HybridBlock):
     def set_stack(self, k, values):
         """Model k's parameters (n_models) from values {gluon parameter name: NumPy array of the unstacked
         shape}, e.g. an unstacked block's: written straight into its slice (CPU)."""
+        self._stacked_probabilities = None
         mx.nd.waitall()
         for name, value in values.items():
             view(self._reg_params[name].data())[k] = value
@@ -128,6 +160,15 @@ class HMMBlock(gluon.HybridBlock):
         """{gluon parameter name: NumPy copy} of model k's parameters (n_models; CPU)."""
         mx.nd.waitall()
         return {name: view(p.data())[k].copy() for name, p in self._reg_params.items() if name in self._names()}
+
+    def stacked_probabilities(self, k):
+        """(A, B, pi) of model k (n_models) as float64 NumPy, from one softmax of the whole stack (bit for
+        bit what an unstacked block with model k's parameters gives: softmax works row by row); kept
+        until set_stack."""
+        if getattr(self, "_stacked_probabilities", None) is None:
+            ctx = self._reg_params[self.param_name("A")].list_ctx()[0]
+            self._stacked_probabilities = [p.asnumpy() for p in self.probabilities(mx.nd, self.values(ctx))]
+        return [np.asarray(p[k], dtype=np.float64) for p in self._stacked_probabilities]
 
     def _names(self):
         return tuple(self.param_name(n) for n in NAMES)
@@ -147,21 +188,12 @@ class HMMBlock(gluon.HybridBlock):
 
     def learnable(self, learn=None):
         """Checked tuple of the names to learn (default: every one not fixed)."""
-        learn = tuple(n for n in NAMES if n not in self.fixed) if learn is None else tuple(learn)
-        bad = [n for n in learn if n not in NAMES]
-        if bad:
-            raise ValueError(f"learn may only name {NAMES}, got {bad}")
-        held = [n for n in learn if n in self.fixed]
-        if held:
-            raise ValueError(f"cannot learn {held}: the model holds them as fixed probabilities")
-        if not learn:
-            raise ValueError("learn names no parameter: there is nothing to train")
-        return tuple(n for n in NAMES if n in learn)
+        return learnable(self.fixed, learn)
 
     # -- what hmmop.Trainer asks of a block (see fit/trainer.py) ----------------------------------
     def learn_names(self, params):
         """The names that hmmlearn's letters ``params`` learn ('s' pi, 't' A, 'e' B)."""
-        return tuple(n for n, letter in zip(NAMES, "tes") if letter in params)
+        return learn_names(params)
 
     def trainable(self, learn):
         """[Parameter] of the names in ``learn`` (checked), with grad_req set: "write" for
