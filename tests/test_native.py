@@ -266,8 +266,9 @@ def test_errors_do_not_accumulate():
     assert last.count("hmm_forward: ") == 1 and "[1]" not in last
     call()
     after = min(timeit.repeat(call, number=50, repeat=5)) / 50
-    assert after < 3 * before + 50e-6, (before, after)
-    assert native.error_count() == 0
+    assert native.error_count() == 0            # the list is swept (the cause, checked exactly)
+    # and the symptom, with room for a busy machine: the bug made a call ~650x slower
+    assert after < 20 * before + 500e-6, (before, after)
 
 
 # ---- Gradient requests (trap 1): lib_api always overwrites input gradients ----

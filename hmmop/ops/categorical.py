@@ -117,6 +117,14 @@ class HMMOpProp(mx.operator.CustomOpProp):
         super().__init__(need_top_grad=True)
         self.backend = backend
 
+    # declare_backward_dependency: CustomOpProp's default (every input and output), on purpose, although
+    # the backward reads only ll's gradient (and the dense ops log_emission).  MXNet 1.9's Python layer
+    # keeps the last declared dependencies in ONE process-wide set (mxnet.operator._registry.result_deps)
+    # and reads it when any CustomOp's backward runs, later and on another thread: an array an op did not
+    # declare is passed empty, and where the set (another op's, declared meanwhile) names its place,
+    # MXNet reads its storage type, -1, and the backward fails ("unknown storage type: -1").  Declaring
+    # every array keeps them all valid whatever the set holds (tests/test_dense_op.py).
+
     def list_arguments(self):
         return list(self.ARGUMENTS)
 
@@ -173,11 +181,6 @@ class HMMForwardProp(HMMOpProp):
 
     def dtype_of(self, in_type):
         return checks.check_dtypes(*in_type)
-
-    def declare_backward_dependency(self, out_grad, in_data, out_data):
-        # Both backends keep what they need from the forward (in arrays of
-        # their own), so MXNet may free or reuse the inputs and ll.
-        return list(out_grad)
 
 
 def _is_symbol(x):

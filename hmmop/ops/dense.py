@@ -115,11 +115,6 @@ class HMMForwardDenseProp(HMMOpProp):
     def dtype_of(self, in_type):
         return checks.check_dense_dtypes(*in_type)
 
-    def declare_backward_dependency(self, out_grad, in_data, out_data):
-        # The Cython backend reads log_emission again in the backward (sequences
-        # recomputed in double); the NDArray path keeps copies of its own.
-        return list(out_grad) + [in_data[2]]
-
 
 def _native_dense():
     """Whether the native hmm_forward_dense is loaded."""

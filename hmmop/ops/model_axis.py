@@ -197,9 +197,6 @@ class HMMForwardByModelProp(HMMOpProp):
     def create_operator(self, ctx, in_shapes, in_dtypes):
         return create_many_operator(self, ctx, in_shapes, in_dtypes, indexed=True, dense=self.DENSE)
 
-    def declare_backward_dependency(self, out_grad, in_data, out_data):
-        return list(out_grad)
-
 
 @mx.operator.register(DENSE_OP_TYPE_BY_MODEL)
 class HMMForwardDenseByModelProp(HMMForwardByModelProp):
@@ -213,9 +210,6 @@ class HMMForwardDenseByModelProp(HMMForwardByModelProp):
 
     def dtype_of(self, in_type):
         return checks.check_dense_dtypes(*in_type)
-
-    def declare_backward_dependency(self, out_grad, in_data, out_data):
-        return list(out_grad) + [in_data[2]]        # the C route reads log_emission again
 
 
 def _forward_many(dense, inputs, model, backend, checked):
