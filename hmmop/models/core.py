@@ -333,8 +333,7 @@ class EmissionHMM:
                 self._gradient_together(optimizer, callback):
             return self._fit_gradient_starts(rows, lengths, starts, epochs, tol, params, prior, progress, init,
                                              n_init, **gradient)
-        best, inits, histories = None, [], []
-        for start in range(n_init):
+        def take(start):                    # one start after another
             if start or not self.initialized:
                 self._start(rows, seed, start, init, params)
                 if labels is not None:
@@ -342,24 +341,15 @@ class EmissionHMM:
             if labels is not None:
                 self._check_possible(self._score_rows(rows, lengths, labels), labels, rows)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
-            try:
-                if method == "em":
-                    history = self._fit_em(*args, labels=labels) if kv is None else \
-                        self._fit_em_distributed(*args, kv, labels=labels)
-                else:
-                    history = self._fit_gradient(*args, kv=kv, labels=labels, **gradient)
-            except DivergenceError as exc:
-                self.history_ = exc.history
-                raise
-            histories.append(history)
-            if n_init == 1:
-                best = (None, history, None)
-                break
+            if method == "em":
+                return self._fit_em(*args, labels=labels) if kv is None else \
+                    self._fit_em_distributed(*args, kv, labels=labels)
+            return self._fit_gradient(*args, kv=kv, labels=labels, **gradient)
+
+        def score():
             ll = float(self._score_rows(rows, lengths, labels).sum())
-            if kv is not None:
-                ll = distributed.allreduce_sum(kv, [ll])[0]
-            best = self._kept_start(best, ll, history, inits)
-        return self._chosen_start(best, inits, histories)
+            return ll if kv is None else distributed.allreduce_sum(kv, [ll])[0]
+        return self._starts_ended(n_init, take, score)
 
     # -- n_init gradient starts trained together (one stack of models; see hmmop/fit/together.py) ------
     def _gradient_together(self, optimizer, callback):
@@ -442,18 +432,33 @@ class EmissionHMM:
         start's final log-likelihood in inits_, histories_, the best start's parameters and history_;
         the first start that diverged raises its DivergenceError, the model holding that start's
         last finite parameters (as fit leaves it)."""
-        best, inits, histories = None, [], []
-        for k, (history, error) in enumerate(outcomes):
+        def take(k):
+            history, error = outcomes[k]
             self._restore(kept[k])
             self._take_stacked(block, first + k, learn)
             if error is not None:
-                self.history_ = error.history
                 raise error
+            return history
+        return self._starts_ended(len(outcomes), take, lambda: float(self._score_rows(rows, lengths).sum()))
+
+    def _starts_ended(self, n_starts, take, score):
+        """n_init's loop over the starts, in order: take(i) leaves start i's final parameters in the model
+        (fitting it, or taking what a run of all the starts together left) and returns its history, or
+        raises its DivergenceError (then history_ is the error's, as fit leaves it); score() is the
+        model's final log-likelihood.  Then inits_ (each start's score; empty for one start),
+        histories_, and the best start's parameters and history_."""
+        best, inits, histories = None, [], []
+        for i in range(n_starts):
+            try:
+                history = take(i)
+            except DivergenceError as exc:
+                self.history_ = exc.history
+                raise
             histories.append(history)
-            if len(outcomes) == 1:
+            if n_starts == 1:
                 best = (None, history, None)
                 break
-            best = self._kept_start(best, float(self._score_rows(rows, lengths).sum()), history, inits)
+            best = self._kept_start(best, score(), history, inits)
         return self._chosen_start(best, inits, histories)
 
     def _prior_weights(self, prior):
@@ -541,21 +546,13 @@ class EmissionHMM:
         """fit's end after the tasks of _em_start_tasks ran (outcomes: em_categorical_many's): each
         start's final log-likelihood on (rows, lengths) in inits_ (empty for one start), histories_,
         the best start's parameters and history_; DivergenceError as fit raises it."""
-        best, inits, histories = None, [], []
-        for task, (history, stop, last) in zip(tasks, outcomes):
-            self._em_task_done(task)
+        def take(i):
+            history, stop, last = outcomes[i]
+            self._em_task_done(tasks[i])
             if stop == "non-finite":
-                try:
-                    self._em_diverged(last, history)
-                except DivergenceError as exc:
-                    self.history_ = exc.history
-                    raise
-            histories.append(history)
-            if len(tasks) == 1:
-                best = (None, history, None)
-                break
-            best = self._kept_start(best, float(self._score_rows(rows, lengths).sum()), history, inits)
-        return self._chosen_start(best, inits, histories)
+                self._em_diverged(last, history)
+            return history
+        return self._starts_ended(len(tasks), take, lambda: float(self._score_rows(rows, lengths).sum()))
 
     def fit_supervised(self, X, labels, lengths=None, params=None, prior=None):
         """The supervised estimate from fully labelled data, with no iteration; returns self.
