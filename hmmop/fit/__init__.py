@@ -1,6 +1,8 @@
 """How hmmop's parameters are learned, whatever the model.
 
 - ``trainer``: ``Trainer``, the gradient training loop of a block (minibatches, optimizers, kvstores);
+- ``together``: ``TogetherTrainer``, that loop for K models stacked on a leading axis (restarts, fit_many);
+- ``labels``: known states of some steps (``check_labels``, ``Labels``, ``supervised_counts``);
 - ``em``: Baum-Welch from the operator's gradients (``expected_counts``, ``m_step``, ``fit_em``);
 - ``monitor``: what every fit shares (epoch loop, history, tol, bar, ``DivergenceError``);
 - ``priors``: Dirichlet priors and their MAP update ``m_step``;
