@@ -167,3 +167,24 @@ def test_a_model_with_a_vocabulary_fits_its_starts_and_labels():
     assert models[0].symbols == list("abc") and len(models[0].inits_) == 2
     sel = hmmop.select(X, [1, 2], symbols=list("abc"), n_init=2, epochs=3, seed=0)
     np.testing.assert_allclose(sel.loglik, [sel.models[n].score(X) for n in (1, 2)], rtol=1e-12)
+
+
+def test_select_of_a_family_fits_every_size_as_alone_and_finds_the_true_one():
+    """select(family=GaussianHMM): each N's model is that size's fit alone (same parameters, inits_),
+    the criteria are the models' own aic/bic, and on three well-separated states BIC picks 3."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 400)
+    X = np.array([[0.0, 0.0], [3.0, 3.0], [-3.0, 3.0]])[truth] + 0.7 * rng.normal(size=(400, 2))
+    lengths = [200, 200]
+    settings = dict(n_features=2, covariance_type="diag", dtype="float64")
+    sel = hmmop.select(X, range(1, 5), lengths=lengths, n_init=2, epochs=30, seed=0, family=hmmop.GaussianHMM,
+                       **settings)
+    assert sel.best_n_states == 3 and sel.best is sel.models[3]
+    for i, n in enumerate(sel.states):
+        alone = hmmop.GaussianHMM(n, seed=n, **settings)
+        alone.fit(X, lengths, n_init=2, epochs=30, seed=n, progress=False)
+        np.testing.assert_array_equal(sel.models[n].means, alone.means)
+        np.testing.assert_array_equal(sel.models[n].inits_, alone.inits_)
+        assert sel.bic[i] == alone.bic(X, lengths) and sel.aic[i] == alone.aic(X, lengths)
+    with pytest.raises(ValueError, match="n_symbols"):
+        hmmop.select(X, [2], lengths=lengths, n_symbols=3, family=hmmop.GaussianHMM, **settings)

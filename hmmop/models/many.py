@@ -223,7 +223,9 @@ class Selection:
         self.models = models
         self.criterion = criterion
         self.loglik = np.array([float(models[n]._score_rows(rows, lengths).sum()) for n in self.states])
-        n_observed = int(np.count_nonzero(rows >= 0))
+        # the observed rows (a symbol, or a row that is not missing): what BIC's log counts
+        n_observed = int(np.count_nonzero(rows >= 0)) if rows.ndim == 1 else \
+            int((~models[self.states[0]].emission.missing_rows(rows)).sum())
         self.n_parameters = np.array([models[n].n_free_parameters for n in self.states])
         self.aic = -2 * self.loglik + 2 * self.n_parameters
         self.bic = -2 * self.loglik + self.n_parameters * np.log(max(n_observed, 1))
@@ -252,19 +254,28 @@ class Selection:
 
 
 def select(sequences, states=range(2, 9), n_symbols=None, symbols=None, lengths=None, n_init=10, epochs=100,
-           tol=None, seed=None, prior=None, criterion="bic", **model_kwargs):
+           tol=None, seed=None, prior=None, criterion="bic", family=None, **model_kwargs):
     """Fit an HMM for every number of states in ``states`` (n_init EM starts each, all in one call) and
     choose one by ``criterion`` ("bic", "aic": the smallest; "loglik": the largest); returns a
     Selection.  The model for N states is what ``HMM(N, n_symbols, seed=seed + N,
     **model_kwargs).fit(sequences, method="em", n_init=n_init, seed=seed + N, epochs=epochs,
     tol=tol, prior=prior)`` gives, bit for bit, whatever else ``states`` holds.  A non-finite EM
     objective raises DivergenceError naming N, after every model is finished.
+
+    family: None (hmmop.HMM) or a family's class (hmmop.GaussianHMM, GMMHMM, PoissonHMM,
+    MultinomialHMM) with its settings in model_kwargs (e.g. n_features=, covariance_type=): the
+    model for N states is ``family(N, seed=seed + N, **model_kwargs).fit(sequences, lengths,
+    method="em", ...)``, the sizes fitted one after another (their M-step is Python's); the
+    criteria are the models' own aic/bic (k log of the observed rows).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     states = [int(n) for n in states]
     if not states or any(n < 1 for n in states) or len(set(states)) != len(states):
         raise ValueError(f"states must be distinct positive integers, got {states}")
+    if family is not None and family is not HMM:
+        return _select_family(family, sequences, states, lengths, n_init, epochs, tol, seed, prior, criterion,
+                              model_kwargs, n_symbols, symbols)
     rows, lengths, starts, n_symbols = _encoded(sequences, n_symbols, symbols, lengths)
     models, jobs = {}, []
     for n in states:
@@ -273,4 +284,24 @@ def select(sequences, states=range(2, 9), n_symbols=None, symbols=None, lengths=
         jobs.append((model, tasks, rows, lengths))
         models[n] = model
     _run(jobs, rows, [f"{n} states" for n in states])
+    return Selection(states, models, rows, lengths, criterion)
+
+
+def _select_family(family, sequences, states, lengths, n_init, epochs, tol, seed, prior, criterion, model_kwargs,
+                   n_symbols, symbols):
+    """select for a family of the core (GaussianHMM, ...): every size fitted by EM, one after another."""
+    if n_symbols is not None or symbols is not None:
+        raise ValueError(f"n_symbols and symbols are hmmop.HMM's; {family.__name__} takes its own settings "
+                         f"(e.g. n_features=)")
+    rows, lengths = family(states[0], **model_kwargs).emission.prepare(sequences, lengths)
+    models, failed = {}, None
+    for n in states:
+        models[n] = family(n, seed=_seed(seed, n), **model_kwargs)
+        try:
+            models[n].fit(rows, lengths, method="em", epochs=epochs, tol=tol, n_init=n_init, seed=_seed(seed, n),
+                          prior=prior, progress=False)
+        except DivergenceError as exc:
+            failed = failed or DivergenceError(f"{n} states: {exc}", exc.epoch, exc.history)
+    if failed is not None:
+        raise failed
     return Selection(states, models, rows, lengths, criterion)
