@@ -2,8 +2,9 @@
 
 Everything runs in this process through cli.main (tests/test_cli.py's hmmop helper): the printed table
 and --json against hmmop.select on the same sequences and options, --out against Selection.best (and
-read back by hmmop.load and `hmmop score`), --plot's PNG, --states' forms and errors, and the errors
-for Gaussian data (select fits categorical models only)."""
+read back by hmmop.load and `hmmop score`), --plot's PNG, --states' forms and errors; Gaussian models of
+numeric rows (--emissions gaussian) against hmmop.select(family=GaussianHMM), and the errors for numeric rows
+read as symbols."""
 import argparse
 import json
 import os
@@ -192,26 +193,54 @@ def test_states_required(text, args):
     assert status == 2 and "--states" in err
 
 
-def test_gaussian_data_is_refused(tmp_path):
+def test_numeric_rows_need_emissions_gaussian(tmp_path):
+    """Numeric rows read as categorical data are an error pointing at --emissions gaussian."""
     rows = tmp_path / "walk.csv"
     rows.write_text("speed,turn\n0.1,0.2\n3.2,1.1\n\n6.1,-0.5\n", encoding="utf-8")
     floats = tmp_path / "walk.npz"
     np.savez(floats, X=np.random.default_rng(0).normal(size=(30, 2)), lengths=[10, 20])
-    limitation = "select fits categorical HMMs only"
-    status, out, err = run("select", rows, "--states", "2..3", "--emissions", "gaussian")
-    assert status == 2 and out == "" and limitation in err and "--emissions gaussian" in err
     for path in (rows, floats):
         status, out, err = run("select", path, "--states", "2..3")
         assert status == 1 and out == "", err
-        assert err.startswith(f"hmmop select: error: {path}: ") and limitation in err
+        assert err.startswith(f"hmmop select: error: {path}: ") and "--emissions gaussian" in err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     status, out, err = run("select", rows, "--states", "2", "--tokens", "chars", "--n-init", 1, "--epochs", 2)
     assert status == 0, err         # its text, when asked for explicitly
+    status, _, err = run("select", rows, "--states", "2", "--covariance", "full")
+    assert status == 2 and "--covariance applies to --emissions gaussian" in err
+    status, _, err = run("select", rows, "--states", "2", "--emissions", "gaussian", "--tokens", "words")
+    assert status == 2 and "--tokens applies to --emissions categorical" in err
     status, _, err = run("select", tmp_path / "missing.txt", "--states", "2")
     assert status == 1 and "no such file" in err
 
 
-def test_help_says_categorical_only():
+def test_select_gaussian_numeric_rows_as_hmmop_select(tmp_path):
+    """--emissions gaussian: the table and --json are hmmop.select(family=GaussianHMM)'s on the same rows;
+    --out writes the chosen GaussianHMM."""
+    rng = np.random.default_rng(3)
+    truth = np.repeat(rng.integers(0, 3, 30), 10)
+    X = np.array([[0.0, 0.0], [4.0, 4.0], [-4.0, 4.0]])[truth] + 0.8 * rng.normal(size=(300, 2))
+    path = tmp_path / "rows.npz"
+    np.savez(path, X=X, lengths=[150, 150])
+    out_model = tmp_path / "best.npz"
+    args = ["--states", "1..4", "--seed", "0", "--n-init", 2, "--epochs", 20, "--dtype", "float64"]
+    status, out, err = run("select", path, "--emissions", "gaussian", "--covariance", "diag", *args, "--json",
+                           "--out", out_model)
+    assert status == 0, err
+    got = json.loads(out)
+    sel = hmmop.select([X[:150], X[150:]], range(1, 5), n_init=2, epochs=20, seed=0, family=hmmop.GaussianHMM,
+                       n_features=2, covariance_type="diag", dtype="float64")
+    assert got["states"] == [1, 2, 3, 4] and got["chosen"] == sel.best_n_states == 3
+    np.testing.assert_array_equal(got["bic"], sel.bic)
+    np.testing.assert_array_equal(got["loglik"], sel.loglik)
+    best = hmmop.load(str(out_model))
+    assert isinstance(best, hmmop.GaussianHMM) and best.n_states == 3
+    np.testing.assert_array_equal(best.means, sel.best.means)
+    status, out, err = run("select", path, "--emissions", "gaussian", *args)
+    assert status == 0 and "chosen: 3 states" in out and "observations of 2 features" in err
+
+
+def test_help_names_both_families():
     status, out, _ = run("select", "--help")
     assert status == 0 and "example:" in out and "hmmop select" in out
-    assert "Categorical data only" in " ".join(out.split())
+    assert "--emissions gaussian" in " ".join(out.split()) and "--covariance" in out

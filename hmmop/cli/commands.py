@@ -11,9 +11,8 @@
     hmmop bench --quick
     hmmop launch -n 2 -- hmmop fit book.txt --states 2 --kvstore dist_sync
 
-Categorical models read symbol sequences (hmmop.cli.files.read_sequences;
-select too, categorical only),
-Gaussian models numeric rows (hmmop.cli.files.read_features); score, decode,
+Categorical models read symbol sequences (hmmop.cli.files.read_sequences),
+Gaussian models numeric rows (hmmop.cli.files.read_features), in fit and select; score, decode,
 sample and info take the model class from the model file (hmmop.load).
 fit, score and decode take ``--labels FILE``, the known states of some steps
 (hmmop.cli.files.read_labels): fit then maximises log P(data, labels), score
@@ -179,9 +178,8 @@ def _fit_gaussian(args, out):
 
 
 def select(args):
-    """select: a categorical HMM for every N of --states (hmmop.select), the table and the chosen N."""
-    if args.emissions == "gaussian":
-        raise UsageError(_GAUSSIAN_SELECT)
+    """select: a model for every N of --states (hmmop.select), the table and the chosen N: categorical
+    HMMs of symbol sequences, or (--emissions gaussian) GaussianHMMs of numeric rows."""
     for path in (args.out, args.plot):
         if path:
             _check_new(path, args.force)
@@ -189,24 +187,41 @@ def select(args):
         raise UsageError("--out and --plot name the same file")
     if args.plot:
         plots.check_available()             # before the fits, not after them
-    _check_categorical_data(args)
-    sequences, tokens, _ = read_sequences(args.data, args.tokens or "chars")
-    n_symbols, symbols = _vocabulary(args.data, sequences, tokens)
-    largest = max(args.states)
-    try:
-        check_sizes({"A": (largest, largest), "B": (largest, n_symbols), "pi": (largest,)}, args.dtype)
-    except ValueError as exc:
-        raise UsageError(f"--states {_states_shown(args.states)} with {n_symbols} distinct symbols: {exc}") from None
-    n = sum(len(s) for s in sequences)
+    options = dict(states=args.states, n_init=args.n_init, epochs=args.epochs, tol=args.tol, seed=args.seed,
+                   criterion=args.criterion, dtype=args.dtype)
+    if args.emissions == "gaussian":
+        if args.tokens is not None:
+            raise UsageError("--tokens applies to --emissions categorical (Gaussian data are numeric rows)")
+        covariance = args.covariance or "diag"
+        sequences, _, _ = read_features(args.data)
+        D = sequences[0].shape[1]
+        n = _observed(sequences)
+        data = f"{n} observations of {D} feature{'s' * (D != 1)}"
+        fits = f"{covariance} covariances, em"
+        options.update(family=GaussianHMM, n_features=D, covariance_type=covariance)
+    else:
+        if args.covariance is not None:
+            raise UsageError("--covariance applies to --emissions gaussian")
+        _check_categorical_data(args)
+        sequences, tokens, _ = read_sequences(args.data, args.tokens or "chars")
+        n_symbols, symbols = _vocabulary(args.data, sequences, tokens)
+        largest = max(args.states)
+        try:
+            check_sizes({"A": (largest, largest), "B": (largest, n_symbols), "pi": (largest,)}, args.dtype)
+        except ValueError as exc:
+            raise UsageError(f"--states {_states_shown(args.states)} with {n_symbols} distinct symbols: "
+                             f"{exc}") from None
+        n = sum(len(s) for s in sequences)
+        data = f"{n} symbols, {n_symbols} distinct"
+        fits = "em"
+        options.update(n_symbols=n_symbols, symbols=symbols, tokens=tokens)
     models = len(args.states)
     _say(f"fitting {models} model{'s' * (models != 1)} ({_states_shown(args.states)} states) to {len(sequences)} "
-         f"sequences, {n} symbols, {n_symbols} distinct (em, {args.n_init} start{'s' * (args.n_init != 1)} each, "
+         f"sequences, {data} ({fits}, {args.n_init} start{'s' * (args.n_init != 1)} each, "
          f"up to {args.epochs} epochs{'' if args.tol is None else ', tol ' + str(args.tol)}; "
          f"criterion {args.criterion})")
     start = time.perf_counter()
-    choice = select_models(sequences, states=args.states, n_symbols=n_symbols, symbols=symbols, n_init=args.n_init,
-                           epochs=args.epochs, tol=args.tol, seed=args.seed, criterion=args.criterion,
-                           dtype=args.dtype, tokens=tokens)
+    choice = select_models(sequences, **options)
     seconds = time.perf_counter() - start
     chosen = choice.best_n_states
     if args.json:
@@ -222,14 +237,13 @@ def select(args):
         _say(f"model with {chosen} states written to {args.out}")
     if args.plot:
         plots.selection(choice.states, choice.loglik, choice.aic, choice.bic, chosen, args.criterion, args.plot,
-                        title=f"{args.data}: {n} symbols, {n_symbols} distinct")
+                        title=f"{args.data}: {data}")
         _say(f"criteria against the number of states written to {args.plot}")
 
 
 _CHOSEN_BY = {"bic": "smallest BIC", "aic": "smallest AIC", "loglik": "largest log-likelihood"}
-_GAUSSIAN_SELECT = ("select fits categorical HMMs only, for now (hmmop.select has no Gaussian models yet); for "
-                    "numeric rows fit each N with 'hmmop fit DATA --emissions gaussian --states N' and compare, "
-                    "or GaussianHMM.bic in Python")
+_GAUSSIAN_SELECT = ("this looks like numeric rows, which select fits with --emissions gaussian (categorical HMMs "
+                    "read symbols: give --tokens to read the file as text)")
 
 
 def _check_categorical_data(args):
@@ -696,11 +710,11 @@ def _parser():
     force(p)
 
     p = command("select", select, "Choose the number of states: fit a categorical HMM for every N of --states "
-                "(EM, --n-init starts each, all in one call) and print each N's log-likelihood, AIC and BIC and "
-                "the N the criterion picks. Categorical data only, for now (symbol sequences, as fit reads "
-                "them); Gaussian data (numeric rows) are an error.",
+                "(EM, --n-init starts each, all in one call), or a Gaussian HMM of numeric rows (--emissions "
+                "gaussian), and print each N's log-likelihood, AIC and BIC and the N the criterion picks.",
                 "hmmop select book.txt --states 2..8 --seed 0 --out best.hmmop.npz --plot criteria.png\n"
-                "  hmmop select codes.npz --states 2,3,5 --criterion aic --json")
+                "  hmmop select codes.npz --states 2,3,5 --criterion aic --json\n"
+                "  hmmop select walk.csv --emissions gaussian --covariance full --states 1..5")
     p.add_argument("data", help="text file (one sequence per non-empty line) or .npy/.npz integer codes (X, "
                                 "optional lengths); - for stdin (text)")
     p.add_argument("--states", type=_states_list, required=True, metavar="A..B|N,N,...",
@@ -720,7 +734,9 @@ def _parser():
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the models' dtype (default float32, as fit)")
     p.add_argument("--emissions", choices=("categorical", "gaussian"), default="categorical",
-                   help="categorical (the only one select fits for now)")
+                   help="categorical symbols (default) or Gaussian vectors (numeric rows)")
+    p.add_argument("--covariance", choices=COVARIANCE_TYPES, default=None,
+                   help="gaussian: the covariance type (default diag)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (states, loglik, aic, bic, n_parameters, criterion, chosen) "
                         "instead of the table")
