@@ -164,6 +164,9 @@ def test_fit_many_gradient_names_the_group_that_diverged():
                        normalize=False, progress=False)
     with pytest.raises(ValueError, match="method"):
         hmmop.fit_many(X, [0, 1] * 3, 4, 3, method="newton")
+    for bad in ({"epochs": 0}, {"tol": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            hmmop.fit_many(X, [0, 1] * 3, 4, 3, method="gradient", **bad)
     with pytest.raises(ValueError, match="optimizer"):
         hmmop.fit_many(X, [0, 1] * 3, 4, 3, method="gradient", optimizer="lamb")
 

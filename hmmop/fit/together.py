@@ -67,6 +67,7 @@ class TogetherTrainer(Trainer):
         model that diverged holds its last parameters with a finite objective, its error says where."""
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        Monitor(epochs, 1, tol, progress=False)          # checks epochs and tol before any work
         counts = np.array([len(r) for r in rows] if counts is None else counts, dtype=np.int64)
         if model_of is not None:
             if batch_size is not None:
