@@ -89,14 +89,14 @@ class TogetherTrainer(Trainer):
         rng = np.random.default_rng(seed)
         full = None
         if batch_size is None or batch_size >= len(rows):
-            full = [(self._inputs(rows, None, model_of), counts.sum(), totals)]
+            full = [(self._inputs(rows, None, model_of), totals)]
         show = sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(range(int(epochs)), disable=not show, desc=f"hmmop ({self.k} models)", unit="epoch",
                    leave=False)
         try:
             for epoch in bar:
                 total = np.zeros(self.k)
-                for inputs, count, per_model in full or self._minibatches_all(rows, counts, batch_size, rng):
+                for inputs, per_model in full or self._minibatches_all(rows, counts, batch_size, rng):
                     stack.take()
                     values = self.step_all(inputs, np.maximum(per_model, 1), per_model / np.maximum(totals, 1),
                                            model_of)
@@ -145,8 +145,7 @@ class TogetherTrainer(Trainer):
         order = rng.permutation(len(rows))
         for start in range(0, len(rows), batch_size):
             chosen = order[start:start + batch_size]
-            count = int(counts[chosen].sum())
-            yield self._inputs(rows, chosen, None), count, np.full(self.k, count, dtype=np.int64)
+            yield self._inputs(rows, chosen, None), np.full(self.k, counts[chosen].sum(), dtype=np.int64)
 
     def step_all(self, inputs, scale, prior_share, model_of=None):
         """One update of every model on a batch; returns each model's objective (K,) float64 before
@@ -196,7 +195,7 @@ class _Stack:
         self.views = [view(a) for a in arrays]
         self.kept = [[v.copy() for v in self.views] for _ in range(2)]
         self.running = np.ones(k, dtype=bool)
-        self.held = {}
+        self.held = [v.copy() for v in self.views]      # a stopped model's slices, as it stopped
 
     def take(self):
         """Keep the parameters as they are now (before a step)."""
@@ -208,21 +207,17 @@ class _Stack:
     def stop(self, k, restore=False):
         """Model k stops: held from now on at its parameters before the previous step (restore: its
         objective now is not finite, so the step before it made them bad) or as they are."""
+        mx.nd.waitall()                 # (no update may still be writing them)
         self.running[k] = False
-        for v, keep in zip(self.views, self.kept[0]):
-            if restore:
-                v[k] = keep[k]
-        self.held[k] = [v[k].copy() for v in self.views]
-        self._held = None
+        for v, held, before in zip(self.views, self.held, self.kept[0]):
+            held[k] = before[k] if restore else v[k]
+            v[k] = held[k]
 
     def hold(self):
         """Put the stopped models' slices back (after an update moved them)."""
-        mx.nd.waitall()
-        if not self.held:
+        stopped = ~self.running
+        if not stopped.any():
             return
-        if self._held is None:          # (indices, the values of each parameter there), made once per stop
-            idx = np.array(sorted(self.held))
-            self._held = idx, [np.stack([self.held[k][i] for k in idx]) for i in range(len(self.views))]
-        idx, values = self._held
-        for v, x in zip(self.views, values):
-            v[idx] = x
+        mx.nd.waitall()
+        for v, held in zip(self.views, self.held):
+            v[stopped] = held[stopped]

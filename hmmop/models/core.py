@@ -353,8 +353,8 @@ class EmissionHMM:
 
     # -- n_init gradient starts trained together (one stack of models; see hmmop/fit/together.py) ------
     def _gradient_together(self, optimizer, callback):
-        """Whether fit's gradient starts can train as one stack: a family with a stacked block, a CPU
-        model, an optimizer acting elementwise, no callback (it would see one start at a time)."""
+        """Whether fit's gradient starts can train as one stack: a CPU model, an optimizer acting
+        elementwise, no callback (it would see one start at a time)."""
         return self._starts_together and callback is None and elementwise(optimizer) \
             and self.ctx.device_type == "cpu"
 

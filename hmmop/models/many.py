@@ -148,13 +148,10 @@ def _fit_many_family(family, sequences, groups, n_states, lengths, n_init, epoch
     starts = np.cumsum(lengths) - lengths
     members = _members(groups, len(lengths))
     models, jobs, failed = {}, [], None
-    options = {} if method == "em" else {k: v for k, v in (("optimizer", optimizer), ("learning_rate", learning_rate))
-                                         if v is not None}
     epochs = (100 if method == "em" else 1000) if epochs is None else epochs
     for i, (g, idx) in enumerate(members.items()):
         model = family(n_states, seed=_seed(seed, i), **model_kwargs)
-        own = np.concatenate([rows[s:s + L] for s, L in zip(starts[idx].tolist(), lengths[idx].tolist())])
-        own_lengths = lengths[idx]
+        own, own_lengths, _ = _part(rows, lengths, starts, idx)
         models[g] = model
         if method == "em":
             try:
@@ -167,7 +164,7 @@ def _fit_many_family(family, sequences, groups, n_states, lengths, n_init, epoch
         jobs.append((model, tasks, own, own_lengths))
     if method == "gradient":
         _run_gradient(jobs, n_init, [f"group {g!r}" for g in models], epochs=epochs, tol=tol,
-                      optimizer=options.get("optimizer", "adam"), learning_rate=options.get("learning_rate", 0.05),
+                      optimizer=optimizer or "adam", learning_rate=0.05 if learning_rate is None else learning_rate,
                       optimizer_params=optimizer_params, normalize=normalize, progress=progress)
     if failed is not None:
         raise failed
