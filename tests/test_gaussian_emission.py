@@ -717,3 +717,20 @@ def test_c_scan():
     np.testing.assert_array_equal(np.flatnonzero(missing), [3, 600])
     assert _kernel.gauss_scan(X, False, 1) == (800, 2)             # column 0 only: row 700 is not read
     assert _kernel.gauss_scan(np.empty((0, 5)), True, 2) == (-1, 0)
+
+
+@pytest.mark.parametrize("kind", ["full", "tied"])
+def test_singular_covariance_is_evaluated_with_the_jitter(kind):
+    """A singular (positive semi-definite) covariance - what EM leaves for a state on one point - is
+    accepted and evaluated as Sigma + 1e-7 I (hmmlearn's fallback): scipy's density of that matrix."""
+    em = GaussianEmission(2, 2, kind)
+    singular = np.array([[1.0, 1.0], [1.0, 1.0]])
+    covars = np.stack([singular, 2 * np.eye(2)]) if kind == "full" else singular
+    em.means = np.array([[0.0, 0.0], [1.0, -1.0]])
+    em.set_covars(covars)
+    X = np.random.default_rng(3).normal(size=(7, 2))
+    mats = covars if kind == "full" else [covars, covars]
+    expect = np.stack([multivariate_normal(em.means[i], mats[i] + 1e-7 * (i == 0 or kind == "tied") * np.eye(2))
+                       .logpdf(X) for i in range(2)], axis=1)
+    np.testing.assert_allclose(em.log_likelihood(X), expect, rtol=1e-6)   # (condition number 1e7)
+    np.testing.assert_array_equal(em.covars, np.broadcast_to(covars, (2, 2, 2)))   # (tied: per state)

@@ -601,3 +601,19 @@ def test_em_is_the_same_on_one_and_two_threads():
             hmmop.set_num_threads(None)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_singular_covariance_is_evaluated_with_the_jitter():
+    """A singular component covariance (EM's leftover for a component on one point) is accepted and
+    evaluated as Sigma + 1e-7 I, hmmlearn's fallback: scipy's mixture density of those matrices."""
+    em = GMMEmission(2, 2, n_mix=2, covariance_type="full")
+    covars = np.tile(np.eye(2), (2, 2, 1, 1))
+    covars[1, 0] = [[1.0, 1.0], [1.0, 1.0]]
+    em.covars = covars
+    em.means = np.random.default_rng(1).normal(size=(2, 2, 2))
+    em.weights = np.array([[0.5, 0.5], [0.3, 0.7]])
+    X = np.random.default_rng(2).normal(size=(6, 2))
+    jittered = covars + 1e-7 * np.eye(2) * np.array([[0, 0], [1, 0]])[:, :, None, None]
+    expect = np.stack([logsumexp([np.log(em.weights[i, k]) + multivariate_normal(em.means[i, k], jittered[i, k])
+                                  .logpdf(X) for k in range(2)], axis=0) for i in range(2)], axis=1)
+    np.testing.assert_allclose(em.log_likelihood(X), expect, rtol=1e-6)   # (condition number 1e7)

@@ -214,13 +214,14 @@ def test_verbose_lines_equal_hmmlearn(capsys):
 
 # -- inference from the same parameters ------------------------------------------------------------------
 def fixed_pair(kind):
-    """(hmmlearn model, hmmop model) holding the same parameters (kind None: categorical)."""
+    """(hmmlearn model, hmmop model) holding the same parameters (kind None: categorical), seeded so
+    that a test which fits one is reproducible."""
     p = start_params(kind, seed=9)
     if kind is None:
-        a, b = hl.CategoricalHMM(N, n_features=M), hh.CategoricalHMM(N, n_features=M)
+        a, b = (m.CategoricalHMM(N, n_features=M, random_state=0) for m in (hl, hh))
         set_params((a, b), p, "ste")
     else:
-        a, b = hl.GaussianHMM(N, covariance_type=kind), hh.GaussianHMM(N, covariance_type=kind)
+        a, b = (m.GaussianHMM(N, covariance_type=kind, random_state=0) for m in (hl, hh))
         set_params((a, b), p, "stmc")
     return a, b
 
@@ -323,6 +324,26 @@ def test_pickle_round_trip(kind):
     assert drop(c.get_params()) == drop(b.get_params())
     rs = None if kind is None else 4        # (categorical: the RandomState fit left, which travels too)
     np.testing.assert_array_equal(c.sample(10, random_state=rs)[1], b.sample(10, random_state=rs)[1])
+
+
+def test_a_state_collapsed_onto_one_point_still_scores_as_hmmlearn():
+    """EM that leaves a full covariance singular (one state on one outlying row: hmmlearn's covars_prior
+    alone, 0.01 in every entry) gives hmmlearn's parameters, and the model still scores - itself, a
+    pickled copy, hmmlearn - with Sigma + 1e-7 I for that state (CI once saw this refused)."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(30, D)), [[50.0, 50.0]], rng.normal(size=(30, D)) + 3])
+    a, b = (m.GaussianHMM(N, covariance_type="full", init_params="", n_iter=2) for m in (hl, hh))
+    set_params((a, b), {"startprob_": np.ones(N) / N, "transmat_": np.full((N, N), 1 / N),
+                        "means_": np.array([[0.0, 0.0], [3.0, 3.0], [50.0, 50.0]]),
+                        "covars_": np.tile(np.eye(D), (N, 1, 1))}, "stmc")
+    a.fit(X)
+    b.fit(X)
+    close(b.covars_, a.covars_, 1e-10)
+    assert np.linalg.matrix_rank(b.covars_[2]) == 1
+    same_history(a, b)
+    close(b.score(X), a.score(X), 1e-8)
+    c = pickle.loads(pickle.dumps(b))
+    assert c.score(X) == b.score(X)
 
 
 @pytest.mark.parametrize("kind", [None, "spherical", "diag", "full", "tied"])

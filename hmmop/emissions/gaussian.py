@@ -39,6 +39,23 @@ _LOG_2PI = math.log(2 * math.pi)
 _CHOLESKY_JITTER = 1e-7
 
 
+def cholesky(m, label):
+    """Lower Cholesky factor of covariance ``m`` (D, D), retried with
+    ``_CHOLESKY_JITTER`` on the diagonal (hmmlearn's fallback); ValueError
+    naming the matrix (``label``) when that fails too."""
+    try:
+        return np.linalg.cholesky(m)
+    except np.linalg.LinAlgError:
+        try:
+            return np.linalg.cholesky(m + _CHOLESKY_JITTER * np.eye(len(m)))
+        except np.linalg.LinAlgError:
+            raise ValueError(f"{label} is not symmetric positive definite") from None
+
+
+def _label(i, kind):
+    return f"covars[{i}]" if kind == "full" else "covars (tied)"
+
+
 def _output(out, shape):
     """out if it is a C-contiguous float64 array of ``shape``, a new one for None; else ValueError."""
     if out is None:
@@ -197,7 +214,8 @@ class GaussianEmission(Emission):
         spherical (N,) (or hmmlearn's internal (N, D) with equal entries per
         row), diag (N, D), full (N, D, D), tied (D, D).  Values must be
         positive (spherical, diag) or symmetric positive definite (full,
-        tied; symmetric to numpy.allclose, then stored symmetrised).
+        tied; symmetric to numpy.allclose, then stored symmetrised; a singular
+        one whose Sigma + 1e-7 I factors is taken, as hmmlearn evaluates it).
         ValueError naming the state otherwise.
         """
         N, D, kind = self.n_states, self.n_features, self.covariance_type
@@ -220,20 +238,18 @@ class GaussianEmission(Emission):
             return
         mats = arr if kind == "full" else arr[None]
         for i, m in enumerate(mats):
-            label = f"covars[{i}]" if kind == "full" else "covars (tied)"
+            label = _label(i, kind)
             if not np.isfinite(m).all():
                 raise ValueError(f"{label} has non-finite values")
             if not np.allclose(m, m.T):
                 raise ValueError(f"{label} is not symmetric positive definite (not symmetric)")
         arr = 0.5 * (arr + np.swapaxes(arr, -1, -2))
-        for i, m in enumerate(arr if kind == "full" else arr[None]):
-            try:
-                np.linalg.cholesky(m)
-            except np.linalg.LinAlgError:
-                label = f"covars[{i}]" if kind == "full" else "covars (tied)"
-                raise ValueError(f"{label} is not symmetric positive definite") from None
+        # What the density can evaluate is accepted: a singular matrix (a state
+        # an M-step collapsed onto one point) factors with the jitter, as in
+        # hmmlearn, so a fitted model can always be set back and scored.
+        L = np.stack([cholesky(m, _label(i, kind)) for i, m in enumerate(arr if kind == "full" else arr[None])])
         self._covars = arr
-        self._factor_cache = None
+        self._set_factors(L if kind == "full" else L[0])
 
     def _factors(self):
         """Cholesky factors of the full/tied covariances: (L, inv(L), sum(log diag L)), cached.
@@ -243,18 +259,9 @@ class GaussianEmission(Emission):
         1e-7 added to its diagonal (hmmlearn's fallback), then ValueError.
         """
         if self._factor_cache is None:
-            kind, D = self.covariance_type, self.n_features
+            kind = self.covariance_type
             mats = self._covars if kind == "full" else self._covars[None]
-            L = np.empty_like(mats)
-            for i, m in enumerate(mats):
-                try:
-                    L[i] = np.linalg.cholesky(m)
-                except np.linalg.LinAlgError:
-                    try:
-                        L[i] = np.linalg.cholesky(m + _CHOLESKY_JITTER * np.eye(D))
-                    except np.linalg.LinAlgError:
-                        label = f"covars[{i}]" if kind == "full" else "covars (tied)"
-                        raise ValueError(f"{label} is not symmetric positive definite") from None
+            L = np.stack([cholesky(m, _label(i, kind)) for i, m in enumerate(mats)])
             self._set_factors(L if kind == "full" else L[0])
         return self._factor_cache
 

@@ -41,7 +41,7 @@ import numpy as np
 from .. import _kernel
 from ..ops.threads import get_num_threads
 from .base import Emission
-from .gaussian import GaussianEmission
+from .gaussian import GaussianEmission, cholesky
 from .poisson import RowCache, check_size, check_states, jsonable, numpy_rng, output
 
 __all__ = ["GMMEmission", "COVARIANCE_TYPES"]
@@ -51,8 +51,6 @@ COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _LOG_2PI = math.log(2 * math.pi)
 # Values per block of temporaries (rows x components x ...): they stay in cache.
 _BLOCK_ELEMENTS = 1 << 17
-# hmmlearn's fallback for a covariance that fails its Cholesky factorisation: Sigma + 1e-7 I
-_CHOLESKY_JITTER = 1e-7
 _FLOOR = 1e-30
 # The responsibilities log_likelihood keeps for accumulate: at most this many values (n * N * K).
 _CACHE_ELEMENTS = 1 << 24
@@ -209,7 +207,8 @@ class GMMEmission(Emission):
     def set_covars(self, value):
         """Set the covariances (hmmlearn's covars_ shape for the type), validated: positive (spherical,
         diag) or symmetric positive definite (full, tied; symmetric to numpy.allclose, then stored
-        symmetrised).  ValueError naming the state (and component) otherwise."""
+        symmetrised; a singular one whose Sigma + 1e-7 I factors is taken).  ValueError naming the state
+        (and component) otherwise."""
         kind, shape = self.covariance_type, self._covars_shape()
         try:
             arr = np.array(value, dtype=np.float64)
@@ -226,18 +225,21 @@ class GMMEmission(Emission):
             self._factor_cache = None
             return
         mats = arr.reshape(-1, self.n_features, self.n_features)
-        for f, m in enumerate(mats):
-            label = f"covars[{f // self.n_mix}, {f % self.n_mix}]" if kind == "full" else f"covars[{f}]"
+        labels = [self._label(f) for f in range(len(mats))]
+        for label, m in zip(labels, mats):
             if not np.isfinite(m).all():
                 raise ValueError(f"{label} has non-finite values")
             if not np.allclose(m, m.T):
                 raise ValueError(f"{label} is not symmetric positive definite (not symmetric)")
-            try:
-                np.linalg.cholesky(0.5 * (m + m.T))
-            except np.linalg.LinAlgError:
-                raise ValueError(f"{label} is not symmetric positive definite") from None
-        self._covars = 0.5 * (arr + np.swapaxes(arr, -1, -2))
-        self._factor_cache = None
+        arr = 0.5 * (arr + np.swapaxes(arr, -1, -2))
+        # a singular matrix whose Sigma + 1e-7 I factors is taken, as the density evaluates it
+        L = np.stack([cholesky(m, label) for label, m in zip(labels, arr.reshape(mats.shape))])
+        self._covars = arr
+        self._set_factors(L.reshape(arr.shape))
+
+    def _label(self, f):
+        """The name of flattened covariance matrix ``f``: covars[state, component] (full) or covars[state] (tied)."""
+        return f"covars[{f // self.n_mix}, {f % self.n_mix}]" if self.covariance_type == "full" else f"covars[{f}]"
 
     def _factors(self):
         """(L, inv(L), sum log diag L) of the full / tied covariances, cached: (N, K, D, D) or (N, D, D).
@@ -251,16 +253,7 @@ class GMMEmission(Emission):
             try:
                 L = np.linalg.cholesky(mats)
             except np.linalg.LinAlgError:
-                L = np.empty_like(mats)
-                for f, m in enumerate(mats):
-                    try:
-                        L[f] = np.linalg.cholesky(m)
-                    except np.linalg.LinAlgError:
-                        try:
-                            L[f] = np.linalg.cholesky(m + _CHOLESKY_JITTER * np.eye(D))
-                        except np.linalg.LinAlgError:
-                            raise ValueError(f"covariance matrix {f} (state, component flattened) is not "
-                                             f"symmetric positive definite") from None
+                L = np.stack([cholesky(m, self._label(f)) for f, m in enumerate(mats)])
             self._set_factors(L.reshape(self._covars.shape))
         return self._factor_cache
 
