@@ -10,7 +10,9 @@ target: the dense operator's log-likelihood + gradient within 1.3x of the catego
   _kernel.prepare_obs) against _kernel.forward_dense + backward_dense ("dense": logE rows
   (batch * T, N), sequence b at rows b*T.., d logE written too), the C batch driver both;
   N=64, 256 sequences of 200 steps: float32 on all of hmmop's threads (the target row), float32 on
-  1 thread, float64 on all threads. Inputs and gradient buffers are made outside the timed call.
+  1 thread, float64 on all threads. Inputs and gradient buffers are made outside the timed call,
+  d logE at a 64-byte aligned address, as MXNet's CPU arrays are (the operators' case: the driver
+  then streams it, csrc/hmm_batch.h's HMM_STREAM_BYTES; NumPy's own arrays are 16-byte aligned).
 - op rows: the same float32 workload through the MXNet operators under autograd:
   hmmop.hmm_forward(A, B, pi, obs) against hmmop.hmm_forward_dense(A, pi, log_emission, lengths)
   (default value checks on), gradients attached to A, B / log_emission and pi; record, backward,
@@ -105,6 +107,14 @@ def data(w):
     return A, B, pi, obs, obs32, lengths, logE, starts
 
 
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array at a 64-byte aligned address."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
 def dB_from_posteriors(gamma, obs, B):
     """d ll / dB rebuilt from the dense side's d ll / d logE (the posteriors): sum over the steps
     showing symbol k of gamma[t, i], over B[i, k]."""
@@ -147,7 +157,7 @@ def driver_call(w, kind):
         def outputs():
             return {"ll": call().ll.copy(), "dA": dA.copy(), "dpi": dpi.copy(), "dB": dB.copy()}
     else:
-        dlogE = np.empty_like(logE)
+        dlogE = aligned_empty(logE.shape, logE.dtype)
         dense_lengths = np.full(w.batch, w.T, dtype=np.int64)
 
         def call():

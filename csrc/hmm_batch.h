@@ -159,6 +159,12 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * costs weak plans a compare per state and step; other plans run the
  * unchanged scaled path. */
 
+/* Dense plans write their emission rows (the forward) and dlogE (the
+ * backward, where its rows are whole 64-byte lines at a 64-byte aligned
+ * address) with non-temporal stores when the array holds at least this many
+ * bytes: the values are the same, the memory traffic less (hmm_batch.c). */
+#define HMM_STREAM_BYTES ((size_t)8 << 20)
+
 /* A dense plan: n states; starts, lengths (batch,) not copied (they must
  * outlive the plan); size rows of logE.  NULL if out of memory. */
 hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,

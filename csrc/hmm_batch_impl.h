@@ -137,6 +137,35 @@ static inline __attribute__((always_inline)) void FN(add_double)(double *d, doub
 }
 #define add_to_double FN(add_double)
 
+/* A non-temporal store of one vector at d, aligned to the vector (see
+ * HMM_STREAM_BYTES in hmm_batch.c); an ordinary store without AVX. */
+static inline __attribute__((always_inline)) void FN(stream)(REAL *d, VEC x)
+{
+#if HMM_VBYTES == 64 && defined(__AVX512F__)
+#if IS_FLOAT32
+    _mm512_stream_ps(d, (__m512)x);
+#else
+    _mm512_stream_pd(d, (__m512d)x);
+#endif
+#elif HMM_VBYTES == 32 && defined(__AVX__)
+#if IS_FLOAT32
+    _mm256_stream_ps(d, (__m256)x);
+#else
+    _mm256_stream_pd(d, (__m256d)x);
+#endif
+#else
+    memcpy(d, &x, sizeof x);
+#endif
+}
+
+/* Orders the streaming stores before what follows (their readers). */
+static inline __attribute__((always_inline)) void FN(stream_fence)(void)
+{
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
+}
+
 /* exp(x) for x <= 0 (or -inf), a vector at a time: x = k ln2 + r with
  * |r| <= ln2 / 2, e^r by its Taylor polynomial (degree 6 for float32, 13 for
  * double: below an ulp), 2^k put into the exponent bits.  Results under the
@@ -268,8 +297,11 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         h->pred = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->pred_bytes);
     if (!h->scale)
         h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
-    if (h->dense && !h->E)  /* the emission rows exp(logE - shift), laid out as pred */
-        h->E = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->E_bytes);
+    if (h->dense && !h->E) {    /* the emission rows exp(logE - shift), laid out as pred */
+        const size_t bytes = sizeof(REAL) * h->step_off[h->nblocks] * h->np;
+        h->E = big_alloc(bytes, &h->E_bytes);
+        h->stream_E = !h->small && bytes >= HMM_STREAM_BYTES;   /* (big_alloc's blocks are aligned) */
+    }
     if (!h->pred || !h->scale || (h->dense && !h->E))
         return -1;
     return 0;
@@ -380,6 +412,9 @@ FN(forward_block_body)(const int dense, const int guard, hmm_batch *h, int64_t b
     unsigned char dead[HMM_BATCH_ROWS];
     IVEC flags[HMM_BATCH_ROWS];                     /* guard: each row's lanes found short */
     IVEC *fin = guard ? (IVEC *)(alpha + (size_t)HMM_BATCH_ROWS * np) : NULL;  /* (scratch row) */
+    /* streaming: E's row is made in a scratch row (in L1), then streamed out */
+    const int stream_E = dense && h->stream_E;
+    REAL *erow = alpha + (size_t)(HMM_BATCH_ROWS + 1) * np;
     const REAL floor_alpha = (REAL)h->floor_alpha;
     for (int r = 0; r < rows; ++r) {
         len[r] = (int)h->lengths[seq[r]];
@@ -417,7 +452,12 @@ FN(forward_block_body)(const int dense, const int guard, hmm_batch *h, int64_t b
                     __builtin_prefetch(le + 8 * n);
                     __builtin_prefetch(le + 9 * n - 1);
                 }
-                const REAL m = FN(dense_row)(n, np, le, er, guard ? fin : NULL);
+                const REAL m = FN(dense_row)(n, np, le, stream_E ? erow : er, guard ? fin : NULL);
+                if (stream_E) {
+                    for (int v = 0; v < nv; ++v)
+                        FN(stream)(er + v * VL, ((const VEC *)erow)[v]);
+                    er = erow;
+                }
                 shift[r] += m;
                 if (m != m)
                     dead[r] = 1;                    /* NaN: the reference says so (ll NaN) */
@@ -467,6 +507,8 @@ FN(forward_block_body)(const int dense, const int guard, hmm_batch *h, int64_t b
             }
         }
     }
+    if (stream_E)
+        FN(stream_fence)();
     for (int r = 0; r < rows; ++r) {
         if (guard) {                                /* a state lost: the row goes to double */
             uint64_t words[HMM_VBYTES / 8], any = 0;
@@ -558,7 +600,7 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     int fail = 0;
     #pragma omp parallel num_threads(nt)
     {
-        REAL *alpha = alloc64(sizeof(REAL) * (HMM_BATCH_ROWS + 1) * h->np);   /* + the guard's row */
+        REAL *alpha = alloc64(sizeof(REAL) * (HMM_BATCH_ROWS + 2) * h->np);   /* + the guard's, E's rows */
         if (!alpha) {
             #pragma omp atomic write
             fail = 1;
@@ -632,6 +674,7 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
         skip[r] = g[r] == 0.0 || h->ll[seq[r]] == -INFINITY || h->redo[seq[r]];
     }
     const int cap = HMM_WINDOW * HMM_BATCH_ROWS;
+    const int stream = dense && h->stream_dlogE;
     int kw = 0, active = 0, prev = 0;
     size_t off = h->step_off[blk + 1] - h->step_off[blk];     /* the rows after step t */
     for (int t = len[0] - 1; t >= 0; --t) {
@@ -676,14 +719,18 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
                  * which the hardware prefetcher does not follow: ask for step t - 8 (a
                  * prefetch outside the array is harmless).  Measured at N=10, float64:
                  * backward 87 -> 56 ms; the same in the forward's reads cost at N=64. */
-                __builtin_prefetch(dst - 8 * n, 1);
-                __builtin_prefetch(dst - 7 * n - 1, 1);
+                if (!stream) {
+                    __builtin_prefetch(dst - 8 * n, 1);
+                    __builtin_prefetch(dst - 7 * n - 1, 1);
+                }
                 const REAL gf = (REAL)gr;
                 for (int v = 0; v < nv; ++v) {
                     const VEC rw = w[v] * ic;
                     u[v] = e[v] * rw;
                     const VEC gm = p[v] * u[v] * gf;
-                    if ((v + 1) * VL <= n)
+                    if (stream)                                     /* (whole aligned vectors) */
+                        FN(stream)(dst + v * VL, gm);
+                    else if ((v + 1) * VL <= n)
                         memcpy(dst + v * VL, &gm, sizeof gm);      /* one unaligned vector store */
                     else
                         for (int l = 0; v * VL + l < n; ++l)
@@ -737,6 +784,8 @@ FN(block_backward_body)(const int dense, const hmm_batch *h, int64_t blk, const 
     }
     if (kw)
         FN(flush)(h, s, kw, aA);
+    if (stream)
+        FN(stream_fence)();
 }
 
 static void FN(block_backward)(const hmm_batch *h, int64_t blk, const double *gll,

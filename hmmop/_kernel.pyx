@@ -565,6 +565,7 @@ def sample(const double[:, ::1] A, const double[:, ::1] B, const double[::1] pi,
 
 # -- dense emissions (hmm_forward_dense) -----------------------------------------------------
 cdef extern from "hmm_batch.h" nogil:
+    size_t HMM_STREAM_BYTES
     hmm_batch *hmm_batch_new_dense(int n, int64_t batch, int64_t size, const int64_t *starts,
                                    const int64_t *lengths, int dtype)
     int hmm_batch_forward_dense(hmm_batch *h, const void *A, const void *pi, const void *logE,
@@ -599,6 +600,11 @@ def _dense_layout(name, int n, Py_ssize_t size, starts, lengths):
         raise ValueError(f"{name}: sequence {b} (start {starts[b]}, length {lengths[b]}) is not inside "
                          f"log_emission ({size} rows)")
     return starts, lengths
+
+
+# Dense plans stream (non-temporal stores) their emission rows and, where its rows are whole 64-byte lines
+# at a 64-byte aligned address, dlogE, when the array holds at least this many bytes (csrc/hmm_batch.h).
+STREAM_BYTES = HMM_STREAM_BYTES
 
 
 def forward_dense(const real[:, ::1] A, const real[::1] pi, const real[:, ::1] logE, starts, lengths,

@@ -676,6 +676,66 @@ def test_sequence_alone_or_in_any_batch(dtype):
         np.testing.assert_array_equal(got[3][:, :60], full[3][rows], err_msg=f"rows {rows}")
 
 
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array at a 64-byte aligned address (as MXNet's CPU arrays are)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
+def driver(A, pi, le, lengths, head, threads=2):
+    """(ll, dA, dpi, dle) of the batch driver (_kernel.forward_dense + backward_dense) on a padded
+    (batch, T, n) le, dle written into a 64-byte aligned array."""
+    from hmmop import _kernel
+    batch, T, n = le.shape
+    rows = np.ascontiguousarray(le.reshape(batch * T, n))
+    starts = np.arange(batch, dtype=np.int64) * T
+    ws = _kernel.forward_dense(A, pi, rows, starts, np.asarray(lengths, dtype=np.int64), threads)
+    dA, dpi, dle = np.empty_like(A), np.empty_like(pi), aligned_empty(rows.shape, rows.dtype)
+    _kernel.backward_dense(ws, np.asarray(head, dtype=A.dtype), rows, dA, dpi, dle, 1, 1, 1, threads)
+    return ws.ll.copy(), dA, dpi, dle.reshape(batch, T, n)
+
+
+@pytest.mark.parametrize("dtype, n, batch, T", [(F32, 64, 256, 200), (F64, 8, 600, 300), (F64, 10, 400, 320)])
+def test_large_batches_stream_the_same_values(dtype, n, batch, T):
+    """Batches whose emission rows pass _kernel.STREAM_BYTES are written with non-temporal stores, and
+    so is the gradient where its rows are whole 64-byte lines (n = 64 in float32, 8 in float64;
+    csrc/hmm_batch.h): each sequence's ll and log_emission gradient stay bit for bit those it has
+    alone (a plan far below the threshold), special rows included - scores of scale 1e4 (the double
+    reference) and an impossible sequence - on 1 and 2 threads."""
+    from hmmop import _kernel
+    rng = np.random.default_rng(n)
+    A = rng.random((n, n)) + 0.05
+    A /= A.sum(axis=1, keepdims=True)
+    pi = rng.dirichlet(np.ones(n))
+    le = rng.normal(-5.0, 3.0, (batch, T, n))
+    lengths = rng.integers(3 * T // 4, T + 1, batch)
+    lengths[0] = T
+    assert lengths.sum() * n * np.dtype(dtype).itemsize >= _kernel.STREAM_BYTES      # (emission rows: n or more)
+    le[3] *= 5e3
+    le[5, 0] = -np.inf
+    A, pi, le = rounded(dtype, A, pi, le)
+    head = rng.uniform(0.5, 2.0, batch).astype(dtype)
+    full = driver(A, pi, le, lengths, head)
+    assert np.isfinite(full[0][3]) and full[0][5] == -np.inf
+    one = driver(A, pi, le, lengths, head, threads=1)
+    for got, want, name in zip(one, full, ("ll", "dA", "dpi", "dle")):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    for b in (0, 1, 3, 5, batch // 2, batch - 1):
+        L = lengths[b]
+        alone = driver(A, pi, le[b:b + 1], [L], head[b:b + 1])
+        assert alone[0][0] == full[0][b]
+        np.testing.assert_array_equal(alone[3][0, :L], full[3][b, :L], err_msg=f"sequence {b}")
+        assert not full[3][b, L:].any()
+    # the summed gradients: the sum over sequences of what each gives alone
+    parts = [driver(A, pi, le[b:b + 16], lengths[b:b + 16], head[b:b + 16]) for b in range(0, batch, 16)]
+    tol = 1e-4 if dtype == F32 else 1e-10
+    for k, name in ((1, "dA"), (2, "dpi")):
+        total = np.sum([p[k].astype(np.float64) for p in parts], axis=0)
+        np.testing.assert_allclose(full[k], total, rtol=tol, atol=tol * np.abs(total).max(), err_msg=name)
+
+
 # -- gradient requests, gluon ----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_grad_req_add_accumulates_and_null_is_skipped(dtype):
