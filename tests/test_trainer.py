@@ -244,3 +244,25 @@ def test_block_hybridizes_to_the_same_numbers():
         np.testing.assert_array_equal(a, b)
     with pytest.warns(UserWarning, match="ignored"):
         HMMBlock(2, 2, engine="unroll").hybridize()
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adagrad", "adadelta", "ftrl", "adam"])
+def test_float64_trains_with_every_optimizer_as_float32_does(sampled, optimizer):
+    """MXNet 1.9.1 makes rmsprop's, adagrad's, adadelta's and ftrl's state float32 whatever the
+    weights' dtype, and their update operators then refuse float64 weights; the Trainer
+    makes the state in the weights' dtype.  A float64 model trains as the float32 one from the same
+    start (its trajectory to float32's precision), on HMM and GaussianHMM alike."""
+    A0, B0, pi0 = HMM(4, 3, seed=2, dtype="float64").probabilities()
+    A0, B0, pi0 = (x.astype(np.float32).astype(np.float64) for x in (A0, B0, pi0))
+    histories = {}
+    for dtype in ("float32", "float64"):
+        model = HMM.from_probabilities(A0, B0, pi0, dtype=dtype)
+        histories[dtype] = model.fit(sampled[:10], method="gradient", epochs=5, optimizer=optimizer,
+                                     learning_rate=0.05, progress=False)
+    h32, h64 = np.asarray(histories["float32"]), np.asarray(histories["float64"])
+    assert np.isfinite(h64).all() and h64[-1] != h64[0]
+    np.testing.assert_allclose(h64, h32, rtol=1e-4)
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    g = hmmop.GaussianHMM(2, 2, dtype="float64", seed=0)
+    g.fit(X, method="gradient", epochs=3, optimizer=optimizer, progress=False)
+    assert np.isfinite(g.history_).all()

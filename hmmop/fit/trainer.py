@@ -36,6 +36,29 @@ def check_learning_rate(learning_rate):
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
 
 
+def state_in_weight_dtype(optimizer):
+    """``optimizer`` (an mx.optimizer.Optimizer, changed in place and returned) with its state made in
+    each weight's dtype: MXNet 1.9.1's rmsprop, adagrad, adadelta and ftrl create float32 state
+    whatever the weight's dtype, which their update operators then refuse for float64 weights."""
+    create = optimizer.create_state
+
+    def create_state(index, weight):
+        return _cast_state(create(index, weight), weight.dtype)
+    optimizer.create_state = create_state
+    return optimizer
+
+
+def _cast_state(state, dtype):
+    """The optimizer state ``state`` (None, an NDArray, or tuples / lists of them) with its floating
+    NDArrays in ``dtype``."""
+    if isinstance(state, mx.nd.NDArray):
+        floating = np.issubdtype(np.dtype(state.dtype), np.floating)
+        return state.astype(dtype) if floating and np.dtype(state.dtype) != np.dtype(dtype) else state
+    if isinstance(state, (tuple, list)):
+        return type(state)(_cast_state(x, dtype) for x in state)
+    return state
+
+
 class Trainer:
     """Gradient-descent training of ``block`` (an HMMBlock, or a block with its protocol above).
 
@@ -71,7 +94,13 @@ class Trainer:
         self.learning_rate = learning_rate
         self._learned = block.trainable(learn)
         opt_params = {"learning_rate": learning_rate, **(optimizer_params or {})}
-        self.gluon_trainer = gluon.Trainer({p.name: p for p in self._learned}, optimizer, opt_params, kvstore=None)
+        opt = mx.optimizer.create(optimizer, **opt_params) if isinstance(optimizer, str) else optimizer
+        if isinstance(opt, mx.optimizer.Optimizer):
+            state_in_weight_dtype(opt)
+            self.gluon_trainer = gluon.Trainer({p.name: p for p in self._learned}, opt, kvstore=None)
+        else:                       # (gluon's own error for anything else)
+            self.gluon_trainer = gluon.Trainer({p.name: p for p in self._learned}, optimizer, opt_params,
+                                               kvstore=None)
         self.dtype = self._learned[0].dtype
         self._prior = {name: mx.nd.array(w, dtype=self.dtype, ctx=self.ctx) for name, w in (prior or {}).items()}
         self.kv = distributed.kvstore(kvstore) if isinstance(kvstore, str) else kvstore
