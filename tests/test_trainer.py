@@ -266,3 +266,16 @@ def test_float64_trains_with_every_optimizer_as_float32_does(sampled, optimizer)
     g = hmmop.GaussianHMM(2, 2, dtype="float64", seed=0)
     g.fit(X, method="gradient", epochs=3, optimizer=optimizer, progress=False)
     assert np.isfinite(g.history_).all()
+
+
+def test_an_optimizer_object_trains_as_its_name_does(sampled):
+    """An mx.optimizer.Optimizer object (its own settings; fit's learning_rate is not applied to it) trains
+    exactly as the same optimizer given by name with those settings (it raised gluon's AssertionError
+    about optimizer_params before)."""
+    A0, B0, pi0 = HMM(4, 3, seed=4, dtype="float64").probabilities()
+    runs = []
+    for optimizer in ("adam", mx.optimizer.Adam(learning_rate=0.02, beta1=0.8)):
+        model = HMM.from_probabilities(A0, B0, pi0)
+        kw = {"learning_rate": 0.02, "optimizer_params": {"beta1": 0.8}} if optimizer == "adam" else {}
+        runs.append(model.fit(sampled[:10], method="gradient", epochs=4, optimizer=optimizer, progress=False, **kw))
+    np.testing.assert_array_equal(runs[1], runs[0])
