@@ -35,15 +35,16 @@ floor of 1e-12 x the largest entry for exact zeros. hmmlearn's result comes from
 rounds when its test ran first (the parametrisation puts it first), else from one untimed fit.
 
 "gaussian_parts" table, hmmop's iteration (float64 model at the start) split into the calls fit
-makes, each timed alone on the data of the one before it:
-- "data checks": hmmop.data.feature_rows(X, lengths), emission.check_data(rows) and
-  emission.missing_rows(rows) (fit's reading of X and its count of observed rows);
-- "log-emission": emission.log_likelihood(rows), (n, N) float64, on a fresh copy of the emission
-  (made in the setup) so that it factors the covariances as fit's first call does;
-- "forward-backward": _kernel.posteriors_dense(A, pi, log_emission, starts, lengths, threads): ll,
-  gamma (n, N), expected transition and initial counts, in double;
+makes, each timed alone on the data of the one before it, its arrays reused as fit's loop reuses them
+(from the C driver's cache of large blocks, _kernel.big_empty):
+- "data checks": emission.prepare_counted(X, lengths) (fit's reading of X: the checks and the count
+  of missing rows, one C pass over float64 C-contiguous X);
+- "log-emission": emission.log_likelihood(rows, out=...), (n, N) float64, on a fresh copy of the
+  emission (made in the setup) so that it factors the covariances as fit's first call does;
+- "forward-backward": the E-step of fit's loop, _kernel.EMDense(...).step(A, pi, log_emission,
+  gamma): ll, gamma (n, N), and the M-step of A and pi from the expected counts, in double;
 - "accumulate + m_step": emission.empty_stats + accumulate(stats, rows, gamma) + m_step(stats, "mc")
-  on a fresh copy of the emission (made in the setup), and hmmop.fit.em.m_step for A and pi;
+  on a fresh copy of the emission (made in the setup);
 - "whole": the "hmmop float64" iteration again (recorded by that test).
 Checked: the parts run in turn from the start end with the parameters and log-likelihood of
 hmmlearn's iteration (to 1e-6), so they time the same work as the whole.
@@ -70,9 +71,7 @@ from hmmlearn import hmm
 from benchutil import RESULTS, TABLES
 from hmmop import GaussianHMM, _kernel
 from hmmop.cli.benchmarks import peak_gflops
-from hmmop.data import feature_rows
 from hmmop.emissions import GaussianEmission
-from hmmop.fit.em import m_step
 from hmmop.ops.threads import get_num_threads
 
 TABLE, PARTS_TABLE = "gaussian", "gaussian_parts"
@@ -257,25 +256,29 @@ class Stages(NamedTuple):
     lengths: np.ndarray
     starts: np.ndarray
     log_emission: np.ndarray
-    posteriors: tuple        # posteriors_dense's (ll, gamma, trans, start)
+    core: object             # _kernel.EMDense of the data layout, as fit's
+    e_step: tuple            # its step's (ll, gamma, A, pi): A and pi after their M-step
 
 
 @functools.lru_cache(maxsize=None)
 def stages(w):
-    """Each part's input, made by running the parts before it once (shared, never written)."""
+    """Each part's input, made by running the parts before it once as fit does (shared, never written)."""
     p = problem(w)
     model = hmmop_model(w)
     rows, lengths = data_checks(model, p.X, p.lengths)
     starts = np.cumsum(lengths) - lengths
-    log_emission = model.emission.log_likelihood(rows)
-    posteriors = _kernel.posteriors_dense(model.A, model.pi, log_emission, starts, lengths, get_num_threads())
-    return Stages(model, rows, lengths, starts, log_emission, posteriors)
+    log_emission = _kernel.big_empty(len(rows), w.n)
+    model.emission.log_likelihood(rows, out=log_emission)
+    core = _kernel.EMDense(w.n, len(rows), starts, lengths, ["A", "pi"], {}, {}, (), get_num_threads())
+    A, pi, gamma = model.A.copy(), model.pi.copy(), _kernel.big_empty(len(rows), w.n)
+    ll = core.step(A, pi, log_emission, gamma)
+    return Stages(model, rows, lengths, starts, log_emission, core, (ll, gamma, A, pi))
 
 
 def data_checks(model, X, lengths):
-    rows, lengths = feature_rows(X, lengths)
-    rows = model.emission.check_data(rows)
-    assert not model.emission.missing_rows(rows).any()
+    """fit's reading of X: the emission's prepare_counted (the checks and the count of missing rows)."""
+    rows, lengths, n_missing = model.emission.prepare_counted(X, lengths)
+    assert n_missing == 0
     return rows, lengths
 
 
@@ -284,41 +287,39 @@ def fresh_emission(model):
     return GaussianEmission.from_fields(model.n_states, em.fields(), em.meta())
 
 
-def updates(model, emission, rows, posteriors):
-    """The M-step side of the iteration: (A, pi) and the emission, updated in place."""
-    _, gamma, trans, start = posteriors
+def updates(emission, rows, gamma):
+    """The emission's M-step side of the iteration, updating it in place."""
     stats = emission.empty_stats()
     emission.accumulate(stats, rows, gamma)
     emission.m_step(stats, "mc")
-    return m_step("A", trans, model.A), m_step("pi", start, model.pi)
 
 
 @functools.lru_cache(maxsize=None)
 def check_parts(w):
     """The parts in turn give hmmlearn's iteration (see the module docstring)."""
     s = stages(w)
+    ll, gamma, A, pi = s.e_step
     emission = fresh_emission(s.model)
-    A, pi = updates(s.model, emission, s.rows, s.posteriors)
-    ours = {"ll": np.array(s.posteriors[0].sum()), "A": A, "pi": pi, "means": emission.means,
-            "covars": emission.covars}
+    updates(emission, s.rows, gamma)
+    ours = {"ll": np.array(ll), "A": A, "pi": pi, "means": emission.means, "covars": emission.covars}
     compare(f"{w.label}, parts in turn", ours, RTOL["float64"], reference(w))
     return True
 
 
 def part_call(w, part):
-    """(function, setup or None) of one part on its stage's input."""
+    """(function, setup or None) of one part on its stage's input, as fit calls it (its arrays reused)."""
     s = stages(w)
-    threads = get_num_threads()
     if part == "data checks":
         X, lengths = problem(w).X, problem(w).lengths
         return (lambda: data_checks(s.model, X, lengths)), None
     if part == "log-emission":       # on a fresh emission: its factor cache empty, as in fit
-        return (lambda emission: emission.log_likelihood(s.rows)), (lambda: ((fresh_emission(s.model),), {}))
+        out = _kernel.big_empty(len(s.rows), w.n)
+        return (lambda emission: emission.log_likelihood(s.rows, out=out)), \
+            (lambda: ((fresh_emission(s.model),), {}))
     if part == "forward-backward":
-        return (lambda: _kernel.posteriors_dense(s.model.A, s.model.pi, s.log_emission, s.starts, s.lengths,
-                                                 threads)), None
-    return (lambda emission: updates(s.model, emission, s.rows, s.posteriors)), \
-        (lambda: ((fresh_emission(s.model),), {}))
+        gamma = _kernel.big_empty(len(s.rows), w.n)
+        return (lambda: s.core.step(s.model.A.copy(), s.model.pi.copy(), s.log_emission, gamma)), None
+    return (lambda emission: updates(emission, s.rows, s.e_step[1])), (lambda: ((fresh_emission(s.model),), {}))
 
 
 @pytest.mark.parametrize("part", PARTS)
