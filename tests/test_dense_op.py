@@ -697,16 +697,20 @@ def driver(A, pi, le, lengths, head, threads=2):
     return ws.ll.copy(), dA, dpi, dle.reshape(batch, T, n)
 
 
-@pytest.mark.parametrize("dtype, n, batch, T", [(F32, 64, 256, 200), (F64, 8, 600, 300), (F64, 10, 400, 320)])
-def test_large_batches_stream_the_same_values(dtype, n, batch, T):
+@pytest.mark.parametrize("dtype, n, batch, T, zeros", [(F32, 64, 256, 200, False), (F32, 64, 256, 200, True),
+                                                      (F64, 8, 600, 300, False), (F64, 10, 400, 320, True)])
+def test_large_batches_stream_the_same_values(dtype, n, batch, T, zeros):
     """Batches whose emission rows pass _kernel.STREAM_BYTES are written with non-temporal stores, and
     so is the gradient where its rows are whole 64-byte lines (n = 64 in float32, 8 in float64;
     csrc/hmm_batch.h): each sequence's ll and log_emission gradient stay bit for bit those it has
     alone (a plan far below the threshold), special rows included - scores of scale 1e4 (the double
-    reference) and an impossible sequence - on 1 and 2 threads."""
+    reference) and an impossible sequence - on 1 and 2 threads; zeros: A with structural zeros (a
+    weak plan: the forward's guard runs beside the streaming)."""
     from hmmop import _kernel
     rng = np.random.default_rng(n)
     A = rng.random((n, n)) + 0.05
+    if zeros:
+        A[0, 1:5] = A[3, :2] = 0.0
     A /= A.sum(axis=1, keepdims=True)
     pi = rng.dirichlet(np.ones(n))
     le = rng.normal(-5.0, 3.0, (batch, T, n))
