@@ -139,19 +139,6 @@ static void *alloc64(size_t bytes)
  * slots: a dense EM loop holds five blocks at once (pred, scale, E, and its
  * log-emission and posterior arrays from hmm_big_alloc). */
 #define HMM_CACHE_SLOTS 8
-
-/* Streaming stores.  A dense plan writes two arrays that outgrow the caches:
- * the forward's emission rows E (read back by the backward, in reverse) and
- * the backward's dlogE (read by the caller).  An ordinary store first reads
- * the line it writes (write-allocate), so each is moved twice; non-temporal
- * stores write whole lines straight to memory.  Used where the array is at
- * least HMM_STREAM_BYTES (below that it may still be in cache when read) and
- * its rows are whole vectors (E: always; dlogE: rows of whole 64-byte lines
- * from a 64-byte aligned address - MXNet's CPU arrays are - e.g. N = 64 in
- * float32, N = 8, 16, ... in double).  Measured (256 x 200, N = 64, float32,
- * one thread, forward + backward): 23.3 -> 20.9 ms, the categorical plan's
- * 17.1 ms on the same rows.  The values written are the same. */
-/* (HMM_STREAM_BYTES: hmm_batch.h) */
 #define HMM_CACHE_MIN ((size_t)1 << 20)
 #define HMM_CACHE_BYTES ((size_t)512 << 20)
 
@@ -256,6 +243,20 @@ void hmm_big_free(void *p, size_t got)
 {
     big_free(p, got);
 }
+
+/* Streaming stores (the plan's stream_E, stream_dlogE).  A dense plan writes
+ * two arrays that outgrow the caches: the forward's emission rows E (read
+ * back by the backward, in reverse) and the backward's dlogE (read by the
+ * caller).  An ordinary store first reads the line it writes
+ * (write-allocate), so each is moved twice; non-temporal stores write whole
+ * lines straight to memory.  Used where the array is at least
+ * HMM_STREAM_BYTES (hmm_batch.h; below that it may still be in cache when
+ * read) and its rows are whole vectors (E: always; dlogE: rows of whole
+ * 64-byte lines from a 64-byte aligned address - MXNet's CPU arrays are -
+ * e.g. N = 64 in float32, N = 8, 16, ... in double).  Measured (256 x 200,
+ * N = 64, float32, one thread, forward + backward): 23.3 -> 20.9 ms, the
+ * categorical plan's 17.1 ms on the same rows.  The values written are the
+ * same. */
 
 static int cmp_pairs_asc(const void *a, const void *b)
 {

@@ -138,7 +138,7 @@ static inline __attribute__((always_inline)) void FN(add_double)(double *d, doub
 #define add_to_double FN(add_double)
 
 /* A non-temporal store of one vector at d, aligned to the vector (see
- * HMM_STREAM_BYTES in hmm_batch.c); an ordinary store without AVX. */
+ * "Streaming stores" in hmm_batch.c); an ordinary store without AVX. */
 static inline __attribute__((always_inline)) void FN(stream)(REAL *d, VEC x)
 {
 #if HMM_VBYTES == 64 && defined(__AVX512F__)
