@@ -39,7 +39,7 @@ class build_py_with_pth(build_py):
 
 arch = shlex.split(os.environ.get("HMMOP_ARCH_FLAGS", "-march=native"))
 KERNEL_SOURCES = ["csrc/hmm_kernel.c", "csrc/hmm_batch.c"]
-KERNEL_HEADERS = ["csrc/hmm_kernel.h", "csrc/hmm_batch.h", "csrc/hmm_batch_impl.h"]
+KERNEL_HEADERS = ["csrc/hmm_kernel.h", "csrc/hmm_batch.h", "csrc/hmm_batch_impl.h", "csrc/hmm_batch_lanes.h"]
 FLAGS = ["-O3", "-fopenmp", *arch]
 
 extension = Extension(

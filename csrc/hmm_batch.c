@@ -60,6 +60,20 @@
 #define HMM_NARROW 1
 #endif
 
+/* Lane plans: dense float64 plans of at most HMM_LANES_MAX states whose A
+ * and pi are not weak (see hmm_batch.h) compute with a sequence in each lane
+ * of a SIMD vector (HMM_LANE_COUNT of them: the block's rows in groups)
+ * instead of a state in each lane (hmm_batch_lanes.h: why, and what it
+ * gains).  The choice depends on n, the dtype and the parameters alone, so a
+ * sequence's results stay those of any batch. */
+#define HMM_LANES_MAX 16
+#define HMM_LANE_COUNT (HMM_VBYTES / 8)
+
+/* Steps of a lane plan's backward segment (hmm_batch_lanes.h): its forward
+ * keeps alpha_hat every this many steps, its backward recomputes each
+ * segment's steps from there, in cache (SEG x 16 rows x (2n + 1) doubles). */
+#define HMM_LANES_SEG 32
+
 struct hmm_batch {
     int n, m, dtype;
     int np;                  /* n rounded up to whole SIMD vectors */
@@ -100,6 +114,10 @@ struct hmm_batch {
     double *acc;             /* small gradient accumulators (NULL: calloc'd per backward) */
     int64_t groups;          /* gradient accumulators (plan_groups) */
     int small;               /* 1: params, pred, scale, E, work and acc lie in the plan's own block */
+    /* lane plans (HMM_LANES_MAX) */
+    int lanes;               /* 1: dense, float64, n <= HMM_LANES_MAX: the lane kernel when not weak */
+    int use_lanes;           /* 1: the last forward ran the lane kernel (the backward follows it) */
+    int64_t *lstep_off;      /* (nblocks + 1,) each block's first checkpoint slot (lane kernel) */
 };
 
 /* Fixed costs.  A plan's passes are often tiny (a model of 4 states and one
@@ -334,13 +352,39 @@ static size_t params_layout(hmm_batch *h, char *p)
     return 2 * sA + sBT + spi + (doubles ? 2 * dA + dBT + up64(sizeof(double) * n) : 0);
 }
 
+/* The lane kernel's scratch (hmm_batch_lanes.h): the forward's alpha; the
+ * backward's W, U, alpha and checkpoint ((HMM_BATCH_ROWS / lanes + 1) groups
+ * of n vectors each), dA (n * n vectors), dpi (n vectors) and its segment's
+ * alpha_hat, E and 1 / c (HMM_LANES_SEG steps of those groups), in bytes. */
+static size_t lanes_work_bytes(const hmm_batch *h)
+{
+    const size_t groups = HMM_BATCH_ROWS / HMM_LANE_COUNT + 1, n = (size_t)h->n;
+    return (size_t)HMM_VBYTES * (4 * groups * n + n * n + n + HMM_LANES_SEG * groups * (2 * n + 1));
+}
+
+/* Elements of pred (and of E): the state-lane layout's, or where larger the
+ * lane kernel's checkpoints in pred (a lane plan may run either kernel). */
+static size_t pred_elems(const hmm_batch *h)
+{
+    const size_t rows = (size_t)h->step_off[h->nblocks] * h->np;
+    const size_t lanes = h->lanes ? (size_t)h->lstep_off[h->nblocks] * h->n * HMM_LANE_COUNT : 0;
+    return rows > lanes ? rows : lanes;
+}
+
+static size_t scale_elems(const hmm_batch *h)
+{
+    return (size_t)h->step_off[h->nblocks];
+}
+
 /* The scratch of a pass on one thread: the larger of the forward's alpha
  * ((HMM_BATCH_ROWS + 2) rows of np) and the backward's (FN(scratch): 2 +
  * 2 HMM_WINDOW times HMM_BATCH_ROWS rows, and np more), in bytes. */
 static size_t work_bytes(const hmm_batch *h)
 {
     const size_t es = h->dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
-    return es * h->np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + h->np);
+    const size_t rows = es * h->np * ((size_t)HMM_BATCH_ROWS * (2 + 2 * HMM_WINDOW) + h->np);
+    const size_t lanes = h->lanes ? lanes_work_bytes(h) : 0;
+    return rows > lanes ? rows : lanes;
 }
 
 /* Doubles in one group's gradient accumulator: dA (np, np), dBT (m + 1, np), dpi (np). */
@@ -366,6 +410,13 @@ static int64_t plan_groups(const hmm_batch *h)
 /* The backward's accumulators kept with the plan up to this size (zeroed per
  * backward); larger ones are calloc'd per backward, as fresh zero pages. */
 #define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
+
+/* A lane plan's checkpoint slots (n vectors each) for a block of `rows`
+ * sequences, the longest of length T0: one per segment and group. */
+static int64_t lane_slots(int64_t T0, int64_t rows)
+{
+    return (T0 + HMM_LANES_SEG - 1) / HMM_LANES_SEG * ((rows + HMM_LANE_COUNT - 1) / HMM_LANE_COUNT);
+}
 
 static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t *obs,
                            const int64_t *lengths, int dtype, int dense)
@@ -400,26 +451,50 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
     }
 #endif
     shape.groups = plan_groups(&shape);
-    /* the struct and its arrays in one allocation: order, step_off, first, ll, redo */
+    shape.lanes = dense && dtype == HMM_FLOAT64 && n <= HMM_LANES_MAX;
+    /* a lane plan's layout needs the blocks' lengths: the order first (and the block
+     * boundaries, which depend on nseq alone), its group-steps counted here */
+    int64_t *order = NULL, lane_steps = 0;     /* (checkpoint slots) */
+    if (shape.lanes) {
+        order = malloc(sizeof(int64_t) * (nseq ? (size_t)nseq : 1));
+        if (!order || order_by_length(batch, lengths, order) < 0) {
+            free(order);
+            return NULL;
+        }
+        int64_t at = 0;
+        for (int64_t blk = 0; blk < nblocks; ++blk) {
+            const int64_t next = at + nseq / nblocks + (blk < nseq % nblocks);
+            lane_steps += lane_slots(lengths[order[at]], next - at);
+            at = next;
+        }
+    }
+    /* the struct and its arrays in one allocation: order, step_off, first, ll, redo (lstep_off) */
     const size_t one = batch ? (size_t)batch : 1;
     const size_t at_order = up64(sizeof(hmm_batch));
     const size_t at_step = at_order + up64(sizeof(int64_t) * (nseq ? (size_t)nseq : 1));
     const size_t at_first = at_step + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
     const size_t at_ll = at_first + up64(sizeof(int64_t) * ((size_t)nblocks + 1));
     const size_t at_redo = at_ll + up64(sizeof(double) * one);
+    const size_t at_lstep = at_redo + up64(one);
     /* and, in a small plan, what its passes use */
     const size_t es = dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
-    const size_t row = up64(es * (size_t)steps * shape.np), acc = sizeof(double) * acc_width(&shape) * shape.groups;
-    const size_t at_params = at_redo + up64(one);
+    const size_t acc = sizeof(double) * acc_width(&shape) * shape.groups;
+    const size_t lane_elems = (size_t)lane_steps * HMM_LANE_COUNT * n;   /* checkpoints */
+    const size_t pred_n = (size_t)steps * shape.np > lane_elems ? (size_t)steps * shape.np : lane_elems;
+    const size_t scale_n = (size_t)steps;
+    const size_t row = up64(es * pred_n);
+    const size_t at_params = at_lstep + (shape.lanes ? up64(sizeof(int64_t) * ((size_t)nblocks + 1)) : 0);
     const size_t at_pred = at_params + params_layout(&shape, NULL);
     const size_t at_scale = at_pred + row;
-    const size_t at_E = at_scale + up64(es * (size_t)steps);
+    const size_t at_E = at_scale + up64(es * scale_n);
     const size_t at_work = at_E + (dense ? row : 0);
     const size_t at_acc = at_work + up64(work_bytes(&shape));
     const int small = acc <= HMM_KEEP_ACC_BYTES && at_acc + acc - at_params <= HMM_SMALL_PLAN;
-    char *mem = alloc64(small ? at_acc + acc : at_redo + one);
-    if (!mem)
+    char *mem = alloc64(small ? at_acc + acc : at_params);
+    if (!mem) {
+        free(order);
         return NULL;
+    }
     hmm_batch *h = (hmm_batch *)mem;
     *h = shape;
     h->batch = batch;
@@ -443,7 +518,12 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
         h->work = mem + at_work;
         h->acc = (double *)(mem + at_acc);
     }
-    if (order_by_length(batch, lengths, h->order) < 0) {
+    if (order) {
+        memcpy(h->order, order, sizeof(int64_t) * (size_t)nseq);
+        free(order);
+        h->lstep_off = (int64_t *)(mem + at_lstep);
+        h->lstep_off[0] = 0;
+    } else if (order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
     }
@@ -457,6 +537,9 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
         for (k = h->first[blk]; k < h->first[blk + 1]; ++k)
             symbols += lengths[h->order[k]];
         h->step_off[blk + 1] = h->step_off[blk] + symbols;
+        if (h->lanes)
+            h->lstep_off[blk + 1] = h->lstep_off[blk]
+                + lane_slots(lengths[h->order[h->first[blk]]], h->first[blk + 1] - h->first[blk]);
     }
     return h;
 }
@@ -676,6 +759,10 @@ static int backward_double(hmm_batch *h, int64_t b, double g, double *acc)
     return status;
 }
 
+/* The lane kernel (hmm_batch_lanes.h, after the float64 instantiation it uses). */
+static int lanes_forward(hmm_batch *h, int nt);
+static int lanes_backward(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt);
+
 /* The blocked forward and backward, once per compute dtype. */
 #define REAL float
 #define SUF f32
@@ -692,6 +779,8 @@ static int backward_double(hmm_batch *h, int64_t b, double g, double *acc)
 #undef REAL
 #undef SUF
 #undef IS_FLOAT32
+
+#include "hmm_batch_lanes.h"
 
 #ifdef HMM_NARROW           /* again with 32-byte vectors, for narrow plans */
 #undef HMM_VBYTES

@@ -294,11 +294,11 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     if (h->dense && FN(prepare_guard)(h) != 0)
         return -1;
     if (!h->pred)
-        h->pred = big_alloc(sizeof(REAL) * h->step_off[h->nblocks] * h->np, &h->pred_bytes);
+        h->pred = big_alloc(sizeof(REAL) * pred_elems(h), &h->pred_bytes);
     if (!h->scale)
-        h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
+        h->scale = big_alloc(sizeof(REAL) * scale_elems(h), &h->scale_bytes);
     if (h->dense && !h->E) {    /* the emission rows exp(logE - shift), laid out as pred */
-        const size_t bytes = sizeof(REAL) * h->step_off[h->nblocks] * h->np;
+        const size_t bytes = sizeof(REAL) * pred_elems(h);
         h->E = big_alloc(bytes, &h->E_bytes);
         h->stream_E = !h->small && bytes >= HMM_STREAM_BYTES;   /* (big_alloc's blocks are aligned) */
     }
@@ -584,6 +584,11 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         h->ll[b] = 0.0;
         h->redo[b] = 0;
     }
+#if !IS_FLOAT32
+    h->use_lanes = h->lanes && !h->weak;
+    if (h->use_lanes)       /* a sequence in each lane (hmm_batch_lanes.h) */
+        return lanes_forward(h, nt);
+#endif
     const int redo = IS_FLOAT32 || h->dense;
     if (nt <= 1) {          /* the same blocks and sequences in order, on this thread, with no team */
         REAL *alpha = FN(plan_work)(h);
@@ -862,6 +867,10 @@ static int FN(backward)(hmm_batch *h, const double *gll, double *acc, int64_t gr
 {
     const int np = h->np;
     const size_t width = (size_t)np * np + (size_t)(h->m + 1) * np + np;
+#if !IS_FLOAT32
+    if (h->use_lanes)       /* the forward ran the lane kernel: its layout */
+        return lanes_backward(h, gll, acc, groups, nt);
+#endif
     if (nt <= 1) {          /* the groups in order, on this thread, with no team */
         REAL *mem = FN(plan_work)(h);
         if (!mem)

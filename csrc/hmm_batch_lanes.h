@@ -1,0 +1,513 @@
+/* The dense forward and backward of lane plans (hmm_batch.c, HMM_LANES_MAX):
+ * a sequence in each lane of a SIMD vector.  Included by hmm_batch.c after
+ * the float64 instantiation of hmm_batch_impl.h (its vector type, vexp,
+ * fmadd and stream); not a header of its own.
+ *
+ * Why: with states in the lanes (hmm_batch_impl.h), a step of a small model
+ * spends most of its instructions per row on what a vector does not share -
+ * the largest log-emission and the step's total (sums across lanes), 1 / c,
+ * the running log-likelihood, branches per row - so at N = 10 (12 lanes of
+ * 32-byte vectors) a row-step cost ~260 cycles, nearly the same whether the
+ * block held 1 row or 10.  With a sequence in each lane every operation is
+ * one vector operation for HMM_LANE_COUNT sequences: the maximum and the
+ * total are sums over states (n vector operations, no reductions across
+ * lanes), the matrix product n^2 multiply-adds with A's entries broadcast,
+ * and only the rare events (a running product leaving its range, a row lost
+ * to the range or NaN) leave the vectors.
+ *
+ * Layout: a block's rows (longest first) in groups of HMM_LANE_COUNT, group
+ * g holding rows g * L .. g * L + L - 1 in its lanes; a group runs while its
+ * first row runs (lanes of rows that have ended, or that are not there, are
+ * computed and masked).  At each step, each running group stores pred (n
+ * vectors: state i's over the lanes), E (n vectors) and scale (1 / c_t, one
+ * vector), one group after another (h->lstep_off: each block's first
+ * group-step).  The log-emissions are gathered from (and the posteriors
+ * scattered to) the rows of the sequences, starts[b] + t.
+ *
+ * Arithmetic: that of the state-lane kernel (see FN(forward_block_body) and
+ * FN(block_backward_body)) lane for lane, the sums over states taken in
+ * state order; every lane's operations are the same whatever the other
+ * lanes hold, so a sequence's ll and dlogE are the same in any batch, bit for
+ * bit.  Only plans that are not weak run here (weak ones check every state
+ * of every step: the state-lane kernel does), so no float32 and no guard. */
+
+#define LV HMM_LANE_COUNT
+#define LGROUPS (HMM_BATCH_ROWS / LV + 1)           /* groups of a block, at most */
+typedef vec_f64 lvec;
+typedef ivec_f64 livec;
+
+static inline __attribute__((always_inline)) int lanes_any(livec m)
+{
+    int any = 0;
+    for (int l = 0; l < LV; ++l)
+        any |= m[l] != 0;
+    return any;
+}
+
+/* a where m (all ones), else b */
+static inline __attribute__((always_inline)) lvec lanes_sel(livec m, lvec a, lvec b)
+{
+    return (lvec)(((livec)a & m) | ((livec)b & ~m));
+}
+
+/* x[i] = row ... of each lane: logE[idx[l] + i] where live, else 0 (i < n). */
+static inline __attribute__((always_inline)) void
+lanes_gather(int n, const double *restrict logE, livec idx, livec live, lvec *restrict x)
+{
+#if defined(__AVX512F__) && HMM_VBYTES == 64
+    const __mmask8 k = _mm512_test_epi64_mask((__m512i)live, (__m512i)live);
+    for (int i = 0; i < n; ++i)
+        x[i] = (lvec)_mm512_mask_i64gather_pd(_mm512_setzero_pd(), k, (__m512i)idx, logE + i, 8);
+#elif defined(__AVX2__) && HMM_VBYTES == 32
+    for (int i = 0; i < n; ++i)
+        x[i] = (lvec)_mm256_mask_i64gather_pd(_mm256_setzero_pd(), logE + i, (__m256i)idx,
+                                              (__m256d)live, 8);
+#else
+    for (int i = 0; i < n; ++i)
+        for (int l = 0; l < LV; ++l)
+            x[i][l] = live[l] ? logE[idx[l] + i] : 0.0;
+#endif
+}
+
+/* dlogE[idx[l] + i] = x[i][l] where live (i < n). */
+static inline __attribute__((always_inline)) void
+lanes_scatter(int n, double *restrict dlogE, livec idx, livec live, const lvec *restrict x)
+{
+#if defined(__AVX512F__) && HMM_VBYTES == 64
+    const __mmask8 k = _mm512_test_epi64_mask((__m512i)live, (__m512i)live);
+    for (int i = 0; i < n; ++i)
+        _mm512_mask_i64scatter_pd(dlogE + i, k, (__m512i)idx, (__m512d)x[i], 8);
+#else
+    for (int l = 0; l < LV; ++l)
+        if (live[l])
+            for (int i = 0; i < n; ++i)
+                dlogE[idx[l] + i] = x[i][l];
+#endif
+}
+
+/* The per-lane facts of a block's groups: each lane's length (0 past the
+ * block's rows) and first row of logE times n. */
+static void lanes_rows(const hmm_batch *h, int64_t blk, livec *lenv, livec *base)
+{
+    const int64_t first = h->first[blk];
+    const int rows = (int)(h->first[blk + 1] - first);
+    const int G = (rows + LV - 1) / LV;
+    for (int g = 0; g < G; ++g)
+        for (int l = 0; l < LV; ++l) {
+            const int r = g * LV + l;
+            const int64_t b = r < rows ? h->order[first + r] : -1;
+            lenv[g][l] = b >= 0 ? h->lengths[b] : 0;
+            base[g][l] = b >= 0 ? h->starts[b] * h->n : 0;
+        }
+}
+
+/* One forward step of one group (the state-lane forward's, lane by lane):
+ * a (n vectors) holds alpha_hat_{t-1} (t > 0) and gets pred_t * E_t, e (n
+ * vectors) gets E_t = exp(logE_t - m_t); returns the step's total c_t, with
+ * m_t in *mx and the lanes whose log-emissions hold a NaN in *nan.  row:
+ * each lane's row of logE times n; live: the lanes whose sequence runs. */
+static inline __attribute__((always_inline)) lvec
+lanes_step(const int n, int64_t t, const double *restrict A, const double *restrict pi,
+           const double *restrict logE, livec row, livec live, lvec *restrict a, lvec *restrict e,
+           lvec *mx_out, livec *nan_out)
+{
+    lvec p[HMM_LANES_MAX], x[HMM_LANES_MAX];
+    if (t == 0) {
+        #pragma GCC unroll 16
+        for (int j = 0; j < n; ++j)
+            p[j] = pi[j] - (lvec){0};
+    } else {                    /* pred_t = alpha_{t-1} A: each p[j] a chain over i in order */
+        #pragma GCC unroll 16
+        for (int j = 0; j < n; ++j)
+            p[j] = a[0] * (A[j] - (lvec){0});
+        #pragma GCC unroll 16
+        for (int i = 1; i < n; ++i) {
+            const lvec ai = a[i];
+            #pragma GCC unroll 16
+            for (int j = 0; j < n; ++j)
+                p[j] = fmadd_f64(ai, A[(size_t)i * n + j] - (lvec){0}, p[j]);
+        }
+    }
+    /* the lanes read as many streams through logE: ask for step t + 8 (as the
+     * state-lane forward, where rows of <= 128 bytes measured a gain) */
+    if (n * (int)sizeof(double) <= 128)
+        for (int l = 0; l < LV; ++l)
+            if (live[l]) {
+                __builtin_prefetch(logE + row[l] + 8 * n);
+                __builtin_prefetch(logE + row[l] + 9 * n - 1);
+            }
+    lanes_gather(n, logE, row, live, x);
+    lvec mx = (lvec){0} - (double)INFINITY;
+    livec nan = {0};
+    #pragma GCC unroll 16
+    for (int i = 0; i < n; ++i) {
+        mx = lanes_sel(x[i] > mx, x[i], mx);
+        nan |= x[i] != x[i];
+    }
+    /* a row all -inf: its E is 0 (exp(-inf - 0)), its total 0 */
+    const lvec m0 = lanes_sel(mx == -(double)INFINITY, (lvec){0}, mx);
+    lvec c = {0};
+    #pragma GCC unroll 16
+    for (int i = 0; i < n; ++i) {
+        e[i] = vexp_f64(x[i] - m0);
+        a[i] = p[i] * e[i];
+        c += a[i];
+    }
+    *mx_out = mx;
+    *nan_out = nan;
+    return c;
+}
+
+/* Forward of block blk: ll of its sequences (a sequence whose step total
+ * leaves [2^-900, 2^900], or with a NaN, is left to the double reference in
+ * redo), and alpha_hat at the end of every HMM_LANES_SEG-th step as the
+ * checkpoints from which the backward recomputes each segment; nothing else
+ * is stored.  alpha: LGROUPS * n vectors of scratch. */
+static inline __attribute__((always_inline)) void
+lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
+{
+    const int64_t first = h->first[blk];
+    const int rows = (int)(h->first[blk + 1] - first);
+    if (rows <= 0)
+        return;
+    const int G = (rows + LV - 1) / LV;
+    const int64_t *seq = h->order + first;
+    lvec *ck = (lvec *)h->pred + h->lstep_off[blk] * n;      /* checkpoint slot s * G + g */
+    const double *logE = h->logE, *A = h->A64, *pi = h->pi64;
+    livec lenv[LGROUPS], base[LGROUPS], dead[LGROUPS];
+    lvec ll[LGROUPS], prod[LGROUPS], shift[LGROUPS];
+    lanes_rows(h, blk, lenv, base);
+    for (int g = 0; g < G; ++g) {
+        dead[g] = (livec){0};
+        ll[g] = (lvec){0};
+        prod[g] = (lvec){0} + 1.0;
+        shift[g] = (lvec){0};
+    }
+    const int64_t T0 = lenv[0][0];
+    int active = G;                                 /* groups running at step t */
+    for (int64_t t = 0; t < T0; ++t) {
+        while (lenv[active - 1][0] <= t)
+            --active;
+        for (int g = 0; g < active; ++g) {
+            lvec *restrict a = alpha + g * n;
+            const livec live = lenv[g] > t;
+            lvec e[HMM_LANES_MAX], mx;
+            livec nan;
+            const lvec c = lanes_step(n, t, A, pi, logE, base[g] + t * n, live, a, e, &mx, &nan);
+            /* so small (or large) that the step needs the reference's second shift; NaN */
+            const livec inrange = (c >= 0x1p-900) & (c <= 0x1p900);
+            dead[g] |= live & (nan | ~inrange);
+            const livec keep = live & ~dead[g];
+            const lvec inv = 1.0 / lanes_sel(keep, c, (lvec){0} + 1.0);
+            #pragma GCC unroll 16
+            for (int i = 0; i < n; ++i)
+                a[i] = (lvec)((livec)(a[i] * inv) & keep);
+            /* As hmm_forward_scaled: log of running products of the c_t. */
+            shift[g] += (lvec)((livec)mx & keep);
+            const livec mul = keep & (c > 0x1p-400) & (c < 0x1p400);
+            prod[g] = lanes_sel(mul, prod[g] * c, prod[g]);
+            const livec out = keep & ~mul;
+            if (lanes_any(out))
+                for (int l = 0; l < LV; ++l)
+                    if (out[l])
+                        ll[g][l] += log(c[l]);
+            const livec far = (prod[g] < 0x1p-500) | (prod[g] > 0x1p500);
+            if (lanes_any(far))
+                for (int l = 0; l < LV; ++l)
+                    if (far[l]) {
+                        ll[g][l] += log(prod[g][l]);
+                        prod[g][l] = 1.0;
+                    }
+        }
+        if ((t + 1) % HMM_LANES_SEG == 0 && t + 1 < T0)     /* alpha_hat entering segment (t+1)/SEG */
+            for (int g = 0; g < active; ++g)
+                memcpy(ck + ((t + 1) / HMM_LANES_SEG * G + g) * n, alpha + g * n, sizeof(lvec) * n);
+    }
+    for (int r = 0; r < rows; ++r) {
+        const int g = r / LV, l = r % LV;
+        if (!dead[g][l])
+            h->ll[seq[r]] = ll[g][l] + log(prod[g][l]) + shift[g][l];
+        else
+            h->redo[seq[r]] = 1;
+    }
+}
+
+/* Backward of block blk into the group accumulator acc (laid out as the
+ * state-lane kernel's: dA (np, np), dBT (1, np), dpi (np)), segment by
+ * segment from the last: each segment's forward again from its checkpoint
+ * (the same operations, so the same values, held in cache rather than
+ * written to memory and read back: the lanes are bound by memory otherwise),
+ * then its steps backwards.  As FN(block_backward_body), with
+ *   gamma_t = alpha_hat_t * beta_hat_t,  u_t = E_t * beta_hat_t / c_t,
+ *   dA += g alpha_hat_{t-1} (x) u_t,  dpi += g u_0,  beta_hat_{t-1} = A u_t.
+ * mem: lanes_work_bytes. */
+static inline __attribute__((always_inline)) void
+lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *gll, double *acc,
+                    lvec *restrict mem)
+{
+    const int np = h->np;
+    const int64_t first = h->first[blk];
+    const int rows = (int)(h->first[blk + 1] - first);
+    if (rows <= 0)
+        return;
+    const int G = (rows + LV - 1) / LV;
+    const int64_t *seq = h->order + first;
+    const lvec *ck = (const lvec *)h->pred + h->lstep_off[blk] * n;
+    const double *logE = h->logE, *A = h->A64, *pi = h->pi64;
+    double *dlogE = h->dlogE;
+    /* scratch: W, U, the recomputed alpha, the checkpoint (LGROUPS x n each), dA, dpi, and
+     * the segment's alpha_hat, E (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS) */
+    lvec *W = mem, *U = W + LGROUPS * n, *cur = U + LGROUPS * n, *prevA = cur + LGROUPS * n;
+    lvec *dA = prevA + LGROUPS * n, *dpi = dA + (size_t)n * n;
+    lvec *segA = dpi + n, *segE = segA + HMM_LANES_SEG * LGROUPS * n, *segC = segE + HMM_LANES_SEG * LGROUPS * n;
+    livec lenv[LGROUPS], base[LGROUPS], keepv[LGROUPS];
+    lvec gv[LGROUPS];
+    lvec X[LGROUPS][HMM_LANES_MAX], GU[LGROUPS][HMM_LANES_MAX];   /* a step's outer-product rows */
+    lanes_rows(h, blk, lenv, base);
+    for (int g = 0; g < G; ++g)
+        for (int l = 0; l < LV; ++l) {
+            const int r = g * LV + l;
+            const int64_t b = r < rows ? seq[r] : -1;
+            const int skip = b < 0 || gll[b] == 0.0 || h->ll[b] == -INFINITY || h->redo[b];
+            keepv[g][l] = skip ? 0 : -1;
+            gv[g][l] = skip ? 0.0 : gll[b];
+        }
+    for (int k = 0; k < G * n; ++k)
+        W[k] = U[k] = (lvec){0};
+    for (int k = 0; k < n * n + n; ++k)
+        dA[k] = (lvec){0};
+    const int64_t T0 = lenv[0][0];
+    for (int64_t s = (T0 - 1) / HMM_LANES_SEG; s >= 0; --s) {
+        const int64_t t0 = s * HMM_LANES_SEG, t1 = t0 + HMM_LANES_SEG < T0 ? t0 + HMM_LANES_SEG : T0;
+        /* the segment's forward again, from alpha_hat_{t0 - 1} */
+        int active = G;
+        while (lenv[active - 1][0] <= t0)
+            --active;
+        if (s > 0)
+            for (int g = 0; g < active; ++g) {
+                memcpy(prevA + g * n, ck + (s * G + g) * n, sizeof(lvec) * n);
+                memcpy(cur + g * n, prevA + g * n, sizeof(lvec) * n);
+            }
+        for (int64_t t = t0; t < t1; ++t) {
+            while (lenv[active - 1][0] <= t)
+                --active;
+            for (int g = 0; g < active; ++g) {
+                const livec live = lenv[g] > t, keep = live & keepv[g];
+                lvec *restrict a = cur + g * n;
+                lvec *restrict e = segE + ((t - t0) * LGROUPS + g) * n;
+                lvec mx;
+                livec nan;
+                const lvec c = lanes_step(n, t, A, pi, logE, base[g] + t * n, live, a, e, &mx, &nan);
+                const lvec inv = 1.0 / lanes_sel(keep, c, (lvec){0} + 1.0);
+                segC[(t - t0) * LGROUPS + g] = inv;
+                lvec *restrict sa = segA + ((t - t0) * LGROUPS + g) * n;
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i)
+                    sa[i] = a[i] = (lvec)((livec)(a[i] * inv) & keep);
+            }
+        }
+        /* and its steps backwards */
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+            int act = active;                       /* groups running at step t */
+            while (act < G && lenv[act][0] > t)
+                ++act;
+            active = act;
+            for (int g = 0; g < act; ++g) {
+                const livec live = lenv[g] > t, keep = live & keepv[g];
+                const livec row = base[g] + t * n;
+                const lvec *restrict at = segA + ((t - t0) * LGROUPS + g) * n;
+                const lvec *restrict et = segE + ((t - t0) * LGROUPS + g) * n;
+                const lvec ic = segC[(t - t0) * LGROUPS + g];           /* 1 / c_t */
+                lvec *restrict w = W + g * n, *restrict u = U + g * n;
+                const livec start = lenv[g] == t + 1;                   /* beta_hat_{T-1} = 1 */
+                if (lanes_any(start))
+                    for (int i = 0; i < n; ++i)
+                        w[i] = lanes_sel(start, (lvec){0} + 1.0, w[i]);
+                /* the lanes write as many streams through dlogE, backwards: ask for
+                 * step t - 8 (as the state-lane backward) */
+                if (n * (int)sizeof(double) <= 128)
+                    for (int l = 0; l < LV; ++l)
+                        if (live[l]) {
+                            __builtin_prefetch(dlogE + row[l] - 8 * n, 1);
+                            __builtin_prefetch(dlogE + row[l] - 7 * n - 1, 1);
+                        }
+                const lvec gf = gv[g];
+                lvec gm[HMM_LANES_MAX];
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i) {
+                    gm[i] = (lvec)((livec)(at[i] * w[i] * gf) & keep);    /* g * gamma_t */
+                    u[i] = (lvec)((livec)(et[i] * (w[i] * ic)) & keep);
+                }
+                lanes_scatter(n, dlogE, row, live, gm);
+                if (t == 0) {
+                    #pragma GCC unroll 16
+                    for (int i = 0; i < n; ++i)
+                        dpi[i] = fmadd_f64(gf, u[i], dpi[i]);
+                    continue;
+                }
+                const lvec *restrict ap = t > t0 ? segA + ((t - 1 - t0) * LGROUPS + g) * n : prevA + g * n;
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i) {
+                    X[g][i] = (lvec)((livec)ap[i] & keep);          /* alpha_hat_{t-1} */
+                    GU[g][i] = u[i] * gf;
+                }
+            }
+            if (t == 0)
+                continue;
+            for (int i = 0; i < n; ++i) {           /* dA += sum over groups X (x) GU */
+                lvec *restrict d = dA + (size_t)i * n;
+                #pragma GCC unroll 16
+                for (int j = 0; j < n; ++j) {
+                    lvec acc_ij = d[j];
+                    for (int g = 0; g < act; ++g)
+                        acc_ij = fmadd_f64(X[g][i], GU[g][j], acc_ij);
+                    d[j] = acc_ij;
+                }
+            }
+            for (int g = 0; g < act; ++g) {         /* beta_hat_{t-1} = A u_t: chains over j in order */
+                lvec *restrict w = W + g * n;
+                const lvec *restrict u = U + g * n;
+                lvec sw[HMM_LANES_MAX];
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i)
+                    sw[i] = u[0] * (A[(size_t)i * n] - (lvec){0});
+                #pragma GCC unroll 16
+                for (int j = 1; j < n; ++j) {
+                    const lvec uj = u[j];
+                    #pragma GCC unroll 16
+                    for (int i = 0; i < n; ++i)
+                        sw[i] = fmadd_f64(uj, A[(size_t)i * n + j] - (lvec){0}, sw[i]);
+                }
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i)
+                    w[i] = sw[i];
+            }
+        }
+    }
+    double *aA = acc, *api = acc + (size_t)np * np + np;        /* (m + 1 = 1 row of BT) */
+    for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < n; ++j) {
+            double sum = 0.0;
+            for (int l = 0; l < LV; ++l)
+                sum += dA[(size_t)i * n + j][l];
+            aA[(size_t)i * np + j] += sum;
+        }
+        double sum = 0.0;
+        for (int l = 0; l < LV; ++l)
+            sum += dpi[i][l];
+        api[i] += sum;
+    }
+}
+
+/* The bodies above for each n as a constant (loops unrolled, rows of
+ * vectors in registers). */
+#define LANES_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) \
+                       X(13) X(14) X(15) X(16)
+static void lanes_forward_block(hmm_batch *h, int64_t blk, lvec *restrict alpha)
+{
+#define CASE_(N_) case N_: lanes_forward_body(N_, h, blk, alpha); break;
+    switch (h->n) {
+    LANES_CASES(CASE_)
+    }
+#undef CASE_
+}
+
+static void lanes_backward_block(const hmm_batch *h, int64_t blk, const double *gll, double *acc,
+                                 lvec *restrict mem)
+{
+#define CASE_(N_) case N_: lanes_backward_body(N_, h, blk, gll, acc, mem); break;
+    switch (h->n) {
+    LANES_CASES(CASE_)
+    }
+#undef CASE_
+}
+#undef LANES_CASES
+
+/* The forward of a lane plan (h prepared by its state-lane variant, not
+ * weak): blocks on nt threads, then the rows left to the double reference. */
+static int lanes_forward(hmm_batch *h, int nt)
+{
+    if (nt <= 1) {
+        lvec *alpha = (lvec *)plan_work_f64(h);
+        if (!alpha)
+            return -1;
+        for (int64_t blk = 0; blk < h->nblocks; ++blk)
+            lanes_forward_block(h, blk, alpha);
+        int fail = 0;
+        for (int64_t b = 0; b < h->batch; ++b)
+            fail |= forward_redo_f64(h, b) != 0;
+        return fail ? -1 : 0;
+    }
+    int fail = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        lvec *alpha = alloc64(lanes_work_bytes(h));
+        if (!alpha) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < h->nblocks; ++blk)
+            if (alpha)
+                lanes_forward_block(h, blk, alpha);
+        free(alpha);
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < h->batch; ++b)
+            if (forward_redo_f64(h, b) != 0) {
+                #pragma omp atomic write
+                fail = 1;
+            }
+    }
+    return fail ? -1 : 0;
+}
+
+/* Group gi of the backward (as FN(backward_group): blocks gi, gi + groups,
+ * ... in order, then its sequences left to the double reference). */
+static int lanes_backward_group(hmm_batch *h, const double *gll, double *a, int64_t gi, int64_t groups,
+                                lvec *mem)
+{
+    int fail = 0;
+    for (int64_t blk = gi; blk < h->nblocks; blk += groups)
+        lanes_backward_block(h, blk, gll, a, mem);
+    for (int64_t blk = gi; blk < h->nblocks; blk += groups)
+        for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
+            const int64_t b = h->order[k];
+            if (h->redo[b] && gll[b] != 0.0 && h->ll[b] != -INFINITY && backward_double(h, b, gll[b], a) != 0)
+                fail = 1;
+        }
+    return fail ? -1 : 0;
+}
+
+static int lanes_backward(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
+{
+    const size_t width = acc_width(h);
+    if (nt <= 1) {
+        lvec *mem = (lvec *)plan_work_f64(h);
+        if (!mem)
+            return -1;
+        int fail = 0;
+        for (int64_t gi = 0; gi < groups; ++gi)
+            fail |= lanes_backward_group(h, gll, acc + gi * width, gi, groups, mem) != 0;
+        return fail ? -1 : 0;
+    }
+    int fail = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        lvec *mem = alloc64(lanes_work_bytes(h));
+        if (!mem) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < groups; ++gi)
+            if (mem && lanes_backward_group(h, gll, acc + gi * width, gi, groups, mem) != 0) {
+                #pragma omp atomic write
+                fail = 1;
+            }
+        free(mem);
+    }
+    return fail ? -1 : 0;
+}
+
+#undef LV
+#undef LGROUPS
