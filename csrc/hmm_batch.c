@@ -6,8 +6,8 @@
 #include <string.h>
 #include <stdint.h>
 #include <sys/mman.h>
-#if defined(__FMA__) || defined(__AVX512F__)
-#include <immintrin.h>
+#if defined(__SSE__)
+#include <immintrin.h>      /* (the FMA, AVX-512 and streaming-store intrinsics, where the target has them) */
 #endif
 
 /* Sequences per block.  16 rows give each row of A 16 uses per load and fill
@@ -21,8 +21,9 @@
  * HMM_BALANCE_ROWS rows, and the sequences shared out evenly (the first
  * blocks one more).  100 sequences: 8 blocks of 12-13 rather than 6 of 16
  * and one of 4, which 2 threads took as 4 + 3 blocks (16 x 4 against
- * 16 x 2 + 4 rows a step); now 4 + 4.  The blocks depend on the number of
- * sequences alone, not the threads (and a sequence's ll on neither). */
+ * 16 x 2 + 4 rows a step); now 4 + 4.  (Lane plans: see block_first.)  The
+ * blocks depend on the number of sequences alone, not the threads (and a
+ * sequence's ll on neither). */
 #define HMM_BALANCE_ROWS 12
 
 /* Steps whose dA outer products are summed in the compute dtype (in registers,
@@ -355,25 +356,23 @@ static size_t params_layout(hmm_batch *h, char *p)
 /* The lane kernel's scratch (hmm_batch_lanes.h): the forward's alpha; the
  * backward's W, U, alpha and checkpoint ((HMM_BATCH_ROWS / lanes + 1) groups
  * of n vectors each), dA (n * n vectors), dpi (n vectors) and its segment's
- * alpha_hat, E and 1 / c (HMM_LANES_SEG steps of those groups), in bytes. */
+ * alpha_hat, E, g u and 1 / c (HMM_LANES_SEG steps of those groups), in bytes. */
 static size_t lanes_work_bytes(const hmm_batch *h)
 {
     const size_t groups = HMM_BATCH_ROWS / HMM_LANE_COUNT + 1, n = (size_t)h->n;
-    return (size_t)HMM_VBYTES * (4 * groups * n + n * n + n + HMM_LANES_SEG * groups * (2 * n + 1));
+    return (size_t)HMM_VBYTES * (4 * groups * n + n * n + n + HMM_LANES_SEG * groups * (3 * n + 1));
 }
 
-/* Elements of pred (and of E): the state-lane layout's, or where larger the
- * lane kernel's checkpoints in pred (a lane plan may run either kernel). */
+/* Elements of pred (and of E) in the state-lane layout, and of the lane
+ * kernel's checkpoints (in pred; E and scale unused). */
 static size_t pred_elems(const hmm_batch *h)
 {
-    const size_t rows = (size_t)h->step_off[h->nblocks] * h->np;
-    const size_t lanes = h->lanes ? (size_t)h->lstep_off[h->nblocks] * h->n * HMM_LANE_COUNT : 0;
-    return rows > lanes ? rows : lanes;
+    return (size_t)h->step_off[h->nblocks] * h->np;
 }
 
-static size_t scale_elems(const hmm_batch *h)
+static size_t lanes_pred_elems(const hmm_batch *h)
 {
-    return (size_t)h->step_off[h->nblocks];
+    return h->lanes ? (size_t)h->lstep_off[h->nblocks] * h->n * HMM_LANE_COUNT : 0;
 }
 
 /* The scratch of a pass on one thread: the larger of the forward's alpha
@@ -411,6 +410,19 @@ static int64_t plan_groups(const hmm_batch *h)
  * backward); larger ones are calloc'd per backward, as fresh zero pages. */
 #define HMM_KEEP_ACC_BYTES ((size_t)256 << 10)
 
+/* Block blk's first sequence in the length order (blk = nblocks: nseq): the
+ * sequences shared out evenly, the first blocks one more; in a lane plan,
+ * HMM_BATCH_ROWS to a block (whole groups of lanes: 100 sequences make 12
+ * full groups and one of 4, where 8 even blocks of 12-13 rows made 16 groups,
+ * 3 of every 16 lanes idle), the last block the rest. */
+static int64_t block_first(int64_t nseq, int64_t nblocks, int lanes, int64_t blk)
+{
+    if (lanes)
+        return blk * HMM_BATCH_ROWS < nseq ? blk * HMM_BATCH_ROWS : nseq;
+    const int64_t base = nseq / nblocks, extra = nseq % nblocks;
+    return blk * base + (blk < extra ? blk : extra);
+}
+
 /* A lane plan's checkpoint slots (n vectors each) for a block of `rows`
  * sequences, the longest of length T0: one per segment and group. */
 static int64_t lane_slots(int64_t T0, int64_t rows)
@@ -428,7 +440,8 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
             steps += lengths[b];
         }
     int64_t nblocks = (nseq + HMM_BATCH_ROWS - 1) / HMM_BATCH_ROWS;
-    for (int64_t mult = 8; mult >= 2; mult /= 2) {
+    const int lane_plan = dense && dtype == HMM_FLOAT64 && n <= HMM_LANES_MAX;
+    for (int64_t mult = 8; mult >= 2 && !lane_plan; mult /= 2) {
         const int64_t nb = (nblocks + mult - 1) / mult * mult;
         if (nseq >= HMM_BALANCE_ROWS * nb) {
             nblocks = nb;
@@ -451,7 +464,7 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
     }
 #endif
     shape.groups = plan_groups(&shape);
-    shape.lanes = dense && dtype == HMM_FLOAT64 && n <= HMM_LANES_MAX;
+    shape.lanes = lane_plan;
     /* a lane plan's layout needs the blocks' lengths: the order first (and the block
      * boundaries, which depend on nseq alone), its group-steps counted here */
     int64_t *order = NULL, lane_steps = 0;     /* (checkpoint slots) */
@@ -461,11 +474,9 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
             free(order);
             return NULL;
         }
-        int64_t at = 0;
         for (int64_t blk = 0; blk < nblocks; ++blk) {
-            const int64_t next = at + nseq / nblocks + (blk < nseq % nblocks);
-            lane_steps += lane_slots(lengths[order[at]], next - at);
-            at = next;
+            const int64_t at = block_first(nseq, nblocks, 1, blk);
+            lane_steps += lane_slots(lengths[order[at]], block_first(nseq, nblocks, 1, blk + 1) - at);
         }
     }
     /* the struct and its arrays in one allocation: order, step_off, first, ll, redo (lstep_off) */
@@ -531,8 +542,7 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
     h->step_off[0] = 0;
     h->first[0] = 0;
     for (int64_t blk = 0; blk < h->nblocks; ++blk) {
-        const int64_t base = nseq / h->nblocks, extra = nseq % h->nblocks;
-        h->first[blk + 1] = h->first[blk] + base + (blk < extra);     /* at most HMM_BATCH_ROWS */
+        h->first[blk + 1] = block_first(nseq, h->nblocks, h->lanes, blk + 1);     /* at most HMM_BATCH_ROWS */
         int64_t symbols = 0;
         for (k = h->first[blk]; k < h->first[blk + 1]; ++k)
             symbols += lengths[h->order[k]];

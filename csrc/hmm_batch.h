@@ -159,6 +159,17 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * costs weak plans a compare per state and step; other plans run the
  * unchanged scaled path. */
 
+/* Lane plans: a dense float64 plan of at most 16 states whose A and pi are
+ * not weak (above) computes with a sequence in each lane of a SIMD vector
+ * (8 sequences a vector with AVX-512, 4 with AVX2) instead of a state in
+ * each lane: the blocks are then 16 sequences each (the last the rest), a
+ * step of 8 sequences a few hundred vector operations with no sums across
+ * lanes.  Its forward keeps only alpha_hat at every 32nd step (n doubles a
+ * sequence); the backward recomputes each 32-step segment from there, in
+ * cache, then runs it backwards (hmm_batch_lanes.h).  The same ll and
+ * gradients (to rounding; its own bits alone or in any batch, on any thread
+ * count); weak plans, float32 and n > 16 run the state-lane kernel. */
+
 /* Dense plans write their emission rows (the forward) and dlogE (the
  * backward, where its rows are whole 64-byte lines at a 64-byte aligned
  * address) with non-temporal stores when the array holds at least this many

@@ -293,10 +293,24 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     }
     if (h->dense && FN(prepare_guard)(h) != 0)
         return -1;
+#if IS_FLOAT32
+    h->use_lanes = 0;
+#else
+    h->use_lanes = h->lanes && !h->weak;        /* a sequence in each lane (hmm_batch_lanes.h) */
+#endif
+    /* pred, scale and E of the kernel that runs: the lane kernel keeps its checkpoints in pred
+     * and nothing else (a small plan's block holds either) */
+    const size_t pred_bytes = sizeof(REAL) * (h->use_lanes ? lanes_pred_elems(h) : pred_elems(h));
+    if (!h->small && h->pred && h->pred_bytes < pred_bytes) {
+        big_free(h->pred, h->pred_bytes);
+        h->pred = NULL;
+    }
     if (!h->pred)
-        h->pred = big_alloc(sizeof(REAL) * pred_elems(h), &h->pred_bytes);
+        h->pred = big_alloc(pred_bytes, &h->pred_bytes);
+    if (h->use_lanes)
+        return h->pred ? 0 : -1;
     if (!h->scale)
-        h->scale = big_alloc(sizeof(REAL) * scale_elems(h), &h->scale_bytes);
+        h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
     if (h->dense && !h->E) {    /* the emission rows exp(logE - shift), laid out as pred */
         const size_t bytes = sizeof(REAL) * pred_elems(h);
         h->E = big_alloc(bytes, &h->E_bytes);
@@ -585,8 +599,7 @@ static int FN(forward)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
         h->redo[b] = 0;
     }
 #if !IS_FLOAT32
-    h->use_lanes = h->lanes && !h->weak;
-    if (h->use_lanes)       /* a sequence in each lane (hmm_batch_lanes.h) */
+    if (h->use_lanes)       /* a sequence in each lane (hmm_batch_lanes.h; FN(prepare) chose) */
         return lanes_forward(h, nt);
 #endif
     const int redo = IS_FLOAT32 || h->dense;

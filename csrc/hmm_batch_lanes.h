@@ -256,13 +256,14 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
     const double *logE = h->logE, *A = h->A64, *pi = h->pi64;
     double *dlogE = h->dlogE;
     /* scratch: W, U, the recomputed alpha, the checkpoint (LGROUPS x n each), dA, dpi, and
-     * the segment's alpha_hat, E (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS) */
+     * the segment's alpha_hat, E, g u (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS) */
     lvec *W = mem, *U = W + LGROUPS * n, *cur = U + LGROUPS * n, *prevA = cur + LGROUPS * n;
     lvec *dA = prevA + LGROUPS * n, *dpi = dA + (size_t)n * n;
-    lvec *segA = dpi + n, *segE = segA + HMM_LANES_SEG * LGROUPS * n, *segC = segE + HMM_LANES_SEG * LGROUPS * n;
+    lvec *segA = dpi + n, *segE = segA + HMM_LANES_SEG * LGROUPS * n, *segU = segE + HMM_LANES_SEG * LGROUPS * n;
+    lvec *segC = segU + HMM_LANES_SEG * LGROUPS * n;
+    int acts[HMM_LANES_SEG];                        /* groups running at each step of the segment */
     livec lenv[LGROUPS], base[LGROUPS], keepv[LGROUPS];
     lvec gv[LGROUPS];
-    lvec X[LGROUPS][HMM_LANES_MAX], GU[LGROUPS][HMM_LANES_MAX];   /* a step's outer-product rows */
     lanes_rows(h, blk, lenv, base);
     for (int g = 0; g < G; ++g)
         for (int l = 0; l < LV; ++l) {
@@ -284,10 +285,12 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
         while (lenv[active - 1][0] <= t0)
             --active;
         if (s > 0)
-            for (int g = 0; g < active; ++g) {
-                memcpy(prevA + g * n, ck + (s * G + g) * n, sizeof(lvec) * n);
-                memcpy(cur + g * n, prevA + g * n, sizeof(lvec) * n);
-            }
+            for (int g = 0; g < active; ++g)
+                for (int i = 0; i < n; ++i) {
+                    cur[g * n + i] = ck[(s * G + g) * n + i];
+                    /* (the rows without a gradient: 0, as the segment's own alpha_hat) */
+                    prevA[g * n + i] = (lvec)((livec)cur[g * n + i] & keepv[g]);
+                }
         for (int64_t t = t0; t < t1; ++t) {
             while (lenv[active - 1][0] <= t)
                 --active;
@@ -345,25 +348,14 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                         dpi[i] = fmadd_f64(gf, u[i], dpi[i]);
                     continue;
                 }
-                const lvec *restrict ap = t > t0 ? segA + ((t - 1 - t0) * LGROUPS + g) * n : prevA + g * n;
+                lvec *restrict gu = segU + ((t - t0) * LGROUPS + g) * n;     /* for dA, below */
                 #pragma GCC unroll 16
-                for (int i = 0; i < n; ++i) {
-                    X[g][i] = (lvec)((livec)ap[i] & keep);          /* alpha_hat_{t-1} */
-                    GU[g][i] = u[i] * gf;
-                }
+                for (int i = 0; i < n; ++i)
+                    gu[i] = u[i] * gf;
             }
+            acts[t - t0] = act;
             if (t == 0)
                 continue;
-            for (int i = 0; i < n; ++i) {           /* dA += sum over groups X (x) GU */
-                lvec *restrict d = dA + (size_t)i * n;
-                #pragma GCC unroll 16
-                for (int j = 0; j < n; ++j) {
-                    lvec acc_ij = d[j];
-                    for (int g = 0; g < act; ++g)
-                        acc_ij = fmadd_f64(X[g][i], GU[g][j], acc_ij);
-                    d[j] = acc_ij;
-                }
-            }
             for (int g = 0; g < act; ++g) {         /* beta_hat_{t-1} = A u_t: chains over j in order */
                 lvec *restrict w = W + g * n;
                 const lvec *restrict u = U + g * n;
@@ -383,6 +375,41 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                     w[i] = sw[i];
             }
         }
+        /* dA += sum over the segment's steps t > 0 and groups of alpha_hat_{t-1} (x) g u_t,
+         * in register tiles of 4 x 4 states (the rows of X: alpha_hat_{t0 - 1}, the
+         * checkpoint, then the segment's own) */
+        const int64_t tb = t0 > 0 ? t0 : 1;
+        #pragma GCC unroll 4
+        for (int i0 = 0; i0 < n; i0 += 4)
+            #pragma GCC unroll 4
+            for (int j0 = 0; j0 < n; j0 += 4) {
+                lvec d[4][4];
+                #pragma GCC unroll 4
+                for (int ii = 0; ii < 4; ++ii)
+                    #pragma GCC unroll 4
+                    for (int jj = 0; jj < 4; ++jj)
+                        d[ii][jj] = i0 + ii < n && j0 + jj < n ? dA[(size_t)(i0 + ii) * n + j0 + jj] : (lvec){0};
+                for (int64_t t = tb; t < t1; ++t)
+                    for (int g = 0; g < acts[t - t0]; ++g) {
+                        const lvec *restrict x = t > t0 ? segA + ((t - 1 - t0) * LGROUPS + g) * n : prevA + g * n;
+                        const lvec *restrict y = segU + ((t - t0) * LGROUPS + g) * n;
+                        #pragma GCC unroll 4
+                        for (int ii = 0; ii < 4; ++ii)
+                            if (i0 + ii < n) {
+                                const lvec xi = x[i0 + ii];
+                                #pragma GCC unroll 4
+                                for (int jj = 0; jj < 4; ++jj)
+                                    if (j0 + jj < n)
+                                        d[ii][jj] = fmadd_f64(xi, y[j0 + jj], d[ii][jj]);
+                            }
+                    }
+                #pragma GCC unroll 4
+                for (int ii = 0; ii < 4; ++ii)
+                    #pragma GCC unroll 4
+                    for (int jj = 0; jj < 4; ++jj)
+                        if (i0 + ii < n && j0 + jj < n)
+                            dA[(size_t)(i0 + ii) * n + j0 + jj] = d[ii][jj];
+            }
     }
     double *aA = acc, *api = acc + (size_t)np * np + np;        /* (m + 1 = 1 row of BT) */
     for (int i = 0; i < n; ++i) {
