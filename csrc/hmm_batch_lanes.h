@@ -101,6 +101,42 @@ static void lanes_rows(const hmm_batch *h, int64_t blk, livec *lenv, livec *base
         }
 }
 
+/* exp(x) for x <= 0 (or -inf) where AVX-512 has a two-register permute: x =
+ * (16 k + j) ln2 / 16 + r with |r| <= ln2 / 32, e^x = 2^k 2^(j/16) e^r, the
+ * 2^(j/16) from a table of 16 (correctly rounded) and e^r by its Taylor
+ * polynomial of degree 7 (its remainder below 2^-59): 13 multiply-adds where
+ * vexp_f64 takes 18, which bound the lane kernel's forward.  Results below
+ * e^-708 are 0, as vexp_f64's; within about 2 ulp of exp. */
+static inline __attribute__((always_inline)) lvec lanes_exp(lvec x)
+{
+#if defined(__AVX512F__) && HMM_VBYTES == 64
+    static const double tab[16] = {
+        0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+        0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+        0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+        0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
+    const livec keep = x >= -708.0;                 /* all ones where the result is not 0 */
+    x = lanes_sel(keep, x, (lvec){0} - 708.0);      /* below (or -inf): -708 */
+    const double magic = 0x1.8p52;
+    const lvec kf = (x * 23.083120654223414 + magic) - magic;      /* round(16 x / ln2) */
+    lvec r = x - kf * 0.0433216094970703125;                        /* ln2 / 16, hi part (exact products) */
+    r = r - kf * 8.9287926269338577e-08;                            /* and lo part */
+    const livec k = __builtin_convertvector(kf, livec);
+    const __m512d t = _mm512_permutex2var_pd(_mm512_loadu_pd(tab), (__m512i)(k & 15), _mm512_loadu_pd(tab + 8));
+    lvec p = r * (1.0 / 5040.0) + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    const livec bits = ((k >> 4) + 1023) << 52;     /* 2^(k >> 4): x >= -708, so k >> 4 >= -1022 */
+    return (lvec)((livec)((lvec)t * p * (lvec)bits) & keep);
+#else
+    return vexp_f64(x);
+#endif
+}
+
 /* One forward step of one group (the state-lane forward's, lane by lane):
  * a (n vectors) holds alpha_hat_{t-1} (t > 0) and gets pred_t * E_t, e (n
  * vectors) gets E_t = exp(logE_t - m_t); returns the step's total c_t, with
@@ -149,7 +185,7 @@ lanes_step(const int n, int64_t t, const double *restrict A, const double *restr
     lvec c = {0};
     #pragma GCC unroll 16
     for (int i = 0; i < n; ++i) {
-        e[i] = vexp_f64(x[i] - m0);
+        e[i] = lanes_exp(x[i] - m0);
         a[i] = p[i] * e[i];
         c += a[i];
     }
