@@ -71,8 +71,8 @@
 #define HMM_LANE_COUNT (HMM_VBYTES / 8)
 
 /* Steps of a lane plan's backward segment (hmm_batch_lanes.h): its forward
- * keeps alpha_hat every this many steps, its backward recomputes each
- * segment's steps from there, in cache (SEG x 16 rows x (2n + 1) doubles). */
+ * keeps alpha_hat every this many steps (and every step's emission row), its
+ * backward recomputes each segment's alpha_hat from there, in cache. */
 #define HMM_LANES_SEG 32
 
 struct hmm_batch {
@@ -119,6 +119,7 @@ struct hmm_batch {
     int lanes;               /* 1: dense, float64, n <= HMM_LANES_MAX: the lane kernel when not weak */
     int use_lanes;           /* 1: the last forward ran the lane kernel (the backward follows it) */
     int64_t *lstep_off;      /* (nblocks + 1,) each block's first checkpoint slot (lane kernel) */
+    int64_t *estep_off;      /* (nblocks + 1,) each block's first group-step of E (lane kernel) */
 };
 
 /* Fixed costs.  A plan's passes are often tiny (a model of 4 states and one
@@ -375,6 +376,11 @@ static size_t lanes_pred_elems(const hmm_batch *h)
     return h->lanes ? (size_t)h->lstep_off[h->nblocks] * h->n * HMM_LANE_COUNT : 0;
 }
 
+static size_t lanes_E_elems(const hmm_batch *h)
+{
+    return h->lanes ? (size_t)h->estep_off[h->nblocks] * h->n * HMM_LANE_COUNT : 0;
+}
+
 /* The scratch of a pass on one thread: the larger of the forward's alpha
  * ((HMM_BATCH_ROWS + 2) rows of np) and the backward's (FN(scratch): 2 +
  * 2 HMM_WINDOW times HMM_BATCH_ROWS rows, and np more), in bytes. */
@@ -430,6 +436,16 @@ static int64_t lane_slots(int64_t T0, int64_t rows)
     return (T0 + HMM_LANES_SEG - 1) / HMM_LANES_SEG * ((rows + HMM_LANE_COUNT - 1) / HMM_LANE_COUNT);
 }
 
+/* A lane plan's group-steps of E (n vectors each) for the block of sequences
+ * order[first .. next): each group runs as long as its first (longest) row. */
+static int64_t lane_esteps(const int64_t *lengths, const int64_t *order, int64_t first, int64_t next)
+{
+    int64_t steps = 0;
+    for (int64_t k = first; k < next; k += HMM_LANE_COUNT)
+        steps += lengths[order[k]];
+    return steps;
+}
+
 static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t *obs,
                            const int64_t *lengths, int dtype, int dense)
 {
@@ -467,7 +483,7 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
     shape.lanes = lane_plan;
     /* a lane plan's layout needs the blocks' lengths: the order first (and the block
      * boundaries, which depend on nseq alone), its group-steps counted here */
-    int64_t *order = NULL, lane_steps = 0;     /* (checkpoint slots) */
+    int64_t *order = NULL, lane_steps = 0, lane_E = 0;     /* (checkpoint slots, group-steps) */
     if (shape.lanes) {
         order = malloc(sizeof(int64_t) * (nseq ? (size_t)nseq : 1));
         if (!order || order_by_length(batch, lengths, order) < 0) {
@@ -475,8 +491,9 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
             return NULL;
         }
         for (int64_t blk = 0; blk < nblocks; ++blk) {
-            const int64_t at = block_first(nseq, nblocks, 1, blk);
-            lane_steps += lane_slots(lengths[order[at]], block_first(nseq, nblocks, 1, blk + 1) - at);
+            const int64_t at = block_first(nseq, nblocks, 1, blk), next = block_first(nseq, nblocks, 1, blk + 1);
+            lane_steps += lane_slots(lengths[order[at]], next - at);
+            lane_E += lane_esteps(lengths, order, at, next);
         }
     }
     /* the struct and its arrays in one allocation: order, step_off, first, ll, redo (lstep_off) */
@@ -490,15 +507,15 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
     /* and, in a small plan, what its passes use */
     const size_t es = dtype == HMM_FLOAT32 ? sizeof(float) : sizeof(double);
     const size_t acc = sizeof(double) * acc_width(&shape) * shape.groups;
-    const size_t lane_elems = (size_t)lane_steps * HMM_LANE_COUNT * n;   /* checkpoints */
-    const size_t pred_n = (size_t)steps * shape.np > lane_elems ? (size_t)steps * shape.np : lane_elems;
-    const size_t scale_n = (size_t)steps;
-    const size_t row = up64(es * pred_n);
-    const size_t at_params = at_lstep + (shape.lanes ? up64(sizeof(int64_t) * ((size_t)nblocks + 1)) : 0);
+    const size_t lane_ck = (size_t)lane_steps * HMM_LANE_COUNT * n, lane_e = (size_t)lane_E * HMM_LANE_COUNT * n;
+    const size_t rows_n = (size_t)steps * shape.np;
+    const size_t row = up64(es * (rows_n > lane_ck ? rows_n : lane_ck));         /* pred */
+    const size_t erow = up64(es * (rows_n > lane_e ? rows_n : lane_e));          /* E */
+    const size_t at_params = at_lstep + (shape.lanes ? 2 * up64(sizeof(int64_t) * ((size_t)nblocks + 1)) : 0);
     const size_t at_pred = at_params + params_layout(&shape, NULL);
     const size_t at_scale = at_pred + row;
-    const size_t at_E = at_scale + up64(es * scale_n);
-    const size_t at_work = at_E + (dense ? row : 0);
+    const size_t at_E = at_scale + up64(es * (size_t)steps);
+    const size_t at_work = at_E + (dense ? erow : 0);
     const size_t at_acc = at_work + up64(work_bytes(&shape));
     const int small = acc <= HMM_KEEP_ACC_BYTES && at_acc + acc - at_params <= HMM_SMALL_PLAN;
     char *mem = alloc64(small ? at_acc + acc : at_params);
@@ -534,6 +551,8 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
         free(order);
         h->lstep_off = (int64_t *)(mem + at_lstep);
         h->lstep_off[0] = 0;
+        h->estep_off = (int64_t *)(mem + at_lstep + up64(sizeof(int64_t) * ((size_t)nblocks + 1)));
+        h->estep_off[0] = 0;
     } else if (order_by_length(batch, lengths, h->order) < 0) {
         hmm_batch_free(h);
         return NULL;
@@ -547,9 +566,12 @@ static hmm_batch *plan_new(int n, int m, int64_t batch, int64_t T, const int32_t
         for (k = h->first[blk]; k < h->first[blk + 1]; ++k)
             symbols += lengths[h->order[k]];
         h->step_off[blk + 1] = h->step_off[blk] + symbols;
-        if (h->lanes)
+        if (h->lanes) {
             h->lstep_off[blk + 1] = h->lstep_off[blk]
                 + lane_slots(lengths[h->order[h->first[blk]]], h->first[blk + 1] - h->first[blk]);
+            h->estep_off[blk + 1] = h->estep_off[blk]
+                + lane_esteps(lengths, h->order, h->first[blk], h->first[blk + 1]);
+        }
     }
     return h;
 }

@@ -164,9 +164,10 @@ void hmm_batch_sample(int n, int m, int64_t count, int len, const double *cumA,
  * (8 sequences a vector with AVX-512, 4 with AVX2) instead of a state in
  * each lane: the blocks are then 16 sequences each (the last the rest), a
  * step of 8 sequences a few hundred vector operations with no sums across
- * lanes.  Its forward keeps only alpha_hat at every 32nd step (n doubles a
- * sequence); the backward recomputes each 32-step segment from there, in
- * cache, then runs it backwards (hmm_batch_lanes.h).  The same ll and
+ * lanes.  Its forward keeps the emission rows and alpha_hat at every 32nd
+ * step, not pred; the backward recomputes alpha_hat segment by segment from
+ * there, in cache, then runs the segment backwards (hmm_batch_lanes.h).  The
+ * same ll and
  * gradients (to rounding; its own bits alone or in any batch, on any thread
  * count); weak plans, float32 and n > 16 run the state-lane kernel. */
 

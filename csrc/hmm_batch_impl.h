@@ -307,10 +307,25 @@ static int FN(prepare)(hmm_batch *h, const REAL *A, const REAL *B, const REAL *p
     }
     if (!h->pred)
         h->pred = big_alloc(pred_bytes, &h->pred_bytes);
-    if (h->use_lanes)
-        return h->pred ? 0 : -1;
+#if !IS_FLOAT32
+    if (h->use_lanes) {         /* and E, the emission rows, in its layout */
+        const size_t bytes = sizeof(double) * lanes_E_elems(h);
+        if (!h->small && h->E && h->E_bytes < bytes) {
+            big_free(h->E, h->E_bytes);
+            h->E = NULL;
+        }
+        if (!h->E)
+            h->E = big_alloc(bytes, &h->E_bytes);
+        h->stream_E = !h->small && bytes >= HMM_STREAM_BYTES;
+        return h->pred && h->E ? 0 : -1;
+    }
+#endif
     if (!h->scale)
         h->scale = big_alloc(sizeof(REAL) * h->step_off[h->nblocks], &h->scale_bytes);
+    if (h->dense && !h->small && h->E && h->E_bytes < sizeof(REAL) * pred_elems(h)) {
+        big_free(h->E, h->E_bytes);             /* (a lane plan's E, smaller) */
+        h->E = NULL;
+    }
     if (h->dense && !h->E) {    /* the emission rows exp(logE - shift), laid out as pred */
         const size_t bytes = sizeof(REAL) * pred_elems(h);
         h->E = big_alloc(bytes, &h->E_bytes);

@@ -18,17 +18,22 @@
  * Layout: a block's rows (longest first) in groups of HMM_LANE_COUNT, group
  * g holding rows g * L .. g * L + L - 1 in its lanes; a group runs while its
  * first row runs (lanes of rows that have ended, or that are not there, are
- * computed and masked).  At each step, each running group stores pred (n
- * vectors: state i's over the lanes), E (n vectors) and scale (1 / c_t, one
- * vector), one group after another (h->lstep_off: each block's first
- * group-step).  The log-emissions are gathered from (and the posteriors
- * scattered to) the rows of the sequences, starts[b] + t.
+ * computed and masked).  The forward stores each running group's emission row
+ * E_t (n vectors: state i's over the lanes) one group after another
+ * (h->estep_off: each block's first group-step), and alpha_hat at the end of
+ * every HMM_LANES_SEG-th step (h->lstep_off: each block's first checkpoint
+ * slot, in pred); the backward recomputes alpha_hat through each segment from
+ * its checkpoint - a product with A per step, in cache - where storing pred as
+ * well made the pass wait on memory, and recomputing E too (its exps) cost
+ * more than reading it (measured, N=10, 10^6 steps, 2 threads: backward 28 ->
+ * 17 ns a step with E stored).  The log-emissions are gathered from (and the
+ * posteriors scattered to) the rows of the sequences, starts[b] + t.
  *
- * Arithmetic: that of the state-lane kernel (see FN(forward_block_body) and
- * FN(block_backward_body)) lane for lane, the sums over states taken in
- * state order; every lane's operations are the same whatever the other
- * lanes hold, so a sequence's ll and dlogE are the same in any batch, bit for
- * bit.  Only plans that are not weak run here (weak ones check every state
+ * Arithmetic: the steps of the state-lane kernel (see FN(forward_block_body)
+ * and FN(block_backward_body)) lane for lane, the sums over states taken in
+ * state order, exp from a table where AVX-512 has it (lanes_exp); every
+ * lane's operations are the same whatever the other lanes hold, so a
+ * sequence's ll and dlogE are the same in any batch, bit for bit.  Only plans that are not weak run here (weak ones check every state
  * of every step: the state-lane kernel does), so no float32 and no guard. */
 
 #define LV HMM_LANE_COUNT
@@ -196,9 +201,9 @@ lanes_step(const int n, int64_t t, const double *restrict A, const double *restr
 
 /* Forward of block blk: ll of its sequences (a sequence whose step total
  * leaves [2^-900, 2^900], or with a NaN, is left to the double reference in
- * redo), and alpha_hat at the end of every HMM_LANES_SEG-th step as the
- * checkpoints from which the backward recomputes each segment; nothing else
- * is stored.  alpha: LGROUPS * n vectors of scratch. */
+ * redo), each step's emission rows E, and alpha_hat at the end of every
+ * HMM_LANES_SEG-th step as the checkpoints from which the backward recomputes
+ * each segment.  alpha: LGROUPS * n vectors of scratch. */
 static inline __attribute__((always_inline)) void
 lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
 {
@@ -209,6 +214,8 @@ lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
     const int G = (rows + LV - 1) / LV;
     const int64_t *seq = h->order + first;
     lvec *ck = (lvec *)h->pred + h->lstep_off[blk] * n;      /* checkpoint slot s * G + g */
+    lvec *Eb = (lvec *)h->E + h->estep_off[blk] * n;          /* step t's group g at (off + g) * n */
+    const int stream = h->stream_E;
     const double *logE = h->logE, *A = h->A64, *pi = h->pi64;
     livec lenv[LGROUPS], base[LGROUPS], dead[LGROUPS];
     lvec ll[LGROUPS], prod[LGROUPS], shift[LGROUPS];
@@ -221,7 +228,8 @@ lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
     }
     const int64_t T0 = lenv[0][0];
     int active = G;                                 /* groups running at step t */
-    for (int64_t t = 0; t < T0; ++t) {
+    int64_t off = 0;                                /* step t's first group-step in E */
+    for (int64_t t = 0; t < T0; off += active, ++t) {
         while (lenv[active - 1][0] <= t)
             --active;
         for (int g = 0; g < active; ++g) {
@@ -230,6 +238,13 @@ lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
             lvec e[HMM_LANES_MAX], mx;
             livec nan;
             const lvec c = lanes_step(n, t, A, pi, logE, base[g] + t * n, live, a, e, &mx, &nan);
+            lvec *restrict Eg = Eb + (off + g) * n;  /* E for the backward (whole aligned vectors) */
+            for (int i = 0; i < n; ++i) {
+                if (stream)
+                    stream_f64((double *)(Eg + i), e[i]);
+                else
+                    Eg[i] = e[i];
+            }
             /* so small (or large) that the step needs the reference's second shift; NaN */
             const livec inrange = (c >= 0x1p-900) & (c <= 0x1p900);
             dead[g] |= live & (nan | ~inrange);
@@ -259,6 +274,8 @@ lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
             for (int g = 0; g < active; ++g)
                 memcpy(ck + ((t + 1) / HMM_LANES_SEG * G + g) * n, alpha + g * n, sizeof(lvec) * n);
     }
+    if (stream)
+        stream_fence_f64();
     for (int r = 0; r < rows; ++r) {
         const int g = r / LV, l = r % LV;
         if (!dead[g][l])
@@ -270,10 +287,10 @@ lanes_forward_body(const int n, hmm_batch *h, int64_t blk, lvec *restrict alpha)
 
 /* Backward of block blk into the group accumulator acc (laid out as the
  * state-lane kernel's: dA (np, np), dBT (1, np), dpi (np)), segment by
- * segment from the last: each segment's forward again from its checkpoint
- * (the same operations, so the same values, held in cache rather than
- * written to memory and read back: the lanes are bound by memory otherwise),
- * then its steps backwards.  As FN(block_backward_body), with
+ * segment from the last: each segment's alpha_hat again from its checkpoint
+ * and the stored E (the forward's operations, so its values, held in cache
+ * rather than written to memory and read back), then its steps backwards.
+ * As FN(block_backward_body), with
  *   gamma_t = alpha_hat_t * beta_hat_t,  u_t = E_t * beta_hat_t / c_t,
  *   dA += g alpha_hat_{t-1} (x) u_t,  dpi += g u_0,  beta_hat_{t-1} = A u_t.
  * mem: lanes_work_bytes. */
@@ -289,7 +306,8 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
     const int G = (rows + LV - 1) / LV;
     const int64_t *seq = h->order + first;
     const lvec *ck = (const lvec *)h->pred + h->lstep_off[blk] * n;
-    const double *logE = h->logE, *A = h->A64, *pi = h->pi64;
+    const lvec *Eb = (const lvec *)h->E + h->estep_off[blk] * n;
+    const double *A = h->A64, *pi = h->pi64;
     double *dlogE = h->dlogE;
     /* scratch: W, U, the recomputed alpha, the checkpoint (LGROUPS x n each), dA, dpi, and
      * the segment's alpha_hat, E, g u (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS) */
@@ -327,16 +345,46 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                     /* (the rows without a gradient: 0, as the segment's own alpha_hat) */
                     prevA[g * n + i] = (lvec)((livec)cur[g * n + i] & keepv[g]);
                 }
-        for (int64_t t = t0; t < t1; ++t) {
+        int64_t off = 0;                            /* step t0's first group-step in E */
+        for (int g = 0; g < G; ++g)
+            off += lenv[g][0] < t0 ? lenv[g][0] : t0;
+        for (int64_t t = t0; t < t1; off += active, ++t) {
             while (lenv[active - 1][0] <= t)
                 --active;
             for (int g = 0; g < active; ++g) {
                 const livec live = lenv[g] > t, keep = live & keepv[g];
                 lvec *restrict a = cur + g * n;
                 lvec *restrict e = segE + ((t - t0) * LGROUPS + g) * n;
-                lvec mx;
-                livec nan;
-                const lvec c = lanes_step(n, t, A, pi, logE, base[g] + t * n, live, a, e, &mx, &nan);
+                const lvec *restrict Eg = Eb + (off + g) * n;
+                /* the forward's step again from its emission row: pred_t = alpha_{t-1} A (pi at
+                 * t = 0), a = pred_t * E_t, c its total - lanes_step's operations, in its order */
+                lvec p[HMM_LANES_MAX];
+                if (t == 0) {
+                    #pragma GCC unroll 16
+                    for (int j = 0; j < n; ++j)
+                        p[j] = pi[j] - (lvec){0};
+                } else {
+                    #pragma GCC unroll 16
+                    for (int j = 0; j < n; ++j)
+                        p[j] = a[0] * (A[j] - (lvec){0});
+                    #pragma GCC unroll 16
+                    for (int i = 1; i < n; ++i) {
+                        const lvec ai = a[i];
+                        #pragma GCC unroll 16
+                        for (int j = 0; j < n; ++j)
+                            p[j] = fmadd_f64(ai, A[(size_t)i * n + j] - (lvec){0}, p[j]);
+                    }
+                }
+                /* E is read upwards within a segment, the segments downwards: ask for 4 steps on */
+                for (int k = 0; k < n * LV; k += 64 / (int)sizeof(double))
+                    __builtin_prefetch((const double *)(Eg + 4 * (int64_t)active * n) + k);
+                lvec c = {0};
+                #pragma GCC unroll 16
+                for (int i = 0; i < n; ++i) {
+                    e[i] = Eg[i];
+                    a[i] = p[i] * e[i];
+                    c += a[i];
+                }
                 const lvec inv = 1.0 / lanes_sel(keep, c, (lvec){0} + 1.0);
                 segC[(t - t0) * LGROUPS + g] = inv;
                 lvec *restrict sa = segA + ((t - t0) * LGROUPS + g) * n;
