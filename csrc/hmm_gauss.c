@@ -258,11 +258,11 @@ static void transform_block(int D, const double *P, const vd *restrict yT, vd *r
 
 int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, const double *c,
                          const double *P, const double *a, const double *b, const double *cst,
-                         double *out, int num_threads)
+                         double *out, int64_t *n_missing, int num_threads)
 {
     const int64_t nblocks = (n + RB - 1) / RB;
     const int G = group_size(N, kind == HMM_GAUSS_FULL ? FG : QG);
-    int64_t bad = INT64_MAX;
+    int64_t bad = INT64_MAX, missing = 0;
     int oom = 0;
     num_threads = hmm_pass_threads(num_threads, n * N * (int64_t)(kind == HMM_GAUSS_FULL ? D * D : D));
     #pragma omp parallel num_threads(num_threads)
@@ -271,7 +271,7 @@ int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, con
         vd *zT = kind == HMM_GAUSS_TIED ? scratch(sizeof(vd) * 2 * (size_t)D) : NULL;
         vd *res = scratch(sizeof(vd) * 2 * (size_t)G);
         const int ok = yT && res && (zT || kind != HMM_GAUSS_TIED);
-        int64_t first_bad = INT64_MAX;
+        int64_t first_bad = INT64_MAX, my_missing = 0;
         if (!ok) {
             #pragma omp atomic write
             oom = 1;
@@ -312,21 +312,27 @@ int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, con
                 if (isfinite(o[0]))
                     continue;
                 const double *x = X + (t0 + r) * D;
-                if (is_nan(x[0]) && all_nan(D, x))
+                if (is_nan(x[0]) && all_nan(D, x)) {
                     memset(o, 0, sizeof(double) * (size_t)N);          /* a missing observation */
-                else if (!all_finite(D, x) && t0 + r < first_bad)
+                    ++my_missing;
+                } else if (!all_finite(D, x) && t0 + r < first_bad)
                     first_bad = t0 + r;
             }
         }
         #pragma omp critical(hmm_gauss_bad)
-        if (first_bad < bad)
-            bad = first_bad;
+        {
+            if (first_bad < bad)
+                bad = first_bad;
+            missing += my_missing;
+        }
         free(yT);
         free(zT);
         free(res);
     }
     if (oom)
         return HMM_GAUSS_ENOMEM;
+    if (n_missing)
+        *n_missing = missing;
     return bad == INT64_MAX ? -1 : bad;
 }
 

@@ -43,10 +43,11 @@ enum { HMM_GAUSS_DIAG = 0, HMM_GAUSS_FULL = 1, HMM_GAUSS_TIED = 2 };
  * P is lower triangular (its upper part is not read); a is read by DIAG and TIED, P by FULL and
  * TIED.
  * A missing row gets 0 in every state.  Returns -1, or the first row that is neither finite nor
- * wholly NaN (its out row is left as computed), or HMM_GAUSS_ENOMEM. */
+ * wholly NaN (its out row is left as computed), or HMM_GAUSS_ENOMEM.  So it checks every value of
+ * X as hmm_gauss_scan does; *n_missing (if not NULL) gets the count of missing rows. */
 int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, const double *c,
                          const double *P, const double *a, const double *b, const double *cst,
-                         double *out, int num_threads);
+                         double *out, int64_t *n_missing, int num_threads);
 
 /* The E-step sums over the observed rows t (missing rows skipped), added to the outputs:
  *   post[i] += sum_t gamma[t, i];  obs[i, d] += sum_t gamma[t, i] X[t, d];  and

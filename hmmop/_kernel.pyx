@@ -748,7 +748,7 @@ cdef extern from "hmm_gauss.h" nogil:
     int HMM_GAUSS_DIAG, HMM_GAUSS_FULL, HMM_GAUSS_TIED, HMM_GAUSS_ENOMEM
     int64_t hmm_gauss_loglik(int kind, int64_t n, int D, int N, const double *X, const double *c,
                              const double *P, const double *a, const double *b, const double *cst,
-                             double *out, int num_threads)
+                             double *out, int64_t *n_missing, int num_threads)
     int64_t hmm_gauss_stats(int kind, int64_t n, int D, int N, const double *X, const double *gamma,
                             double *post, double *obs, double *second, int num_threads)
     int64_t hmm_gauss_scan(int64_t n, int D, const double *X, int check_all, int64_t *n_missing,
@@ -758,12 +758,13 @@ _GAUSS_KINDS = {"diag": HMM_GAUSS_DIAG, "full": HMM_GAUSS_FULL, "tied": HMM_GAUS
 
 
 def gauss_loglik(kind, const double[:, ::1] X, const double[::1] c, P, a, const double[:, ::1] b,
-                 const double[::1] cst, double[:, ::1] out, int num_threads):
+                 const double[::1] cst, double[:, ::1] out, int num_threads, bint count_missing=False):
     """Log-densities out (n, N) of the rows of X (n, D) (csrc/hmm_gauss.h's hmm_gauss_loglik).
 
     kind "diag": a, b (N, D), P None; "full": P (N, D, D), b (N, D), a None; "tied": P (D, D),
     a, b (N, D).  c (D,), cst (N,).  All float64, C-contiguous.  Missing rows get 0.  Returns -1,
-    or the first row that is neither finite nor wholly NaN; MemoryError without scratch memory.
+    or the first row that is neither finite nor wholly NaN (count_missing: (that, the number of
+    missing rows)); MemoryError without scratch memory.
     """
     cdef int k = _GAUSS_KINDS[kind]
     cdef int64_t n = X.shape[0]
@@ -784,13 +785,19 @@ def gauss_loglik(kind, const double[:, ::1] X, const double[::1] c, P, a, const 
         if av.shape[0] != N * D:
             raise ValueError("gauss_loglik: a must be (N, D)")
         pa = &av[0]
+    cdef int64_t missing = 0
     if n == 0:
-        return -1
+        status = -1
+        if count_missing:
+            return status, missing
+        return status
     with nogil:
         status = hmm_gauss_loglik(k, n, D, N, &X[0, 0], &c[0], pP, pa, &b[0, 0], &cst[0], &out[0, 0],
-                                  max(1, num_threads))
+                                  &missing, max(1, num_threads))
     if status == HMM_GAUSS_ENOMEM:
         raise MemoryError("gauss_loglik: out of memory")
+    if count_missing:
+        return status, missing
     return status
 
 

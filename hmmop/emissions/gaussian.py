@@ -315,6 +315,24 @@ class GaussianEmission(Emission):
         rows = self.check_data(rows)
         return rows, lengths, int(np.count_nonzero(self.missing_rows(rows)))
 
+    def prepare_scored(self, X, lengths=None):
+        """(rows, lengths, n_missing, log_emission) - prepare_counted's result and log_likelihood(rows)
+        (n, N) from one C pass: the log-densities check every value as the scan does (a row neither
+        finite nor wholly NaN raises check_data's ValueError) and count the missing rows.  For EM from
+        parameters already set (fit's first E-step takes the log-emissions): X read once, not twice.
+        None where the C pass does not take X as it is (not float64 C-contiguous, or empty): then
+        prepare_counted."""
+        rows, lengths = feature_rows(X, lengths)
+        arr = self._scannable(rows)
+        if arr is None:
+            return None
+        out = _kernel.big_empty(len(arr), self.n_states)
+        bad, n_missing = _kernel.gauss_loglik(self._kernel_kind(), arr, *self._loglik_plan(), out,
+                                              get_num_threads(), count_missing=True)
+        if bad >= 0:
+            self.check_data(arr)            # its ValueError, naming the row
+        return arr, lengths, int(n_missing), out
+
     def _observed_mask(self, X):
         """None when no row of X is missing, else bool (n,) True on the observed rows.
 

@@ -315,7 +315,18 @@ class EmissionHMM:
         if kv is not None and method == "em" and not self._distributed_em:
             raise ValueError(f"{type(self).__name__}: kvstore works with method='gradient' (EM over a "
                              f"kvstore is hmmop.HMM's)")
-        rows, lengths, starts, n_observed = self._data(X, lengths, observed=True)
+        # EM from parameters already set, one start: the data check and the first E-step's
+        # log-emissions in one pass over X where the emission offers it (prepare_scored)
+        scored = None
+        if method == "em" and n_init == 1 and kv is None and labels is None and self.initialized \
+                and epochs > 0 and hasattr(self.emission, "prepare_scored"):
+            scored = self.emission.prepare_scored(X, lengths)
+        if scored is not None:
+            rows, lengths, n_missing, first_le = scored
+            starts, n_observed = np.cumsum(lengths) - lengths, len(rows) - n_missing
+        else:
+            rows, lengths, starts, n_observed = self._data(X, lengths, observed=True)
+            first_le = None
         labels = self._labels(labels, lengths)
         if kv is not None:
             rows, lengths, starts, labels = self._my_share(kv, rows, lengths, shard, labels)
@@ -342,8 +353,8 @@ class EmissionHMM:
                 self._check_possible(self._score_rows(rows, lengths, labels), labels, rows)
             args = (rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback)
             if method == "em":
-                return self._fit_em(*args, labels=labels) if kv is None else \
-                    self._fit_em_distributed(*args, kv, labels=labels)
+                return self._fit_em(*args, labels=labels, first_le=first_le if start == 0 else None) \
+                    if kv is None else self._fit_em_distributed(*args, kv, labels=labels)
             return self._fit_gradient(*args, kv=kv, labels=labels, **gradient)
 
         def score():
@@ -621,15 +632,16 @@ class EmissionHMM:
         self.initialized = True
 
     def _fit_em(self, rows, lengths, starts, n_observed, epochs, tol, params, prior, progress, callback,
-                labels=None):
+                labels=None, first_le=None):
         """fit's EM: em_iterations with the Monitor's rules (tol per observed row, |change| < tol).  With
         no progress bar shown and no callback the loop runs whole (in C where em_iterations can);
-        otherwise em_iterations reports each iteration to the Monitor (bar, callback)."""
+        otherwise em_iterations reports each iteration to the Monitor (bar, callback).  first_le:
+        the log-emissions of the current parameters, when the data check computed them."""
         import sys
         tol = None if tol is None else tol * max(int(n_observed), 1)
         if callback is None and not (sys.stderr.isatty() if progress is None else progress):
             return self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, tol_rule="abs",
-                                      labels=labels)[0]
+                                      labels=labels, first_le=first_le)[0]
         monitor = Monitor(epochs, n_observed, None, progress, callback, desc="hmmop EM")
         epochs_left = iter(monitor)
 
@@ -639,13 +651,13 @@ class EmissionHMM:
 
         try:
             self.em_iterations(rows, lengths, starts, epochs, tol, params, prior, callback=report, tol_rule="abs",
-                               labels=labels)
+                               labels=labels, first_le=first_le)
         finally:
             epochs_left.close()
         return monitor.result()
 
     def em_iterations(self, rows, lengths, starts, n_iter, tol=None, params=None, prior=None, objective="map",
-                      callback=None, tol_rule="increase", labels=None):
+                      callback=None, tol_rule="increase", labels=None, first_le=None):
         """Up to n_iter EM iterations from the current parameters: (history float64 (k,), converged bool).
 
         rows, lengths, starts: the data as _data gives them (rows checked by the emission; lengths
@@ -660,7 +672,9 @@ class EmissionHMM:
         C where the emission offers one (fused_em: CategoricalEmission), without a callback, on a
         CPU model; otherwise in Python.  A non-finite objective raises DivergenceError; the model
         keeps the parameters that gave it (those of the last M-step).  labels: a fit.labels.Labels
-        of the rows (the E-step's forward-backward then runs on log P(X, labels)).
+        of the rows (the E-step's forward-backward then runs on log P(X, labels)).  first_le: None,
+        or the (n, N) float64 log-emissions of rows under the current parameters (the first
+        E-step's, already computed: GaussianEmission.prepare_scored; not with labels).
         """
         if objective not in ("map", "loglik"):
             raise ValueError(f"objective must be 'map' or 'loglik', got {objective!r}")
@@ -687,6 +701,8 @@ class EmissionHMM:
         history, converged = [], False
         # on memory from the C driver's cache of large blocks: reused from fit to fit, no page faults
         log_emission, gamma = (_kernel.big_empty(len(rows), self.n_states) for _ in range(2))
+        if first_le is not None and labels is None:
+            log_emission = first_le
         # the E-step and the M-step of A and pi in one C call (csrc/hmm_em.c), on one plan for the loop
         core = _kernel.EMDense(self.n_states, len(rows), starts, lengths,
                                [name for letter, name in (("t", "A"), ("s", "pi")) if letter in params],
@@ -694,7 +710,9 @@ class EmissionHMM:
                                {n: self.mask[n] for n in CORE if n in self.mask}, in_objective, get_num_threads())
         self._A, self._pi = self._A.copy(), self._pi.copy()        # updated in place by core.step
         for i in range(int(n_iter)):
-            value = core.step(self._A, self._pi, self._log_emission(rows, out=log_emission, labels=labels), gamma)
+            le = log_emission if i == 0 and first_le is not None and labels is None else \
+                self._log_emission(rows, out=log_emission, labels=labels)
+            value = core.step(self._A, self._pi, le, gamma)
             if "B" in in_objective:
                 value += log_prior({"B": self.emission.B}, {"B": prior["B"]})
             if not math.isfinite(value):
