@@ -37,10 +37,11 @@ rounds when its test ran first (the parametrisation puts it first), else from on
 "gaussian_parts" table, hmmop's iteration (float64 model at the start) split into the calls fit
 makes, each timed alone on the data of the one before it, its arrays reused as fit's loop reuses them
 (from the C driver's cache of large blocks, _kernel.big_empty):
-- "data checks": emission.prepare_counted(X, lengths) (fit's reading of X: the checks and the count
-  of missing rows, one C pass over float64 C-contiguous X);
-- "log-emission": emission.log_likelihood(rows, out=...), (n, N) float64, on a fresh copy of the
-  emission (made in the setup) so that it factors the covariances as fit's first call does;
+- "check + log-emission": emission.prepare_scored(X, lengths) on a fresh copy of the emission (made
+  in the setup, so that it factors the covariances as fit's first call does): fit's one C pass over
+  float64 C-contiguous X for EM from parameters already set - the checks, the count of missing rows
+  and the first E-step's log-emissions (n, N) float64 together (later iterations take
+  emission.log_likelihood(rows, out=...), the same pass without the count);
 - "forward-backward": the E-step of fit's loop, _kernel.EMDense(...).step(A, pi, log_emission,
   gamma): ll, gamma (n, N), and the M-step of A and pi from the expected counts, in double;
 - "accumulate + m_step": emission.empty_stats + accumulate(stats, rows, gamma) + m_step(stats, "mc")
@@ -79,7 +80,7 @@ TABLES[TABLE] = ("one EM iteration of a Gaussian HMM, hmmop vs hmmlearn 0.3.3; t
                  ">= 50x (diag, 10^6 frames), >= 20x (full, 10^5 frames): median",
                  ["hmmlearn", "hmmop float64", "hmmop float32"],
                  ("hmmlearn", "hmmop float64", "hmmlearn/hmmop float64"))
-PARTS = ["data checks", "log-emission", "forward-backward", "accumulate + m_step"]
+PARTS = ["check + log-emission", "forward-backward", "accumulate + m_step"]
 TABLES[PARTS_TABLE] = ("hmmop's EM iteration by parts (float64): median (shares: see the floor below)",
                        PARTS + ["whole"], None)
 
@@ -309,12 +310,9 @@ def check_parts(w):
 def part_call(w, part):
     """(function, setup or None) of one part on its stage's input, as fit calls it (its arrays reused)."""
     s = stages(w)
-    if part == "data checks":
+    if part == "check + log-emission":     # on a fresh emission: its factor cache empty, as in fit
         X, lengths = problem(w).X, problem(w).lengths
-        return (lambda: data_checks(s.model, X, lengths)), None
-    if part == "log-emission":       # on a fresh emission: its factor cache empty, as in fit
-        out = _kernel.big_empty(len(s.rows), w.n)
-        return (lambda emission: emission.log_likelihood(s.rows, out=out)), \
+        return (lambda emission: emission.prepare_scored(X, lengths)), \
             (lambda: ((fresh_emission(s.model),), {}))
     if part == "forward-backward":
         gamma = _kernel.big_empty(len(s.rows), w.n)
@@ -334,7 +332,7 @@ def test_em_part(benchmark, record, w, part):
 
 # -- the arithmetic floor, printed after the tables of conftest.py ----------------------------------
 
-PART_FLOPS = {"log-emission": "log-emission", "forward-backward": "forward-backward",
+PART_FLOPS = {"check + log-emission": "log-emission", "forward-backward": "forward-backward",
               "accumulate + m_step": "statistics"}
 
 
