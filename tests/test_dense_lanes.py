@@ -157,3 +157,29 @@ def test_long_sequences_many_segments():
     value = core.step(A.copy(), pi.copy(), le, gamma)
     assert value == pytest.approx(want[0].sum(), rel=1e-10)
     np.testing.assert_allclose(gamma, want[3], rtol=1e-8, atol=1e-12)
+
+
+def test_one_plan_switching_between_lane_and_weak_parameters():
+    """One plan (EMDense, kept across calls) given parameters that are not weak, then weak ones (zeros in A: the
+    state-lane kernel, whose arrays are larger), then the first again: each step as the oracle says."""
+    n = 5
+    A1, pi, le, starts, lengths, _ = problem(n, 6, batch=20)
+    A2 = A1.copy()
+    A2[0, 1:] = 0.0
+    A2 /= A2.sum(axis=1, keepdims=True)
+    core = _kernel.EMDense(n, len(le), starts, lengths, ["A", "pi"], {}, {}, (), 2)
+    ones = np.ones(len(lengths))
+    first = None
+    for A in (A1, A2, A1):
+        want = log_space(A, pi, le, starts, lengths, ones)
+        gamma = np.full_like(le, np.nan)
+        value = core.step(A.copy(), pi.copy(), le, gamma)
+        assert value == pytest.approx(want[0].sum(), rel=1e-10)
+        inside = np.zeros(len(le), dtype=bool)
+        for s, L in zip(starts, lengths):
+            inside[s:s + L] = True
+        np.testing.assert_allclose(gamma[inside], want[3][inside], rtol=1e-9, atol=1e-12)
+        if first is None:
+            first = gamma.copy()
+        elif A is A1:
+            np.testing.assert_array_equal(gamma, first)
