@@ -142,6 +142,40 @@ static inline __attribute__((always_inline)) lvec lanes_exp(lvec x)
 #endif
 }
 
+/* y[c] = sum_k x[k] M[k rs + c cs] for c < n (n vectors; M's entries
+ * broadcast), each y[c] one chain of multiply-adds over k in order:
+ * alpha_hat A (rs = n, cs = 1) and A u (rs = 1, cs = n). */
+static inline __attribute__((always_inline)) void
+lanes_product(const int n, const double *restrict M, const int rs, const int cs, const lvec *restrict x,
+              lvec *restrict y)
+{
+    #pragma GCC unroll 16
+    for (int c = 0; c < n; ++c)
+        y[c] = x[0] * (M[(size_t)c * cs] - (lvec){0});
+    #pragma GCC unroll 16
+    for (int k = 1; k < n; ++k) {
+        const lvec xk = x[k];
+        #pragma GCC unroll 16
+        for (int c = 0; c < n; ++c)
+            y[c] = fmadd_f64(xk, M[(size_t)k * rs + (size_t)c * cs] - (lvec){0}, y[c]);
+    }
+}
+
+/* p = pred_t (n vectors): pi at t = 0, else alpha_hat_{t-1} A from a (the
+ * forward and the backward's recomputation both, so they agree bit for bit). */
+static inline __attribute__((always_inline)) void
+lanes_pred(const int n, int64_t t, const double *restrict A, const double *restrict pi,
+           const lvec *restrict a, lvec *restrict p)
+{
+    if (t == 0) {
+        #pragma GCC unroll 16
+        for (int j = 0; j < n; ++j)
+            p[j] = pi[j] - (lvec){0};
+    } else {
+        lanes_product(n, A, n, 1, a, p);
+    }
+}
+
 /* One forward step of one group (the state-lane forward's, lane by lane):
  * a (n vectors) holds alpha_hat_{t-1} (t > 0) and gets pred_t * E_t, e (n
  * vectors) gets E_t = exp(logE_t - m_t); returns the step's total c_t, with
@@ -153,22 +187,7 @@ lanes_step(const int n, int64_t t, const double *restrict A, const double *restr
            lvec *mx_out, livec *nan_out)
 {
     lvec p[HMM_LANES_MAX], x[HMM_LANES_MAX];
-    if (t == 0) {
-        #pragma GCC unroll 16
-        for (int j = 0; j < n; ++j)
-            p[j] = pi[j] - (lvec){0};
-    } else {                    /* pred_t = alpha_{t-1} A: each p[j] a chain over i in order */
-        #pragma GCC unroll 16
-        for (int j = 0; j < n; ++j)
-            p[j] = a[0] * (A[j] - (lvec){0});
-        #pragma GCC unroll 16
-        for (int i = 1; i < n; ++i) {
-            const lvec ai = a[i];
-            #pragma GCC unroll 16
-            for (int j = 0; j < n; ++j)
-                p[j] = fmadd_f64(ai, A[(size_t)i * n + j] - (lvec){0}, p[j]);
-        }
-    }
+    lanes_pred(n, t, A, pi, a, p);
     /* the lanes read as many streams through logE: ask for step t + 8 (as the
      * state-lane forward, where rows of <= 128 bytes measured a gain) */
     if (n * (int)sizeof(double) <= 128)
@@ -359,22 +378,7 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                 /* the forward's step again from its emission row: pred_t = alpha_{t-1} A (pi at
                  * t = 0), a = pred_t * E_t, c its total - lanes_step's operations, in its order */
                 lvec p[HMM_LANES_MAX];
-                if (t == 0) {
-                    #pragma GCC unroll 16
-                    for (int j = 0; j < n; ++j)
-                        p[j] = pi[j] - (lvec){0};
-                } else {
-                    #pragma GCC unroll 16
-                    for (int j = 0; j < n; ++j)
-                        p[j] = a[0] * (A[j] - (lvec){0});
-                    #pragma GCC unroll 16
-                    for (int i = 1; i < n; ++i) {
-                        const lvec ai = a[i];
-                        #pragma GCC unroll 16
-                        for (int j = 0; j < n; ++j)
-                            p[j] = fmadd_f64(ai, A[(size_t)i * n + j] - (lvec){0}, p[j]);
-                    }
-                }
+                lanes_pred(n, t, A, pi, a, p);
                 /* E is read upwards within a segment, the segments downwards: ask for 4 steps on */
                 for (int k = 0; k < n * LV; k += 64 / (int)sizeof(double))
                     __builtin_prefetch((const double *)(Eg + 4 * (int64_t)active * n) + k);
@@ -444,16 +448,7 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                 lvec *restrict w = W + g * n;
                 const lvec *restrict u = U + g * n;
                 lvec sw[HMM_LANES_MAX];
-                #pragma GCC unroll 16
-                for (int i = 0; i < n; ++i)
-                    sw[i] = u[0] * (A[(size_t)i * n] - (lvec){0});
-                #pragma GCC unroll 16
-                for (int j = 1; j < n; ++j) {
-                    const lvec uj = u[j];
-                    #pragma GCC unroll 16
-                    for (int i = 0; i < n; ++i)
-                        sw[i] = fmadd_f64(uj, A[(size_t)i * n + j] - (lvec){0}, sw[i]);
-                }
+                lanes_product(n, A, 1, n, u, sw);
                 #pragma GCC unroll 16
                 for (int i = 0; i < n; ++i)
                     w[i] = sw[i];
@@ -534,71 +529,21 @@ static void lanes_backward_block(const hmm_batch *h, int64_t blk, const double *
 }
 #undef LANES_CASES
 
-/* The forward of a lane plan (h prepared by its state-lane variant, not
- * weak): blocks on nt threads, then the rows left to the double reference. */
-static int lanes_forward(hmm_batch *h, int nt)
-{
-    if (nt <= 1) {
-        lvec *alpha = (lvec *)plan_work_f64(h);
-        if (!alpha)
-            return -1;
-        for (int64_t blk = 0; blk < h->nblocks; ++blk)
-            lanes_forward_block(h, blk, alpha);
-        int fail = 0;
-        for (int64_t b = 0; b < h->batch; ++b)
-            fail |= forward_redo_f64(h, b) != 0;
-        return fail ? -1 : 0;
-    }
-    int fail = 0;
-    #pragma omp parallel num_threads(nt)
-    {
-        lvec *alpha = alloc64(lanes_work_bytes(h));
-        if (!alpha) {
-            #pragma omp atomic write
-            fail = 1;
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t blk = 0; blk < h->nblocks; ++blk)
-            if (alpha)
-                lanes_forward_block(h, blk, alpha);
-        free(alpha);
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < h->batch; ++b)
-            if (forward_redo_f64(h, b) != 0) {
-                #pragma omp atomic write
-                fail = 1;
-            }
-    }
-    return fail ? -1 : 0;
-}
+/* task(h, k, scratch, ctx) for k in [0, count), in any order, on nt threads
+ * (the calling thread alone with the plan's own scratch when nt <= 1), each
+ * thread with lanes_work_bytes of scratch.  -1 if out of memory or if a task
+ * returned nonzero. */
+typedef int (*lanes_task)(hmm_batch *h, int64_t k, lvec *scratch, void *ctx);
 
-/* Group gi of the backward (as FN(backward_group): blocks gi, gi + groups,
- * ... in order, then its sequences left to the double reference). */
-static int lanes_backward_group(hmm_batch *h, const double *gll, double *a, int64_t gi, int64_t groups,
-                                lvec *mem)
+static int lanes_run(hmm_batch *h, int64_t count, lanes_task task, void *ctx, int nt)
 {
-    int fail = 0;
-    for (int64_t blk = gi; blk < h->nblocks; blk += groups)
-        lanes_backward_block(h, blk, gll, a, mem);
-    for (int64_t blk = gi; blk < h->nblocks; blk += groups)
-        for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
-            const int64_t b = h->order[k];
-            if (h->redo[b] && gll[b] != 0.0 && h->ll[b] != -INFINITY && backward_double(h, b, gll[b], a) != 0)
-                fail = 1;
-        }
-    return fail ? -1 : 0;
-}
-
-static int lanes_backward(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
-{
-    const size_t width = acc_width(h);
     if (nt <= 1) {
         lvec *mem = (lvec *)plan_work_f64(h);
         if (!mem)
             return -1;
         int fail = 0;
-        for (int64_t gi = 0; gi < groups; ++gi)
-            fail |= lanes_backward_group(h, gll, acc + gi * width, gi, groups, mem) != 0;
+        for (int64_t k = 0; k < count; ++k)
+            fail |= task(h, k, mem, ctx) != 0;
         return fail ? -1 : 0;
     }
     int fail = 0;
@@ -610,14 +555,69 @@ static int lanes_backward(hmm_batch *h, const double *gll, double *acc, int64_t 
             fail = 1;
         }
         #pragma omp for schedule(dynamic, 1)
-        for (int64_t gi = 0; gi < groups; ++gi)
-            if (mem && lanes_backward_group(h, gll, acc + gi * width, gi, groups, mem) != 0) {
+        for (int64_t k = 0; k < count; ++k)
+            if (mem && task(h, k, mem, ctx) != 0) {
                 #pragma omp atomic write
                 fail = 1;
             }
         free(mem);
     }
     return fail ? -1 : 0;
+}
+
+static int lanes_forward_task(hmm_batch *h, int64_t blk, lvec *alpha, void *ctx)
+{
+    (void)ctx;
+    lanes_forward_block(h, blk, alpha);
+    return 0;
+}
+
+static int lanes_redo_task(hmm_batch *h, int64_t b, lvec *scratch, void *ctx)
+{
+    (void)scratch;
+    (void)ctx;
+    return forward_redo_f64(h, b);
+}
+
+/* The forward of a lane plan (h prepared by its state-lane variant, not
+ * weak): blocks on nt threads, then the rows left to the double reference. */
+static int lanes_forward(hmm_batch *h, int nt)
+{
+    const int status = lanes_run(h, h->nblocks, lanes_forward_task, NULL, nt);
+    const int redo = lanes_run(h, h->batch, lanes_redo_task, NULL, nt);
+    return status || redo ? -1 : 0;
+}
+
+typedef struct {
+    const double *gll;
+    double *acc;
+    int64_t groups;
+} lanes_backward_ctx;
+
+/* Group gi of the backward (as FN(backward_group): blocks gi, gi + groups,
+ * ... in order into its accumulator, then its sequences left to the double
+ * reference). */
+static int lanes_backward_group(hmm_batch *h, int64_t gi, lvec *mem, void *ctx)
+{
+    const lanes_backward_ctx *c = ctx;
+    double *a = c->acc + gi * acc_width(h);
+    int fail = 0;
+    for (int64_t blk = gi; blk < h->nblocks; blk += c->groups)
+        lanes_backward_block(h, blk, c->gll, a, mem);
+    for (int64_t blk = gi; blk < h->nblocks; blk += c->groups)
+        for (int64_t k = h->first[blk]; k < h->first[blk + 1]; ++k) {
+            const int64_t b = h->order[k];
+            if (h->redo[b] && c->gll[b] != 0.0 && h->ll[b] != -INFINITY
+                    && backward_double(h, b, c->gll[b], a) != 0)
+                fail = 1;
+        }
+    return fail ? -1 : 0;
+}
+
+static int lanes_backward(hmm_batch *h, const double *gll, double *acc, int64_t groups, int nt)
+{
+    lanes_backward_ctx ctx = {gll, acc, groups};
+    return lanes_run(h, groups, lanes_backward_group, &ctx, nt);
 }
 
 #undef LV
