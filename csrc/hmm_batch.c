@@ -357,11 +357,11 @@ static size_t params_layout(hmm_batch *h, char *p)
 /* The lane kernel's scratch (hmm_batch_lanes.h): the forward's alpha; the
  * backward's W, U, alpha and checkpoint ((HMM_BATCH_ROWS / lanes + 1) groups
  * of n vectors each), dA (n * n vectors), dpi (n vectors) and its segment's
- * alpha_hat, E, g u and 1 / c (HMM_LANES_SEG steps of those groups), in bytes. */
+ * alpha_hat, g u and 1 / c (HMM_LANES_SEG steps of those groups), in bytes. */
 static size_t lanes_work_bytes(const hmm_batch *h)
 {
     const size_t groups = HMM_BATCH_ROWS / HMM_LANE_COUNT + 1, n = (size_t)h->n;
-    return (size_t)HMM_VBYTES * (4 * groups * n + n * n + n + HMM_LANES_SEG * groups * (3 * n + 1));
+    return (size_t)HMM_VBYTES * (4 * groups * n + n * n + n + HMM_LANES_SEG * groups * (2 * n + 1));
 }
 
 /* Elements of pred (and of E) in the state-lane layout, and of the lane

@@ -329,12 +329,14 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
     const double *A = h->A64, *pi = h->pi64;
     double *dlogE = h->dlogE;
     /* scratch: W, U, the recomputed alpha, the checkpoint (LGROUPS x n each), dA, dpi, and
-     * the segment's alpha_hat, E, g u (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS) */
+     * the segment's alpha_hat, g u (SEG x LGROUPS x n each) and 1 / c (SEG x LGROUPS); its E
+     * is read where the forward stored it (eoff) */
     lvec *W = mem, *U = W + LGROUPS * n, *cur = U + LGROUPS * n, *prevA = cur + LGROUPS * n;
     lvec *dA = prevA + LGROUPS * n, *dpi = dA + (size_t)n * n;
-    lvec *segA = dpi + n, *segE = segA + HMM_LANES_SEG * LGROUPS * n, *segU = segE + HMM_LANES_SEG * LGROUPS * n;
+    lvec *segA = dpi + n, *segU = segA + HMM_LANES_SEG * LGROUPS * n;
     lvec *segC = segU + HMM_LANES_SEG * LGROUPS * n;
     int acts[HMM_LANES_SEG];                        /* groups running at each step of the segment */
+    int64_t eoff[HMM_LANES_SEG];                    /* each step's first group-step in E */
     livec lenv[LGROUPS], base[LGROUPS], keepv[LGROUPS];
     lvec gv[LGROUPS];
     lanes_rows(h, blk, lenv, base);
@@ -370,10 +372,10 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
         for (int64_t t = t0; t < t1; off += active, ++t) {
             while (lenv[active - 1][0] <= t)
                 --active;
+            eoff[t - t0] = off;
             for (int g = 0; g < active; ++g) {
                 const livec live = lenv[g] > t, keep = live & keepv[g];
                 lvec *restrict a = cur + g * n;
-                lvec *restrict e = segE + ((t - t0) * LGROUPS + g) * n;
                 const lvec *restrict Eg = Eb + (off + g) * n;
                 /* the forward's step again from its emission row: pred_t = alpha_{t-1} A (pi at
                  * t = 0), a = pred_t * E_t, c its total - lanes_step's operations, in its order */
@@ -385,8 +387,7 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                 lvec c = {0};
                 #pragma GCC unroll 16
                 for (int i = 0; i < n; ++i) {
-                    e[i] = Eg[i];
-                    a[i] = p[i] * e[i];
+                    a[i] = p[i] * Eg[i];
                     c += a[i];
                 }
                 const lvec inv = 1.0 / lanes_sel(keep, c, (lvec){0} + 1.0);
@@ -407,7 +408,7 @@ lanes_backward_body(const int n, const hmm_batch *h, int64_t blk, const double *
                 const livec live = lenv[g] > t, keep = live & keepv[g];
                 const livec row = base[g] + t * n;
                 const lvec *restrict at = segA + ((t - t0) * LGROUPS + g) * n;
-                const lvec *restrict et = segE + ((t - t0) * LGROUPS + g) * n;
+                const lvec *restrict et = Eb + (eoff[t - t0] + g) * n;
                 const lvec ic = segC[(t - t0) * LGROUPS + g];           /* 1 / c_t */
                 lvec *restrict w = W + g * n, *restrict u = U + g * n;
                 const livec start = lenv[g] == t + 1;                   /* beta_hat_{T-1} = 1 */
